@@ -49,7 +49,12 @@ export function importPublicKey(sec1: Uint8Array): crypto.KeyObject {
 }
 
 export function privateKeyFromPem(pem: string): crypto.KeyObject {
-  const key = crypto.createPrivateKey({ key: pem, format: "pem" });
+  let key: crypto.KeyObject;
+  try {
+    key = crypto.createPrivateKey({ key: pem, format: "pem" });
+  } catch {
+    throw new Error("not a PEM private key this build can read (dsm needs an ECDSA P-256 key)");
+  }
   if (key.asymmetricKeyType !== "ec" || key.asymmetricKeyDetails?.namedCurve !== "prime256v1") {
     throw new Error("key is not an ECDSA P-256 private key");
   }

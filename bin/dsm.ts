@@ -1,0 +1,111 @@
+#!/usr/bin/env bun
+// dsm: one binary for every role. Each subcommand lives in its own file under src/cli/
+// and is loaded only when it runs, so `dsm ingest` pays nothing for the others.
+import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
+import pkg from "../package.json" with { type: "json" };
+import { CliError, type DsmCommand, EXIT } from "../src/cli/common.ts";
+
+// Keys, ledgers and their WAL files must never be readable by other users.
+process.umask(0o077);
+
+const load = (m: Promise<{ default: DsmCommand }>) => () => m.then((x) => x.default);
+
+const subCommands: Record<string, () => Promise<DsmCommand>> = {
+  init: () => load(import("../src/cli/init.ts"))(),
+  card: () => load(import("../src/cli/card.ts"))(),
+  ingest: () => load(import("../src/cli/ingest.ts"))(),
+  emit: () => load(import("../src/cli/emit.ts"))(),
+  mitigation: () => load(import("../src/cli/mitigation.ts"))(),
+  log: () => load(import("../src/cli/log.ts"))(),
+  show: () => load(import("../src/cli/show.ts"))(),
+  status: () => load(import("../src/cli/status.ts"))(),
+  verify: () => load(import("../src/cli/verify.ts"))(),
+  demo: () => load(import("../src/cli/demo.ts"))(),
+};
+
+const main: DsmCommand = {
+  meta: { name: "dsm", version: pkg.version, description: "HookProbe Decentralized Security Mesh: signed, hash-chained security events" },
+  help: `Every command takes --config FILE, --data-dir DIR and --json. Data goes to stdout,
+errors to stderr as one line. Environment: DSM_DATA_DIR, DSM_CONFIG, and
+DSM_<SECTION>_<KEY> to override one config key (e.g. DSM_PRIVACY_ANONYMIZE_IPS=true).
+
+EXIT STATUS  0 success, 1 error, 2 verification failed, 3 some input lines rejected.
+
+GETTING STARTED
+  dsm demo                                   the whole story on a throwaway node
+  dsm init                                   create a node in ~/.dsm
+  tail -F /var/log/suricata/eve.json | dsm ingest
+  dsm verify`,
+  subCommands,
+};
+
+async function run(argv: string[]): Promise<number> {
+  const { cmd, parent, rest } = await resolve(main, argv);
+  if (rest.includes("--help") || rest.includes("-h") || (cmd === main && rest.length === 0)) {
+    process.stdout.write((await usage(cmd, parent)) + "\n");
+    return EXIT.ok;
+  }
+  if (cmd === main && (rest[0] === "--version" || rest[0] === "-v")) {
+    process.stdout.write(`dsm ${pkg.version}\n`);
+    return EXIT.ok;
+  }
+  if (cmd === main) throw new CliError(`unknown command "${rest[0]}" (see: dsm --help)`);
+  await checkFlags(cmd, rest);
+  await runCommand(cmd as CommandDef, { rawArgs: rest });
+  return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+}
+
+async function resolve(root: DsmCommand, argv: string[]): Promise<{ cmd: DsmCommand; parent?: DsmCommand; rest: string[] }> {
+  const name = argv[0];
+  if (name && !name.startsWith("-") && root.subCommands) {
+    const sub = (root.subCommands as Record<string, () => Promise<DsmCommand>>)[name];
+    if (!sub) throw new CliError(`unknown command "${name}" (see: dsm --help)`);
+    return { cmd: await sub(), parent: root, rest: argv.slice(1) };
+  }
+  return { cmd: root, rest: argv };
+}
+
+async function usage(cmd: DsmCommand, parent?: DsmCommand): Promise<string> {
+  const text = await renderUsage(cmd as CommandDef, parent as CommandDef | undefined);
+  return cmd.help ? `${text}\n\n${cmd.help}\n` : text;
+}
+
+/** citty ignores unknown flags; a typo in a security tool's flag must not pass silently. */
+async function checkFlags(cmd: DsmCommand, rest: string[]): Promise<void> {
+  const defs: ArgsDef = (typeof cmd.args === "function" ? await cmd.args() : await cmd.args) ?? {};
+  const known = new Set<string>();
+  for (const [name, def] of Object.entries(defs)) {
+    if (def.type === "positional") continue;
+    known.add(name);
+    for (const a of [(def as { alias?: string | string[] }).alias ?? []].flat()) known.add(a);
+    if (def.type === "boolean") known.add(`no-${name}`);
+  }
+  for (const tok of rest) {
+    if (tok === "--") break;
+    const m = /^--?([^=]+)/.exec(tok);
+    if (!m || /^-\d/.test(tok)) continue;
+    if (!known.has(m[1]!)) throw new CliError(`unknown option ${tok.split("=")[0]} (see: dsm ${cmd.meta && "name" in cmd.meta ? cmd.meta.name : ""} --help)`);
+  }
+  for (const [name, def] of Object.entries(defs)) {
+    if (def.type === "enum" && def.options) {
+      const i = rest.findIndex((t) => t === `--${name}` || t.startsWith(`--${name}=`));
+      if (i >= 0) {
+        const v = rest[i]!.includes("=") ? rest[i]!.split("=")[1] : rest[i + 1];
+        if (v === undefined || !def.options.includes(v)) {
+          throw new CliError(`--${name} must be one of ${def.options.join(", ")}${v === undefined ? "" : `, got "${v}"`}`);
+        }
+      }
+    }
+  }
+}
+
+const commandName = process.argv[2] && !process.argv[2].startsWith("-") ? `dsm ${process.argv[2]}` : "dsm";
+try {
+  const code = await run(process.argv.slice(2));
+  process.exit(code);
+} catch (e) {
+  const msg = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`${commandName}: ${msg.split("\n")[0]}\n`);
+  if (process.env.DSM_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+  process.exit(e instanceof CliError ? e.exitCode : EXIT.error);
+}

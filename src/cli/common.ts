@@ -1,0 +1,91 @@
+// What every subcommand shares: the common flags, config resolution, output, and the
+// rule that a failure is one line on stderr and a documented exit code.
+import * as os from "node:os";
+import type { ArgsDef, CommandDef } from "citty";
+import { type DsmConfig, resolveConfig } from "../config/config.ts";
+import { DSMNode } from "../node/node.ts";
+
+export const EXIT = {
+  ok: 0,
+  error: 1,
+  /** dsm verify found a problem: the ledger was altered or is inconsistent. */
+  verifyFailed: 2,
+  /** dsm ingest stored every good line but rejected some. */
+  partial: 3,
+} as const;
+
+export class CliError extends Error {
+  constructor(message: string, readonly exitCode: number = EXIT.error) {
+    super(message);
+  }
+}
+
+export const commonArgs = {
+  config: { type: "string", description: "Config file (default: $DSM_CONFIG, else <data-dir>/dsm.yaml, else built-in defaults)", valueHint: "FILE" },
+  "data-dir": { type: "string", description: "Node data directory (default: $DSM_DATA_DIR, else ~/.dsm)", valueHint: "DIR" },
+  json: { type: "boolean", description: "Machine-readable JSON on stdout" },
+} as const satisfies ArgsDef;
+
+export type CommonArgs = { config?: string; "data-dir"?: string; json?: boolean };
+
+export interface Context {
+  config: DsmConfig;
+  dataDir: string;
+  configPath: string | null;
+  json: boolean;
+}
+
+export function context(args: CommonArgs): Context {
+  const r = resolveConfig({ configPath: args.config, dataDir: args["data-dir"], env: process.env, home: os.homedir() });
+  return { ...r, json: Boolean(args.json) };
+}
+
+/** Opens the node for the duration of fn and always closes the ledger. */
+export async function withNode<T>(ctx: Context, fn: (node: DSMNode) => Promise<T> | T, opts: { readonly?: boolean } = {}): Promise<T> {
+  const node = DSMNode.open(ctx.dataDir, ctx.config, opts);
+  try {
+    return await fn(node);
+  } finally {
+    node.close();
+  }
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value) + "\n");
+}
+
+export function print(text: string): void {
+  process.stdout.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+export function warn(text: string): void {
+  process.stderr.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+/** A command definition with a long help text shown after citty's usage by --help. */
+export type DsmCommand = CommandDef<any> & { help?: string };
+
+export function command<const T extends ArgsDef>(def: CommandDef<T> & { help?: string }): DsmCommand {
+  return def as DsmCommand;
+}
+
+/** Parses an integer flag strictly: "12abc" is an error, not 12. */
+export function intArg(value: string | undefined, flag: string, min = 0): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < min || !Number.isSafeInteger(Number(value))) {
+    throw new CliError(`--${flag} must be an integer >= ${min}, got "${value}"`);
+  }
+  return Number(value);
+}
+
+/** Parses a time flag: RFC 3339, or a relative age like 15m, 2h, 7d. */
+export function timeArg(value: string | undefined, flag: string, nowMs = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const rel = /^(\d+)(s|m|h|d)$/.exec(value);
+  if (rel) return nowMs - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as "s" | "m" | "h" | "d"];
+  const ms = Date.parse(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(ms)) {
+    throw new CliError(`--${flag} must be an RFC 3339 time (2026-11-25T18:00:00Z) or an age like 30m, 2h, 7d; got "${value}"`);
+  }
+  return ms;
+}

@@ -1,0 +1,51 @@
+import * as fs from "node:fs";
+import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
+
+export default command({
+  meta: { name: "status", description: "Show this node: id, key kind, mesh, ledger counts, chain head" },
+  help: `Shows the node id, the kind of identity key (a software key is flagged loudly: it
+can be copied off the box, a TPM key cannot), the mesh and genesis name, the ledger's
+counts (microblocks, payloads, key certificates, fork evidence) and this node's chain head.
+
+EXAMPLES
+  dsm status
+  dsm status --json | jq .head.seq`,
+  args: { ...commonArgs },
+  async run({ args }) {
+    const ctx = context(args);
+    await withNode(ctx, (node) => {
+      const counts = node.ledger.counts();
+      const head = node.ledger.head(node.mesh, node.nodeId);
+      const size = ["", "-wal"].reduce((n, s) => n + (fs.existsSync(node.ledger.path + s) ? fs.statSync(node.ledger.path + s).size : 0), 0);
+      const status = {
+        node_id: node.nodeId,
+        key_kind: node.identity.kind,
+        tpm: node.identity.kind === "tpm",
+        role: node.card().role,
+        mesh: node.mesh,
+        mesh_name: node.genesis.name,
+        local_mesh: node.genesis.validators.length === 1 && node.genesis.validators[0]!.node_id === node.nodeId,
+        data_dir: node.layout.dir,
+        config: ctx.configPath,
+        ledger: { path: node.ledger.path, bytes: size, ...counts },
+        head,
+        anonymize_ips: node.config.privacy.anonymize_ips,
+      };
+      if (ctx.json) return printJson(status);
+      print(
+        [
+          `node        ${status.node_id}`,
+          `identity    ${status.tpm ? "TPM key" : "SOFTWARE KEY (no TPM): the identity key is a file and could be copied"}`,
+          `role        ${status.role}`,
+          `mesh        ${status.mesh} (${status.mesh_name}${status.local_mesh ? ", local one-node mesh" : ""})`,
+          `data dir    ${status.data_dir}`,
+          `config      ${status.config ?? "(built-in defaults)"}`,
+          `ledger      ${status.ledger.path} (${(size / 1048576).toFixed(1)} MiB)`,
+          `            ${counts.microblocks} microblocks in ${counts.chains} chains, ${counts.payloads} payloads, ${counts.keyCerts} key certificates, ${counts.forkEvidence} fork evidence`,
+          `head        ${head ? `seq ${head.seq}  ${head.timestamp}  ${head.id}` : "(no microblocks yet)"}`,
+          `privacy     anonymize_ips ${status.anonymize_ips ? "on" : "off"}`,
+        ].join("\n"),
+      );
+    }, { readonly: true });
+  },
+});

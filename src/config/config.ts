@@ -1,0 +1,504 @@
+// Node configuration: config/dsm.yaml (embedded) overlaid by an optional user file, ${VAR} expansion
+// inside that file, then DSM_<SECTION>_<KEY> environment overrides. Everything is pure except
+// resolveConfig, which is the only place that touches the file system.
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+// A text import, so `bun build --compile` embeds the shipped file and the binary needs no install tree.
+import embeddedDefaultText from "../../config/dsm.yaml" with { type: "text" };
+
+export interface DsmConfig {
+  node: { role: "edge" | "validator" | "both"; data_dir: string };
+  identity: { kind: "software" | "tpm"; tcti: string };
+  keys: { signing_key_lifetime_s: number };
+  ledger: { file: string; batch_max_events: number; batch_max_ms: number; busy_timeout_ms: number };
+  ingest: { format: "auto" | "suricata" | "zeek" | "json"; max_line_bytes: number };
+  privacy: { anonymize_ips: boolean };
+  mesh: { genesis: string; max_clock_skew_s: number };
+}
+
+/** One line, always of the form `<source>: <key path>: <problem>`, fit to print as-is to an operator. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export const DEFAULT_CONFIG_TEXT: string = embeddedDefaultText;
+
+// ---------------------------------------------------------------------------------------------
+// Schema. Typed against DsmConfig so that adding a key to the interface without a rule here (or
+// giving a number key a string rule) fails to compile.
+
+interface IntRule { readonly type: "int"; readonly min: number; readonly max: number }
+interface BoolRule { readonly type: "bool" }
+interface StringRule { readonly type: "string" }
+interface EnumRule<T extends string> { readonly type: "enum"; readonly values: readonly T[] }
+type Rule = IntRule | BoolRule | StringRule | EnumRule<string>;
+
+// Wrapped in [] so unions such as "edge" | "validator" are not distributed into one rule each.
+type RuleFor<T> = [T] extends [boolean] ? BoolRule
+  : [T] extends [number] ? IntRule
+  : [string] extends [T] ? StringRule
+  : [T] extends [string] ? EnumRule<T>
+  : never;
+
+type Schema = { readonly [S in keyof DsmConfig]: { readonly [K in keyof DsmConfig[S]]: RuleFor<DsmConfig[S][K]> } };
+
+const int = (min: number, max: number): IntRule => ({ type: "int", min, max });
+const BOOL: BoolRule = { type: "bool" };
+const STR: StringRule = { type: "string" };
+const oneOf = <T extends string>(...values: T[]): EnumRule<T> => ({ type: "enum", values });
+
+const SCHEMA: Schema = {
+  node: { role: oneOf("edge", "validator", "both"), data_dir: STR },
+  identity: { kind: oneOf("software", "tpm"), tcti: STR },
+  keys: { signing_key_lifetime_s: int(60, 31_536_000) },
+  ledger: { file: STR, batch_max_events: int(1, 100_000), batch_max_ms: int(1, 60_000), busy_timeout_ms: int(0, 600_000) },
+  ingest: { format: oneOf("auto", "suricata", "zeek", "json"), max_line_bytes: int(1024, 67_108_864) },
+  privacy: { anonymize_ips: BOOL },
+  mesh: { genesis: STR, max_clock_skew_s: int(0, 86_400) },
+};
+
+// The schema viewed untyped, for walking documents whose keys are not yet known to be valid.
+const SECTIONS = SCHEMA as unknown as Readonly<Record<string, Readonly<Record<string, Rule>>>>;
+const SECTION_NAMES = Object.keys(SECTIONS);
+
+function hasOwn(obj: object, key: string): boolean {
+  return Object.prototype.hasOwnProperty.call(obj, key);
+}
+
+function sectionRules(section: string): Readonly<Record<string, Rule>> | undefined {
+  return hasOwn(SECTIONS, section) ? SECTIONS[section] : undefined;
+}
+
+function ruleFor(section: string, key: string): Rule | undefined {
+  const rules = sectionRules(section);
+  return rules && hasOwn(rules, key) ? rules[key] : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors. Inner helpers throw Invalid with just the problem; the caller that knows the source and
+// key path turns it into a ConfigError, so no helper has to thread both through.
+
+class Invalid extends Error {}
+
+function configError(source: string, path: string, problem: string): ConfigError {
+  return new ConfigError(`${source}: ${path}: ${problem}`);
+}
+
+function atPath<T>(source: string, path: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof Invalid) throw configError(source, path, e.message);
+    throw e;
+  }
+}
+
+/** Renders a value for a message; JSON quoting keeps strings with newlines on one line. */
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return "nothing (null)";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  if (typeof value === "string") return JSON.stringify(value);
+  return String(value);
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Levenshtein distance; names here are short, so the plain O(n*m) table is fine. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + cost));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function closest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(name, candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best;
+}
+
+function unknownSectionProblem(name: string): string {
+  // A key written at top level, outside its section, is the likeliest slip after a typo.
+  const owner = SECTION_NAMES.find((s) => ruleFor(s, name) !== undefined);
+  const guess = owner ? `${owner}.${name}` : closest(name, SECTION_NAMES);
+  const hint = guess ? ` (did you mean ${guess}?)` : "";
+  return `unknown section${hint}; known sections: ${SECTION_NAMES.join(", ")}`;
+}
+
+function unknownKeyProblem(section: string, key: string, spell: (section: string, key: string) => string): string {
+  const keys = Object.keys(sectionRules(section) ?? {});
+  const near = closest(key, keys);
+  const elsewhere = SECTION_NAMES.find((s) => s !== section && ruleFor(s, key) !== undefined);
+  const guess = near ? spell(section, near) : elsewhere ? spell(elsewhere, key) : undefined;
+  const hint = guess ? ` (did you mean ${guess}?)` : "";
+  return `unknown key${hint}; known keys in ${section}: ${keys.join(", ")}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values.
+
+function expectedText(rule: Rule, fromText: boolean): string {
+  switch (rule.type) {
+    case "int":
+      return `an integer between ${rule.min} and ${rule.max}`;
+    case "bool":
+      return fromText ? "true, false, 1 or 0" : "true or false";
+    case "enum":
+      return `one of ${rule.values.join(", ")}`;
+    case "string":
+      return "a string";
+  }
+}
+
+const INTEGER_TEXT = /^-?[0-9]+$/;
+
+/**
+ * Checks a value against its rule. `fromText` is set when the value came from an environment
+ * variable (an override or a ${VAR} expansion): then numbers and booleans arrive as strings and are
+ * converted; a plain quoted "50" in the file is still a type error, as YAML typing is the file's job.
+ */
+function checkValue(rule: Rule, value: unknown, fromText: boolean, origin = ""): unknown {
+  const fail = (): never => {
+    throw new Invalid(`expected ${expectedText(rule, fromText)}, got ${describe(value)}${origin}`);
+  };
+  switch (rule.type) {
+    case "int": {
+      let n = value;
+      if (fromText && typeof value === "string") n = INTEGER_TEXT.test(value) ? Number(value) : NaN;
+      if (typeof n !== "number" || !Number.isInteger(n) || n < rule.min || n > rule.max) return fail();
+      return n;
+    }
+    case "bool": {
+      if (typeof value === "boolean") return value;
+      if (fromText && (value === "true" || value === "1")) return true;
+      if (fromText && (value === "false" || value === "0")) return false;
+      return fail();
+    }
+    case "enum":
+      return typeof value === "string" && rule.values.includes(value) ? value : fail();
+    case "string":
+      return typeof value === "string" ? value : fail();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ${VAR} expansion. A small recursive-descent reader, so a default may itself hold a reference:
+// ${A:-${B:-x}}. Defaults are read even when not used (to find their end) but only evaluated when
+// used, as in the shell, so an unset variable in an unused default is not an error. An unset variable
+// is only reported once the whole value has parsed, so a syntax error is never hidden behind it.
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+interface Cursor { readonly text: string; pos: number; references: number; unset?: string }
+
+const NAME_START = /[A-Za-z_]/;
+const NAME_PART = /[A-Za-z0-9_]/;
+
+function readVarName(cur: Cursor): string {
+  let end = cur.pos;
+  while (end < cur.text.length && NAME_PART.test(cur.text[end]!)) end++;
+  const name = cur.text.slice(cur.pos, end);
+  cur.pos = end;
+  return name;
+}
+
+/** Reads up to the end of the text, or, inside a default, up to and including its closing brace. */
+function readText(cur: Cursor, env: Env, live: boolean, inDefault: boolean): string {
+  let out = "";
+  while (cur.pos < cur.text.length) {
+    const ch = cur.text[cur.pos]!;
+    if (inDefault && ch === "}") {
+      cur.pos++;
+      return out;
+    }
+    if (ch !== "$") {
+      out += ch;
+      cur.pos++;
+      continue;
+    }
+    const next = cur.text[cur.pos + 1];
+    if (next === "$") {
+      out += "$";
+      cur.pos += 2;
+    } else if (next === "{") {
+      out += readReference(cur, env, live);
+    } else if (next !== undefined && NAME_START.test(next)) {
+      // Only the braced form expands; leaving $HOME as literal text would be a silent surprise.
+      cur.pos++;
+      const name = readVarName(cur);
+      throw new Invalid(`"$${name}" is not expanded: write \${${name}}, or $$ for a literal $`);
+    } else {
+      out += "$";
+      cur.pos++;
+    }
+  }
+  if (inDefault) throw unterminated(cur);
+  return out;
+}
+
+function unterminated(cur: Cursor): Invalid {
+  return new Invalid(`unterminated "\${" in ${JSON.stringify(cur.text)}`);
+}
+
+function readReference(cur: Cursor, env: Env, live: boolean): string {
+  cur.pos += 2; // past "${"
+  cur.references++;
+  const name = readVarName(cur);
+  if (cur.pos >= cur.text.length) throw unterminated(cur);
+  if (name === "" || !NAME_START.test(name[0]!)) {
+    if (!cur.text.includes("}", cur.pos)) throw unterminated(cur);
+    throw new Invalid(`invalid variable reference in ${JSON.stringify(cur.text)}: a name must match [A-Za-z_][A-Za-z0-9_]*`);
+  }
+  const value = env[name];
+  if (cur.text[cur.pos] === "}") {
+    cur.pos++;
+    if (live && value === undefined) cur.unset ??= name;
+    return value ?? "";
+  }
+  if (cur.text.startsWith(":-", cur.pos)) {
+    cur.pos += 2;
+    const useDefault = value === undefined || value === "";
+    const fallback = readText(cur, env, live && useDefault, true);
+    return useDefault ? fallback : value;
+  }
+  if (!cur.text.includes("}", cur.pos)) throw unterminated(cur);
+  throw new Invalid(`unsupported reference in ${JSON.stringify(cur.text)}: only \${${name}} and \${${name}:-default} are supported`);
+}
+
+/** Expands ${VAR}, ${VAR:-default} and $$ in one string. `references` tells whether any variable was used. */
+function expandVars(text: string, env: Env): { value: string; references: number } {
+  const cur: Cursor = { text, pos: 0, references: 0 };
+  const value = readText(cur, env, true, false);
+  if (cur.unset !== undefined) {
+    throw new Invalid(`environment variable ${cur.unset} is not set (use \${${cur.unset}:-default})`);
+  }
+  return { value, references: cur.references };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents.
+
+type Overlay = Record<string, Record<string, unknown>>;
+
+function parseYaml(text: string, source: string): unknown {
+  try {
+    return Bun.YAML.parse(text);
+  } catch (e) {
+    const reason = (e instanceof Error ? e.message : String(e)).replace(/^YAML Parse error:\s*/, "").replace(/\s+/g, " ");
+    throw new ConfigError(`${source}: invalid YAML: ${reason}`);
+  }
+}
+
+/** Validates a parsed document and returns just the keys it sets, already expanded and typed. */
+function readDocument(doc: unknown, source: string, env: Env): Overlay {
+  const overlay: Overlay = {};
+  if (doc === null || doc === undefined) return overlay; // empty file, or comments only
+  if (!isMapping(doc)) {
+    throw configError(source, "top level", `expected a mapping of sections (${SECTION_NAMES.join(", ")}), got ${describe(doc)}`);
+  }
+  for (const [section, body] of Object.entries(doc)) {
+    if (!sectionRules(section)) throw configError(source, section, unknownSectionProblem(section));
+    // A section whose keys are all commented out parses as null; that is an empty section.
+    if (body === null || body === undefined) continue;
+    if (!isMapping(body)) throw configError(source, section, `expected a mapping of keys, got ${describe(body)}`);
+    const values: Record<string, unknown> = {};
+    for (const [key, raw] of Object.entries(body)) {
+      const path = `${section}.${key}`;
+      const rule = ruleFor(section, key);
+      if (!rule) throw configError(source, path, unknownKeyProblem(section, key, (s, k) => `${s}.${k}`));
+      values[key] = atPath(source, path, () => {
+        if (typeof raw !== "string") return checkValue(rule, raw, false);
+        const { value, references } = expandVars(raw, env);
+        const origin = references > 0 ? ` (expanded from ${JSON.stringify(raw)})` : "";
+        return checkValue(rule, value, references > 0, origin);
+      });
+    }
+    overlay[section] = values;
+  }
+  return overlay;
+}
+
+function overlay(base: DsmConfig, top: Overlay): DsmConfig {
+  const out = structuredClone(base) as unknown as Overlay;
+  for (const [section, values] of Object.entries(top)) Object.assign(out[section]!, values);
+  return out as unknown as DsmConfig;
+}
+
+const DEFAULT_SOURCE = "config <built-in default>";
+let cachedDefaults: DsmConfig | undefined;
+
+/** The shipped defaults, parsed on first use; a fresh copy each call so callers may mutate it. */
+export function defaultConfig(): DsmConfig {
+  if (!cachedDefaults) {
+    const top = readDocument(parseYaml(DEFAULT_CONFIG_TEXT, DEFAULT_SOURCE), DEFAULT_SOURCE, {});
+    for (const section of SECTION_NAMES) {
+      for (const key of Object.keys(sectionRules(section)!)) {
+        // Only reachable if config/dsm.yaml and SCHEMA drift apart: a build defect, caught by the tests.
+        if (!top[section] || !hasOwn(top[section], key)) throw configError(DEFAULT_SOURCE, `${section}.${key}`, "missing from the shipped defaults");
+      }
+    }
+    cachedDefaults = top as unknown as DsmConfig;
+  }
+  return structuredClone(cachedDefaults);
+}
+
+/**
+ * Parses one config file's text over the defaults. `source` names the file in errors (a path, as a
+ * rule); `env` feeds ${VAR} expansion only: DSM_* overrides are applyEnvOverrides' job.
+ */
+export function parseConfig(text: string, source: string, env: Env): DsmConfig {
+  const label = `config ${source}`;
+  return overlay(defaultConfig(), readDocument(parseYaml(text, label), label, env));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment overrides.
+
+// Not overrides: they pick the data directory and the config file (see resolveConfig).
+const RESERVED_ENV = new Set(["DSM_DATA_DIR", "DSM_CONFIG"]);
+const OVERRIDE_NAME = /^DSM_([^_]+)_(.+)$/;
+
+function envName(section: string, key: string): string {
+  return `DSM_${section}_${key}`.toUpperCase();
+}
+
+/**
+ * Applies DSM_<SECTION>_<KEY> variables. Section names have no underscore, so the first underscore
+ * after DSM_ splits section from key. A variable naming a known section but an unknown key is an
+ * error (it is almost certainly a typo); any other DSM_* variable is not ours and is ignored.
+ */
+export function applyEnvOverrides(config: DsmConfig, env: Env): DsmConfig {
+  const top: Overlay = {};
+  for (const name of Object.keys(env).sort()) {
+    const raw = env[name];
+    if (raw === undefined || RESERVED_ENV.has(name)) continue;
+    const m = OVERRIDE_NAME.exec(name);
+    if (!m) continue;
+    const section = m[1]!.toLowerCase();
+    const key = m[2]!.toLowerCase();
+    if (!sectionRules(section)) continue;
+    const source = `environment variable ${name}`;
+    const path = `${section}.${key}`;
+    const rule = ruleFor(section, key);
+    if (!rule) throw configError(source, path, unknownKeyProblem(section, key, envName));
+    if (section === "node" && key === "data_dir") {
+      // Two variables for one directory, with different precedence, would only breed confusion.
+      throw configError(source, path, "use DSM_DATA_DIR to choose the data directory");
+    }
+    (top[section] ??= {})[key] = atPath(source, path, () => checkValue(rule, raw, true));
+  }
+  return overlay(config, top);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution: the I/O edge.
+
+export interface ResolvedConfig { config: DsmConfig; dataDir: string; configPath: string | null }
+
+export interface ResolveOptions {
+  /** --config */
+  configPath?: string;
+  /** --data-dir */
+  dataDir?: string;
+  env: Env;
+  /** The user's home directory, for ~/ and the default data directory. */
+  home: string;
+  /** Base for relative --config, --data-dir, DSM_CONFIG and DSM_DATA_DIR; defaults to process.cwd(). */
+  cwd?: string;
+}
+
+/** Expands a leading ~ or ~/ only; ~user is left alone, as dsm has no business reading passwd. */
+function expandHome(path: string, home: string): string {
+  if (path !== "~" && !path.startsWith("~/")) return path;
+  if (home === "") throw new Invalid(`cannot expand ~ in ${JSON.stringify(path)}: home directory unknown (set HOME, or use an absolute path)`);
+  return path === "~" ? home : join(home, path.slice(2));
+}
+
+/** Empty strings mean "not given": an exported-but-empty variable is a common shell accident. */
+function given(value: string | undefined): value is string {
+  return value !== undefined && value !== "";
+}
+
+function readConfigFile(path: string, hint: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new ConfigError(`config file not found: ${path}${hint}`);
+    throw new ConfigError(`config ${path}: cannot read: ${code ?? (e instanceof Error ? e.message : String(e))}`);
+  }
+}
+
+/**
+ * Finds and loads the configuration. Config file: --config, else DSM_CONFIG, else <data dir>/dsm.yaml
+ * when present, else the built-in default alone. Data dir: --data-dir, else DSM_DATA_DIR, else
+ * node.data_dir of an explicitly named config file, else ~/.dsm. The returned config has
+ * node.data_dir set to the resolved data dir, and ~/ expanded in ledger.file and mesh.genesis
+ * (which otherwise stay as written, for callers to resolve against the data dir).
+ */
+export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
+  const { env, home } = opts;
+  const cwd = opts.cwd ?? process.cwd();
+  const tilde = (p: string, source: string, path: string): string => atPath(source, path, () => expandHome(p, home));
+  const absolute = (p: string, source: string, path: string): string => resolve(cwd, tilde(p, source, path));
+
+  // Each candidate keeps its origin, so a bad value is reported under the name the user typed.
+  const flagOrEnvDataDir = given(opts.dataDir) ? { value: opts.dataDir, source: "option", path: "--data-dir" }
+    : given(env.DSM_DATA_DIR) ? { value: env.DSM_DATA_DIR, source: "environment variable", path: "DSM_DATA_DIR" }
+    : undefined;
+  const explicitPath = given(opts.configPath) ? { value: opts.configPath, source: "option", path: "--config" }
+    : given(env.DSM_CONFIG) ? { value: env.DSM_CONFIG, source: "environment variable", path: "DSM_CONFIG" }
+    : undefined;
+  const homeDataDir = (): string => absolute("~/.dsm", "data dir", "default ~/.dsm");
+
+  let configPath: string | null = null;
+  let fileConfig: DsmConfig;
+  let dataDir: string;
+
+  if (explicitPath !== undefined) {
+    configPath = absolute(explicitPath.value, explicitPath.source, explicitPath.path);
+    const hint = explicitPath.path === "DSM_CONFIG" ? " (from DSM_CONFIG)" : "";
+    fileConfig = parseConfig(readConfigFile(configPath, hint), configPath, env);
+    const fromFile = fileConfig.node.data_dir;
+    if (flagOrEnvDataDir !== undefined) dataDir = absolute(flagOrEnvDataDir.value, flagOrEnvDataDir.source, flagOrEnvDataDir.path);
+    else if (fromFile !== "") dataDir = resolve(dirname(configPath), tilde(fromFile, `config ${configPath}`, "node.data_dir"));
+    else dataDir = homeDataDir();
+  } else {
+    dataDir = flagOrEnvDataDir ? absolute(flagOrEnvDataDir.value, flagOrEnvDataDir.source, flagOrEnvDataDir.path) : homeDataDir();
+    const candidate = join(dataDir, "dsm.yaml");
+    if (existsSync(candidate)) {
+      configPath = candidate;
+      fileConfig = parseConfig(readConfigFile(candidate, ""), candidate, env);
+      // The data dir was fixed before this file was found, so it cannot move it; say so rather than ignore it.
+      const fromFile = fileConfig.node.data_dir;
+      if (fromFile !== "") {
+        const wanted = resolve(dataDir, tilde(fromFile, `config ${candidate}`, "node.data_dir"));
+        if (wanted !== dataDir) {
+          throw configError(`config ${candidate}`, "node.data_dir", `cannot move the data dir from inside it (${dataDir}); use --data-dir, DSM_DATA_DIR, or --config with a file outside it`);
+        }
+      }
+    } else {
+      fileConfig = defaultConfig();
+    }
+  }
+
+  const config = applyEnvOverrides(fileConfig, env);
+  config.node.data_dir = dataDir;
+  const where = configPath === null ? "config <built-in default>" : `config ${configPath}`;
+  config.ledger.file = tilde(config.ledger.file, where, "ledger.file");
+  config.mesh.genesis = tilde(config.mesh.genesis, where, "mesh.genesis");
+  return { config, dataDir, configPath };
+}

@@ -1,0 +1,77 @@
+// The node card (type N, DESIGN.md section 4): who a node is, signed by its identity
+// key. Cards are made before any mesh exists (a genesis is built from them), so they
+// name no mesh; their digest kind keeps them apart from every other signed object.
+import { fromHex } from "../encoding/hex.ts";
+import { boolField, expectKeys, expectObject, hexField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
+import { formatTime } from "../encoding/time.ts";
+import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
+import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
+
+export type Role = "edge" | "validator" | "both";
+
+export interface NodeCardBody {
+  v: 1;
+  type: "N";
+  node_id: string;
+  role: Role;
+  identity_pub: string;
+  tpm: boolean;
+  ak_pub?: string;
+  peer_id: string;
+  addrs: string[];
+  bls_pub?: string;
+  bls_pop?: string;
+  created: string;
+}
+export type NodeCard = Signed<NodeCardBody>;
+
+const REQUIRED = ["v", "type", "node_id", "role", "identity_pub", "tpm", "peer_id", "addrs", "created", "sig"] as const;
+const OPTIONAL = ["ak_pub", "bls_pub", "bls_pop"] as const;
+
+export async function makeCard(
+  identity: IdentityKey,
+  fields: { role: Role; peerId: string; addrs?: string[]; nowMs: number; akPub?: string; blsPub?: string; blsPop?: string },
+): Promise<NodeCard> {
+  const body: NodeCardBody = {
+    v: 1,
+    type: "N",
+    node_id: nodeIdOf(identity.publicKey),
+    role: fields.role,
+    identity_pub: Buffer.from(identity.publicKey).toString("hex"),
+    tpm: identity.kind === "tpm",
+    peer_id: fields.peerId,
+    addrs: fields.addrs ?? [],
+    created: formatTime(fields.nowMs),
+  };
+  if (fields.akPub) body.ak_pub = fields.akPub;
+  if (fields.blsPub) body.bls_pub = fields.blsPub;
+  if (fields.blsPop) body.bls_pop = fields.blsPop;
+  return signBody("card", body, identity);
+}
+
+export function parseCard(value: unknown, what = "node card"): NodeCard {
+  const o = expectObject(value, what);
+  expectKeys(o, what, REQUIRED, OPTIONAL);
+  literalField(o, "v", what, 1);
+  literalField(o, "type", what, "N");
+  const nodeId = hexField(o, "node_id", what, 32);
+  stringField(o, "role", what, /^(edge|validator|both)$/, "edge, validator or both");
+  const identityPub = hexField(o, "identity_pub", what, 33);
+  const tpm = boolField(o, "tpm", what);
+  if (tpm) hexField(o, "ak_pub", what, 33);
+  else if ("ak_pub" in o) throw new SchemaError(`${what}: "ak_pub" is only for TPM nodes`);
+  stringField(o, "peer_id", what, /^[1-9A-HJ-NP-Za-km-z]{32,64}$/, "a base58 libp2p peer id");
+  const addrs = o.addrs;
+  if (!Array.isArray(addrs) || addrs.length > 16 || !addrs.every((a) => typeof a === "string" && a.length <= 256)) {
+    throw new SchemaError(`${what}: "addrs" must be a list of at most 16 multiaddr strings`);
+  }
+  if ("bls_pub" in o) hexField(o, "bls_pub", what, 48);
+  if ("bls_pop" in o) hexField(o, "bls_pop", what, 96);
+  if ("bls_pub" in o !== "bls_pop" in o) throw new SchemaError(`${what}: "bls_pub" and "bls_pop" come together`);
+  timeField(o, "created", what);
+  hexField(o, "sig", what, 64);
+  const card = o as unknown as NodeCard;
+  if (nodeIdOf(fromHex(identityPub)) !== nodeId) throw new SchemaError(`${what}: node_id is not the hash of identity_pub`);
+  if (!verifyBody("card", card, fromHex(identityPub))) throw new SchemaError(`${what}: signature does not verify under identity_pub`);
+  return card;
+}

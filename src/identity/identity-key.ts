@@ -1,0 +1,54 @@
+// The node's long-term identity key (DESIGN.md section 4). Everything above this
+// interface is the same for a software key and a TPM key: the TPM issue adds a
+// second implementation, nothing else changes.
+import * as fs from "node:fs";
+import type { KeyObject } from "node:crypto";
+import { generateKeyPair, privateKeyFromPem, privateKeyToPem, publicKeyOf, sign } from "../crypto/p256.ts";
+import { sha256Hex } from "../crypto/sha256.ts";
+import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
+
+export type KeyKind = "software" | "tpm";
+
+export interface IdentityKey {
+  readonly kind: KeyKind;
+  /** SEC1 compressed P-256 public key, 33 bytes. */
+  readonly publicKey: Uint8Array;
+  /** ECDSA P-256 (SHA-256) over a 32-byte domain digest; 64-byte r||s, low-S. */
+  sign(digest: Uint8Array): Promise<Uint8Array>;
+}
+
+/** node_id = hex(sha256(SEC1 compressed identity public key)). */
+export function nodeIdOf(identityPub: Uint8Array): string {
+  return sha256Hex(identityPub);
+}
+
+export class SoftwareIdentityKey implements IdentityKey {
+  readonly kind = "software" as const;
+  readonly publicKey: Uint8Array;
+  readonly #privateKey: KeyObject;
+
+  private constructor(privateKey: KeyObject) {
+    this.#privateKey = privateKey;
+    this.publicKey = publicKeyOf(privateKey);
+  }
+
+  static create(file: string, overwrite: boolean): SoftwareIdentityKey {
+    const { privateKey } = generateKeyPair();
+    writeFileAtomic(file, privateKeyToPem(privateKey), { overwrite });
+    return new SoftwareIdentityKey(privateKey);
+  }
+
+  static load(file: string): SoftwareIdentityKey {
+    if (!fs.existsSync(file)) throw new Error(`identity key ${file} not found (run: dsm init)`);
+    try {
+      return new SoftwareIdentityKey(privateKeyFromPem(readSecretFile(file).toString("utf8")));
+    } catch (e) {
+      throw new Error(`identity key ${file}: ${(e as Error).message}`);
+    }
+  }
+
+  async sign(digest: Uint8Array): Promise<Uint8Array> {
+    if (digest.length !== 32) throw new Error("identity key signs 32-byte digests only");
+    return sign(this.#privateKey, digest);
+  }
+}

@@ -1,0 +1,65 @@
+// Key certificates (type K, DESIGN.md section 4): the identity key delegates microblock
+// signing to a per-process in-memory key. The certificate carries the identity public
+// key itself, so it verifies on its own: node_id must be the hash of that key.
+import { fromHex } from "../encoding/hex.ts";
+import { expectKeys, expectObject, hexField, intField, literalField, SchemaError, timeField } from "../encoding/schema.ts";
+import { formatTime } from "../encoding/time.ts";
+import { sha256Hex } from "../crypto/sha256.ts";
+import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
+import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
+
+export interface KeyCertBody {
+  v: 1;
+  type: "K";
+  mesh: string;
+  node_id: string;
+  identity_pub: string;
+  signing_pub: string;
+  first_seq: number;
+  not_after: string;
+}
+export type KeyCert = Signed<KeyCertBody>;
+
+const FIELDS = ["v", "type", "mesh", "node_id", "identity_pub", "signing_pub", "first_seq", "not_after", "sig"] as const;
+
+/** The name microblocks use for a signing key: hex(sha256(SEC1 compressed public key)). */
+export function keyNameOf(signingPub: Uint8Array | string): string {
+  return sha256Hex(typeof signingPub === "string" ? fromHex(signingPub, 33) : signingPub);
+}
+
+export async function issueKeyCert(
+  identity: IdentityKey,
+  fields: { mesh: string; signingPub: Uint8Array; firstSeq: number; notAfterMs: number },
+): Promise<KeyCert> {
+  const body: KeyCertBody = {
+    v: 1,
+    type: "K",
+    mesh: fields.mesh,
+    node_id: nodeIdOf(identity.publicKey),
+    identity_pub: Buffer.from(identity.publicKey).toString("hex"),
+    signing_pub: Buffer.from(fields.signingPub).toString("hex"),
+    first_seq: fields.firstSeq,
+    not_after: formatTime(fields.notAfterMs),
+  };
+  return signBody("keycert", body, identity);
+}
+
+/** Parses untrusted input into a KeyCert: exact schema, node_id bound to identity_pub, signature valid. */
+export function parseKeyCert(value: unknown): KeyCert {
+  const what = "key certificate";
+  const o = expectObject(value, what);
+  expectKeys(o, what, FIELDS);
+  literalField(o, "v", what, 1);
+  literalField(o, "type", what, "K");
+  hexField(o, "mesh", what, 32);
+  const nodeId = hexField(o, "node_id", what, 32);
+  const identityPub = hexField(o, "identity_pub", what, 33);
+  hexField(o, "signing_pub", what, 33);
+  intField(o, "first_seq", what, 1);
+  timeField(o, "not_after", what);
+  hexField(o, "sig", what, 64);
+  const cert = o as unknown as KeyCert;
+  if (nodeIdOf(fromHex(identityPub)) !== nodeId) throw new SchemaError(`${what}: node_id is not the hash of identity_pub`);
+  if (!verifyBody("keycert", cert, fromHex(identityPub))) throw new SchemaError(`${what}: signature does not verify under identity_pub`);
+  return cert;
+}

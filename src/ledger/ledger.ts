@@ -1,0 +1,334 @@
+// The node's SQLite ledger (DESIGN.md section 9): storage only. It knows rows and
+// transactions; what goes into a microblock and whether it is valid is decided above.
+import { Database, type Statement } from "bun:sqlite";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { fromHex, toHex } from "../encoding/hex.ts";
+import type { Microblock } from "../chain/microblock.ts";
+import { MIGRATIONS } from "./schema.ts";
+
+export interface ChainHead {
+  seq: number;
+  id: string;
+  timestamp: string;
+}
+
+export interface StoredMicroblock extends Microblock {
+  rowid: number;
+  received_at: number;
+}
+
+export interface LogFilter {
+  nodeId?: string;
+  fromSeq?: number;
+  toSeq?: number;
+  eventType?: string;
+  sinceMs?: number;
+  untilMs?: number;
+  limit?: number;
+  afterRowid?: number;
+  descending?: boolean;
+}
+
+export interface LedgerCounts {
+  microblocks: number;
+  payloads: number;
+  keyCerts: number;
+  chains: number;
+  forkEvidence: number;
+}
+
+type Row = {
+  rowid: number;
+  mesh: Uint8Array;
+  node_id: Uint8Array;
+  seq: number;
+  id: Uint8Array;
+  prev: Uint8Array;
+  timestamp: string;
+  event_type: string;
+  payload_hash: Uint8Array;
+  key: Uint8Array;
+  sig: Uint8Array;
+  received_at: number;
+};
+
+const SELECT_MB = `SELECT m.rowid, c.mesh, c.node_id, m.seq, m.id, m.prev, m.timestamp, m.event_type, m.payload_hash, m.key, m.sig, m.received_at
+  FROM microblocks m JOIN chains c ON c.chain = m.chain`;
+
+export class LedgerError extends Error {}
+
+export class Ledger {
+  readonly db: Database;
+  readonly path: string;
+  #chainIds = new Map<string, number>();
+  #st: {
+    chainId: Statement;
+    insertChain: Statement;
+    head: Statement;
+    insertMb: Statement;
+    insertPayload: Statement;
+    insertCert: Statement;
+  };
+
+  private constructor(file: string, db: Database) {
+    this.path = file;
+    this.db = db;
+    this.#st = {
+      chainId: db.prepare("SELECT chain FROM chains WHERE mesh = ? AND node_id = ?"),
+      insertChain: db.prepare("INSERT INTO chains (mesh, node_id) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+      head: db.prepare("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? ORDER BY seq DESC LIMIT 1"),
+      insertMb: db.prepare(
+        `INSERT INTO microblocks (chain, seq, id, prev, timestamp, event_type, payload_hash, key, sig, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      insertPayload: db.prepare("INSERT INTO payloads (hash, body) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+      insertCert: db.prepare(
+        "INSERT INTO key_certs (key, chain, first_seq, body, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+      ),
+    };
+  }
+
+  static open(file: string, opts: { busyTimeoutMs?: number; readonly?: boolean } = {}): Ledger {
+    if (opts.readonly && !fs.existsSync(file)) throw new LedgerError(`ledger ${file} not found (run: dsm init)`);
+    if (!opts.readonly) fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    let db: Database;
+    try {
+      db = new Database(file, opts.readonly ? { readonly: true } : { create: true, readwrite: true });
+      db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 10000))}`);
+      if (!opts.readonly) {
+        db.exec("PRAGMA journal_mode = WAL");
+        // FULL: a commit is on disk before dsm acknowledges anything (section 9).
+        db.exec("PRAGMA synchronous = FULL");
+        db.exec("PRAGMA foreign_keys = ON");
+        migrate(db);
+      } else {
+        const v = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+        if (v !== MIGRATIONS.length) throw new LedgerError(`ledger ${file} has schema version ${v}, expected ${MIGRATIONS.length}`);
+      }
+    } catch (e) {
+      if (e instanceof LedgerError) throw e;
+      throw new LedgerError(`cannot open ledger ${file}: ${(e as Error).message}`);
+    }
+    return new Ledger(file, db);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs fn inside BEGIN IMMEDIATE: the write lock is taken up front, so seq assignment never races. */
+  async immediate<T>(fn: () => T | Promise<T>): Promise<T> {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const out = await fn();
+      this.db.exec("COMMIT");
+      return out;
+    } catch (e) {
+      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  chainOf(mesh: string, nodeId: string, create: boolean): number | undefined {
+    const k = mesh + nodeId;
+    const cached = this.#chainIds.get(k);
+    if (cached !== undefined) return cached;
+    const m = fromHex(mesh, 32);
+    const n = fromHex(nodeId, 32);
+    let row = this.#st.chainId.get(m, n) as { chain: number } | null;
+    if (!row && create) {
+      this.#st.insertChain.run(m, n);
+      row = this.#st.chainId.get(m, n) as { chain: number } | null;
+    }
+    if (row) this.#chainIds.set(k, row.chain);
+    return row?.chain;
+  }
+
+  head(mesh: string, nodeId: string): ChainHead | null {
+    const chain = this.chainOf(mesh, nodeId, false);
+    if (chain === undefined) return null;
+    const row = this.#st.head.get(chain) as { seq: number; id: Uint8Array; timestamp: string } | null;
+    return row ? { seq: row.seq, id: toHex(row.id), timestamp: row.timestamp } : null;
+  }
+
+  insertMicroblock(mb: Microblock, receivedAt: number): void {
+    const chain = this.chainOf(mb.mesh, mb.node_id, true)!;
+    this.#st.insertMb.run(
+      chain,
+      mb.seq,
+      fromHex(mb.id),
+      fromHex(mb.prev),
+      mb.timestamp,
+      mb.event_type,
+      fromHex(mb.payload_hash),
+      fromHex(mb.key),
+      fromHex(mb.sig),
+      receivedAt,
+    );
+  }
+
+  insertPayload(hash: string, canonical: Uint8Array | string): void {
+    this.#st.insertPayload.run(fromHex(hash), typeof canonical === "string" ? Buffer.from(canonical) : canonical);
+  }
+
+  insertKeyCert(mesh: string, nodeId: string, key: string, firstSeq: number, canonical: string, receivedAt: number): void {
+    const chain = this.chainOf(mesh, nodeId, true)!;
+    this.#st.insertCert.run(fromHex(key), chain, firstSeq, Buffer.from(canonical), receivedAt);
+  }
+
+  insertForkEvidence(mb: Microblock, first: string, second: string, detectedAt: number): void {
+    const chain = this.chainOf(mb.mesh, mb.node_id, true)!;
+    this.db
+      .prepare("INSERT INTO fork_evidence (chain, seq, first, second, detected_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+      .run(chain, mb.seq, Buffer.from(first), Buffer.from(second), detectedAt);
+  }
+
+  keyCert(key: string): string | null {
+    const row = this.db.query("SELECT body FROM key_certs WHERE key = ?").get(fromHex(key, 32)) as { body: Uint8Array } | null;
+    return row ? Buffer.from(row.body).toString("utf8") : null;
+  }
+
+  payload(hash: string): string | null {
+    const row = this.db.query("SELECT body FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) as { body: Uint8Array } | null;
+    return row ? Buffer.from(row.body).toString("utf8") : null;
+  }
+
+  byId(id: string): StoredMicroblock | null {
+    const row = this.db.query(`${SELECT_MB} WHERE m.id = ?`).get(fromHex(id, 32)) as Row | null;
+    return row ? toMicroblock(row) : null;
+  }
+
+  /** Index range scan: ids starting with an even or odd-length hex prefix. */
+  byIdPrefix(prefix: string, limit: number): StoredMicroblock[] {
+    const lo = Buffer.from(prefix.padEnd(64, "0"), "hex");
+    const hi = Buffer.from(prefix.padEnd(64, "f"), "hex");
+    return (this.db.query(`${SELECT_MB} WHERE m.id BETWEEN ? AND ? LIMIT ?`).all(lo, hi, limit) as Row[]).map(toMicroblock);
+  }
+
+  bySeq(mesh: string, nodeId: string, seq: number): StoredMicroblock | null {
+    const chain = this.chainOf(mesh, nodeId, false);
+    if (chain === undefined) return null;
+    const row = this.db.query(`${SELECT_MB} WHERE m.chain = ? AND m.seq = ?`).get(chain, seq) as Row | null;
+    return row ? toMicroblock(row) : null;
+  }
+
+  /** Resolves a node id prefix (as users type it) to the full id; undefined when absent or ambiguous. */
+  resolveNodeId(prefix: string): string[] {
+    const rows = this.db.query("SELECT DISTINCT hex(node_id) AS n FROM chains").all() as { n: string }[];
+    return rows.map((r) => r.n.toLowerCase()).filter((n) => n.startsWith(prefix.toLowerCase()));
+  }
+
+  list(filter: LogFilter): StoredMicroblock[] {
+    const where: string[] = [];
+    const args: (string | number | Uint8Array)[] = [];
+    if (filter.nodeId) {
+      where.push("c.node_id = ?");
+      args.push(fromHex(filter.nodeId, 32));
+    }
+    if (filter.fromSeq !== undefined) where.push("m.seq >= ?"), args.push(filter.fromSeq);
+    if (filter.toSeq !== undefined) where.push("m.seq <= ?"), args.push(filter.toSeq);
+    if (filter.eventType) {
+      // "suricata" matches suricata.alert etc.; an exact type matches itself.
+      where.push("(m.event_type = ? OR m.event_type LIKE ? ESCAPE '\\')");
+      args.push(filter.eventType, filter.eventType.replace(/[\\%_]/g, "\\$&") + ".%");
+    }
+    // Timestamps are fixed-width RFC 3339 UTC, so string order is time order.
+    if (filter.sinceMs !== undefined) where.push("m.timestamp >= ?"), args.push(new Date(filter.sinceMs).toISOString());
+    if (filter.untilMs !== undefined) where.push("m.timestamp < ?"), args.push(new Date(filter.untilMs).toISOString());
+    if (filter.afterRowid !== undefined) where.push(filter.descending ? "m.rowid < ?" : "m.rowid > ?"), args.push(filter.afterRowid);
+    const sql =
+      `${SELECT_MB}${where.length ? " WHERE " + where.join(" AND ") : ""} ORDER BY m.rowid ${filter.descending ? "DESC" : "ASC"}` +
+      (filter.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(filter.limit))}` : "");
+    return (this.db.query(sql).all(...args) as Row[]).map(toMicroblock);
+  }
+
+  /** Streams every microblock in arrival order without holding them in memory. */
+  *iterateMicroblocks(): Generator<StoredMicroblock> {
+    for (const row of this.db.query(`${SELECT_MB} ORDER BY m.rowid`).iterate() as IterableIterator<Row>) yield toMicroblock(row);
+  }
+
+  *iterateKeyCerts(): Generator<{ key: string; first_seq: number; body: Uint8Array; mesh: string; node_id: string }> {
+    const q = this.db.query(
+      "SELECT k.key, k.first_seq, k.body, c.mesh, c.node_id FROM key_certs k JOIN chains c ON c.chain = k.chain ORDER BY k.rowid",
+    );
+    for (const r of q.iterate() as IterableIterator<{ key: Uint8Array; first_seq: number; body: Uint8Array; mesh: Uint8Array; node_id: Uint8Array }>) {
+      yield { key: toHex(r.key), first_seq: r.first_seq, body: r.body, mesh: toHex(r.mesh), node_id: toHex(r.node_id) };
+    }
+  }
+
+  *iteratePayloads(): Generator<{ hash: string; body: Uint8Array }> {
+    for (const r of this.db.query("SELECT hash, body FROM payloads").iterate() as IterableIterator<{ hash: Uint8Array; body: Uint8Array }>) {
+      yield { hash: toHex(r.hash), body: r.body };
+    }
+  }
+
+  *iterateForkEvidence(): Generator<{ rowid: number; seq: number; first: string; second: string; detected_at: number }> {
+    const q = this.db.query("SELECT rowid, seq, first, second, detected_at FROM fork_evidence ORDER BY rowid");
+    for (const r of q.iterate() as IterableIterator<{ rowid: number; seq: number; first: Uint8Array; second: Uint8Array; detected_at: number }>) {
+      yield { ...r, first: Buffer.from(r.first).toString("utf8"), second: Buffer.from(r.second).toString("utf8") };
+    }
+  }
+
+  hasPayload(hash: string): boolean {
+    return this.db.query("SELECT 1 FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) !== null;
+  }
+
+  maxRowid(): number {
+    return (this.db.query("SELECT coalesce(max(rowid), 0) AS n FROM microblocks").get() as { n: number }).n;
+  }
+
+  eventTypeCounts(): Record<string, number> {
+    const rows = this.db.query("SELECT event_type AS t, count(*) AS n FROM microblocks GROUP BY event_type ORDER BY n DESC, t").all() as { t: string; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.t, r.n]));
+  }
+
+  counts(): LedgerCounts {
+    const one = (sql: string) => (this.db.query(sql).get() as { n: number }).n;
+    return {
+      microblocks: one("SELECT count(*) AS n FROM microblocks"),
+      payloads: one("SELECT count(*) AS n FROM payloads"),
+      keyCerts: one("SELECT count(*) AS n FROM key_certs"),
+      chains: one("SELECT count(*) AS n FROM chains"),
+      forkEvidence: one("SELECT count(*) AS n FROM fork_evidence"),
+    };
+  }
+}
+
+function migrate(db: Database): void {
+  const version = () => (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+  if (version() === MIGRATIONS.length) return;
+  // Two processes may open a fresh ledger at once: re-check under the write lock.
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const from = version();
+    if (from > MIGRATIONS.length) {
+      throw new LedgerError(`ledger schema version ${from} is newer than this dsm understands (${MIGRATIONS.length}); upgrade dsm`);
+    }
+    for (let v = from; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!);
+    db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+    db.exec("COMMIT");
+  } catch (e) {
+    if (db.inTransaction) db.exec("ROLLBACK");
+    throw e;
+  }
+}
+
+function toMicroblock(r: Row): StoredMicroblock {
+  return {
+    v: 1,
+    type: "M",
+    mesh: toHex(r.mesh),
+    node_id: toHex(r.node_id),
+    seq: r.seq,
+    prev: toHex(r.prev),
+    timestamp: r.timestamp,
+    event_type: r.event_type,
+    payload_hash: toHex(r.payload_hash),
+    key: toHex(r.key),
+    id: toHex(r.id),
+    sig: toHex(r.sig),
+    rowid: r.rowid,
+    received_at: r.received_at,
+  };
+}

@@ -1,0 +1,51 @@
+// Forward-only migrations; PRAGMA user_version is the index of the last one applied.
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE chains (
+    chain INTEGER PRIMARY KEY,
+    mesh BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    UNIQUE (mesh, node_id)
+  );
+  -- rowid order is arrival order; a chain's rows arrive in seq order (only extensions are stored).
+  CREATE TABLE microblocks (
+    rowid INTEGER PRIMARY KEY,
+    chain INTEGER NOT NULL REFERENCES chains(chain),
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    prev BLOB NOT NULL,
+    timestamp TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload_hash BLOB NOT NULL,
+    key BLOB NOT NULL,
+    sig BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX microblocks_chain_seq ON microblocks (chain, seq);
+  CREATE UNIQUE INDEX microblocks_id ON microblocks (id);
+  -- Payloads travel beside microblocks and may be withheld, so they live apart, by hash.
+  -- body is the payload's exact RFC 8785 bytes: sha256(body) = payload_hash.
+  CREATE TABLE payloads (
+    hash BLOB PRIMARY KEY,
+    body BLOB NOT NULL
+  ) WITHOUT ROWID;
+  -- body is the certificate's exact RFC 8785 bytes, signature included.
+  CREATE TABLE key_certs (
+    key BLOB PRIMARY KEY,
+    chain INTEGER NOT NULL REFERENCES chains(chain),
+    first_seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+  );
+  -- Two valid microblocks with one (node, seq) and different ids: proof of a fork.
+  CREATE TABLE fork_evidence (
+    rowid INTEGER PRIMARY KEY,
+    chain INTEGER NOT NULL REFERENCES chains(chain),
+    seq INTEGER NOT NULL,
+    first BLOB NOT NULL,
+    second BLOB NOT NULL,
+    detected_at INTEGER NOT NULL,
+    UNIQUE (chain, seq, second)
+  );
+  `,
+];

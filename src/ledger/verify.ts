@@ -1,0 +1,168 @@
+// dsm verify: re-checks every stored row against the rules it was accepted under.
+// Streams in arrival order and keeps only per-chain heads and the certified keys,
+// so memory stays flat however large the ledger grows.
+import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { verify } from "../crypto/p256.ts";
+import {
+  checkKeyUse,
+  type Microblock,
+  MicroblockRejected,
+  microblockIdBytes,
+  parseMicroblock,
+  type SigningKeyInfo,
+} from "../chain/microblock.ts";
+import { keyNameOf, parseKeyCert } from "../identity/keycert.ts";
+import { signingKeyInfo } from "../node/signer.ts";
+import type { Ledger } from "./ledger.ts";
+
+export interface Problem {
+  /** "microblock", "key_certificate", "payload" or "fork_evidence" */
+  kind: string;
+  rowid?: number;
+  node_id?: string;
+  seq?: number;
+  id?: string;
+  message: string;
+}
+
+export interface VerifyReport {
+  microblocks: number;
+  chains: number;
+  keyCerts: number;
+  payloadsChecked: number;
+  payloadsWithheld: number;
+  forkEvidence: number;
+  problems: Problem[];
+  /** Problems beyond maxProblems are counted, not kept. */
+  problemCount: number;
+}
+
+export interface VerifyOptions {
+  /** Chains whose payloads must all be present (our own node's). */
+  ownNodeId?: string;
+  maxProblems?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): VerifyReport {
+  const maxProblems = opts.maxProblems ?? 100;
+  const report: VerifyReport = {
+    microblocks: 0,
+    chains: 0,
+    keyCerts: 0,
+    payloadsChecked: 0,
+    payloadsWithheld: 0,
+    forkEvidence: 0,
+    problems: [],
+    problemCount: 0,
+  };
+  const problem = (p: Problem) => {
+    report.problemCount += 1;
+    if (report.problems.length < maxProblems) report.problems.push(p);
+  };
+
+  const keys = new Map<string, SigningKeyInfo>();
+  for (const row of ledger.iterateKeyCerts()) {
+    report.keyCerts += 1;
+    const where = `key certificate ${row.key.slice(0, 16)}…`;
+    try {
+      const cert = parseKeyCert(JSON.parse(Buffer.from(row.body).toString("utf8")));
+      if (keyNameOf(cert.signing_pub) !== row.key) throw new Error("stored under another key name");
+      if (cert.first_seq !== row.first_seq) throw new Error("first_seq column differs from the certificate");
+      if (cert.mesh !== row.mesh || cert.node_id !== row.node_id) throw new Error("stored under another chain");
+      keys.set(row.key, signingKeyInfo(cert));
+    } catch (e) {
+      problem({ kind: "key_certificate", node_id: row.node_id, message: `${where}: ${(e as Error).message}` });
+    }
+  }
+
+  const heads = new Map<string, { seq: number; id: string; tsMs: number }>();
+  const total = ledger.maxRowid();
+  const paylookup = ledger.db.query("SELECT body FROM payloads WHERE hash = ?");
+  for (const mb of ledger.iterateMicroblocks()) {
+    report.microblocks += 1;
+    if (opts.onProgress && (report.microblocks & 4095) === 0) opts.onProgress(mb.rowid, total);
+    const where = `microblock #${mb.rowid} (node ${mb.node_id.slice(0, 12)}… seq ${mb.seq}, id ${mb.id.slice(0, 16)}…)`;
+    const fail = (message: string) =>
+      problem({ kind: "microblock", rowid: mb.rowid, node_id: mb.node_id, seq: mb.seq, id: mb.id, message: `${where}: ${message}` });
+    const chainKey = mb.mesh + mb.node_id;
+    const head = heads.get(chainKey);
+    if (!head) report.chains += 1;
+    // The head advances even past a bad row, so one tampered row is reported once, not for every row after it.
+    const tsMs = Date.parse(mb.timestamp);
+    heads.set(chainKey, { seq: mb.seq, id: mb.id, tsMs });
+    try {
+      parseMicroblock(stripRow(mb));
+    } catch (e) {
+      fail((e as Error).message.replace(/^microblock: /, ""));
+      continue;
+    }
+    const idBytes = microblockIdBytes(mb);
+    if (toHex(idBytes) !== mb.id) {
+      fail("id does not match its body (the row was altered)");
+      continue;
+    }
+    const expectSeq = head ? head.seq + 1 : 1;
+    if (mb.seq !== expectSeq) fail(`chain gap: expected seq ${expectSeq}`);
+    else if (mb.prev !== (head ? head.id : ZERO_HASH)) fail("prev does not link to the previous microblock");
+    else if (head && tsMs < head.tsMs) fail("timestamp goes backwards along the chain");
+    const key = keys.get(mb.key);
+    if (!key) {
+      fail(`no valid key certificate for signing key ${mb.key.slice(0, 16)}…`);
+      continue;
+    }
+    try {
+      checkKeyUse(mb, key, where);
+    } catch (e) {
+      if (!(e instanceof MicroblockRejected)) throw e;
+      fail(e.message.slice(where.length + 2));
+      continue;
+    }
+    if (!verify(key.publicKey, idBytes, fromHex(mb.sig))) {
+      fail("signature does not verify");
+      continue;
+    }
+    const payload = paylookup.get(fromHex(mb.payload_hash)) as { body: Uint8Array } | null;
+    if (!payload) {
+      if (mb.node_id === opts.ownNodeId) fail("payload is missing");
+      else report.payloadsWithheld += 1;
+    } else {
+      report.payloadsChecked += 1;
+      if (new Bun.CryptoHasher("sha256").update(payload.body).digest("hex") !== mb.payload_hash) {
+        fail(`payload ${mb.payload_hash.slice(0, 16)}… does not match payload_hash (the payload was altered)`);
+      }
+    }
+  }
+  opts.onProgress?.(total, total);
+
+  for (const ev of ledger.iterateForkEvidence()) {
+    report.forkEvidence += 1;
+    const msg = checkForkEvidence(ev.first, ev.second, keys);
+    if (msg) problem({ kind: "fork_evidence", rowid: ev.rowid, seq: ev.seq, message: `fork evidence #${ev.rowid}: ${msg}` });
+  }
+  return report;
+}
+
+function stripRow(mb: Microblock & { rowid?: number; received_at?: number }): Microblock {
+  const { rowid: _r, received_at: _a, ...rest } = mb;
+  return rest;
+}
+
+/** Fork evidence must prove itself: two validly signed microblocks, one (node, seq), two ids. */
+export function checkForkEvidence(first: string, second: string, keys: Map<string, SigningKeyInfo>): string | null {
+  try {
+    const a = parseMicroblock(JSON.parse(first));
+    const b = parseMicroblock(JSON.parse(second));
+    if (a.node_id !== b.node_id || a.seq !== b.seq || a.mesh !== b.mesh) return "the two microblocks are not for one node and seq";
+    if (a.id === b.id) return "the two microblocks are the same";
+    for (const mb of [a, b]) {
+      const idBytes = microblockIdBytes(mb);
+      if (toHex(idBytes) !== mb.id) return `microblock ${mb.id.slice(0, 16)}… does not match its id`;
+      const key = keys.get(mb.key);
+      if (!key || !verify(key.publicKey, idBytes, fromHex(mb.sig))) return `microblock ${mb.id.slice(0, 16)}… is not validly signed`;
+    }
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}

@@ -1,0 +1,99 @@
+// The genesis (type G, DESIGN.md section 3) fixes a mesh; its hash is the mesh id that
+// every signed object names. A node without a mesh gets a one-node local genesis at init.
+import { fromHex } from "../encoding/hex.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import { expectKeys, expectObject, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
+import { formatTime } from "../encoding/time.ts";
+import { sha256Hex } from "../crypto/sha256.ts";
+import { nodeIdOf } from "../identity/identity-key.ts";
+import { type NodeCard, parseCard } from "../identity/card.ts";
+
+export type Admission = { policy: "open" } | { policy: "allowlist"; keys: string[] };
+
+export interface Genesis {
+  v: 1;
+  type: "G";
+  name: string;
+  genesis_time: string;
+  epoch_duration: number;
+  validators: NodeCard[];
+  admission: Admission;
+  attestation: { required: boolean; pcrs: number[]; digests: string[] };
+}
+
+export const DEFAULT_EPOCH_SECONDS = 300;
+
+/** mesh = hex(sha256(JCS(genesis))), exactly as DESIGN.md section 3 says. */
+export function meshIdOf(genesis: Genesis): string {
+  return sha256Hex(canonicalize(genesis));
+}
+
+export function makeLocalGenesis(card: NodeCard, nowMs: number): Genesis {
+  return {
+    v: 1,
+    type: "G",
+    name: `local-${card.node_id.slice(0, 12)}`,
+    // Epochs start on a whole second so epoch boundaries are easy to read.
+    genesis_time: formatTime(Math.floor(nowMs / 1000) * 1000),
+    epoch_duration: DEFAULT_EPOCH_SECONDS,
+    validators: [card],
+    admission: { policy: "allowlist", keys: [card.identity_pub] },
+    attestation: { required: false, pcrs: [], digests: [] },
+  };
+}
+
+export function parseGenesis(value: unknown): Genesis {
+  const what = "genesis";
+  const o = expectObject(value, what);
+  expectKeys(o, what, ["v", "type", "name", "genesis_time", "epoch_duration", "validators", "admission", "attestation"]);
+  literalField(o, "v", what, 1);
+  literalField(o, "type", what, "G");
+  stringField(o, "name", what, /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "1-64 letters, digits, '.', '_' or '-'");
+  timeField(o, "genesis_time", what);
+  intField(o, "epoch_duration", what, 1, 86400);
+  if (!Array.isArray(o.validators) || o.validators.length === 0 || o.validators.length > 1024) {
+    throw new SchemaError(`${what}: "validators" must list 1 to 1024 node cards`);
+  }
+  const seen = new Set<string>();
+  o.validators.forEach((c, i) => {
+    const card = parseCard(c, `genesis validator ${i}`);
+    if (seen.has(card.node_id)) throw new SchemaError(`${what}: validator ${card.node_id} is listed twice`);
+    seen.add(card.node_id);
+  });
+  const adm = expectObject(o.admission, "genesis admission");
+  if (adm.policy === "open") expectKeys(adm, "genesis admission", ["policy"]);
+  else if (adm.policy === "allowlist") {
+    expectKeys(adm, "genesis admission", ["policy", "keys"]);
+    if (!Array.isArray(adm.keys) || !adm.keys.every((k) => typeof k === "string" && /^[0-9a-f]{66}$/.test(k))) {
+      throw new SchemaError(`genesis admission: "keys" must list SEC1 compressed identity keys in hex`);
+    }
+  } else throw new SchemaError(`genesis admission: "policy" must be "open" or "allowlist"`);
+  const att = expectObject(o.attestation, "genesis attestation");
+  expectKeys(att, "genesis attestation", ["required", "pcrs", "digests"]);
+  if (typeof att.required !== "boolean") throw new SchemaError(`genesis attestation: "required" must be true or false`);
+  if (!Array.isArray(att.pcrs) || !att.pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23)) {
+    throw new SchemaError(`genesis attestation: "pcrs" must list PCR indices 0-23`);
+  }
+  if (!Array.isArray(att.digests) || !att.digests.every((d) => typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
+    throw new SchemaError(`genesis attestation: "digests" must list sha256 digests in hex`);
+  }
+  return o as unknown as Genesis;
+}
+
+/** Which node ids may write to this mesh: its validators, plus edges under the admission policy. */
+export class MeshPolicy {
+  readonly mesh: string;
+  readonly #validators: Set<string>;
+  readonly #allowed: Set<string> | null;
+
+  constructor(readonly genesis: Genesis) {
+    this.mesh = meshIdOf(genesis);
+    this.#validators = new Set(genesis.validators.map((c) => c.node_id));
+    this.#allowed =
+      genesis.admission.policy === "open" ? null : new Set(genesis.admission.keys.map((k) => nodeIdOf(fromHex(k, 33))));
+  }
+
+  isAdmitted(nodeId: string): boolean {
+    return this.#validators.has(nodeId) || this.#allowed === null || this.#allowed.has(nodeId);
+  }
+}

@@ -1,0 +1,242 @@
+// A dsm node: its identity, its mesh, its ledger, and the one way events become
+// microblocks. The CLI and the library API are both thin layers over this.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import { ZERO_HASH } from "../encoding/hex.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import { formatTime } from "../encoding/time.ts";
+import { sha256Hex } from "../crypto/sha256.ts";
+import { toHex } from "../encoding/hex.ts";
+import { type Microblock, type MicroblockBody, EVENT_TYPE_RE, microblockIdBytes } from "../chain/microblock.ts";
+import type { DsmConfig } from "../config/config.ts";
+import { makeCard, type NodeCard, parseCard, type Role } from "../identity/card.ts";
+import { type IdentityKey, nodeIdOf, SoftwareIdentityKey } from "../identity/identity-key.ts";
+import { createLibp2pKey, loadLibp2pKey } from "../identity/libp2p-key.ts";
+import { createIpAnonymizer } from "../ingest/anonymize.ts";
+import { type InputFormat, toSecurityEvent } from "../ingest/records.ts";
+import { Ledger } from "../ledger/ledger.ts";
+import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
+import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
+import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
+import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
+import { ChainSigner } from "./signer.ts";
+
+/** An event ready to be chained: payload canonicalised and hashed outside the write lock. */
+export interface PreparedEvent {
+  eventType: string;
+  canonical: string;
+  payloadHash: string;
+}
+
+export class EventError extends Error {}
+
+export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+
+export interface InitOptions {
+  dataDir: string;
+  config: DsmConfig;
+  configText?: string;
+  force?: boolean;
+  genesisFile?: string;
+  role?: Role;
+  nowMs?: number;
+}
+
+export interface InitResult {
+  layout: DataDirLayout;
+  card: NodeCard;
+  genesis: Genesis;
+  mesh: string;
+}
+
+export class DSMNode {
+  readonly layout: DataDirLayout;
+  readonly identity: IdentityKey;
+  readonly nodeId: string;
+  readonly genesis: Genesis;
+  readonly policy: MeshPolicy;
+  readonly ledger: Ledger;
+  readonly #signer: ChainSigner;
+  readonly #anonymize: ((v: unknown) => unknown) | null;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(readonly config: DsmConfig, layout: DataDirLayout, identity: IdentityKey, genesis: Genesis, ledger: Ledger) {
+    this.layout = layout;
+    this.identity = identity;
+    this.nodeId = nodeIdOf(identity.publicKey);
+    this.genesis = genesis;
+    this.policy = new MeshPolicy(genesis);
+    this.ledger = ledger;
+    this.#signer = new ChainSigner(identity, this.policy.mesh, config.keys.signing_key_lifetime_s);
+    this.#anonymize = config.privacy.anonymize_ips ? createIpAnonymizer(readSecretFile(layout.privacyKey)) : null;
+  }
+
+  get mesh(): string {
+    return this.policy.mesh;
+  }
+
+  /** Creates the data dir, keys, card and (without a mesh genesis) the local one-node genesis. */
+  static async init(opts: InitOptions): Promise<InitResult> {
+    const layout = dataDirLayout(opts.dataDir, opts.config);
+    fs.mkdirSync(layout.dir, { recursive: true, mode: 0o700 });
+    const force = opts.force ?? false;
+    if (!force) {
+      for (const f of [layout.identityKey, layout.libp2pKey, layout.blsKey, layout.privacyKey]) {
+        if (fs.existsSync(f)) throw new EventError(`${f} already exists; this data dir is initialised (use --force to replace its keys)`);
+      }
+    }
+    let joined: Genesis | null = null;
+    if (opts.genesisFile) joined = readGenesis(opts.genesisFile);
+    if (opts.config.identity.kind !== "software") {
+      throw new EventError(`identity.kind "${opts.config.identity.kind}" is not available in this build; use "software"`);
+    }
+    const nowMs = opts.nowMs ?? Date.now();
+    const identity = SoftwareIdentityKey.create(layout.identityKey, force);
+    const p2p = createLibp2pKey(layout.libp2pKey, force);
+    writeFileAtomic(layout.privacyKey, crypto.randomBytes(32), { overwrite: force });
+    // Every node is the one validator of its own local mesh, so every node has a BLS key.
+    const blsSecret = blsKeygen(crypto.randomBytes(32));
+    writeFileAtomic(layout.blsKey, blsSecret, { overwrite: force });
+    const card = await makeCard(identity, {
+      role: opts.role ?? opts.config.node.role,
+      peerId: p2p.peerId,
+      nowMs,
+      blsPub: toHex(blsPublicKey(blsSecret)),
+      blsPop: toHex(blsPopProve(blsSecret)),
+    });
+    writeFileAtomic(layout.card, JSON.stringify(card, null, 2) + "\n", { overwrite: true, mode: 0o644 });
+    const genesis = joined ?? makeLocalGenesis(card, nowMs);
+    writeFileAtomic(layout.genesis, JSON.stringify(genesis, null, 2) + "\n", { overwrite: true, mode: 0o644 });
+    if (opts.configText !== undefined && !fs.existsSync(layout.config)) {
+      writeFileAtomic(layout.config, opts.configText, { overwrite: false, mode: 0o600 });
+    }
+    Ledger.open(layout.ledger, { busyTimeoutMs: opts.config.ledger.busy_timeout_ms }).close();
+    return { layout, card, genesis, mesh: new MeshPolicy(genesis).mesh };
+  }
+
+  static open(dataDir: string, config: DsmConfig, opts: { readonly?: boolean } = {}): DSMNode {
+    const layout = dataDirLayout(dataDir, config);
+    if (!fs.existsSync(layout.identityKey)) {
+      throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
+    }
+    const identity = SoftwareIdentityKey.load(layout.identityKey);
+    const genesis = readGenesis(layout.genesis);
+    const ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
+    return new DSMNode(config, layout, identity, genesis, ledger);
+  }
+
+  close(): void {
+    this.ledger.close();
+  }
+
+  card(): NodeCard {
+    return parseCard(JSON.parse(fs.readFileSync(this.layout.card, "utf8")));
+  }
+
+  peerId(): string {
+    return loadLibp2pKey(this.layout.libp2pKey).peerId;
+  }
+
+  /**
+   * An input record (one ingested line) → prepared event. IPs are anonymised in the
+   * record itself, before mapping, so nothing derived from it (event_id, indicators)
+   * is computed over the clear addresses.
+   */
+  prepareRecord(record: Record<string, unknown>, format: InputFormat): PreparedEvent {
+    const rec = this.#anonymize ? (this.#anonymize(record) as Record<string, unknown>) : record;
+    const ev = toSecurityEvent(rec, format);
+    return this.#prepare(ev.eventType, ev.payload, false);
+  }
+
+  /** Canonicalises and hashes a payload (anonymising IPs when configured). Throws EventError. */
+  prepare(eventType: string, payload: unknown): PreparedEvent {
+    return this.#prepare(eventType, payload, true);
+  }
+
+  #prepare(eventType: string, payload: unknown, anonymize: boolean): PreparedEvent {
+    if (!EVENT_TYPE_RE.test(eventType)) {
+      throw new EventError(`event type "${eventType}" must be 1-64 characters of a-z, 0-9, '.', '_' or '-'`);
+    }
+    if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+      throw new EventError("payload must be a JSON object");
+    }
+    let canonical: string;
+    try {
+      canonical = canonicalize(anonymize && this.#anonymize ? this.#anonymize(payload) : payload);
+    } catch (e) {
+      throw new EventError(`payload cannot be canonicalised: ${(e as Error).message}`);
+    }
+    if (canonical.length > MAX_PAYLOAD_BYTES) throw new EventError(`payload is larger than ${MAX_PAYLOAD_BYTES} bytes`);
+    return { eventType, canonical, payloadHash: sha256Hex(canonical) };
+  }
+
+  /** The seed's API: one event, one microblock, committed before the promise resolves. */
+  async createMicroblock(event: { payload: unknown; eventType: string }): Promise<Microblock> {
+    const [mb] = await this.append([this.prepare(event.eventType, event.payload)]);
+    return mb!;
+  }
+
+  /**
+   * Chains a batch of events in one BEGIN IMMEDIATE transaction: one fsync for the batch
+   * (group commit), and seq assignment that no other process on this ledger can race.
+   * Batches from this process run one at a time.
+   */
+  append(events: PreparedEvent[]): Promise<Microblock[]> {
+    const run = this.#queue.then(() => this.#appendNow(events));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #appendNow(events: PreparedEvent[]): Promise<Microblock[]> {
+    if (events.length === 0) return [];
+    const mesh = this.mesh;
+    return this.ledger.immediate(async () => {
+      const nowMs = Date.now();
+      const head = this.ledger.head(mesh, this.nodeId);
+      let seq = head?.seq ?? 0;
+      let prev = head?.id ?? ZERO_HASH;
+      // Timestamps never go backwards along a chain (docs/PROTOCOL.md), even if the clock does.
+      const timestamp = formatTime(Math.max(nowMs, head ? Date.parse(head.timestamp) : 0));
+      const issued = await this.#signer.ready(seq + 1, nowMs);
+      if (issued) this.ledger.insertKeyCert(mesh, this.nodeId, issued.keyName, issued.cert.first_seq, issued.canonical, nowMs);
+      const key = this.#signer.keyName;
+      const out: Microblock[] = [];
+      for (const ev of events) {
+        seq += 1;
+        const body: MicroblockBody = {
+          v: 1,
+          type: "M",
+          mesh,
+          node_id: this.nodeId,
+          seq,
+          prev,
+          timestamp,
+          event_type: ev.eventType,
+          payload_hash: ev.payloadHash,
+          key,
+        };
+        const idBytes = microblockIdBytes(body);
+        const mb: Microblock = { ...body, id: toHex(idBytes), sig: toHex(this.#signer.sign(idBytes)) };
+        this.ledger.insertPayload(ev.payloadHash, ev.canonical);
+        this.ledger.insertMicroblock(mb, nowMs);
+        out.push(mb);
+        prev = mb.id;
+      }
+      return out;
+    });
+  }
+}
+
+export function readGenesis(file: string): Genesis {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new EventError(`cannot read genesis ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return parseGenesis(JSON.parse(text));
+  } catch (e) {
+    throw new EventError(`genesis ${file}: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,64 @@
+// The delegated signing key of DESIGN.md section 4: generated in memory for this
+// process, certified by the identity key, never written anywhere. Rotated before its
+// certificate expires so a long-running `tail -F | dsm ingest` keeps signing.
+import type { KeyObject } from "node:crypto";
+import { canonicalize } from "../encoding/jcs.ts";
+import { generateKeyPair, importPublicKey, sign } from "../crypto/p256.ts";
+import type { IdentityKey } from "../identity/identity-key.ts";
+import { issueKeyCert, type KeyCert, keyNameOf } from "../identity/keycert.ts";
+
+export interface IssuedCert {
+  cert: KeyCert;
+  canonical: string;
+  keyName: string;
+}
+
+export class ChainSigner {
+  #privateKey: KeyObject | null = null;
+  #keyName = "";
+  #notAfterMs = 0;
+  #lifetimeMs: number;
+
+  constructor(
+    private readonly identity: IdentityKey,
+    private readonly mesh: string,
+    lifetimeSeconds: number,
+  ) {
+    this.#lifetimeMs = lifetimeSeconds * 1000;
+  }
+
+  get keyName(): string {
+    return this.#keyName;
+  }
+
+  /**
+   * Makes sure a certified key can sign seq >= firstSeq at time nowMs. Returns the new
+   * certificate when one was issued (the caller stores it in the same transaction as the
+   * first microblock it covers), or null when the current one still has a tenth of its life.
+   */
+  async ready(firstSeq: number, nowMs: number): Promise<IssuedCert | null> {
+    if (this.#privateKey && nowMs < this.#notAfterMs - this.#lifetimeMs / 10) return null;
+    const pair = generateKeyPair();
+    const notAfterMs = nowMs + this.#lifetimeMs;
+    const cert = await issueKeyCert(this.identity, { mesh: this.mesh, signingPub: pair.publicKey, firstSeq, notAfterMs });
+    this.#privateKey = pair.privateKey;
+    this.#keyName = keyNameOf(pair.publicKey);
+    this.#notAfterMs = notAfterMs;
+    return { cert, canonical: canonicalize(cert), keyName: this.#keyName };
+  }
+
+  sign(id: Uint8Array): Uint8Array {
+    if (!this.#privateKey) throw new Error("signing key not certified yet");
+    return sign(this.#privateKey, id);
+  }
+}
+
+/** Verified key certificate → what microblock validation needs, with the parsed key kept. */
+export function signingKeyInfo(cert: KeyCert): { nodeId: string; firstSeq: number; notAfterMs: number; publicKey: KeyObject } {
+  return {
+    nodeId: cert.node_id,
+    firstSeq: cert.first_seq,
+    notAfterMs: Date.parse(cert.not_after),
+    publicKey: importPublicKey(Buffer.from(cert.signing_pub, "hex")),
+  };
+}

@@ -1,0 +1,303 @@
+// BLS12-381 (Ethereum ciphersuite) against public vectors read in place from
+// /work/shared/vectors: Ethereum consensus-spec-tests (phase0 sign / verify / aggregate /
+// fast_aggregate_verify, altair eth_fast_aggregate_verify), Wycheproof PoP-scheme verify
+// and hash_to_G2, EIP-2333 master-key derivation; plus PoP / rogue-key properties.
+import { describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { bls12_381 } from "@noble/curves/bls12-381.js";
+import {
+  POP_DST,
+  SIG_DST,
+  blsAggregateSignatures,
+  blsFastAggregateVerify,
+  blsKeyValidate,
+  blsKeygen,
+  blsPopProve,
+  blsPopVerify,
+  blsPublicKey,
+  blsSign,
+  blsVerify,
+  parsePublicKey,
+  parseSignature,
+} from "../src/crypto/bls.ts";
+import { fromHex, toHex } from "../src/encoding/hex.ts";
+
+const VECTORS = new URL("../../shared/vectors/", import.meta.url);
+const R = bls12_381.fields.Fr.ORDER;
+
+/** Vector hex: optional 0x, any case. */
+function hx(s: string): Uint8Array {
+  return fromHex(s.replace(/^0x/, "").toLowerCase());
+}
+
+/** Every `<folder>/<case>/data.yaml` of an Ethereum BLS suite, parsed. */
+function ethCases(folder: string): [string, any][] {
+  const dir = new URL(`bls/${folder}/`, VECTORS);
+  return readdirSync(dir)
+    .sort()
+    .map((name) => [name, Bun.YAML.parse(readFileSync(new URL(`${name}/data.yaml`, dir), "utf8"))] as [string, any]);
+}
+
+function wycheproof(file: string): any {
+  return JSON.parse(readFileSync(new URL(`wycheproof/${file}`, VECTORS), "utf8"));
+}
+
+describe("constants", () => {
+  test("ciphersuite DSTs", () => {
+    expect(SIG_DST).toBe("BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_");
+    expect(POP_DST).toBe("BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_");
+  });
+});
+
+describe("ethereum phase0 sign", () => {
+  const cases = ethCases("phase0/sign");
+  test("all cases present", () => expect(cases.length).toBe(10));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const sk = hx(input.privkey);
+    const msg = hx(input.message);
+    if (output === null) {
+      expect(() => blsSign(sk, msg)).toThrow();
+      expect(() => blsPublicKey(sk)).toThrow();
+      return;
+    }
+    const sig = blsSign(sk, msg);
+    expect(toHex(sig)).toBe(toHex(hx(output)));
+    expect(blsVerify(blsPublicKey(sk), msg, sig)).toBe(true);
+  });
+});
+
+describe("ethereum phase0 verify", () => {
+  const cases = ethCases("phase0/verify");
+  test("all cases present", () => expect(cases.length).toBe(28));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    expect(blsVerify(hx(input.pubkey), hx(input.message), hx(input.signature))).toBe(output);
+  });
+});
+
+describe("ethereum phase0 aggregate", () => {
+  const cases = ethCases("phase0/aggregate");
+  test("all cases present", () => expect(cases.length).toBe(5));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const sigs = (input as string[]).map(hx);
+    if (output === null) {
+      expect(() => blsAggregateSignatures(sigs)).toThrow();
+      return;
+    }
+    expect(toHex(blsAggregateSignatures(sigs))).toBe(toHex(hx(output)));
+  });
+});
+
+describe("ethereum phase0 fast_aggregate_verify", () => {
+  const cases = ethCases("phase0/fast_aggregate_verify");
+  test("all cases present", () => expect(cases.length).toBe(9));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const pks = (input.pubkeys as string[]).map(hx);
+    const msg = hx(input.message);
+    expect(blsFastAggregateVerify(pks, msg, hx(input.signature))).toBe(output);
+    // Same answer with keys and signature parsed ahead of time (invalid ones fail to parse).
+    const points = pks.map(parsePublicKey);
+    const sig = parseSignature(hx(input.signature));
+    if (points.every((p) => p !== null) && sig !== null) {
+      expect(blsFastAggregateVerify(points as NonNullable<(typeof points)[number]>[], msg, sig)).toBe(output);
+    } else {
+      expect(output).toBe(false);
+    }
+  });
+});
+
+describe("ethereum altair eth_fast_aggregate_verify", () => {
+  const cases = ethCases("altair/eth_fast_aggregate_verify");
+  test("all cases present", () => expect(cases.length).toBe(7));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const pks = (input.pubkeys as string[]).map(hx);
+    const result = blsFastAggregateVerify(pks, hx(input.message), hx(input.signature));
+    // The eth_ variant accepts an empty key list with the identity signature; ours is the
+    // IETF FastAggregateVerify, which rejects every empty key list.
+    expect(result).toBe(pks.length === 0 ? false : output);
+  });
+});
+
+describe("wycheproof bls_sig_g2_pop_verify (POP-scheme signatures)", () => {
+  const data = wycheproof("bls_sig_g2_pop_verify_test.json");
+  const rows: [number, string, string, string, string, string][] = [];
+  for (const g of data.testGroups) {
+    expect(g.ciphersuite).toBe(SIG_DST);
+    for (const t of g.tests) rows.push([t.tcId, t.comment, g.publicKey.pk, t.msg, t.sig, t.result]);
+  }
+  test("all cases present", () => {
+    expect(rows.length).toBe(data.numberOfTests);
+    expect(rows.length).toBe(26);
+  });
+  test.each(rows)("tcId %d: %s", (_id, _comment, pk, msg, sig, result) => {
+    expect(result === "valid" || result === "invalid").toBe(true); // no "acceptable" cases here
+    expect(blsVerify(hx(pk), hx(msg), hx(sig))).toBe(result === "valid");
+  });
+});
+
+describe("wycheproof bls_hash_to_g2 (hash-to-curve with a caller DST)", () => {
+  const data = wycheproof("bls_hash_to_g2_test.json");
+  const rows: [number, string, string, string, string][] = [];
+  for (const g of data.testGroups) for (const t of g.tests) rows.push([t.tcId, t.comment, g.dst, t.msg, t.expected]);
+  test("all cases present", () => expect(rows.length).toBe(34));
+  test.each(rows)("tcId %d: %s", (_id, _comment, dst, msg, expected) => {
+    const p = bls12_381.longSignatures.hash(hx(msg), dst);
+    expect(toHex(bls12_381.longSignatures.Signature.toBytes(p))).toBe(toHex(hx(expected)));
+  });
+});
+
+describe("EIP-2333 KeyGen (derive_master_SK)", () => {
+  // https://eips.ethereum.org/EIPS/eip-2333 test cases 0-3: seed -> master_SK (decimal).
+  const cases: [string, string][] = [
+    [
+      "c55257c360c07c72029aebc1b53c05ed0362ada38ead3e3e9efa3708e53495531f09a6987599d18264c1e1c92f2cf141630c7a3c4ab7c81b2f001698e7463b04",
+      "6083874454709270928345386274498605044986640685124978867557563392430687146096",
+    ],
+    [
+      "3141592653589793238462643383279502884197169399375105820974944592",
+      "29757020647961307431480504535336562678282505419141012933316116377660817309383",
+    ],
+    [
+      "0099ff991111002299dd7744ee3355bbdd8844115566cc55663355668888cc00",
+      "27580842291869792442942448775674722299803720648445448686099262467207037398656",
+    ],
+    [
+      "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3",
+      "19022158461524446591288038168518313374041767046816487870552872741050760015818",
+    ],
+  ];
+  test.each(cases)("seed %s", (seed, master) => {
+    const sk = blsKeygen(hx(seed));
+    expect(sk.length).toBe(32);
+    expect(BigInt("0x" + toHex(sk))).toBe(BigInt(master));
+  });
+  test("rejects IKM shorter than 32 bytes", () => {
+    expect(() => blsKeygen(new Uint8Array(31))).toThrow();
+    expect(blsKeygen(new Uint8Array(32)).length).toBe(32);
+  });
+  test("deterministic and in range", () => {
+    const ikm = new Uint8Array(32).fill(7);
+    const a = blsKeygen(ikm);
+    expect(toHex(blsKeygen(ikm))).toBe(toHex(a));
+    const n = BigInt("0x" + toHex(a));
+    expect(n > 0n && n < R).toBe(true);
+  });
+});
+
+describe("keys and signatures", () => {
+  const sk1 = blsKeygen(new Uint8Array(32).fill(1));
+  const sk2 = blsKeygen(new Uint8Array(32).fill(2));
+  const pk1 = blsPublicKey(sk1);
+  const pk2 = blsPublicKey(sk2);
+  const msg = new TextEncoder().encode("checkpoint 42");
+
+  test("sizes, round trip, wrong message / key", () => {
+    expect(pk1.length).toBe(48);
+    const sig = blsSign(sk1, msg);
+    expect(sig.length).toBe(96);
+    expect(blsVerify(pk1, msg, sig)).toBe(true);
+    expect(blsVerify(pk2, msg, sig)).toBe(false);
+    expect(blsVerify(pk1, new TextEncoder().encode("checkpoint 43"), sig)).toBe(false);
+  });
+
+  test("secret key range is enforced", () => {
+    const rBytes = hx(R.toString(16).padStart(64, "0"));
+    expect(() => blsPublicKey(rBytes)).toThrow();
+    expect(() => blsSign(rBytes, msg)).toThrow();
+    expect(() => blsPublicKey(new Uint8Array(31).fill(1))).toThrow();
+    const rMinus1 = hx((R - 1n).toString(16).padStart(64, "0"));
+    expect(blsPublicKey(rMinus1).length).toBe(48);
+  });
+
+  test("KeyValidate", () => {
+    expect(blsKeyValidate(pk1)).toBe(true);
+    const identity = new Uint8Array(48);
+    identity[0] = 0xc0;
+    expect(blsKeyValidate(identity)).toBe(false);
+    expect(blsKeyValidate(pk1.subarray(0, 47))).toBe(false);
+    const uncompressed = parsePublicKey(pk1)!.toBytes(false);
+    expect(blsKeyValidate(uncompressed)).toBe(false);
+    const cleared = pk1.slice();
+    cleared[0]! &= 0x7f;
+    expect(blsKeyValidate(cleared)).toBe(false);
+    // Small x coordinates: each is off the curve or outside the prime-order subgroup.
+    let rejected = 0;
+    for (let x = 1; x <= 8; x++) {
+      const b = new Uint8Array(48);
+      b[0] = 0x80;
+      b[47] = x;
+      if (!blsKeyValidate(b)) rejected++;
+    }
+    expect(rejected).toBe(8);
+  });
+
+  test("verify never throws on garbage", () => {
+    const sig = blsSign(sk1, msg);
+    const junk: unknown[] = [new Uint8Array(0), new Uint8Array(96), new Uint8Array(48), null, undefined, "ab", 7];
+    for (const j of junk) {
+      expect(blsVerify(j as Uint8Array, msg, sig)).toBe(false);
+      expect(blsVerify(pk1, msg, j as Uint8Array)).toBe(false);
+      expect(blsVerify(pk1, j as Uint8Array, sig)).toBe(false);
+      expect(blsPopVerify(j as Uint8Array, sig)).toBe(false);
+      expect(blsPopVerify(pk1, j as Uint8Array)).toBe(false);
+      expect(blsFastAggregateVerify([j as Uint8Array], msg, sig)).toBe(false);
+      expect(blsFastAggregateVerify(j as Uint8Array[], msg, sig)).toBe(false);
+    }
+    expect(blsFastAggregateVerify([], msg, sig)).toBe(false);
+  });
+
+  test("aggregate + fast aggregate verify, bytes and parsed points", () => {
+    const sig = blsAggregateSignatures([blsSign(sk1, msg), blsSign(sk2, msg)]);
+    expect(blsFastAggregateVerify([pk1, pk2], msg, sig)).toBe(true);
+    const points = [parsePublicKey(pk1)!, parsePublicKey(pk2)!];
+    expect(blsFastAggregateVerify(points, msg, sig)).toBe(true);
+    expect(blsFastAggregateVerify([points[0]!, pk2], msg, parseSignature(sig)!)).toBe(true);
+    expect(blsFastAggregateVerify([pk1], msg, sig)).toBe(false);
+    expect(blsFastAggregateVerify([pk1, pk2, pk2], msg, sig)).toBe(false);
+    expect(() => blsAggregateSignatures([])).toThrow();
+    expect(() => blsAggregateSignatures([sig, new Uint8Array(96)])).toThrow();
+    // Keys that sum to the identity are refused even with the identity signature.
+    const neg = parsePublicKey(pk1)!.negate();
+    const idSig = new Uint8Array(96);
+    idSig[0] = 0xc0;
+    expect(blsFastAggregateVerify([pk1, neg.toBytes(true)], msg, idSig)).toBe(false);
+  });
+});
+
+describe("proof of possession", () => {
+  const skVictim = blsKeygen(new Uint8Array(32).fill(0xa1));
+  const skAttacker = blsKeygen(new Uint8Array(32).fill(0xa2));
+  const pkVictim = blsPublicKey(skVictim);
+  const pkAttacker = blsPublicKey(skAttacker);
+  const G1 = bls12_381.G1.Point;
+
+  test("prove / verify, bound to the key", () => {
+    const pop = blsPopProve(skVictim);
+    expect(pop.length).toBe(96);
+    expect(blsPopVerify(pkVictim, pop)).toBe(true);
+    expect(blsPopVerify(pkAttacker, pop)).toBe(false);
+    expect(blsPopVerify(pkVictim, blsPopProve(skAttacker))).toBe(false);
+  });
+
+  test("domain separation between PoP and ordinary signatures", () => {
+    const pop = blsPopProve(skVictim);
+    // A PoP is not a signature over the key bytes, and the reverse.
+    expect(blsVerify(pkVictim, pkVictim, pop)).toBe(false);
+    expect(blsPopVerify(pkVictim, blsSign(skVictim, pkVictim))).toBe(false);
+  });
+
+  test("rogue key: the attack works without PoP, and the rogue key has no PoP", () => {
+    // pk_rogue = pk_attacker - pk_victim: the attacker alone makes an "aggregate" signature
+    // that verifies as signed by both, since pk_victim + pk_rogue = pk_attacker.
+    const rogue = G1.fromBytes(pkAttacker).subtract(G1.fromBytes(pkVictim)).toBytes(true);
+    expect(blsKeyValidate(rogue)).toBe(true); // a well-formed key: only PoP stops it
+    const msg = new TextEncoder().encode("block 7");
+    const forged = blsSign(skAttacker, msg);
+    expect(blsFastAggregateVerify([pkVictim, rogue], msg, forged)).toBe(true);
+    // The attacker does not know the rogue key's secret; what it can sign does not prove it.
+    expect(blsPopVerify(rogue, blsPopProve(skAttacker))).toBe(false);
+    expect(blsPopVerify(rogue, blsPopProve(skVictim))).toBe(false);
+    const popDiff = parseSignature(blsPopProve(skAttacker))!.subtract(parseSignature(blsPopProve(skVictim))!);
+    expect(blsPopVerify(rogue, popDiff)).toBe(false); // PoPs sign different messages: no algebra helps
+    expect(blsPopVerify(rogue, blsSign(skAttacker, rogue))).toBe(false);
+  });
+});
