@@ -1,0 +1,25 @@
+// dsm as a library. The CLI (bin/dsm.ts) is a thin layer over exactly this.
+export { DSMNode, EventError, type PreparedEvent } from "./node/node.ts";
+export { SecurityEventHandler, MitigationLogger, mitigationPayload, MITIGATION_ACTIONS, type Mitigation } from "./node/handlers.ts";
+export { NodeIdentity } from "./identity/node-identity.ts";
+export { type IdentityKey, SoftwareIdentityKey, nodeIdOf } from "./identity/identity-key.ts";
+export { Ledger, LedgerError, type StoredMicroblock, type LogFilter } from "./ledger/ledger.ts";
+export { verifyLedger, type VerifyReport, type Problem } from "./ledger/verify.ts";
+export {
+  type Microblock,
+  type MicroblockBody,
+  type ValidationContext,
+  MicroblockRejected,
+  parseMicroblock,
+  validateMicroblock,
+  microblockId,
+} from "./chain/microblock.ts";
+export { type KeyCert, issueKeyCert, parseKeyCert, keyNameOf } from "./identity/keycert.ts";
+export { type NodeCard, makeCard, parseCard } from "./identity/card.ts";
+export { type Genesis, MeshPolicy, meshIdOf, parseGenesis } from "./mesh/genesis.ts";
+export { IngestPipeline, type IngestOptions, type IngestStats } from "./ingest/pipeline.ts";
+export { toSecurityEvent, parseJsonLine, detectFormat, type SecurityEvent, type EventPayload } from "./ingest/records.ts";
+export { createIpAnonymizer } from "./ingest/anonymize.ts";
+export { canonicalize, canonicalBytes } from "./encoding/jcs.ts";
+export { resolveConfig, parseConfig, type DsmConfig } from "./config/config.ts";
+export * as bls from "./crypto/bls.ts";
