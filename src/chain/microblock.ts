@@ -95,7 +95,8 @@ export type RejectReason =
   | "not_admitted"
   | "quarantined"
   | "future_timestamp"
-  | "payload_hash";
+  | "payload_hash"
+  | "chain";
 
 export class MicroblockRejected extends Error {
   constructor(readonly reason: RejectReason, message: string) {

@@ -270,6 +270,11 @@ export class Ledger {
     }
   }
 
+  hasForkEvidence(mesh: string, nodeId: string): boolean {
+    const chain = this.chainOf(mesh, nodeId, false);
+    return chain !== undefined && this.db.query("SELECT 1 FROM fork_evidence WHERE chain = ? LIMIT 1").get(chain) !== null;
+  }
+
   hasPayload(hash: string): boolean {
     return this.db.query("SELECT 1 FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) !== null;
   }

@@ -1,0 +1,122 @@
+// Receiving microblocks from other nodes (DESIGN.md section 5): every acceptance rule,
+// then placement against the chain already stored: extend, duplicate, gap or fork.
+// The import command and the mesh's gossip both come through here.
+import { ZERO_HASH } from "../encoding/hex.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import { type KeyCert, keyNameOf, parseKeyCert } from "../identity/keycert.ts";
+import type { Ledger } from "../ledger/ledger.ts";
+import type { MeshPolicy } from "../mesh/genesis.ts";
+import { signingKeyInfo } from "../node/signer.ts";
+import { type Microblock, MicroblockRejected, type SigningKeyInfo, type ValidationContext, validateMicroblock } from "./microblock.ts";
+
+export type AcceptOutcome =
+  | { status: "stored"; microblock: Microblock }
+  | { status: "duplicate"; microblock: Microblock }
+  /** seq is beyond the chain head: the caller fetches have+1 .. seq-1 first. */
+  | { status: "gap"; microblock: Microblock; have: number }
+  /** Two valid microblocks for one (node, seq): both kept as evidence; the node is now quarantined. */
+  | { status: "fork"; microblock: Microblock; existing: string };
+
+export class KeyCertRejected extends Error {}
+
+export class Receiver {
+  #keys = new Map<string, SigningKeyInfo>();
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly policy: MeshPolicy,
+    private readonly opts: { maxClockSkewMs: number; now?: () => number },
+  ) {}
+
+  /** A key certificate from another node: parsed, checked against our mesh and admission, stored. */
+  acceptKeyCert(value: unknown): KeyCert {
+    let cert: KeyCert;
+    try {
+      cert = parseKeyCert(value);
+    } catch (e) {
+      throw new KeyCertRejected((e as Error).message);
+    }
+    if (cert.mesh !== this.policy.mesh) throw new KeyCertRejected("key certificate: belongs to another mesh");
+    if (!this.policy.isAdmitted(cert.node_id)) throw new KeyCertRejected(`key certificate: node ${cert.node_id.slice(0, 12)}… is not admitted`);
+    const info = signingKeyInfo(cert);
+    const name = keyNameOf(cert.signing_pub);
+    this.ledger.db.transaction(() =>
+      this.ledger.insertKeyCert(cert.mesh, cert.node_id, name, cert.first_seq, canonicalize(cert), this.#now()),
+    )();
+    this.#keys.set(name, info);
+    return cert;
+  }
+
+  /**
+   * Validates and places one microblock (with its payload, unless withheld). Throws
+   * MicroblockRejected for anything that fails a rule; never stores a partial result.
+   */
+  async acceptMicroblock(value: unknown, payload?: unknown): Promise<AcceptOutcome> {
+    const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
+    const mb = validateMicroblock(value, this.#context(), payloadCanonical);
+    return this.ledger.immediate(() => {
+      const existing = this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq);
+      if (existing) {
+        if (existing.id === mb.id) return { status: "duplicate", microblock: mb } as const;
+        const { rowid: _r, received_at: _a, ...stored } = existing;
+        const first = canonicalize(stored);
+        this.ledger.insertForkEvidence(mb, first, canonicalize(mb), this.#now());
+        return { status: "fork", microblock: mb, existing: existing.id } as const;
+      }
+      const head = this.ledger.head(mb.mesh, mb.node_id);
+      const have = head?.seq ?? 0;
+      if (mb.seq > have + 1) return { status: "gap", microblock: mb, have } as const;
+      const where = `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
+      if (mb.prev !== (head?.id ?? ZERO_HASH)) throw new MicroblockRejected("chain", `${where}: prev does not link to the stored seq ${have}`);
+      if (head && Date.parse(mb.timestamp) < Date.parse(head.timestamp)) {
+        throw new MicroblockRejected("chain", `${where}: timestamp is earlier than the previous microblock's`);
+      }
+      if (payloadCanonical !== undefined) this.ledger.insertPayload(mb.payload_hash, payloadCanonical);
+      this.ledger.insertMicroblock(mb, this.#now());
+      return { status: "stored", microblock: mb } as const;
+    });
+  }
+
+  #now(): number {
+    return this.opts.now ? this.opts.now() : Date.now();
+  }
+
+  #context(): ValidationContext {
+    return {
+      mesh: this.policy.mesh,
+      nowMs: this.#now(),
+      maxClockSkewMs: this.opts.maxClockSkewMs,
+      signingKey: (name) => this.#signingKey(name),
+      isAdmitted: (nodeId) => this.policy.isAdmitted(nodeId),
+      // Until signed quarantine records exist (type Q), fork evidence is what quarantines a node.
+      isQuarantined: (nodeId) => this.ledger.hasForkEvidence(this.policy.mesh, nodeId),
+    };
+  }
+
+  #signingKey(name: string): SigningKeyInfo | undefined {
+    const cached = this.#keys.get(name);
+    if (cached) return cached;
+    const text = this.ledger.keyCert(name);
+    if (text === null) return undefined;
+    try {
+      const cert = parseKeyCert(JSON.parse(text));
+      if (cert.mesh !== this.policy.mesh) return undefined;
+      const info = signingKeyInfo(cert);
+      this.#keys.set(name, info);
+      return info;
+    } catch {
+      return undefined; // a stored certificate that no longer verifies certifies nothing
+    }
+  }
+}
+
+function canonicalOrReject(payload: unknown): string {
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+    throw new MicroblockRejected("payload_hash", "payload must be a JSON object");
+  }
+  try {
+    return canonicalize(payload);
+  } catch (e) {
+    throw new MicroblockRejected("payload_hash", `payload cannot be canonicalised: ${(e as Error).message}`);
+  }
+}
