@@ -1,5 +1,5 @@
 import * as fs from "node:fs";
-import { IngestPipeline } from "../ingest/pipeline.ts";
+import { IngestPipeline, type StopSignal } from "../ingest/pipeline.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { CliError, command, commonArgs, context, EXIT, warn, withNode } from "./common.ts";
 
@@ -45,12 +45,12 @@ EXAMPLES
     }
     const useStdin = (args._ as string[]).length === 0 || (args._ as string[]).includes("-");
     const format = (args.format ?? ctx.config.ingest.format) as InputFormat;
-    const signal = { stopped: false };
-    let currentReader: ReadableStream<Uint8Array> | null = null;
+    const signal: StopSignal = { stopped: false };
     const onSignal = () => {
+      // A second signal means now: nothing pending was acknowledged, so nothing acknowledged is lost.
       if (signal.stopped) process.exit(130);
       signal.stopped = true;
-      currentReader?.cancel().catch(() => undefined);
+      signal.cancel?.();
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
@@ -69,8 +69,7 @@ EXAMPLES
       try {
         for (const [name, open] of sources) {
           if (signal.stopped) break;
-          currentReader = open();
-          await pipeline.consume(currentReader, name, signal);
+          await pipeline.consume(open(), name, signal);
         }
         const s = await pipeline.finish();
         const range = s.firstSeq !== null ? `, seq ${s.firstSeq}..${s.lastSeq}` : "";

@@ -57,6 +57,9 @@ EXAMPLES
       for (const p of report.problems) print(`  ${p.message}`);
       if (report.problemCount > report.problems.length) print(`  ... and ${report.problemCount - report.problems.length} more`);
     }
-    if (!ok) process.exitCode = EXIT.verifyFailed;
+    if (!ok) {
+      process.stderr.write(`dsm verify: FAILED: ${report.problemCount} problem(s); first: ${report.problems[0]?.message}\n`);
+      process.exitCode = EXIT.verifyFailed;
+    }
   },
 });

@@ -24,6 +24,12 @@ export interface IngestStats {
   lastSeq: number | null;
 }
 
+/** Set stopped and call cancel() (from a signal handler) to end consume() after the current read. */
+export interface StopSignal {
+  stopped: boolean;
+  cancel?: () => void;
+}
+
 type Pending = { source: string; line: number; event?: PreparedEvent; error?: string };
 
 export class IngestPipeline {
@@ -41,9 +47,10 @@ export class IngestPipeline {
   }
 
   /** Reads one stream to its end (or until stop() cancels it). */
-  async consume(stream: ReadableStream<Uint8Array>, source: string, signal?: { stopped: boolean }): Promise<void> {
+  async consume(stream: ReadableStream<Uint8Array>, source: string, signal?: StopSignal): Promise<void> {
     const splitter = new LineSplitter(this.opts.maxLineBytes);
     const reader = stream.getReader();
+    if (signal) signal.cancel = () => void reader.cancel().catch(() => undefined);
     const onLine = (e: { no: number; text?: string; error?: string }) => this.#line(source, e.no, e.text, e.error);
     try {
       while (!this.#fatal && !signal?.stopped) {
