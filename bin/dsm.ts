@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 // dsm: one binary for every role. Each subcommand lives in its own file under src/cli/
 // and is loaded only when it runs, so `dsm ingest` pays nothing for the others.
+import "../src/cli/no-color.ts";
 import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
 import pkg from "../package.json" with { type: "json" };
 import { CliError, type DsmCommand, EXIT } from "../src/cli/common.ts";

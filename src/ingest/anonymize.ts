@@ -17,9 +17,10 @@ const EMBEDDED_IPV4 = new RegExp(`(?<!\\d|\\d\\.)${OCTET}(?:\\.${OCTET}){3}(?!\\
 // Candidate IPv6 text: a maximal run of hex digits, colons and dots. One flat
 // character class cannot backtrack, unlike a structured pattern, and node:net has
 // the final say, which keeps times ("15:07:20") and MAC addresses (six groups, no
-// "::") out. Neighbouring letters are not checked: a valid address glued to a word
-// is still an address, and leaking it is worse than an odd-looking token.
-const IPV6_CANDIDATE = /[0-9A-Fa-f:.]{2,}/g;
+// "::") out. The run must not touch a letter, digit or underscore: Zeek names such as
+// "SSH::Password_Guessing" and "Notice::ACTION_LOG" contain "::" and "ce::AC", which
+// node:net accepts as IPv6, and must survive anonymisation intact.
+const IPV6_CANDIDATE = /(?<![0-9A-Za-z_])[0-9A-Fa-f:.]{2,}(?![0-9A-Za-z_])/g;
 
 export function createIpAnonymizer(secret: Uint8Array): (value: unknown) => unknown {
   // Copied so a caller reusing its buffer cannot change tokens mid-run.
