@@ -12,7 +12,7 @@ const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
 const HEX64 = /^[0-9a-f]{64}$/;
 const TOKEN = /^ip-[0-9a-f]{32}$/;
 
-type IngestResult = { source: string; line: number; id?: string; seq?: number; error?: string };
+type IngestResult = { source: string; line: number; id?: string; seq?: number; error?: string; skipped?: string };
 type Microblock = { id: string; seq: number; node_id: string; event_type: string; timestamp: string; prev: string; payload_hash: string };
 type Shown = { microblock: Microblock; payload: any; key_certificate: any };
 
@@ -166,7 +166,10 @@ describe("1. ingest of the real Suricata and Zeek samples", () => {
       await withTempNode(async (node) => {
         const r = await node.run(["ingest", "--json", path]);
         expect(r.code).toBe(0);
-        const results = ndjson<IngestResult>(r.stdout);
+        const all = ndjson<IngestResult>(r.stdout);
+        // One result per input line: empty lines get {"skipped": "empty line"}.
+        expect(all.filter((x) => x.skipped).map((x) => x.line)).toEqual(blankLines);
+        const results = all.filter((x) => !x.skipped);
         expect(results).toHaveLength(goodLines.length);
         expect(results.map((x) => x.line)).toEqual(goodLines);
         for (const x of results) {
@@ -229,7 +232,9 @@ describe("1. ingest of the real Suricata and Zeek samples", () => {
     await withTempNode(async (node) => {
       const r = await node.run(["ingest", "--json"], { stdin: input });
       expect(r.code).toBe(0);
-      const results = ndjson<IngestResult>(r.stdout);
+      const all = ndjson<IngestResult>(r.stdout);
+      expect(all.filter((x) => x.skipped).map((x) => x.line)).toEqual(blankLineNumbers(input));
+      const results = all.filter((x) => !x.skipped);
       expect(results).toHaveLength(expectedCount);
       expect(results.map((x) => x.line)).toEqual(nonBlankLineNumbers(input));
       for (const x of results) {
@@ -323,11 +328,10 @@ describe("2. bad lines amid good ones", () => {
       expect(reason(7)).toMatch(/empty/);
       expect(r.errLines.at(-1)).toMatch(/9 lines: 3 stored, 5 rejected, 1 empty/);
 
-      // --json: one result per input line in input order. The help says "Empty lines are
-      // reported and skipped" and exit 0 means "every line stored (empty lines aside)":
-      // an empty line gets its stderr report and no result.
+      // --json: one result per input line in input order; the empty line is "skipped".
       const results = ndjson<IngestResult>(r.stdout);
-      expect(results.map((x) => x.line)).toEqual([1, 2, 3, 4, 5, 6, 8, 9]);
+      expect(results.map((x) => x.line)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      expect(results.find((x) => x.line === 7)).toMatchObject({ skipped: "empty line" });
       for (const x of results) expect(x.source).toBe("stdin");
       const byLine = new Map(results.map((x) => [x.line, x]));
       for (const n of [1, 8, 9]) {

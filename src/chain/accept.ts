@@ -51,7 +51,7 @@ export class Receiver {
    * Validates and places one microblock (with its payload, unless withheld). Throws
    * MicroblockRejected for anything that fails a rule; never stores a partial result.
    */
-  async acceptMicroblock(value: unknown, payload?: unknown): Promise<AcceptOutcome> {
+  acceptMicroblock(value: unknown, payload?: unknown): AcceptOutcome {
     const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
     const mb = validateMicroblock(value, this.#context(), payloadCanonical);
     return this.ledger.immediate(() => {

@@ -23,7 +23,8 @@ lines over ingest.max_line_bytes, invalid UTF-8 get one stderr line
 "dsm ingest: SOURCE:LINE: reason" and are counted. Empty lines are reported and skipped.
 
 OUTPUT  Without --json, a summary on stderr at the end. With --json, one line per input
-line on stdout, in input order: {"source","line","id","seq"} or {"source","line","error"}.
+line on stdout, in input order: {"source","line","id","seq"}, {"source","line","error"},
+or {"source","line","skipped":"empty line"}.
 
 EXIT STATUS  0 every line stored (empty lines aside), 3 some lines rejected, 1 fatal
 error (nothing after the last acknowledged line was stored).

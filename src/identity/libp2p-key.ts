@@ -29,7 +29,16 @@ export function loadLibp2pKey(file: string): Libp2pKey {
   }
   const seed = bytes.subarray(4, 36);
   const pub = bytes.subarray(36, 68);
+  // The stored public half must be the seed's: otherwise the peer id names a key we cannot sign for.
+  if (!Buffer.from(ed25519PublicOf(seed)).equals(pub)) throw new Error(`${file}: public key does not match the private key (file damaged?)`);
   return { privateKey: new Uint8Array(seed), publicKey: new Uint8Array(pub), peerId: peerIdOf(pub) };
+}
+
+/** PKCS#8 wrapping of a raw Ed25519 seed (RFC 8410), so node:crypto derives the public key. */
+function ed25519PublicOf(seed: Uint8Array): Uint8Array {
+  const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]);
+  const jwk = crypto.createPublicKey(crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).export({ format: "jwk" });
+  return new Uint8Array(Buffer.from(jwk.x!, "base64url"));
 }
 
 function protobufKey(data: Uint8Array): Uint8Array {

@@ -30,7 +30,7 @@ export interface StopSignal {
   cancel?: () => void;
 }
 
-type Pending = { source: string; line: number; event?: PreparedEvent; error?: string };
+type Pending = { source: string; line: number; event?: PreparedEvent; error?: string; skipped?: string };
 
 export class IngestPipeline {
   readonly stats: IngestStats = { lines: 0, stored: 0, rejected: 0, empty: 0, firstSeq: null, lastSeq: null };
@@ -57,7 +57,8 @@ export class IngestPipeline {
         const { value, done } = await reader.read();
         if (done) break;
         splitter.push(value, onLine);
-        if (this.#events >= this.opts.batchMaxEvents) await this.flush();
+        // Backpressure: do not read further ahead than the batch being committed.
+        await this.#flushing;
       }
       if (!signal?.stopped) splitter.end(onLine);
     } finally {
@@ -71,6 +72,7 @@ export class IngestPipeline {
     if (error === undefined && text !== undefined && text.trim() === "") {
       this.stats.empty += 1;
       this.opts.err(`dsm ingest: ${source}:${line}: empty line skipped`);
+      this.#queue({ source, line, skipped: "empty line" });
       return;
     }
     let event: PreparedEvent | undefined;
@@ -84,16 +86,19 @@ export class IngestPipeline {
     if (error !== undefined) {
       this.stats.rejected += 1;
       this.opts.err(`dsm ingest: ${source}:${line}: ${error}`);
-      if (this.#events === 0 && this.#pending.length === 0) {
-        this.#emit([{ source, line, error }], []);
-        return;
-      }
-      this.#pending.push({ source, line, error });
+      this.#queue({ source, line, error });
       return;
     }
     this.#pending.push({ source, line, event });
     this.#events += 1;
-    if (this.#events === 1) this.#timer = setTimeout(() => void this.flush(), this.opts.batchMaxMs);
+    if (this.#events >= this.opts.batchMaxEvents) void this.flush();
+    else if (this.#events === 1) this.#timer = setTimeout(() => void this.flush(), this.opts.batchMaxMs);
+  }
+
+  /** A result with no event: reported in input order, so after any batch still committing. */
+  #queue(p: Pending): void {
+    this.#pending.push(p);
+    if (this.#events === 0) void this.flush();
   }
 
   /** Commits everything pending; resolves once it is durable and reported. */
@@ -128,7 +133,7 @@ export class IngestPipeline {
         this.stats.lastSeq = mb.seq;
         if (this.opts.json) lines.push(JSON.stringify({ source: p.source, line: p.line, id: mb.id, seq: mb.seq }));
       } else if (this.opts.json) {
-        lines.push(JSON.stringify({ source: p.source, line: p.line, error: p.error }));
+        lines.push(JSON.stringify(p.error !== undefined ? { source: p.source, line: p.line, error: p.error } : { source: p.source, line: p.line, skipped: p.skipped }));
       }
     }
     if (lines.length) this.opts.out(lines.join("\n") + "\n");

@@ -117,11 +117,16 @@ export class Ledger {
     this.db.close();
   }
 
-  /** Runs fn inside BEGIN IMMEDIATE: the write lock is taken up front, so seq assignment never races. */
-  async immediate<T>(fn: () => T | Promise<T>): Promise<T> {
+  /**
+   * Runs fn inside BEGIN IMMEDIATE: the write lock is taken up front, so seq assignment
+   * never races. fn is synchronous on purpose: a transaction held across an await would
+   * let another connection in this process busy-wait on the lock while blocking the
+   * event loop that would release it.
+   */
+  immediate<T>(fn: () => T): T {
     this.db.exec("BEGIN IMMEDIATE");
     try {
-      const out = await fn();
+      const out = fn();
       this.db.exec("COMMIT");
       return out;
     } catch (e) {
@@ -229,9 +234,9 @@ export class Ledger {
     if (filter.fromSeq !== undefined) where.push("m.seq >= ?"), args.push(filter.fromSeq);
     if (filter.toSeq !== undefined) where.push("m.seq <= ?"), args.push(filter.toSeq);
     if (filter.eventType) {
-      // "suricata" matches suricata.alert etc.; an exact type matches itself.
-      where.push("(m.event_type = ? OR m.event_type LIKE ? ESCAPE '\\')");
-      args.push(filter.eventType, filter.eventType.replace(/[\\%_]/g, "\\$&") + ".%");
+      // "suricata" matches suricata.alert etc.; an exact type matches itself. Exact bytes, no LIKE folding.
+      where.push("(m.event_type = ? OR substr(m.event_type, 1, ?) = ?)");
+      args.push(filter.eventType, filter.eventType.length + 1, filter.eventType + ".");
     }
     // Timestamps are fixed-width RFC 3339 UTC, so string order is time order.
     if (filter.sinceMs !== undefined) where.push("m.timestamp >= ?"), args.push(new Date(filter.sinceMs).toISOString());

@@ -42,7 +42,8 @@ export function makeLocalGenesis(card: NodeCard, nowMs: number): Genesis {
   };
 }
 
-export function parseGenesis(value: unknown): Genesis {
+/** checkPop: see parseCard. Every validator must carry a BLS key: a validator votes with it. */
+export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}): Genesis {
   const what = "genesis";
   const o = expectObject(value, what);
   expectKeys(o, what, ["v", "type", "name", "genesis_time", "epoch_duration", "validators", "admission", "attestation"]);
@@ -56,7 +57,8 @@ export function parseGenesis(value: unknown): Genesis {
   }
   const seen = new Set<string>();
   o.validators.forEach((c, i) => {
-    const card = parseCard(c, `genesis validator ${i}`);
+    const card = parseCard(c, `genesis validator ${i}`, opts);
+    if (!card.bls_pub) throw new SchemaError(`genesis validator ${i}: card has no bls_pub/bls_pop, so it cannot vote`);
     if (seen.has(card.node_id)) throw new SchemaError(`${what}: validator ${card.node_id} is listed twice`);
     seen.add(card.node_id);
   });

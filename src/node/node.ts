@@ -120,7 +120,8 @@ export class DSMNode {
       throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
     }
     const identity = SoftwareIdentityKey.load(layout.identityKey);
-    const genesis = readGenesis(layout.genesis);
+    // Verified in full (proofs of possession included) when it was written at init or join.
+    const genesis = readGenesis(layout.genesis, { checkPop: false });
     const ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
     return new DSMNode(config, layout, identity, genesis, ledger);
   }
@@ -190,14 +191,17 @@ export class DSMNode {
   async #appendNow(events: PreparedEvent[]): Promise<Microblock[]> {
     if (events.length === 0) return [];
     const mesh = this.mesh;
-    return this.ledger.immediate(async () => {
+    // Certifying a new signing key may wait on the identity key (a TPM takes 20-100 ms), so
+    // it happens before the write lock. first_seq from a head read now is safe: other
+    // writers can only push our first seq higher, and a key may sign any seq >= first_seq.
+    const issued = await this.#signer.ready((this.ledger.head(mesh, this.nodeId)?.seq ?? 0) + 1, Date.now());
+    const out = this.ledger.immediate(() => {
       const nowMs = Date.now();
       const head = this.ledger.head(mesh, this.nodeId);
       let seq = head?.seq ?? 0;
       let prev = head?.id ?? ZERO_HASH;
       // Timestamps never go backwards along a chain (docs/PROTOCOL.md), even if the clock does.
       const timestamp = formatTime(Math.max(nowMs, head ? Date.parse(head.timestamp) : 0));
-      const issued = await this.#signer.ready(seq + 1, nowMs);
       if (issued) this.ledger.insertKeyCert(mesh, this.nodeId, issued.keyName, issued.cert.first_seq, issued.canonical, nowMs);
       const key = this.#signer.keyName;
       const out: Microblock[] = [];
@@ -224,10 +228,12 @@ export class DSMNode {
       }
       return out;
     });
+    if (issued) this.#signer.stored();
+    return out;
   }
 }
 
-export function readGenesis(file: string): Genesis {
+export function readGenesis(file: string, opts: { checkPop?: boolean } = {}): Genesis {
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");
@@ -235,7 +241,7 @@ export function readGenesis(file: string): Genesis {
     throw new EventError(`cannot read genesis ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
-    return parseGenesis(JSON.parse(text));
+    return parseGenesis(JSON.parse(text), opts);
   } catch (e) {
     throw new EventError(`genesis ${file}: ${(e as Error).message}`);
   }

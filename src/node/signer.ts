@@ -18,6 +18,8 @@ export class ChainSigner {
   #keyName = "";
   #notAfterMs = 0;
   #lifetimeMs: number;
+  /** Issued but not yet known to be committed: offered again until stored() is called. */
+  #unstored: IssuedCert | null = null;
 
   constructor(
     private readonly identity: IdentityKey,
@@ -37,14 +39,20 @@ export class ChainSigner {
    * first microblock it covers), or null when the current one still has a tenth of its life.
    */
   async ready(firstSeq: number, nowMs: number): Promise<IssuedCert | null> {
-    if (this.#privateKey && nowMs < this.#notAfterMs - this.#lifetimeMs / 10) return null;
+    if (this.#privateKey && nowMs < this.#notAfterMs - this.#lifetimeMs / 10) return this.#unstored;
     const pair = generateKeyPair();
     const notAfterMs = nowMs + this.#lifetimeMs;
     const cert = await issueKeyCert(this.identity, { mesh: this.mesh, signingPub: pair.publicKey, firstSeq, notAfterMs });
     this.#privateKey = pair.privateKey;
     this.#keyName = keyNameOf(pair.publicKey);
     this.#notAfterMs = notAfterMs;
-    return { cert, canonical: canonicalize(cert), keyName: this.#keyName };
+    this.#unstored = { cert, canonical: canonicalize(cert), keyName: this.#keyName };
+    return this.#unstored;
+  }
+
+  /** The transaction that stored the last issued certificate has committed. */
+  stored(): void {
+    this.#unstored = null;
   }
 
   sign(id: Uint8Array): Uint8Array {
