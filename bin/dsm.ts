@@ -101,12 +101,13 @@ async function checkFlags(cmd: DsmCommand, rest: string[]): Promise<void> {
 }
 
 const commandName = process.argv[2] && !process.argv[2].startsWith("-") ? `dsm ${process.argv[2]}` : "dsm";
+// No process.exit() on the way out: in Bun it drops stdout still queued for a slow pipe
+// reader, and for `dsm ingest --json` those lines are the acknowledgements.
 try {
-  const code = await run(process.argv.slice(2));
-  process.exit(code);
+  process.exitCode = await run(process.argv.slice(2));
 } catch (e) {
   const msg = e instanceof Error ? e.message : String(e);
   process.stderr.write(`${commandName}: ${msg.split("\n")[0]}\n`);
   if (process.env.DSM_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
-  process.exit(e instanceof CliError ? e.exitCode : EXIT.error);
+  process.exitCode = e instanceof CliError ? e.exitCode : EXIT.error;
 }

@@ -37,6 +37,7 @@ export class IngestPipeline {
   #pending: Pending[] = [];
   #events = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  #firstPendingAt = 0;
   #flushing: Promise<void> = Promise.resolve();
   #fatal: Error | null = null;
 
@@ -57,6 +58,8 @@ export class IngestPipeline {
         const { value, done } = await reader.read();
         if (done) break;
         splitter.push(value, onLine);
+        // A stream that always has data can starve the batchMaxMs timer: check the age here too.
+        if (this.#events > 0 && performance.now() - this.#firstPendingAt >= this.opts.batchMaxMs) void this.flush();
         // Backpressure: do not read further ahead than the batch being committed.
         await this.#flushing;
       }
@@ -92,7 +95,10 @@ export class IngestPipeline {
     this.#pending.push({ source, line, event });
     this.#events += 1;
     if (this.#events >= this.opts.batchMaxEvents) void this.flush();
-    else if (this.#events === 1) this.#timer = setTimeout(() => void this.flush(), this.opts.batchMaxMs);
+    else if (this.#events === 1) {
+      this.#firstPendingAt = performance.now();
+      this.#timer = setTimeout(() => void this.flush(), this.opts.batchMaxMs);
+    }
   }
 
   /** A result with no event: reported in input order, so after any batch still committing. */

@@ -19,7 +19,7 @@ import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mes
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
 import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
-import { ChainSigner } from "./signer.ts";
+import { ChainSigner, type IssuedCert } from "./signer.ts";
 
 /** An event ready to be chained: payload canonicalised and hashed outside the write lock. */
 export interface PreparedEvent {
@@ -190,15 +190,28 @@ export class DSMNode {
 
   async #appendNow(events: PreparedEvent[]): Promise<Microblock[]> {
     if (events.length === 0) return [];
+    for (;;) {
+      // Certifying a new signing key may wait on the identity key (a TPM takes 20-100 ms),
+      // so it happens outside the write lock, for the seq the head suggests. If another
+      // writer moved the head meanwhile, the certificate is re-issued: its first_seq is
+      // always exactly the first seq its key signs, never an older one.
+      const guess = (this.ledger.head(this.mesh, this.nodeId)?.seq ?? 0) + 1;
+      const issued = await this.#signer.ready(guess, Date.now());
+      const out = this.#appendLocked(events, issued);
+      if (out === null) continue;
+      if (issued) this.#signer.stored();
+      return out;
+    }
+  }
+
+  /** The whole write, synchronous, under BEGIN IMMEDIATE. null: the certificate's first_seq went stale. */
+  #appendLocked(events: PreparedEvent[], issued: IssuedCert | null): Microblock[] | null {
     const mesh = this.mesh;
-    // Certifying a new signing key may wait on the identity key (a TPM takes 20-100 ms), so
-    // it happens before the write lock. first_seq from a head read now is safe: other
-    // writers can only push our first seq higher, and a key may sign any seq >= first_seq.
-    const issued = await this.#signer.ready((this.ledger.head(mesh, this.nodeId)?.seq ?? 0) + 1, Date.now());
-    const out = this.ledger.immediate(() => {
+    return this.ledger.immediate(() => {
       const nowMs = Date.now();
       const head = this.ledger.head(mesh, this.nodeId);
       let seq = head?.seq ?? 0;
+      if (issued && issued.cert.first_seq !== seq + 1) return null;
       let prev = head?.id ?? ZERO_HASH;
       // Timestamps never go backwards along a chain (docs/PROTOCOL.md), even if the clock does.
       const timestamp = formatTime(Math.max(nowMs, head ? Date.parse(head.timestamp) : 0));
@@ -228,8 +241,6 @@ export class DSMNode {
       }
       return out;
     });
-    if (issued) this.#signer.stored();
-    return out;
   }
 }
 

@@ -39,7 +39,9 @@ export class ChainSigner {
    * first microblock it covers), or null when the current one still has a tenth of its life.
    */
   async ready(firstSeq: number, nowMs: number): Promise<IssuedCert | null> {
-    if (this.#privateKey && nowMs < this.#notAfterMs - this.#lifetimeMs / 10) return this.#unstored;
+    const fresh = this.#privateKey && nowMs < this.#notAfterMs - this.#lifetimeMs / 10;
+    // An unstored certificate must start exactly at the seq it will first sign: re-issue if another writer moved the head.
+    if (fresh && (!this.#unstored || this.#unstored.cert.first_seq === firstSeq)) return this.#unstored;
     const pair = generateKeyPair();
     const notAfterMs = nowMs + this.#lifetimeMs;
     const cert = await issueKeyCert(this.identity, { mesh: this.mesh, signingPub: pair.publicKey, firstSeq, notAfterMs });
