@@ -24,6 +24,7 @@ export interface IngestSummary {
   n: number;
   avgLineBytes: number;
   pipelineEps: number;
+  singleThreadEps: number;
   baselineEps: number;
   ratio: number;
   stagesUs: Record<string, number>;
@@ -32,7 +33,7 @@ export interface IngestSummary {
 // ---------------------------------------------------------------------------
 // The pipeline, as `dsm ingest` runs it (minus process start and stdin).
 
-async function pipelineRun(buf: Uint8Array, expect: number): Promise<number> {
+async function pipelineRun(buf: Uint8Array, expect: number, worker = true): Promise<number> {
   const dir = tempDir("ingest");
   try {
     const config = defaultConfig();
@@ -47,6 +48,7 @@ async function pipelineRun(buf: Uint8Array, expect: number): Promise<number> {
       json: false,
       out: () => undefined,
       err: () => void (errors += 1),
+      worker,
     });
     gc();
     const t0 = now();
@@ -259,11 +261,14 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
 
   // Interleaved reps (A B A B ...); the best of each, as the machine is shared and noisy.
   const pipeMs: number[] = [];
+  const singleMs: number[] = [];
   const baseMs: number[] = [];
   let rowBytes = 0;
   for (let rep = 0; rep < reps; rep++) {
     note(`ingest: pipeline rep ${rep + 1}/${reps}`);
     pipeMs.push(await pipelineRun(buf, n));
+    note(`ingest: single-thread pipeline rep ${rep + 1}/${reps}`);
+    singleMs.push(await pipelineRun(buf, n, false));
     note(`ingest: baseline rep ${rep + 1}/${reps}`);
     const b = baselineRun({ payloads, eventTypes });
     baseMs.push(b.ms);
@@ -287,7 +292,14 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
       `1. Ingest: ${n} Suricata EVE alerts (avg ${avgLineBytes.toFixed(0)} B/line), default config (batch 1000 / 50 ms, WAL, synchronous=FULL); best of ${reps}`,
       ["path", "events/s", "us/event", "each rep", "vs baseline"],
       [
-        ["IngestPipeline (lines -> committed microblocks)", fmtRate(pipelineEps), fmtUs(pipeUs), rate(pipeMs), fmtRatio(ratio)],
+        ["IngestPipeline, as dsm ingest runs it (prepare worker)", fmtRate(pipelineEps), fmtUs(pipeUs), rate(pipeMs), fmtRatio(ratio)],
+        [
+          "IngestPipeline, one thread (worker: false)",
+          fmtRate((n * 1000) / Math.min(...singleMs)),
+          fmtUs(Math.min(...singleMs) * 1000 / n),
+          rate(singleMs),
+          fmtRatio((n * 1000) / Math.min(...singleMs) / baselineEps),
+        ],
         [`baseline: JCS + sha256 + sign + insert (${rowBytes} B rows)`, fmtRate(baselineEps), fmtUs(1e6 / baselineEps), rate(baseMs), "1.00x"],
       ],
     ),
@@ -309,5 +321,5 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
 
   const stagesUs: Record<string, number> = {};
   for (const s of stages) stagesUs[s.key] = Number(s.us.toFixed(2));
-  return { n, avgLineBytes, pipelineEps, baselineEps, ratio, stagesUs };
+  return { n, avgLineBytes, pipelineEps, singleThreadEps: (n * 1000) / Math.min(...singleMs), baselineEps, ratio, stagesUs };
 }

@@ -547,7 +547,8 @@ describe("payload", () => {
     const event = toSecurityEvent(record, "auto");
     expect(event.payload.original).toBe(record);
     expect(Object.keys(event.payload).sort()).toEqual(["category", "event_id", "indicators", "original", "severity", "source"]);
-    expect(Object.keys(event).sort()).toEqual(["eventType", "payload"]);
+    expect(Object.keys(event).sort()).toEqual(["eventType", "originalCanonical", "payload"]);
+    expect(event.originalCanonical).toBe(canonicalize(record));
   });
 
   test("indicator values are flat scalars", () => {

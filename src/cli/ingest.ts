@@ -64,6 +64,7 @@ EXAMPLES
         json: ctx.json,
         out: (t) => process.stdout.write(t),
         err: (t) => warn(t),
+        worker: true,
       });
       const sources: [string, () => ReadableStream<Uint8Array>][] = files.map((f) => [f, () => Bun.file(f).stream()]);
       if (useStdin) sources.push(["stdin", () => Bun.stdin.stream()]);

@@ -77,9 +77,9 @@ export function sign(privateKey: crypto.KeyObject, message: Uint8Array): Uint8Ar
 /** Strict verify: 64 bytes, 0 < r,s < n, s in the low half. Never throws. */
 export function verify(publicKey: crypto.KeyObject, message: Uint8Array, sig: Uint8Array): boolean {
   if (sig.length !== 64) return false;
-  const r = bytesToBigInt(sig.subarray(0, 32));
-  const s = bytesToBigInt(sig.subarray(32, 64));
-  if (r === 0n || r >= N || s === 0n || s > HALF_N) return false;
+  const r = sig.subarray(0, 32);
+  const s = sig.subarray(32, 64);
+  if (isZero(r) || compare(r, N_BYTES) >= 0 || isZero(s) || compare(s, HALF_N_BYTES) > 0) return false;
   try {
     return crypto.verify("sha256", message, { key: publicKey, dsaEncoding: "ieee-p1363" }, sig);
   } catch {
@@ -88,21 +88,35 @@ export function verify(publicKey: crypto.KeyObject, message: Uint8Array, sig: Ui
 }
 
 export function isLowS(sig: Uint8Array): boolean {
-  return sig.length === 64 && bytesToBigInt(sig.subarray(32, 64)) <= HALF_N;
+  return sig.length === 64 && compare(sig.subarray(32, 64), HALF_N_BYTES) <= 0;
 }
 
-/** BoringSSL returns either half; dsm signatures are unique, so s is folded into [1, n/2]. */
+/** BoringSSL returns either half; dsm signatures are unique, so s is folded into [1, n/2]. Returns a new array. */
 export function normaliseLowS(sig: Uint8Array): Uint8Array {
-  const s = bytesToBigInt(sig.subarray(32, 64));
-  if (s <= HALF_N) return sig;
-  const out = new Uint8Array(64);
-  out.set(sig.subarray(0, 32), 0);
-  out.set(bigIntToBytes32(N - s), 32);
+  const out = Uint8Array.from(sig);
+  if (compare(sig.subarray(32, 64), HALF_N_BYTES) <= 0) return out;
+  // s := n - s, big-endian byte subtraction (this runs for half of all signatures: no BigInt)
+  let borrow = 0;
+  for (let i = 31; i >= 0; i--) {
+    const d = N_BYTES[i]! - sig[32 + i]! - borrow;
+    out[32 + i] = d & 0xff;
+    borrow = d < 0 ? 1 : 0;
+  }
   return out;
 }
 
-function bytesToBigInt(b: Uint8Array): bigint {
-  return BigInt("0x" + (Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex") || "0"));
+const N_BYTES = bigIntToBytes32(N);
+const HALF_N_BYTES = bigIntToBytes32(HALF_N);
+
+/** Big-endian unsigned comparison of two 32-byte values. */
+function compare(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
+  return 0;
+}
+
+function isZero(a: Uint8Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== 0) return false;
+  return true;
 }
 
 function bigIntToBytes32(n: bigint): Uint8Array {

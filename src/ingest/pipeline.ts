@@ -1,8 +1,14 @@
 // dsm ingest as a library: lines in, microblocks out, with group commit. A line is
 // acknowledged (its id reported) only after the transaction holding it has committed.
-import type { DSMNode, PreparedEvent } from "../node/node.ts";
+//
+// With `worker: true` the per-line work (parse, map, anonymise, canonicalise, hash)
+// runs on a second thread while this one signs and commits: on a 2-core SBC that is
+// the difference between the two halves of the work adding up and overlapping.
+import type { DSMNode } from "../node/node.ts";
 import { LineSplitter } from "./lines.ts";
-import { type InputFormat, parseJsonLine } from "./records.ts";
+import { type LineResult, prepareLine } from "./prepare.ts";
+import type { FromWorker, ToWorker } from "./prepare-worker.ts";
+import type { InputFormat } from "./records.ts";
 
 export interface IngestOptions {
   format: InputFormat;
@@ -13,6 +19,8 @@ export interface IngestOptions {
   json: boolean;
   out: (text: string) => void;
   err: (text: string) => void;
+  /** Prepare lines on a worker thread (the CLI does; tests of the in-process path do not). */
+  worker?: boolean;
 }
 
 export interface IngestStats {
@@ -30,16 +38,36 @@ export interface StopSignal {
   cancel?: () => void;
 }
 
-type Pending = { source: string; line: number; event?: PreparedEvent; error?: string; skipped?: string };
+// In the compiled binary the worker is an embedded entrypoint, addressed from the bundle
+// root (package.json "build" lists it); from source it sits beside this file.
+const WORKER_URL = import.meta.url.includes("$bunfs")
+  ? "./src/ingest/prepare-worker.ts"
+  : new URL("./prepare-worker.ts", import.meta.url).href;
+
+/**
+ * Chunks handed to the worker and not yet answered. Enough for the worker to prepare
+ * the next whole batch while this thread commits the current one (a batch of 1000 EVE
+ * lines is about 12 chunks of 64 KiB), and a bound on memory when input outruns commits.
+ */
+const MAX_CHUNKS_IN_FLIGHT = 32;
+
+interface Reader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+}
 
 export class IngestPipeline {
   readonly stats: IngestStats = { lines: 0, stored: 0, rejected: 0, empty: 0, firstSeq: null, lastSeq: null };
-  #pending: Pending[] = [];
+  #pending: LineResult[] = [];
   #events = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #firstPendingAt = 0;
   #flushing: Promise<void> = Promise.resolve();
   #fatal: Error | null = null;
+  #worker: Worker | null = null;
+  #inFlight = 0;
+  #uncommitted = 0;
+  #wake: (() => void) | null = null;
+  #ended = new Map<string, () => void>();
 
   constructor(private readonly node: DSMNode, private readonly opts: IngestOptions) {}
 
@@ -49,62 +77,127 @@ export class IngestPipeline {
 
   /** Reads one stream to its end (or until stop() cancels it). */
   async consume(stream: ReadableStream<Uint8Array>, source: string, signal?: StopSignal): Promise<void> {
-    const splitter = new LineSplitter(this.opts.maxLineBytes);
     const reader = stream.getReader();
     if (signal) signal.cancel = () => void reader.cancel().catch(() => undefined);
-    const onLine = (e: { no: number; text?: string; error?: string }) => this.#line(source, e.no, e.text, e.error);
     try {
-      while (!this.#fatal && !signal?.stopped) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        splitter.push(value, onLine);
-        // A stream that always has data can starve the batchMaxMs timer: check the age here too.
-        if (this.#events > 0 && performance.now() - this.#firstPendingAt >= this.opts.batchMaxMs) void this.flush();
-        // Backpressure: do not read further ahead than the batch being committed.
-        await this.#flushing;
-      }
-      if (!signal?.stopped) splitter.end(onLine);
+      if (this.opts.worker) await this.#consumeOnWorker(reader, source, signal);
+      else await this.#consumeHere(reader, source, signal);
     } finally {
       reader.releaseLock();
     }
     if (this.#fatal) throw this.#fatal;
   }
 
-  #line(source: string, line: number, text: string | undefined, error: string | undefined): void {
-    this.stats.lines += 1;
-    if (error === undefined && text !== undefined && text.trim() === "") {
-      this.stats.empty += 1;
-      this.opts.err(`dsm ingest: ${source}:${line}: empty line skipped`);
-      this.#queue({ source, line, skipped: "empty line" });
-      return;
+  async #consumeHere(reader: Reader, source: string, signal?: StopSignal): Promise<void> {
+    const splitter = new LineSplitter(this.opts.maxLineBytes);
+    const { format } = this.opts;
+    const anonymize = this.node.anonymizer;
+    const onLine = (l: { no: number; text?: string; error?: string }) =>
+      this.#accept(prepareLine(source, l.no, l.text, l.error, format, anonymize));
+    while (!this.#fatal && !signal?.stopped) {
+      const { value, done } = await reader.read();
+      if (done || !value) break;
+      splitter.push(value, onLine);
+      await this.#afterChunk();
     }
-    let event: PreparedEvent | undefined;
-    if (error === undefined) {
-      try {
-        event = this.node.prepareRecord(parseJsonLine(text!), this.opts.format);
-      } catch (e) {
-        error = e instanceof Error ? e.message : String(e);
+    if (!signal?.stopped) splitter.end(onLine);
+  }
+
+  async #consumeOnWorker(reader: Reader, source: string, signal?: StopSignal): Promise<void> {
+    const worker = this.#startWorker();
+    while (!this.#fatal && !signal?.stopped) {
+      const { value, done } = await reader.read();
+      if (done || !value) break;
+      // Bounded read-ahead: chunks on the worker, and prepared events not yet committed.
+      while ((this.#inFlight >= MAX_CHUNKS_IN_FLIGHT || this.#uncommitted >= 4 * this.opts.batchMaxEvents) && !this.#fatal) {
+        await new Promise<void>((r) => (this.#wake = r));
       }
+      // A copy, transferred: the reader may reuse its buffer.
+      const bytes = value.slice();
+      this.#inFlight += 1;
+      worker.postMessage({ kind: "chunk", source, bytes } satisfies ToWorker, [bytes.buffer]);
+      this.#checkAge();
     }
-    if (error !== undefined) {
-      this.stats.rejected += 1;
-      this.opts.err(`dsm ingest: ${source}:${line}: ${error}`);
-      this.#queue({ source, line, error });
+    if (signal?.stopped) {
+      // Stopping: commit what was already read (the chunks still on the worker), drop a partial last line.
+      while (this.#inFlight > 0 && !this.#fatal) await new Promise<void>((r) => (this.#wake = r));
       return;
     }
-    this.#pending.push({ source, line, event });
+    // The end of the stream: a last line without a newline still counts.
+    const ended = new Promise<void>((r) => this.#ended.set(source, r));
+    worker.postMessage({ kind: "end", source } satisfies ToWorker);
+    await ended;
+  }
+
+  #startWorker(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(WORKER_URL);
+    worker.postMessage({
+      kind: "init",
+      format: this.opts.format,
+      maxLineBytes: this.opts.maxLineBytes,
+      anonymizeSecret: this.node.anonymizeSecret,
+    } satisfies ToWorker);
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      const msg = e.data;
+      for (const r of msg.results) this.#accept(r);
+      this.#checkAge();
+      if (msg.kind === "results") {
+        this.#inFlight -= 1;
+        this.#wakeReader();
+      } else {
+        this.#ended.get(msg.source)?.();
+        this.#ended.delete(msg.source);
+      }
+    };
+    worker.onerror = (e) => {
+      this.#fatal ??= new Error(`ingest worker failed: ${e.message}`);
+      this.#wakeReader();
+      for (const done of this.#ended.values()) done();
+    };
+    this.#worker = worker;
+    return worker;
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  async #afterChunk(): Promise<void> {
+    this.#checkAge();
+    // Backpressure: do not read further ahead than the batch being committed.
+    await this.#flushing;
+  }
+
+  /** A stream that always has data can starve the batchMaxMs timer: check the age on every chunk too. */
+  #checkAge(): void {
+    if (this.#events > 0 && performance.now() - this.#firstPendingAt >= this.opts.batchMaxMs) void this.flush();
+  }
+
+  #accept(r: LineResult): void {
+    this.stats.lines += 1;
+    if ("skipped" in r) {
+      this.stats.empty += 1;
+      this.opts.err(`dsm ingest: ${r.source}:${r.line}: empty line skipped`);
+    } else if ("error" in r) {
+      this.stats.rejected += 1;
+      this.opts.err(`dsm ingest: ${r.source}:${r.line}: ${r.error}`);
+    }
+    this.#pending.push(r);
+    if (!("event" in r)) {
+      // A result with no event is reported in input order, so after any batch still committing.
+      if (this.#events === 0) void this.flush();
+      return;
+    }
     this.#events += 1;
+    this.#uncommitted += 1;
     if (this.#events >= this.opts.batchMaxEvents) void this.flush();
     else if (this.#events === 1) {
       this.#firstPendingAt = performance.now();
       this.#timer = setTimeout(() => void this.flush(), this.opts.batchMaxMs);
     }
-  }
-
-  /** A result with no event: reported in input order, so after any batch still committing. */
-  #queue(p: Pending): void {
-    this.#pending.push(p);
-    if (this.#events === 0) void this.flush();
   }
 
   /** Commits everything pending; resolves once it is durable and reported. */
@@ -115,7 +208,7 @@ export class IngestPipeline {
     this.#pending = [];
     this.#events = 0;
     if (batch.length === 0) return this.#flushing;
-    const events = batch.filter((p) => p.event).map((p) => p.event!);
+    const events = batch.flatMap((p) => ("event" in p ? [p.event] : []));
     this.#flushing = this.#flushing.then(async () => {
       if (this.#fatal) return;
       try {
@@ -123,30 +216,37 @@ export class IngestPipeline {
         this.#emit(batch, mbs);
       } catch (e) {
         this.#fatal = e as Error;
+      } finally {
+        this.#uncommitted -= events.length;
+        this.#wakeReader();
       }
     });
     return this.#flushing;
   }
 
-  #emit(batch: Pending[], mbs: { id: string; seq: number }[]): void {
+  #emit(batch: LineResult[], mbs: { id: string; seq: number }[]): void {
     let i = 0;
     const lines: string[] = [];
     for (const p of batch) {
-      if (p.event) {
+      const base = { source: p.source, line: p.line };
+      if ("event" in p) {
         const mb = mbs[i++]!;
         this.stats.stored += 1;
         this.stats.firstSeq ??= mb.seq;
         this.stats.lastSeq = mb.seq;
-        if (this.opts.json) lines.push(JSON.stringify({ source: p.source, line: p.line, id: mb.id, seq: mb.seq }));
+        if (this.opts.json) lines.push(JSON.stringify({ ...base, id: mb.id, seq: mb.seq }));
       } else if (this.opts.json) {
-        lines.push(JSON.stringify(p.error !== undefined ? { source: p.source, line: p.line, error: p.error } : { source: p.source, line: p.line, skipped: p.skipped }));
+        lines.push(JSON.stringify("error" in p ? { ...base, error: p.error } : { ...base, skipped: p.skipped }));
       }
     }
     if (lines.length) this.opts.out(lines.join("\n") + "\n");
   }
 
+  /** Commits what is pending, stops the worker, and returns the totals. */
   async finish(): Promise<IngestStats> {
     await this.flush();
+    this.#worker?.terminate();
+    this.#worker = null;
     if (this.#fatal) throw this.#fatal;
     return this.stats;
   }

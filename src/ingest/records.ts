@@ -18,6 +18,8 @@ export interface EventPayload {
 export interface SecurityEvent {
   eventType: string;
   payload: EventPayload;
+  /** RFC 8785 text of payload.original, already computed for event_id: reused, not redone. */
+  originalCanonical: string;
 }
 
 /** The message is a short lowercase reason; callers print it as "line N: <reason>". */
@@ -141,10 +143,15 @@ export function toSecurityEvent(record: Record<string, unknown>, format: InputFo
       throw new RecordError(`unknown input format: ${String(chosen)}`);
   }
   const { eventType, ...rest } = built;
-  return { eventType, payload: { event_id: eventId(record), ...rest, original: record } };
+  const originalCanonical = canonicalRecord(record);
+  return {
+    eventType,
+    payload: { event_id: Bun.SHA256.hash(originalCanonical, "hex").slice(0, 32), ...rest, original: record },
+    originalCanonical,
+  };
 }
 
-function eventId(record: JsonObject): string {
+function canonicalRecord(record: JsonObject): string {
   let canonical: string;
   try {
     canonical = canonicalize(record);
@@ -153,7 +160,7 @@ function eventId(record: JsonObject): string {
     if (err instanceof CanonicalJsonError) throw new RecordError(`cannot canonicalize record: ${err.message}`);
     throw err;
   }
-  return Bun.SHA256.hash(canonical, "hex").slice(0, 32);
+  return canonical;
 }
 
 // --- Suricata EVE -----------------------------------------------------------

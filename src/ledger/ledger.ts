@@ -159,22 +159,41 @@ export class Ledger {
 
   insertMicroblock(mb: Microblock, receivedAt: number): void {
     const chain = this.chainOf(mb.mesh, mb.node_id, true)!;
-    this.#st.insertMb.run(
+    this.insertRow({
       chain,
-      mb.seq,
-      fromHex(mb.id),
-      fromHex(mb.prev),
-      mb.timestamp,
-      mb.event_type,
-      fromHex(mb.payload_hash),
-      fromHex(mb.key),
-      fromHex(mb.sig),
+      seq: mb.seq,
+      id: fromHex(mb.id),
+      prev: fromHex(mb.prev),
+      timestamp: mb.timestamp,
+      eventType: mb.event_type,
+      payloadHash: fromHex(mb.payload_hash),
+      key: fromHex(mb.key),
+      sig: fromHex(mb.sig),
       receivedAt,
-    );
+    });
   }
 
-  insertPayload(hash: string, canonical: Uint8Array | string): void {
-    this.#st.insertPayload.run(fromHex(hash), typeof canonical === "string" ? Buffer.from(canonical) : canonical);
+  /** The ingest hot path: a row already in bytes, for a chain already resolved. */
+  insertRow(r: {
+    chain: number;
+    seq: number;
+    id: Uint8Array;
+    prev: Uint8Array;
+    timestamp: string;
+    eventType: string;
+    payloadHash: Uint8Array;
+    key: Uint8Array;
+    sig: Uint8Array;
+    receivedAt: number;
+  }): void {
+    this.#st.insertMb.run(r.chain, r.seq, r.id, r.prev, r.timestamp, r.eventType, r.payloadHash, r.key, r.sig, r.receivedAt);
+  }
+
+  insertPayload(hash: string | Uint8Array, canonical: Uint8Array | string): void {
+    this.#st.insertPayload.run(
+      typeof hash === "string" ? fromHex(hash) : hash,
+      typeof canonical === "string" ? Buffer.from(canonical) : canonical,
+    );
   }
 
   insertKeyCert(mesh: string, nodeId: string, key: string, firstSeq: number, canonical: string, receivedAt: number): void {

@@ -25,10 +25,14 @@ export const MIGRATIONS: readonly string[] = [
   CREATE UNIQUE INDEX microblocks_id ON microblocks (id);
   -- Payloads travel beside microblocks and may be withheld, so they live apart, by hash.
   -- body is the payload's exact RFC 8785 bytes: sha256(body) = payload_hash.
+  -- A rowid table, not WITHOUT ROWID keyed by hash: payloads are ~1 KB, over what a
+  -- WITHOUT ROWID row keeps inline on a 4 KiB page, and the overflow pages made every
+  -- insert 4-6x slower and the file 3x larger.
   CREATE TABLE payloads (
-    hash BLOB PRIMARY KEY,
+    rowid INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
     body BLOB NOT NULL
-  ) WITHOUT ROWID;
+  );
   -- body is the certificate's exact RFC 8785 bytes, signature included.
   CREATE TABLE key_certs (
     key BLOB PRIMARY KEY,

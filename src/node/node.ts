@@ -2,7 +2,7 @@
 // microblocks. The CLI and the library API are both thin layers over this.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { ZERO_HASH } from "../encoding/hex.ts";
+import { fromHex, ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
@@ -13,7 +13,8 @@ import { makeCard, type NodeCard, parseCard, type Role } from "../identity/card.
 import { type IdentityKey, nodeIdOf, SoftwareIdentityKey } from "../identity/identity-key.ts";
 import { createLibp2pKey, loadLibp2pKey } from "../identity/libp2p-key.ts";
 import { createIpAnonymizer } from "../ingest/anonymize.ts";
-import { type InputFormat, toSecurityEvent } from "../ingest/records.ts";
+import type { InputFormat } from "../ingest/records.ts";
+import { type Anonymizer, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
@@ -21,16 +22,7 @@ import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
 import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
 import { ChainSigner, type IssuedCert } from "./signer.ts";
 
-/** An event ready to be chained: payload canonicalised and hashed outside the write lock. */
-export interface PreparedEvent {
-  eventType: string;
-  canonical: string;
-  payloadHash: string;
-}
-
-export class EventError extends Error {}
-
-export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
+export { EventError, type PreparedEvent } from "../ingest/prepare.ts";
 
 export interface InitOptions {
   dataDir: string;
@@ -57,7 +49,9 @@ export class DSMNode {
   readonly policy: MeshPolicy;
   readonly ledger: Ledger;
   readonly #signer: ChainSigner;
-  readonly #anonymize: ((v: unknown) => unknown) | null;
+  readonly #anonymize: Anonymizer | null;
+  /** The privacy.anonymize_ips secret, for the ingest worker's own anonymiser; null when off. */
+  readonly anonymizeSecret: Uint8Array | null;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(readonly config: DsmConfig, layout: DataDirLayout, identity: IdentityKey, genesis: Genesis, ledger: Ledger) {
@@ -68,7 +62,8 @@ export class DSMNode {
     this.policy = new MeshPolicy(genesis);
     this.ledger = ledger;
     this.#signer = new ChainSigner(identity, this.policy.mesh, config.keys.signing_key_lifetime_s);
-    this.#anonymize = config.privacy.anonymize_ips ? createIpAnonymizer(readSecretFile(layout.privacyKey)) : null;
+    this.anonymizeSecret = config.privacy.anonymize_ips ? new Uint8Array(readSecretFile(layout.privacyKey)) : null;
+    this.#anonymize = this.anonymizeSecret ? createIpAnonymizer(this.anonymizeSecret) : null;
   }
 
   get mesh(): string {
@@ -138,37 +133,18 @@ export class DSMNode {
     return loadLibp2pKey(this.layout.libp2pKey).peerId;
   }
 
-  /**
-   * An input record (one ingested line) → prepared event. IPs are anonymised in the
-   * record itself, before mapping, so nothing derived from it (event_id, indicators)
-   * is computed over the clear addresses.
-   */
+  /** The IP anonymiser when privacy.anonymize_ips is on, else null. */
+  get anonymizer(): Anonymizer | null {
+    return this.#anonymize;
+  }
+
   prepareRecord(record: Record<string, unknown>, format: InputFormat): PreparedEvent {
-    const rec = this.#anonymize ? (this.#anonymize(record) as Record<string, unknown>) : record;
-    const ev = toSecurityEvent(rec, format);
-    return this.#prepare(ev.eventType, ev.payload, false);
+    return prepareRecord(record, format, this.#anonymize);
   }
 
   /** Canonicalises and hashes a payload (anonymising IPs when configured). Throws EventError. */
   prepare(eventType: string, payload: unknown): PreparedEvent {
-    return this.#prepare(eventType, payload, true);
-  }
-
-  #prepare(eventType: string, payload: unknown, anonymize: boolean): PreparedEvent {
-    if (!EVENT_TYPE_RE.test(eventType)) {
-      throw new EventError(`event type "${eventType}" must be 1-64 characters of a-z, 0-9, '.', '_' or '-'`);
-    }
-    if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
-      throw new EventError("payload must be a JSON object");
-    }
-    let canonical: string;
-    try {
-      canonical = canonicalize(anonymize && this.#anonymize ? this.#anonymize(payload) : payload);
-    } catch (e) {
-      throw new EventError(`payload cannot be canonicalised: ${(e as Error).message}`);
-    }
-    if (canonical.length > MAX_PAYLOAD_BYTES) throw new EventError(`payload is larger than ${MAX_PAYLOAD_BYTES} bytes`);
-    return { eventType, canonical, payloadHash: sha256Hex(canonical) };
+    return prepareEvent(eventType, payload, this.#anonymize);
   }
 
   /** The seed's API: one event, one microblock, committed before the promise resolves. */
@@ -217,6 +193,9 @@ export class DSMNode {
       const timestamp = formatTime(Math.max(nowMs, head ? Date.parse(head.timestamp) : 0));
       if (issued) this.ledger.insertKeyCert(mesh, this.nodeId, issued.keyName, issued.cert.first_seq, issued.canonical, nowMs);
       const key = this.#signer.keyName;
+      const keyBytes = fromHex(key);
+      const chain = this.ledger.chainOf(mesh, this.nodeId, true)!;
+      let prevBytes = fromHex(prev);
       const out: Microblock[] = [];
       for (const ev of events) {
         seq += 1;
@@ -233,11 +212,14 @@ export class DSMNode {
           key,
         };
         const idBytes = microblockIdBytes(body);
-        const mb: Microblock = { ...body, id: toHex(idBytes), sig: toHex(this.#signer.sign(idBytes)) };
-        this.ledger.insertPayload(ev.payloadHash, ev.canonical);
-        this.ledger.insertMicroblock(mb, nowMs);
+        const sig = this.#signer.sign(idBytes);
+        const payloadHash = fromHex(ev.payloadHash);
+        this.ledger.insertPayload(payloadHash, ev.canonical);
+        this.ledger.insertRow({ chain, seq, id: idBytes, prev: prevBytes, timestamp, eventType: ev.eventType, payloadHash, key: keyBytes, sig, receivedAt: nowMs });
+        const mb: Microblock = { ...body, id: toHex(idBytes), sig: toHex(sig) };
         out.push(mb);
         prev = mb.id;
+        prevBytes = idBytes;
       }
       return out;
     });
