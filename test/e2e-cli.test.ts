@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
-import { DSM, makeNode, ndjson, nonEmptyLines, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
+import { DSM, makeNode, ndjson, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
 
 const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
 const HEX64 = /^[0-9a-f]{64}$/;

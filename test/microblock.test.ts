@@ -23,22 +23,11 @@ import { issueKeyCert, type KeyCert, keyNameOf, parseKeyCert } from "../src/iden
 import { signingKeyInfo } from "../src/node/signer.ts";
 import type { DSMNode } from "../src/node/node.ts";
 import { cleanupTempDirs, closeQuietly, makeNode } from "./helpers/node.ts";
+import { prng } from "./helpers/prng.ts";
 
 const N = p256.Point.CURVE().n;
 
 // ---------------------------------------------------------------------------------------------
-// Seeded randomness (mulberry32), so a failing case reproduces.
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBody(r: () => number): MicroblockBody {
   const int = (n: number) => Math.floor(r() * n);
@@ -73,7 +62,7 @@ function randomBody(r: () => number): MicroblockBody {
 
 describe("bodyCanonical", () => {
   test("equals the general RFC 8785 canonicalizer on 5000 seeded random bodies", () => {
-    const r = rng(0xd5a1);
+    const r = prng(0xd5a1);
     for (let i = 0; i < 5000; i++) {
       const body = randomBody(r);
       // Field order of the input must not matter to either function.
@@ -86,7 +75,7 @@ describe("bodyCanonical", () => {
   });
 
   test("takes only the body fields of a full microblock", () => {
-    const body = randomBody(rng(7));
+    const body = randomBody(prng(7));
     const mb: Microblock = { ...body, id: "a".repeat(64), sig: "b".repeat(128) };
     expect(bodyCanonical(mb)).toBe(canonicalize(body));
     expect(bodyOfMicroblock(mb)).toEqual(body);
@@ -97,7 +86,7 @@ describe("microblockId", () => {
   const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 
   test("is sha256 of the microblock domain prefix and JCS(body)", () => {
-    const r = rng(42);
+    const r = prng(42);
     for (let i = 0; i < 200; i++) {
       const body = randomBody(r);
       expect(microblockId(body)).toBe(sha("hookprobe-dsm/microblock/v1\n" + canonicalize(body)));
@@ -106,7 +95,7 @@ describe("microblockId", () => {
   });
 
   test("is domain-separated: not the plain hash, not the key-certificate digest of the same body", () => {
-    const r = rng(43);
+    const r = prng(43);
     for (let i = 0; i < 50; i++) {
       const body = randomBody(r);
       const id = microblockId(body);
@@ -118,7 +107,7 @@ describe("microblockId", () => {
   });
 
   test("changes when any body field changes", () => {
-    const body = randomBody(rng(44));
+    const body = randomBody(prng(44));
     const id = microblockId(body);
     const variants: Partial<MicroblockBody>[] = [
       { mesh: "1".repeat(64) },

@@ -3,11 +3,9 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import { fromHex, ZERO_HASH } from "../encoding/hex.ts";
-import { canonicalize } from "../encoding/jcs.ts";
 import { formatTime } from "../encoding/time.ts";
-import { sha256Hex } from "../crypto/sha256.ts";
 import { toHex } from "../encoding/hex.ts";
-import { type Microblock, type MicroblockBody, EVENT_TYPE_RE, microblockIdBytes } from "../chain/microblock.ts";
+import { type Microblock, type MicroblockBody, microblockIdBytes } from "../chain/microblock.ts";
 import type { DsmConfig } from "../config/config.ts";
 import { makeCard, type NodeCard, parseCard, type Role } from "../identity/card.ts";
 import { type IdentityKey, nodeIdOf, SoftwareIdentityKey } from "../identity/identity-key.ts";

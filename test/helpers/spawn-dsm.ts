@@ -4,6 +4,8 @@ import { Database } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import type { Microblock } from "../../src/chain/microblock.ts";
+export { prng } from "./prng.ts";
 
 export const REPO = path.resolve(import.meta.dir, "../..");
 export const DSM = path.join(REPO, "dist", "dsm");
@@ -75,20 +77,8 @@ export function ledgerFile(dataDir: string): string {
   return path.join(dataDir, "ledger.sqlite");
 }
 
-export interface LogRow {
-  v: number;
-  type: string;
-  mesh: string;
-  node_id: string;
-  seq: number;
-  prev: string;
-  timestamp: string;
-  event_type: string;
-  payload_hash: string;
-  key: string;
-  id: string;
-  sig: string;
-}
+/** One line of `dsm log --json`: a microblock as stored and sent. */
+export type LogRow = Microblock;
 
 /**
  * Every microblock, oldest first, via `dsm log --json --limit 0 --oldest-first`. The output
@@ -139,17 +129,6 @@ export function checkpoint(file: string): void {
   }
 }
 
-/** Deterministic PRNG (mulberry32) so a failing run can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A Suricata EVE alert line whose content is unique to (tag, i); the tag is in alert.signature. */
 export function suricataLine(tag: string, i: number): string {
