@@ -81,6 +81,8 @@ EXAMPLES
         await pipeline.flush().catch(() => undefined);
         const s = pipeline.stats;
         throw new CliError(`${(e as Error).message} (${s.stored} events were stored and acknowledged before this error)`);
+      } finally {
+        pipeline.close();
       }
     });
     process.exitCode = code;

@@ -245,9 +245,14 @@ export class IngestPipeline {
   /** Commits what is pending, stops the worker, and returns the totals. */
   async finish(): Promise<IngestStats> {
     await this.flush();
-    this.#worker?.terminate();
-    this.#worker = null;
+    this.close();
     if (this.#fatal) throw this.#fatal;
     return this.stats;
+  }
+
+  /** Stops the worker thread (idempotent); a live worker would keep the process running. */
+  close(): void {
+    this.#worker?.terminate();
+    this.#worker = null;
   }
 }
