@@ -51,7 +51,7 @@ interface VerifyRun {
   heapPeakMiB: number;
 }
 
-function timedVerify(node: DSMNode, expect: number): VerifyRun {
+async function timedVerify(node: DSMNode, expect: number): Promise<VerifyRun> {
   gc();
   const beforeMiB = rssMiB();
   const heapBeforeMiB = heapMiB();
@@ -62,7 +62,7 @@ function timedVerify(node: DSMNode, expect: number): VerifyRun {
     heapPeakMiB = Math.max(heapPeakMiB, heapMiB());
   };
   const t0 = now();
-  const report = verifyLedger(node.ledger, { ownNodeId: node.nodeId, onProgress: sample });
+  const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId, onProgress: sample, worker: true });
   const ms = now() - t0;
   sample();
   gc();
@@ -164,7 +164,7 @@ async function warmUp(): Promise<void> {
     const node = DSMNode.open(dir, config);
     try {
       await grow(node, new Rng(1), 0, 2000);
-      timedVerify(node, 2000);
+      await timedVerify(node, 2000);
       baselineVerify(node, signingKey(node), 2000);
     } finally {
       node.close();
@@ -195,7 +195,7 @@ export async function runVerify(m: number): Promise<VerifySummary> {
     note(`verify: building a ledger of ${half} microblocks (DSMNode.append, batches of ${BATCH})`);
     let buildMs = await grow(node, rng, 0, half);
     note(`verify: verifyLedger over ${half} rows`);
-    const vHalf = timedVerify(node, half);
+    const vHalf = await timedVerify(node, half);
     note(`verify: growing the ledger to ${m} microblocks`);
     buildMs += await grow(node, rng, half, m - half);
     const buildEps = (m * 1000) / buildMs;
@@ -204,7 +204,7 @@ export async function runVerify(m: number): Promise<VerifySummary> {
     const key = signingKey(node);
 
     note(`verify: verifyLedger over ${m} rows`);
-    const v1 = timedVerify(node, m);
+    const v1 = await timedVerify(node, m);
     note("verify: baseline (iterate + P-256 verify + sha256)");
     const baseMs = baselineVerify(node, key, m);
     const verifyRps = (m * 1000) / v1.ms;

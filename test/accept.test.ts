@@ -94,7 +94,7 @@ describe("Receiver", () => {
     // A withheld payload is accepted (payload separation) and reported as withheld by verify.
     const more = await edge.createMicroblock({ eventType: "test.event", payload: { i: 4 } });
     expect((r.acceptMicroblock(more)).status).toBe("stored");
-    const report = verifyLedger(validator.ledger, { ownNodeId: validator.nodeId });
+    const report = await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId });
     expect(report.problems).toEqual([]);
     expect(report.payloadsWithheld).toBe(1);
   });
@@ -142,6 +142,6 @@ describe("Receiver", () => {
     const next = await edge.createMicroblock({ eventType: "test.event", payload: { after: "fork" } });
     expectRejected(() => r.acceptMicroblock(next), "quarantined");
     // The evidence proves itself.
-    expect(verifyLedger(validator.ledger, { ownNodeId: validator.nodeId }).problems).toEqual([]);
+    expect((await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId })).problems).toEqual([]);
   });
 });

@@ -371,11 +371,11 @@ describe("two Ledger connections on one file, through two DSMNode instances", ()
     return { a, b };
   }
 
-  function expectGapless(node: DSMNode, n: number) {
+  async function expectGapless(node: DSMNode, n: number) {
     const chain = node.ledger.list({ nodeId: node.nodeId });
     expect(chain.map((m) => m.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     chain.forEach((m, i) => expect(m.prev).toBe(i === 0 ? ZERO_HASH : chain[i - 1]!.id));
-    const report = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+    const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
     expect(report.problems).toEqual([]);
     expect(report.microblocks).toBe(n);
   }
@@ -390,8 +390,8 @@ describe("two Ledger connections on one file, through two DSMNode instances", ()
         seqs.push(m1!.seq, m2!.seq);
       }
       expect(seqs).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
-      expectGapless(a, 40);
-      expectGapless(b, 40);
+      await expectGapless(a, 40);
+      await expectGapless(b, 40);
       // each connection certified its own signing key, starting at the seq it first wrote
       const certs = [...a.ledger.iterateKeyCerts()];
       expect(certs.map((c) => c.first_seq)).toEqual([1, 3]);
@@ -415,7 +415,7 @@ describe("two Ledger connections on one file, through two DSMNode instances", ()
       ]);
       const failures = results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason));
       expect(failures).toEqual([]);
-      expectGapless(a, 4);
+      await expectGapless(a, 4);
     } finally {
       closeQuietly(a);
       closeQuietly(b);
@@ -433,7 +433,7 @@ describe("verifyLedger", () => {
   test("a clean ledger has no problems", async () => {
     const node = await nodeWith(5);
     try {
-      const r = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      const r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
       expect(r).toMatchObject({ microblocks: 5, chains: 1, keyCerts: 1, payloadsChecked: 5, payloadsWithheld: 0, problemCount: 0 });
     } finally {
       closeQuietly(node);
@@ -449,7 +449,7 @@ describe("verifyLedger", () => {
       db.query("UPDATE payloads SET body = ? WHERE hash = ?").run(Buffer.from('{"i":99}'), fromHex(mbs[2]!.payload_hash));
       db.query("DELETE FROM payloads WHERE hash = ?").run(fromHex(mbs[3]!.payload_hash));
       db.query("DELETE FROM microblocks WHERE id = ?").run(fromHex(mbs[4]!.id));
-      const r = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      const r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
       const msgs = r.problems.map((p) => `${p.seq}: ${p.message}`);
       expect(r.problemCount).toBe(4);
       expect(msgs[0]).toMatch(/^2: .*id does not match its body/);
@@ -457,7 +457,7 @@ describe("verifyLedger", () => {
       expect(msgs[2]).toMatch(/^4: .*payload is missing/);
       expect(msgs[3]).toMatch(/^6: .*chain gap: expected seq 5/);
       // a payload missing from another node's chain is "withheld", not a problem
-      const r2 = verifyLedger(node.ledger, { ownNodeId: "00".repeat(32) });
+      const r2 = await verifyLedger(node.ledger, { ownNodeId: "00".repeat(32) });
       expect(r2.payloadsWithheld).toBe(1);
       expect(r2.problemCount).toBe(3);
     } finally {
@@ -471,12 +471,12 @@ describe("verifyLedger", () => {
       const mbs = node.ledger.list({});
       const db = node.ledger.db;
       db.query("UPDATE microblocks SET sig = ? WHERE id = ?").run(fromHex(mbs[0]!.sig), fromHex(mbs[1]!.id));
-      let r = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      let r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
       expect(r.problems.map((p) => [p.seq, p.message.replace(/^.*: /, "")])).toEqual([[2, "signature does not verify"]]);
       const cert = JSON.parse(node.ledger.keyCert(mbs[0]!.key)!);
       cert.first_seq = 2;
       db.query("UPDATE key_certs SET body = ?").run(Buffer.from(canonicalize(cert)));
-      r = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
       expect(r.problems[0]!.kind).toBe("key_certificate");
       expect(r.problems.filter((p) => p.kind === "microblock").length).toBe(3); // no valid key for any of them
     } finally {

@@ -286,7 +286,7 @@ describe("fatal errors", () => {
       try {
         const mbs = l.list({});
         expect(mbs.map((m: Microblock) => m.id)).toEqual(r.map((x) => x.id!));
-        expect(verifyLedger(l, { ownNodeId: node.nodeId }).problems).toEqual([]);
+        expect((await verifyLedger(l, { ownNodeId: node.nodeId })).problems).toEqual([]);
       } finally {
         l.close();
       }

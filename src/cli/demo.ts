@@ -54,7 +54,7 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           action: "block",
           target: "198.51.100.7",
         });
-        const report = verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+        const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
         const byType = node.ledger.eventTypeCounts();
         const summary = {
           node_id: init.card.node_id,

@@ -32,6 +32,7 @@ EXAMPLES
     const report = await withNode(ctx, (node) =>
       verifyLedger(node.ledger, {
         ownNodeId: node.nodeId,
+        worker: true,
         maxProblems: max,
         onProgress: tty
           ? (done, total) => {

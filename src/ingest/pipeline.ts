@@ -9,6 +9,7 @@ import { LineSplitter } from "./lines.ts";
 import { type LineResult, prepareLine } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./prepare-worker.ts";
 import type { InputFormat } from "./records.ts";
+import { workerUrl } from "../runtime/worker-url.ts";
 
 export interface IngestOptions {
   format: InputFormat;
@@ -38,11 +39,7 @@ export interface StopSignal {
   cancel?: () => void;
 }
 
-// In the compiled binary the worker is an embedded entrypoint, addressed from the bundle
-// root (package.json "build" lists it); from source it sits beside this file.
-const WORKER_URL = import.meta.url.includes("$bunfs")
-  ? "./src/ingest/prepare-worker.ts"
-  : new URL("./prepare-worker.ts", import.meta.url).href;
+const WORKER_URL = workerUrl("ingest/prepare-worker.ts", new URL("./prepare-worker.ts", import.meta.url));
 
 /**
  * Chunks handed to the worker and not yet answered. Enough for the worker to prepare
