@@ -3,10 +3,9 @@
 // The import command and the mesh's gossip both come through here.
 import { ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
-import { type KeyCert, keyNameOf, parseKeyCert } from "../identity/keycert.ts";
-import type { Ledger } from "../ledger/ledger.ts";
+import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
+import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
-import { signingKeyInfo } from "../node/signer.ts";
 import { type Microblock, MicroblockRejected, type SigningKeyInfo, type ValidationContext, validateMicroblock } from "./microblock.ts";
 
 export type AcceptOutcome =
@@ -58,8 +57,7 @@ export class Receiver {
       const existing = this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq);
       if (existing) {
         if (existing.id === mb.id) return { status: "duplicate", microblock: mb } as const;
-        const { rowid: _r, received_at: _a, ...stored } = existing;
-        const first = canonicalize(stored);
+        const first = canonicalize(withoutLocalFields(existing));
         this.ledger.insertForkEvidence(mb, first, canonicalize(mb), this.#now());
         return { status: "fork", microblock: mb, existing: existing.id } as const;
       }

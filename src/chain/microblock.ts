@@ -1,6 +1,6 @@
 // Microblocks (type M, DESIGN.md section 5): the signed, hash-chained record of one event.
 import type { KeyObject } from "node:crypto";
-import { fromHex, isHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { domainDigestOfCanonical } from "../crypto/sha256.ts";
 import { verify } from "../crypto/p256.ts";
@@ -106,6 +106,7 @@ export class MicroblockRejected extends Error {
 
 /** What validation needs to know about a signing key: from its verified key certificate. */
 export interface SigningKeyInfo {
+  mesh: string;
   nodeId: string;
   firstSeq: number;
   notAfterMs: number;
@@ -153,6 +154,7 @@ export function validateMicroblock(value: unknown, ctx: ValidationContext, paylo
 
 /** The key certificate's limits: same node, not before first_seq, not after not_after. */
 export function checkKeyUse(mb: MicroblockBody, key: SigningKeyInfo, where: string): void {
+  if (key.mesh !== mb.mesh) throw new MicroblockRejected("key_certificate", `${where}: signing key is certified for another mesh`);
   if (key.nodeId !== mb.node_id) throw new MicroblockRejected("key_certificate", `${where}: signing key is certified for another node`);
   if (mb.seq < key.firstSeq) {
     throw new MicroblockRejected("key_certificate", `${where}: signing key may only sign from seq ${key.firstSeq}`);
@@ -163,10 +165,10 @@ export function checkKeyUse(mb: MicroblockBody, key: SigningKeyInfo, where: stri
 }
 
 export function checkPayload(mb: MicroblockBody, payloadCanonical: string | Uint8Array, where: string): void {
-  const h = new Bun.CryptoHasher("sha256").update(payloadCanonical).digest("hex");
-  if (h !== mb.payload_hash) throw new MicroblockRejected("payload_hash", `${where}: payload does not match payload_hash`);
+  if (!payloadMatches(mb.payload_hash, payloadCanonical)) throw new MicroblockRejected("payload_hash", `${where}: payload does not match payload_hash`);
 }
 
-export function isMicroblockId(value: unknown): value is string {
-  return isHex(value, 32);
+/** A payload's canonical bytes against the payload_hash a microblock signed. */
+export function payloadMatches(payloadHash: string, payloadCanonical: string | Uint8Array): boolean {
+  return new Bun.CryptoHasher("sha256").update(payloadCanonical).digest("hex") === payloadHash;
 }

@@ -1,4 +1,4 @@
-import type { StoredMicroblock } from "../ledger/ledger.ts";
+import { type StoredMicroblock, withoutLocalFields } from "../ledger/ledger.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, context, intArg, print, printJson, timeArg, withNode } from "./common.ts";
 
@@ -42,7 +42,7 @@ EXAMPLES
       while (remaining > 0) {
         const page = node.ledger.list({ ...base, afterRowid: after, limit: Math.min(1000, remaining) });
         if (page.length === 0) break;
-        for (const mb of page) (ctx.json ? printJson(strip(mb)) : print(line(mb)));
+        for (const mb of page) (ctx.json ? printJson(withoutLocalFields(mb)) : print(line(mb)));
         remaining -= page.length;
         after = page[page.length - 1]!.rowid;
       }
@@ -65,7 +65,4 @@ function line(mb: StoredMicroblock): string {
   return `${String(mb.seq).padStart(8)}  ${mb.timestamp}  ${mb.event_type.padEnd(22)}  ${mb.id.slice(0, 16)}  ${mb.node_id.slice(0, 12)}`;
 }
 
-export function strip(mb: StoredMicroblock) {
-  const { rowid: _r, received_at: _a, ...rest } = mb;
-  return rest;
-}
+

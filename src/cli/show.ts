@@ -1,7 +1,7 @@
 import { CliError, command, commonArgs, context, print, printJson, withNode } from "./common.ts";
-import { resolveNode, strip } from "./log.ts";
+import { resolveNode } from "./log.ts";
 import type { DSMNode } from "../node/node.ts";
-import type { StoredMicroblock } from "../ledger/ledger.ts";
+import { type StoredMicroblock, withoutLocalFields } from "../ledger/ledger.ts";
 
 export default command({
   meta: { name: "show", description: "Show one microblock with its payload and key certificate" },
@@ -23,7 +23,7 @@ EXAMPLES
       const payload = node.ledger.payload(mb.payload_hash);
       const cert = node.ledger.keyCert(mb.key);
       const out = {
-        microblock: strip(mb),
+        microblock: withoutLocalFields(mb),
         payload: payload === null ? null : JSON.parse(payload),
         key_certificate: cert === null ? null : JSON.parse(cert),
       };
@@ -38,7 +38,7 @@ function find(node: DSMNode, ref: string): StoredMicroblock {
   if (colon) {
     const nodeId = resolveNode(node, colon[1]!);
     const seq = Number(colon[2]);
-    const mb = node.ledger.list({ nodeId, fromSeq: seq, toSeq: seq, limit: 1 })[0];
+    const mb = node.ledger.bySeq(node.mesh, nodeId, seq) ?? node.ledger.list({ nodeId, fromSeq: seq, toSeq: seq, limit: 1 })[0];
     if (!mb) throw new CliError(`no microblock ${nodeId.slice(0, 12)}…:${seq}`);
     return mb;
   }

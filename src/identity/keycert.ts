@@ -6,6 +6,8 @@ import { expectKeys, expectObject, hexField, intField, literalField, SchemaError
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
 import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
+import { importPublicKey } from "../crypto/p256.ts";
+import type { SigningKeyInfo } from "../chain/microblock.ts";
 import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
 
 export interface KeyCertBody {
@@ -62,4 +64,15 @@ export function parseKeyCert(value: unknown): KeyCert {
   if (nodeIdOf(fromHex(identityPub)) !== nodeId) throw new SchemaError(`${what}: node_id is not the hash of identity_pub`);
   if (!verifyBody("keycert", cert, fromHex(identityPub))) throw new SchemaError(`${what}: signature does not verify under identity_pub`);
   return cert;
+}
+
+/** A verified certificate as microblock validation uses it, with the public key parsed once. */
+export function signingKeyInfo(cert: KeyCert): SigningKeyInfo {
+  return {
+    mesh: cert.mesh,
+    nodeId: cert.node_id,
+    firstSeq: cert.first_seq,
+    notAfterMs: Date.parse(cert.not_after),
+    publicKey: importPublicKey(fromHex(cert.signing_pub, 33)),
+  };
 }

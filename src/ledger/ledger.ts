@@ -58,6 +58,12 @@ const SELECT_MB = `SELECT m.rowid, c.mesh, c.node_id, m.seq, m.id, m.prev, m.tim
 
 export class LedgerError extends Error {}
 
+/** The stored/sent form of a microblock, without this ledger's local bookkeeping. */
+export function withoutLocalFields(mb: StoredMicroblock | Microblock): Microblock {
+  const { rowid: _r, received_at: _a, ...rest } = mb as StoredMicroblock;
+  return rest;
+}
+
 export class Ledger {
   readonly db: Database;
   readonly path: string;
@@ -287,11 +293,27 @@ export class Ledger {
     }
   }
 
-  *iterateForkEvidence(): Generator<{ rowid: number; seq: number; first: string; second: string; detected_at: number }> {
-    const q = this.db.query("SELECT rowid, seq, first, second, detected_at FROM fork_evidence ORDER BY rowid");
-    for (const r of q.iterate() as IterableIterator<{ rowid: number; seq: number; first: Uint8Array; second: Uint8Array; detected_at: number }>) {
-      yield { ...r, first: Buffer.from(r.first).toString("utf8"), second: Buffer.from(r.second).toString("utf8") };
+  /** mesh and node_id are null when the row's chain does not exist (the file was altered). */
+  *iterateForkEvidence(): Generator<{ rowid: number; mesh: string | null; node_id: string | null; seq: number; first: string; second: string }> {
+    const q = this.db.query(
+      "SELECT f.rowid, c.mesh, c.node_id, f.seq, f.first, f.second FROM fork_evidence f LEFT JOIN chains c ON c.chain = f.chain ORDER BY f.rowid",
+    );
+    type R = { rowid: number; mesh: Uint8Array | null; node_id: Uint8Array | null; seq: number; first: Uint8Array; second: Uint8Array };
+    for (const r of q.iterate() as IterableIterator<R>) {
+      yield {
+        rowid: r.rowid,
+        mesh: r.mesh && toHex(r.mesh),
+        node_id: r.node_id && toHex(r.node_id),
+        seq: r.seq,
+        first: Buffer.from(r.first).toString("utf8"),
+        second: Buffer.from(r.second).toString("utf8"),
+      };
     }
+  }
+
+  /** Row counts as stored, to catch rows the chain joins cannot reach. */
+  rowCount(table: "microblocks" | "key_certs"): number {
+    return (this.db.query(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
   hasForkEvidence(mesh: string, nodeId: string): boolean {

@@ -4,7 +4,8 @@ import type { Microblock } from "../chain/microblock.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
-import { type EventPayload, toSecurityEvent } from "../ingest/records.ts";
+import type { EventPayload } from "../ingest/records.ts";
+import type { Anonymizer } from "../ingest/prepare.ts";
 import type { DSMNode } from "./node.ts";
 
 export class SecurityEventHandler {
@@ -12,14 +13,18 @@ export class SecurityEventHandler {
 
   /** A Suricata EVE record (alert, anomaly, drop, ...), as parsed JSON. */
   onSuricataAlert(record: Record<string, unknown>): Promise<Microblock> {
-    const ev = toSecurityEvent(record, "suricata");
-    return this.node.createMicroblock({ eventType: ev.eventType, payload: ev.payload });
+    return this.#record(record, "suricata");
   }
 
   /** A Zeek JSON log record (notice, weird, intel, ...). */
   onZeekNotice(record: Record<string, unknown>): Promise<Microblock> {
-    const ev = toSecurityEvent(record, "zeek");
-    return this.node.createMicroblock({ eventType: ev.eventType, payload: ev.payload });
+    return this.#record(record, "zeek");
+  }
+
+  /** The same path as dsm ingest: IPs anonymised before event_id is derived. */
+  async #record(record: Record<string, unknown>, format: "suricata" | "zeek"): Promise<Microblock> {
+    const [mb] = await this.node.append([this.node.prepareRecord(record, format)]);
+    return mb!;
   }
 }
 
@@ -33,14 +38,17 @@ export interface Mitigation {
   reason?: string;
 }
 
-/** Builds the payload of a mitigation record: the same shape as ingested events. */
-export function mitigationPayload(threat: string | null, m: Mitigation, nowMs: number): EventPayload {
+/**
+ * Builds the payload of a mitigation record: the same shape as ingested events. With an
+ * anonymiser, the record is anonymised first, so event_id is not a hash of a clear IP.
+ */
+export function mitigationPayload(threat: string | null, m: Mitigation, nowMs: number, anonymize: Anonymizer | null = null): EventPayload {
   if (!MITIGATION_ACTIONS.includes(m.action)) throw new Error(`unknown mitigation action "${m.action}" (${MITIGATION_ACTIONS.join(", ")})`);
   if (typeof m.target !== "string" || m.target.length === 0 || m.target.length > 1024) {
     throw new Error("mitigation target must be 1-1024 characters");
   }
   const success = m.success ?? true;
-  const original: Record<string, unknown> = {
+  let original: Record<string, unknown> = {
     action: m.action,
     target: m.target,
     status: success ? "executed" : "failed",
@@ -48,8 +56,9 @@ export function mitigationPayload(threat: string | null, m: Mitigation, nowMs: n
   };
   if (threat) original.threat = threat;
   if (m.reason) original.reason = m.reason;
-  const indicators: Record<string, string> = { action: m.action, target: m.target };
-  if (threat) indicators.threat = threat;
+  if (anonymize) original = anonymize(original) as Record<string, unknown>;
+  const indicators: Record<string, string> = { action: m.action, target: original.target as string };
+  if (threat) indicators.threat = original.threat as string;
   return {
     event_id: sha256Hex(canonicalize(original)).slice(0, 32),
     source: "mitigation",
@@ -67,7 +76,7 @@ export class MitigationLogger {
   /** threat: the microblock id (or any id) of the event that caused the action. */
   onMitigationExecuted(threat: string | { id: string } | null, action: Mitigation): Promise<Microblock> {
     const threatId = threat === null ? null : typeof threat === "string" ? threat : threat.id;
-    const payload = mitigationPayload(threatId, action, Date.now());
+    const payload = mitigationPayload(threatId, action, Date.now(), this.node.anonymizer);
     return this.node.createMicroblock({ eventType: `mitigation.${action.action}`, payload });
   }
 }

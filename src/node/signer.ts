@@ -3,7 +3,7 @@
 // certificate expires so a long-running `tail -F | dsm ingest` keeps signing.
 import type { KeyObject } from "node:crypto";
 import { canonicalize } from "../encoding/jcs.ts";
-import { generateKeyPair, importPublicKey, sign } from "../crypto/p256.ts";
+import { generateKeyPair, sign } from "../crypto/p256.ts";
 import type { IdentityKey } from "../identity/identity-key.ts";
 import { issueKeyCert, type KeyCert, keyNameOf } from "../identity/keycert.ts";
 
@@ -61,14 +61,4 @@ export class ChainSigner {
     if (!this.#privateKey) throw new Error("signing key not certified yet");
     return sign(this.#privateKey, id);
   }
-}
-
-/** Verified key certificate → what microblock validation needs, with the parsed key kept. */
-export function signingKeyInfo(cert: KeyCert): { nodeId: string; firstSeq: number; notAfterMs: number; publicKey: KeyObject } {
-  return {
-    nodeId: cert.node_id,
-    firstSeq: cert.first_seq,
-    notAfterMs: Date.parse(cert.not_after),
-    publicKey: importPublicKey(Buffer.from(cert.signing_pub, "hex")),
-  };
 }
