@@ -81,11 +81,22 @@ async function checkFlags(cmd: DsmCommand, rest: string[]): Promise<void> {
     for (const a of [(def as { alias?: string | string[] }).alias ?? []].flat()) known.add(a);
     if (def.type === "boolean") known.add(`no-${name}`);
   }
-  for (const tok of rest) {
+  const takesValue = new Set(Object.entries(defs).filter(([, d]) => d.type === "string" || d.type === "enum").map(([n]) => n));
+  for (let i = 0; i < rest.length; i++) {
+    const tok = rest[i]!;
     if (tok === "--") break;
-    const m = /^--?([^=]+)/.exec(tok);
+    const m = /^--?([^=]+)(=.*)?$/.exec(tok);
     if (!m || /^-\d/.test(tok)) continue;
-    if (!known.has(m[1]!)) throw new CliError(`unknown option ${tok.split("=")[0]} (see: dsm ${cmd.meta && "name" in cmd.meta ? cmd.meta.name : ""} --help)`);
+    const name = m[1]!;
+    if (!known.has(name)) throw new CliError(`unknown option ${tok.split("=")[0]} (see: dsm ${cmd.meta && "name" in cmd.meta ? cmd.meta.name : ""} --help)`);
+    if (!takesValue.has(name)) continue;
+    // The value is the next word even when it starts with "-" (--reason "-x happened"), but a
+    // missing or empty value is an error: "--data-dir $EMPTY" must not mean the default dir.
+    const value = m[2] !== undefined ? m[2].slice(1) : rest[i + 1];
+    if (m[2] === undefined) i += 1;
+    if (value === undefined || value === "" || (m[2] === undefined && /^--[a-z]/.test(value))) {
+      throw new CliError(`--${name} needs a value`);
+    }
   }
   for (const [name, def] of Object.entries(defs)) {
     if (def.type === "enum" && def.options) {

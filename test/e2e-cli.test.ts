@@ -379,7 +379,7 @@ describe("2. bad lines amid good ones", () => {
       expect(res!.line).toBe(1);
       expect(res!.id).toBeUndefined();
       expect(res!.error).toMatch(/suricata/i);
-      expect(r.errLines[0]).toMatch(/^dsm ingest: stdin:1: .*suricata/i);
+      expect(r.errLines.find((l) => l.startsWith("dsm ingest: stdin:"))).toMatch(/^dsm ingest: stdin:1: .*suricata/i);
 
       const z = await node.run(["ingest", "--json", "--format=zeek"], { stdin: JSON.stringify(GOOD_ALERT) + "\n" });
       expect(z.code).toBe(3);

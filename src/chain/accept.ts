@@ -37,12 +37,14 @@ export class Receiver {
     }
     if (cert.mesh !== this.policy.mesh) throw new KeyCertRejected("key certificate: belongs to another mesh");
     if (!this.policy.isAdmitted(cert.node_id)) throw new KeyCertRejected(`key certificate: node ${cert.node_id.slice(0, 12)}… is not admitted`);
-    const info = signingKeyInfo(cert);
     const name = keyNameOf(cert.signing_pub);
-    this.ledger.db.transaction(() =>
-      this.ledger.insertKeyCert(cert.mesh, cert.node_id, name, cert.first_seq, canonicalize(cert), this.#now()),
-    )();
-    this.#keys.set(name, info);
+    const canonical = canonicalize(cert);
+    // One signing key, one certificate: a second, different certificate for the same key
+    // (another node claiming a key it saw on the wire) is refused, never silently dropped.
+    const stored = this.ledger.keyCert(name);
+    if (stored !== null && stored !== canonical) throw new KeyCertRejected(`key certificate: signing key ${name.slice(0, 16)}… is already certified differently`);
+    if (stored === null) this.ledger.immediate(() => this.ledger.insertKeyCert(cert.mesh, cert.node_id, name, cert.first_seq, canonical, this.#now()));
+    this.#keys.set(name, signingKeyInfo(cert));
     return cert;
   }
 

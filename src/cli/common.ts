@@ -81,11 +81,17 @@ export function intArg(value: string | undefined, flag: string, min = 0): number
 /** Parses a time flag: RFC 3339, or a relative age like 15m, 2h, 7d. */
 export function timeArg(value: string | undefined, flag: string, nowMs = Date.now()): number | undefined {
   if (value === undefined) return undefined;
-  const rel = /^(\d+)(s|m|h|d)$/.exec(value);
+  const bad = () => new CliError(`--${flag} must be an RFC 3339 time with Z or an offset (2026-11-25T18:00:00Z) or an age like 30m, 2h, 7d; got "${value}"`);
+  const rel = /^(\d{1,9})(s|m|h|d)$/.exec(value);
   if (rel) return nowMs - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as "s" | "m" | "h" | "d"];
+  // An explicit zone is required: the same command must select the same rows in any TZ.
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/.exec(value);
+  if (!m) throw bad();
+  const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6] ?? "0"].map(Number) as number[];
+  // Date.parse rolls Feb 30 over into March: check the calendar fields themselves.
+  const probe = new Date(Date.UTC(y!, mo! - 1, d!, h!, mi!, s!));
+  if (probe.getUTCMonth() !== mo! - 1 || probe.getUTCDate() !== d! || h! > 23 || mi! > 59 || s! > 59) throw bad();
   const ms = Date.parse(value);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(ms)) {
-    throw new CliError(`--${flag} must be an RFC 3339 time (2026-11-25T18:00:00Z) or an age like 30m, 2h, 7d; got "${value}"`);
-  }
+  if (Number.isNaN(ms)) throw bad();
   return ms;
 }

@@ -1,3 +1,4 @@
+import { parseJsonLine } from "../ingest/records.ts";
 import { CliError, command, commonArgs, context, print, printJson, withNode } from "./common.ts";
 
 export default command({
@@ -19,9 +20,10 @@ EXAMPLES
     const text = args.payload === "-" ? await Bun.stdin.text() : args.payload;
     let payload: unknown;
     try {
-      payload = JSON.parse(text);
+      // The ingest parser: integers beyond 2^53 are kept exactly, as strings.
+      payload = parseJsonLine(text.trim());
     } catch (e) {
-      throw new CliError(`--payload is not valid JSON: ${(e as Error).message}`);
+      throw new CliError(`--payload: ${(e as Error).message}`);
     }
     await withNode(ctx, async (node) => {
       const mb = await node.createMicroblock({ eventType: args["event-type"], payload });

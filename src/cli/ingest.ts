@@ -56,6 +56,7 @@ EXAMPLES
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     const code = await withNode(ctx, async (node) => {
+      if (node.identity.kind === "software") warn("dsm ingest: signing with a SOFTWARE identity key (no TPM): protect the data dir like a private key");
       const pipeline = new IngestPipeline(node, {
         format,
         maxLineBytes: ctx.config.ingest.max_line_bytes,

@@ -1,5 +1,6 @@
 // Secrets and state files: created 0600, written whole (temp + fsync + rename) so a
 // crash never leaves half a key, and never silently replaced.
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -9,15 +10,20 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, opts: {
   const mode = opts.mode ?? 0o600;
   if (!opts.overwrite && fs.existsSync(file)) throw new FileExistsError(`${file} already exists`);
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, "w", mode);
+  // A fresh, unguessable name opened O_EXCL|O_NOFOLLOW: a link planted in the directory
+  // cannot redirect a key to a file of someone else's choosing.
+  const tmp = `${file}.tmp-${crypto.randomBytes(8).toString("hex")}`;
+  const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode);
   try {
+    fs.fchmodSync(fd, mode); // the umask may have narrowed it
     fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
     fs.fsyncSync(fd);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
   } finally {
     fs.closeSync(fd);
   }
-  fs.chmodSync(tmp, mode); // umask may have narrowed or a stale temp may have had other bits
   if (!opts.overwrite) {
     // link() fails if the target appeared meanwhile: no race with a concurrent init.
     try {
@@ -44,6 +50,22 @@ function syncDir(dir: string): void {
     }
   } catch {
     // some filesystems refuse fsync on directories; the data itself is already synced
+  }
+}
+
+/**
+ * The node's data dir holds its keys: created 0700, and an existing one must be ours and
+ * closed to other users, or a local attacker could swap files under us.
+ */
+export function ensurePrivateDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = fs.lstatSync(dir);
+  if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
+  if (typeof process.getuid === "function" && st.uid !== process.getuid()) {
+    throw new Error(`${dir} belongs to another user (uid ${st.uid}); a node's data dir must be its own`);
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new Error(`${dir} is writable by other users (mode ${(st.mode & 0o777).toString(8)}); run: chmod 700 ${dir}`);
   }
 }
 

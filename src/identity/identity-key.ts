@@ -22,6 +22,19 @@ export function nodeIdOf(identityPub: Uint8Array): string {
   return sha256Hex(identityPub);
 }
 
+/** An identity known only by its public key (from a card): enough to read and verify, never to sign. */
+export class PublicIdentityKey implements IdentityKey {
+  private constructor(readonly kind: KeyKind, readonly publicKey: Uint8Array) {}
+
+  static fromCard(card: { identity_pub: string; tpm: boolean }): PublicIdentityKey {
+    return new PublicIdentityKey(card.tpm ? "tpm" : "software", new Uint8Array(Buffer.from(card.identity_pub, "hex")));
+  }
+
+  async sign(): Promise<Uint8Array> {
+    throw new Error("this node was opened read-only: no identity key to sign with");
+  }
+}
+
 export class SoftwareIdentityKey implements IdentityKey {
   readonly kind = "software" as const;
   readonly publicKey: Uint8Array;

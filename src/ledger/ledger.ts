@@ -137,6 +137,8 @@ export class Ledger {
       return out;
     } catch (e) {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      // A chain row created in the rolled-back transaction is gone: so must its cached id be.
+      this.#chainIds.clear();
       throw e;
     }
   }
@@ -210,7 +212,7 @@ export class Ledger {
   insertForkEvidence(mb: Microblock, first: string, second: string, detectedAt: number): void {
     const chain = this.chainOf(mb.mesh, mb.node_id, true)!;
     this.db
-      .prepare("INSERT INTO fork_evidence (chain, seq, first, second, detected_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+      .query("INSERT INTO fork_evidence (chain, seq, first, second, detected_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
       .run(chain, mb.seq, Buffer.from(first), Buffer.from(second), detectedAt);
   }
 
@@ -287,11 +289,6 @@ export class Ledger {
     }
   }
 
-  *iteratePayloads(): Generator<{ hash: string; body: Uint8Array }> {
-    for (const r of this.db.query("SELECT hash, body FROM payloads").iterate() as IterableIterator<{ hash: Uint8Array; body: Uint8Array }>) {
-      yield { hash: toHex(r.hash), body: r.body };
-    }
-  }
 
   /** mesh and node_id are null when the row's chain does not exist (the file was altered). */
   *iterateForkEvidence(): Generator<{ rowid: number; mesh: string | null; node_id: string | null; seq: number; first: string; second: string }> {

@@ -56,11 +56,15 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
     throw new SchemaError(`${what}: "validators" must list 1 to 1024 node cards`);
   }
   const seen = new Set<string>();
+  const blsKeys = new Set<string>();
   o.validators.forEach((c, i) => {
     const card = parseCard(c, `genesis validator ${i}`, opts);
     if (!card.bls_pub) throw new SchemaError(`genesis validator ${i}: card has no bls_pub/bls_pop, so it cannot vote`);
     if (seen.has(card.node_id)) throw new SchemaError(`${what}: validator ${card.node_id} is listed twice`);
+    // One BLS key counted twice would let one secret supply two votes toward a quorum.
+    if (blsKeys.has(card.bls_pub)) throw new SchemaError(`genesis validator ${i}: bls_pub is already another validator's`);
     seen.add(card.node_id);
+    blsKeys.add(card.bls_pub);
   });
   const adm = expectObject(o.admission, "genesis admission");
   if (adm.policy === "open") expectKeys(adm, "genesis admission", ["policy"]);

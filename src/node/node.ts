@@ -5,17 +5,17 @@ import * as fs from "node:fs";
 import { fromHex, ZERO_HASH } from "../encoding/hex.ts";
 import { formatTime } from "../encoding/time.ts";
 import { toHex } from "../encoding/hex.ts";
-import { type Microblock, type MicroblockBody, microblockIdBytes } from "../chain/microblock.ts";
+import { EVENT_TYPE_RE, type Microblock, type MicroblockBody, microblockIdBytes, payloadMatches } from "../chain/microblock.ts";
 import type { DsmConfig } from "../config/config.ts";
 import { makeCard, type NodeCard, parseCard, type Role } from "../identity/card.ts";
-import { type IdentityKey, nodeIdOf, SoftwareIdentityKey } from "../identity/identity-key.ts";
-import { createLibp2pKey, loadLibp2pKey } from "../identity/libp2p-key.ts";
+import { type IdentityKey, nodeIdOf, PublicIdentityKey, SoftwareIdentityKey } from "../identity/identity-key.ts";
+import { createLibp2pKey } from "../identity/libp2p-key.ts";
 import { createIpAnonymizer } from "../ingest/anonymize.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { type Anonymizer, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
-import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
+import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
 import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
 import { ChainSigner, type IssuedCert } from "./signer.ts";
@@ -52,7 +52,14 @@ export class DSMNode {
   readonly anonymizeSecret: Uint8Array | null;
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(readonly config: DsmConfig, layout: DataDirLayout, identity: IdentityKey, genesis: Genesis, ledger: Ledger) {
+  private constructor(
+    readonly config: DsmConfig,
+    layout: DataDirLayout,
+    identity: IdentityKey,
+    genesis: Genesis,
+    ledger: Ledger,
+    writer: boolean,
+  ) {
     this.layout = layout;
     this.identity = identity;
     this.nodeId = nodeIdOf(identity.publicKey);
@@ -60,7 +67,7 @@ export class DSMNode {
     this.policy = new MeshPolicy(genesis);
     this.ledger = ledger;
     this.#signer = new ChainSigner(identity, this.policy.mesh, config.keys.signing_key_lifetime_s);
-    this.anonymizeSecret = config.privacy.anonymize_ips ? new Uint8Array(readSecretFile(layout.privacyKey)) : null;
+    this.anonymizeSecret = writer && config.privacy.anonymize_ips ? new Uint8Array(readSecretFile(layout.privacyKey)) : null;
     this.#anonymize = this.anonymizeSecret ? createIpAnonymizer(this.anonymizeSecret) : null;
   }
 
@@ -71,7 +78,7 @@ export class DSMNode {
   /** Creates the data dir, keys, card and (without a mesh genesis) the local one-node genesis. */
   static async init(opts: InitOptions): Promise<InitResult> {
     const layout = dataDirLayout(opts.dataDir, opts.config);
-    fs.mkdirSync(layout.dir, { recursive: true, mode: 0o700 });
+    ensurePrivateDir(layout.dir);
     const force = opts.force ?? false;
     if (!force) {
       for (const f of [layout.identityKey, layout.libp2pKey, layout.blsKey, layout.privacyKey]) {
@@ -109,14 +116,24 @@ export class DSMNode {
 
   static open(dataDir: string, config: DsmConfig, opts: { readonly?: boolean } = {}): DSMNode {
     const layout = dataDirLayout(dataDir, config);
-    if (!fs.existsSync(layout.identityKey)) {
+    if (!fs.existsSync(layout.card)) {
       throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
     }
-    const identity = SoftwareIdentityKey.load(layout.identityKey);
+    if (config.identity.kind !== "software") {
+      throw new EventError(`identity.kind "${config.identity.kind}" is not available in this build; use "software"`);
+    }
+    // Reading (verify, log, show, status) needs no secret: an auditor can check a copied
+    // ledger with the node's card alone. Only writers load the identity key.
+    const identity = opts.readonly ? PublicIdentityKey.fromCard(readCard(layout.card)) : SoftwareIdentityKey.load(layout.identityKey);
     // Verified in full (proofs of possession included) when it was written at init or join.
     const genesis = readGenesis(layout.genesis, { checkPop: false });
-    const ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
-    return new DSMNode(config, layout, identity, genesis, ledger);
+    let ledger: Ledger;
+    try {
+      ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
+    } catch (e) {
+      throw new EventError(`ledger.file: ${(e as Error).message}`);
+    }
+    return new DSMNode(config, layout, identity, genesis, ledger, !opts.readonly);
   }
 
   close(): void {
@@ -124,11 +141,7 @@ export class DSMNode {
   }
 
   card(): NodeCard {
-    return parseCard(JSON.parse(fs.readFileSync(this.layout.card, "utf8")));
-  }
-
-  peerId(): string {
-    return loadLibp2pKey(this.layout.libp2pKey).peerId;
+    return readCard(this.layout.card);
   }
 
   /** The IP anonymiser when privacy.anonymize_ips is on, else null. */
@@ -157,6 +170,12 @@ export class DSMNode {
    * Batches from this process run one at a time.
    */
   append(events: PreparedEvent[]): Promise<Microblock[]> {
+    // A PreparedEvent may come from library code: its type goes into hand-built canonical
+    // JSON and its hash is what gets signed, so both are checked (about 1.5 us an event).
+    for (const ev of events) {
+      if (!EVENT_TYPE_RE.test(ev.eventType)) return Promise.reject(new EventError(`event type "${ev.eventType}" is not valid`));
+      if (!payloadMatches(ev.payloadHash, ev.canonical)) return Promise.reject(new EventError("prepared event: payloadHash does not match its payload"));
+    }
     const run = this.#queue.then(() => this.#appendNow(events));
     this.#queue = run.catch(() => undefined);
     return run;
@@ -178,7 +197,7 @@ export class DSMNode {
     }
   }
 
-  /** The whole write, synchronous, under BEGIN IMMEDIATE. null: the certificate's first_seq went stale. */
+  /** The whole write, synchronous, under BEGIN IMMEDIATE. null: the certificate went stale (first_seq or not_after). */
   #appendLocked(events: PreparedEvent[], issued: IssuedCert | null): Microblock[] | null {
     const mesh = this.mesh;
     return this.ledger.immediate(() => {
@@ -188,7 +207,13 @@ export class DSMNode {
       if (issued && issued.cert.first_seq !== seq + 1) return null;
       let prev = head?.id ?? ZERO_HASH;
       // Timestamps never go backwards along a chain (docs/PROTOCOL.md), even if the clock does.
-      const timestamp = formatTime(Math.max(nowMs, head ? Date.parse(head.timestamp) : 0));
+      const timestampMs = Math.max(nowMs, head ? Date.parse(head.timestamp) : 0);
+      // The wait for the write lock may have outlived the key's certificate: never sign past not_after.
+      if (timestampMs > this.#signer.notAfterMs) {
+        this.#signer.expire();
+        return null;
+      }
+      const timestamp = formatTime(timestampMs);
       if (issued) this.ledger.insertKeyCert(mesh, this.nodeId, issued.keyName, issued.cert.first_seq, issued.canonical, nowMs);
       const key = this.#signer.keyName;
       const keyBytes = fromHex(key);
@@ -221,6 +246,14 @@ export class DSMNode {
       }
       return out;
     });
+  }
+}
+
+function readCard(file: string): NodeCard {
+  try {
+    return parseCard(JSON.parse(fs.readFileSync(file, "utf8")), "node card", { checkPop: false });
+  } catch (e) {
+    throw new EventError(`node card ${file}: ${(e as Error).message}`);
   }
 }
 

@@ -33,6 +33,16 @@ export class ChainSigner {
     return this.#keyName;
   }
 
+  get notAfterMs(): number {
+    return this.#notAfterMs;
+  }
+
+  /** Forget the current key: the next ready() certifies a new one. */
+  expire(): void {
+    this.#privateKey = null;
+    this.#unstored = null;
+  }
+
   /**
    * Makes sure a certified key can sign seq >= firstSeq at time nowMs. Returns the new
    * certificate when one was issued (the caller stores it in the same transaction as the
