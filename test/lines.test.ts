@@ -6,13 +6,7 @@ import { type LineEvent, LineSplitter } from "../src/ingest/lines.ts";
 const enc = new TextEncoder();
 const bytes = (...parts: (string | number[])[]) => {
   const arrays = parts.map((p) => (typeof p === "string" ? enc.encode(p) : new Uint8Array(p)));
-  const out = new Uint8Array(arrays.reduce((n, a) => n + a.length, 0));
-  let o = 0;
-  for (const a of arrays) {
-    out.set(a, o);
-    o += a.length;
-  }
-  return out;
+  return new Uint8Array(Buffer.concat(arrays));
 };
 
 function split(chunks: Uint8Array[], maxBytes = 1024): LineEvent[] {
