@@ -56,6 +56,12 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
         });
         const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
         const byType = node.ledger.eventTypeCounts();
+        // Then show what tamper-evident means: flip one byte of one stored payload and verify again.
+        const victim = node.ledger.list({ eventType: "suricata.alert", limit: 1, descending: false })[0]!;
+        node.ledger.db.run("UPDATE payloads SET body = CAST(replace(CAST(body AS TEXT), 'suricata', 'Suricata') AS BLOB) WHERE hash = ?", [
+          Buffer.from(victim.payload_hash, "hex"),
+        ]);
+        const tampered = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
         const summary = {
           node_id: init.card.node_id,
           mesh: init.mesh,
@@ -65,6 +71,7 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           mitigation: { id: mitigation.id, threat: critical?.id ?? null },
           event_types: byType,
           verify: { ok: report.problemCount === 0, microblocks: report.microblocks, key_certificates: report.keyCerts, problems: report.problems },
+          tamper_check: { altered: `one byte of the payload of seq ${victim.seq}`, detected: tampered.problemCount > 0, first_problem: tampered.problems[0]?.message ?? null },
           head: node.ledger.head(node.mesh, node.nodeId),
         };
         if (args.json) printJson(summary);
@@ -76,9 +83,11 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           print(`  mitigation ${mitigation.id.slice(0, 16)}… blocked 198.51.100.7, linked to alert ${critical?.id.slice(0, 16) ?? "-"}…`);
           print(`  chain head seq ${summary.head?.seq}  ${summary.head?.id}`);
           print(`  verify: ${summary.verify.ok ? "OK" : "FAILED"}, ${report.microblocks} microblocks, ids, links, signatures, key certificate and payload hashes re-checked`);
-          if (args.keep) print(`  kept: dsm log --data-dir ${dir}`);
+          print(`  tamper check: changed one byte of the payload of seq ${victim.seq}; verify now says:`);
+          print(`    ${tampered.problems[0]?.message ?? "nothing (THIS IS A BUG)"}`);
+          if (args.keep) print(`  kept: dsm log --data-dir ${dir} (its ledger now holds the altered payload)`);
         }
-        if (!summary.verify.ok) throw new CliError("demo ledger failed verification", EXIT.verifyFailed);
+        if (!summary.verify.ok || !summary.tamper_check.detected) throw new CliError("demo ledger failed verification", EXIT.verifyFailed);
       } finally {
         node.close();
       }

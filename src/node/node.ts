@@ -126,7 +126,12 @@ export class DSMNode {
     // ledger with the node's card alone. Only writers load the identity key.
     const identity = opts.readonly ? PublicIdentityKey.fromCard(readCard(layout.card)) : SoftwareIdentityKey.load(layout.identityKey);
     // Verified in full (proofs of possession included) when it was written at init or join.
-    const genesis = readGenesis(layout.genesis, { checkPop: false });
+    let genesis: Genesis;
+    try {
+      genesis = readGenesis(layout.genesis, { checkPop: false });
+    } catch (e) {
+      throw new EventError(config.mesh.genesis ? `mesh.genesis: ${(e as Error).message}` : (e as Error).message);
+    }
     let ledger: Ledger;
     try {
       ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
