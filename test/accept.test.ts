@@ -99,6 +99,17 @@ describe("Receiver", () => {
     expect(report.payloadsWithheld).toBe(1);
   });
 
+  test("verify flags a stored chain whose node the mesh does not admit", async () => {
+    const admitted = await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId, policy: validator.policy });
+    expect(admitted.problems).toEqual([]);
+    // The same ledger judged under a policy that does not admit the edge.
+    const strict = { mesh: validator.mesh, isAdmitted: (id: string) => id !== edge.nodeId };
+    const r = await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId, policy: strict });
+    expect(r.problemCount).toBe(1);
+    expect(r.problems[0]!.message).toMatch(/not admitted/);
+    expect(r.problems[0]!.node_id).toBe(edge.nodeId);
+  });
+
   test("a payload that does not match payload_hash is refused and nothing is stored", async () => {
     const mb = await edge.createMicroblock({ eventType: "test.event", payload: { i: 5 } });
     const before = validator.ledger.counts();

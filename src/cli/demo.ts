@@ -54,14 +54,14 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           action: "block",
           target: "198.51.100.7",
         });
-        const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+        const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId, policy: node.policy });
         const byType = node.ledger.eventTypeCounts();
         // Then show what tamper-evident means: flip one byte of one stored payload and verify again.
         const victim = node.ledger.list({ eventType: "suricata.alert", limit: 1, descending: false })[0]!;
         node.ledger.db.run("UPDATE payloads SET body = CAST(replace(CAST(body AS TEXT), 'suricata', 'Suricata') AS BLOB) WHERE hash = ?", [
           Buffer.from(victim.payload_hash, "hex"),
         ]);
-        const tampered = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+        const tampered = await verifyLedger(node.ledger, { ownNodeId: node.nodeId, policy: node.policy });
         const summary = {
           node_id: init.card.node_id,
           mesh: init.mesh,

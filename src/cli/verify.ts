@@ -32,6 +32,7 @@ EXAMPLES
     const report = await withNode(ctx, (node) =>
       verifyLedger(node.ledger, {
         ownNodeId: node.nodeId,
+        policy: node.policy,
         worker: true,
         maxProblems: max,
         onProgress: tty

@@ -45,6 +45,8 @@ export interface VerifyOptions {
   onProgress?: (done: number, total: number) => void;
   /** Check signatures on a worker thread, in parallel with everything else (the CLI does). */
   worker?: boolean;
+  /** The node's mesh: chains in it must belong to admitted nodes. */
+  policy?: { mesh: string; isAdmitted(nodeId: string): boolean };
 }
 
 export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -98,7 +100,12 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
         problem({ kind: "microblock", rowid: mb.rowid, node_id: mb.node_id, seq: mb.seq, id: mb.id, message: `${where}: ${message}` });
       const chainKey = mb.mesh + mb.node_id;
       const head = heads.get(chainKey);
-      if (!head) report.chains += 1;
+      if (!head) {
+        report.chains += 1;
+        if (opts.policy && mb.mesh === opts.policy.mesh && !opts.policy.isAdmitted(mb.node_id)) {
+          fail("node is not admitted to this mesh by its genesis");
+        }
+      }
       // The head advances even past a bad row, so one tampered row is reported once, not for every row after it.
       const tsMs = Date.parse(mb.timestamp);
       heads.set(chainKey, { seq: mb.seq, id: mb.id, tsMs });
