@@ -1,0 +1,184 @@
+// Regression tests for the review fixes of 5c248e6 and a3400b1 that show at the command
+// line: each drives the compiled binary dist/dsm (`bun run test` builds it first; run
+// `bun run build` before `bun test test/e2e-review.test.ts` by hand). Each test fails on
+// the code before its fix. The library side is in test/review-fixes.test.ts.
+import { describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cleanEnv, makeNode, ndjson, type RunResult, runDsm, type TempNode, withTempNode } from "./helpers/e2e.ts";
+
+const TOKEN = /^ip-[0-9a-f]{32}$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+const ALERT = {
+  timestamp: "2026-06-26T11:00:03.342282-0400",
+  flow_id: 991192778198299,
+  in_iface: "eth0",
+  event_type: "alert",
+  src_ip: "10.137.3.54",
+  src_port: 64389,
+  dest_ip: "10.128.2.48",
+  dest_port: 8443,
+  proto: "TCP",
+  alert: { action: "allowed", gid: 1, signature_id: 2610003, rev: 1, signature: "SURICATA TLS on unusual port", category: "", severity: 3 },
+};
+
+type Shown = { microblock: { id: string; seq: number; event_type: string }; payload: any; key_certificate: any };
+
+async function show(node: TempNode, ref: string): Promise<Shown> {
+  const r = await node.ok(["show", ref, "--json"]);
+  return JSON.parse(r.stdout) as Shown;
+}
+
+async function microblockCount(node: TempNode): Promise<number> {
+  return JSON.parse((await node.ok(["status", "--json"])).stdout).ledger.microblocks;
+}
+
+/** One clear line on stderr from the named command, exit 1. */
+function expectOneLineError(r: RunResult, command: string, message: RegExp): void {
+  expect(r.code).toBe(1);
+  expect(r.errLines).toHaveLength(1);
+  expect(r.errLines[0]).toStartWith(`dsm ${command}: `);
+  expect(r.errLines[0]).toMatch(message);
+}
+
+// ---------------------------------------------------------------------------
+describe("8. read-only commands need no secrets", () => {
+  test("with identity.pem, bls.key, privacy.key and libp2p.key gone: verify, log, show, status, card work; emit fails clearly", async () => {
+    await withTempNode(
+      async (node) => {
+        const ing = await node.ok(["ingest", "--json"], { stdin: JSON.stringify(ALERT) + "\n" });
+        const [res] = ndjson<{ id: string }>(ing.stdout);
+        expect(res!.id).toMatch(HEX64);
+        await node.ok(["emit", "--event-type", "test.event", "--payload", '{"n":1}']);
+        for (const f of ["identity.pem", "bls.key", "privacy.key", "libp2p.key"]) {
+          expect(existsSync(join(node.dataDir, f))).toBe(true);
+          rmSync(join(node.dataDir, f));
+        }
+
+        const verify = await node.run(["verify", "--json"]);
+        expect(verify.code).toBe(0);
+        const report = JSON.parse(verify.stdout);
+        expect(report).toMatchObject({ ok: true, microblocks: 2, problemCount: 0 });
+
+        const log = await node.run(["log", "--json"]);
+        expect(log.code).toBe(0);
+        expect(ndjson(log.stdout)).toHaveLength(2);
+
+        const shown = await node.run(["show", res!.id, "--json"]);
+        expect(shown.code).toBe(0);
+        const payload = JSON.parse(shown.stdout).payload;
+        expect(payload.original.src_ip).toMatch(TOKEN); // ingested with anonymisation on
+        expect(shown.stdout).not.toContain("10.137.3.54");
+
+        const status = await node.run(["status", "--json"]);
+        expect(status.code).toBe(0);
+        expect(JSON.parse(status.stdout)).toMatchObject({ key_kind: "software", anonymize_ips: true, ledger: { microblocks: 2 } });
+        expect((await node.run(["status"])).code).toBe(0);
+
+        const card = await node.run(["card", "--json"]);
+        expect(card.code).toBe(0);
+        expect(JSON.parse(card.stdout).node_id).toBe(JSON.parse(status.stdout).node_id);
+
+        const emit = await node.run(["emit", "--event-type", "test.event", "--payload", '{"n":2}']);
+        expectOneLineError(emit, "emit", /identity key .*identity\.pem.* not found/);
+        expect(emit.stdout).toBe("");
+        expect(await microblockCount(node)).toBe(2);
+      },
+      { env: { DSM_PRIVACY_ANONYMIZE_IPS: "true" } },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("9. emit keeps integers beyond 2^53 exactly", () => {
+  test('--payload \'{"flow_id":1234567890123456789}\' stores flow_id as the string "1234567890123456789"', async () => {
+    await withTempNode(async (node) => {
+      const r = await node.ok(["emit", "--json", "--event-type", "suricata.flow", "--payload", '{"flow_id":1234567890123456789,"n":42}']);
+      const [out] = ndjson<{ id: string }>(r.stdout);
+      const s = await show(node, out!.id);
+      expect(s.payload).toEqual({ flow_id: "1234567890123456789", n: 42 });
+      const bad = await node.run(["emit", "--event-type", "x", "--payload", "{nope"]);
+      expectOneLineError(bad, "emit", /^dsm emit: --payload: malformed JSON/);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("10. option values are checked", () => {
+  test("--data-dir with no value or an empty value is an error, never the default dir", async () => {
+    const home = mkdtempSync(join(tmpdir(), "dsm-e2e-"));
+    try {
+      const env = cleanEnv(home); // no DSM_DATA_DIR: the default would be $HOME/.dsm
+      for (const args of [["init", "--data-dir"], ["init", "--data-dir", ""], ["init", "--data-dir="], ["init", "--data-dir", "--json"]]) {
+        const r = await runDsm(args, env);
+        expectOneLineError(r, "init", /--data-dir needs a value/);
+      }
+      expect(existsSync(join(home, ".dsm"))).toBe(false);
+      expect(readdirSync(home)).toEqual([]);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  test('--reason "-x happened": a value that starts with "-" is a value, and it is stored', async () => {
+    await withTempNode(async (node) => {
+      const r = await node.ok(["mitigation", "--action", "block", "--target", "x", "--reason", "-x happened", "--json"]);
+      const [out] = ndjson<{ id: string }>(r.stdout);
+      const s = await show(node, out!.id);
+      expect(s.payload.original.reason).toBe("-x happened");
+      expect(s.payload.original.target).toBe("x");
+    });
+  });
+
+  test("--since: a zone is required, calendar fields are checked, huge ages are refused cleanly", async () => {
+    await withTempNode(async (node) => {
+      await node.ok(["emit", "--event-type", "test.event", "--payload", "{}"]);
+      for (const bad of ["2026-11-26T01:29:00", "2026-02-30T00:00:00Z", "99999999999d"]) {
+        const r = await node.run(["log", "--since", bad]);
+        expectOneLineError(r, "log", /--since must be an RFC 3339 time with Z or an offset/);
+        expect(r.errLines[0]).toContain(`got "${bad}"`);
+        expect(r.stderr).not.toContain("Invalid Date");
+        expect(r.stdout).toBe("");
+      }
+      const ok = await node.run(["log", "--json", "--since", "2026-11-26T01:29:00+01:00", "--until", "2999-01-01T00:00:00Z"]);
+      expect(ok.code).toBe(0);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("12. identity.kind tpm is refused, never silently signed with the software key", () => {
+  test("DSM_IDENTITY_KIND=tpm dsm emit / mitigation on a software node: exit 1, one clear line, nothing stored", async () => {
+    await withTempNode(async (node) => {
+      await node.ok(["emit", "--event-type", "test.event", "--payload", "{}"]);
+      const tpm = { env: { DSM_IDENTITY_KIND: "tpm" } };
+      const emit = await node.run(["emit", "--event-type", "test.event", "--payload", '{"n":2}'], tpm);
+      expectOneLineError(emit, "emit", /identity\.kind "tpm" is not available/);
+      expect(emit.stdout).toBe("");
+      const mit = await node.run(["mitigation", "--action", "block", "--target", "x"], tpm);
+      expectOneLineError(mit, "mitigation", /identity\.kind "tpm" is not available/);
+      expect(await microblockCount(node)).toBe(1);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("7. dsm init wants a private data dir", () => {
+  test("an existing 0777 dir: exit 1 naming chmod, no keys written; after chmod 700 init works", async () => {
+    const node = await makeNode({ init: false });
+    try {
+      mkdirSync(node.dataDir);
+      chmodSync(node.dataDir, 0o777);
+      const r = await node.run(["init"]);
+      expectOneLineError(r, "init", new RegExp(`writable by other users .*chmod 700 ${node.dataDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+      expect(readdirSync(node.dataDir)).toEqual([]);
+      chmodSync(node.dataDir, 0o700);
+      await node.ok(["init"]);
+      expect(existsSync(join(node.dataDir, "identity.pem"))).toBe(true);
+    } finally {
+      node.cleanup();
+    }
+  });
+});

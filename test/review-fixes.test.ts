@@ -1,0 +1,543 @@
+// Regression tests for the review fixes of 5c248e6 and a3400b1, at library level: real
+// nodes, real keys, real SQLite files in temp dirs. Each test fails on the code before
+// its fix. The CLI side of the same review is in test/e2e-review.test.ts.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { KeyCertRejected, Receiver } from "../src/chain/accept.ts";
+import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/chain/microblock.ts";
+import { defaultConfig, type DsmConfig } from "../src/config/config.ts";
+import { blsKeygen, blsPopProve, blsPublicKey } from "../src/crypto/bls.ts";
+import { generateKeyPair, sign } from "../src/crypto/p256.ts";
+import { sha256Hex } from "../src/crypto/sha256.ts";
+import { fromHex, toHex, ZERO_HASH } from "../src/encoding/hex.ts";
+import { canonicalize } from "../src/encoding/jcs.ts";
+import { formatTime } from "../src/encoding/time.ts";
+import { writeFileAtomic } from "../src/fs/files.ts";
+import { makeCard, type NodeCard } from "../src/identity/card.ts";
+import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
+import { issueKeyCert, type KeyCert, keyNameOf } from "../src/identity/keycert.ts";
+import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
+import { Ledger } from "../src/ledger/ledger.ts";
+import { type VerifyReport, verifyLedger } from "../src/ledger/verify.ts";
+import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/mesh/genesis.ts";
+import { MitigationLogger, SecurityEventHandler } from "../src/node/handlers.ts";
+import { DSMNode, EventError, type PreparedEvent } from "../src/node/node.ts";
+
+let root: string;
+const opened: DSMNode[] = [];
+const ledgers: Ledger[] = [];
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-review-"));
+});
+
+afterAll(() => {
+  for (const n of opened.splice(0)) {
+    try {
+      n.close();
+    } catch {
+      // already closed
+    }
+  }
+  for (const l of ledgers.splice(0)) {
+    try {
+      l.close();
+    } catch {
+      // already closed
+    }
+  }
+  fs.rmSync(root, { recursive: true, force: true });
+});
+
+let dirCount = 0;
+function freshDir(name: string): string {
+  return path.join(root, `${name}-${++dirCount}`);
+}
+
+async function newNode(name: string, patch?: (c: DsmConfig) => void): Promise<{ node: DSMNode; dir: string; config: DsmConfig }> {
+  const config = defaultConfig();
+  patch?.(config);
+  const dir = freshDir(name);
+  await DSMNode.init({ dataDir: dir, config });
+  const node = DSMNode.open(dir, config);
+  opened.push(node);
+  return { node, dir, config };
+}
+
+function freshLedger(): Ledger {
+  const l = Ledger.open(path.join(freshDir("ledger"), "ledger.sqlite"));
+  ledgers.push(l);
+  return l;
+}
+
+function storedPayload(node: DSMNode, mb: Microblock): { text: string; value: any } {
+  const text = node.ledger.payload(mb.payload_hash);
+  expect(text).not.toBeNull();
+  return { text: text!, value: JSON.parse(text!) };
+}
+
+/** Runs SQL on the ledger file through a connection of our own, foreign keys off (altering the file as an attacker would). */
+function tamper(file: string, ...sql: string[]): void {
+  const db = new Database(file);
+  try {
+    db.exec("PRAGMA foreign_keys = OFF");
+    for (const s of sql) db.exec(s);
+  } finally {
+    db.close();
+  }
+}
+
+const TOKEN = /^ip-[0-9a-f]{32}$/;
+
+// ---------------------------------------------------------------------------
+describe("1. handlers anonymise before event_id (privacy.anonymize_ips)", () => {
+  test("MitigationLogger: no clear IP in the payload, and event_id is not a hash of the clear record", async () => {
+    const { node } = await newNode("anon-mit", (c) => (c.privacy.anonymize_ips = true));
+    const threat = "9c1e".repeat(16);
+    const mb = await new MitigationLogger(node).onMitigationExecuted(threat, {
+      action: "block",
+      target: "10.1.2.3",
+      reason: "brute force from 10.1.2.3",
+    });
+    const { text, value: p } = storedPayload(node, mb);
+    expect(text).not.toContain("10.1.2.3");
+    expect(p.original.target).toMatch(TOKEN);
+    expect(p.indicators.target).toBe(p.original.target);
+    expect(p.original.reason).toBe(`brute force from ${p.original.target}`);
+
+    // What event_id was before the fix: a hash of the record with the clear IP in it,
+    // which anyone can confirm by guessing addresses.
+    const clear: Record<string, unknown> = {
+      action: "block",
+      target: "10.1.2.3",
+      status: "executed",
+      time: p.original.time,
+      threat,
+      reason: "brute force from 10.1.2.3",
+    };
+    expect(p.event_id).not.toBe(sha256Hex(canonicalize(clear)).slice(0, 32));
+    // Now: a hash of the anonymised record, which is exactly what is stored.
+    expect(p.event_id).toBe(sha256Hex(canonicalize(p.original)).slice(0, 32));
+  });
+
+  test("SecurityEventHandler.onSuricataAlert stores what dsm ingest stores for the same record", async () => {
+    const { node } = await newNode("anon-suri", (c) => (c.privacy.anonymize_ips = true));
+    const record = {
+      timestamp: "2026-06-26T11:00:03.342282-0400",
+      flow_id: 991192778198299,
+      in_iface: "eth0",
+      event_type: "alert",
+      src_ip: "10.137.3.54",
+      src_port: 64389,
+      dest_ip: "10.128.2.48",
+      dest_port: 8443,
+      proto: "TCP",
+      alert: { action: "allowed", gid: 1, signature_id: 2610003, rev: 1, signature: "ET SCAN from 10.137.3.54", category: "", severity: 2 },
+    };
+    // The ingest path (the same PreparedEvent dsm ingest chains for this line).
+    const expected = node.prepareRecord(structuredClone(record), "suricata");
+    const mb = await new SecurityEventHandler(node).onSuricataAlert(structuredClone(record));
+    expect(mb.event_type).toBe(expected.eventType);
+    expect(mb.payload_hash).toBe(expected.payloadHash);
+    const { text, value: p } = storedPayload(node, mb);
+    expect(text).toBe(expected.canonical);
+    expect(p.event_id).toBe(JSON.parse(expected.canonical).event_id);
+    for (const ip of ["10.137.3.54", "10.128.2.48"]) expect(text).not.toContain(ip);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// A shared mesh with open admission: a validator that receives, an edge (node A), the
+// edge's twin (same identity, own ledger: it can fork A's chain), and mallory (node M).
+describe("receiving: fork evidence, orphan rows, key certificates", () => {
+  let mesh: { config: DsmConfig; validator: DSMNode; edge: DSMNode; twin: DSMNode; mallory: DSMNode; malloryDir: string };
+  let edgeMb: Microblock;
+  let twinMb: Microblock;
+
+  beforeAll(async () => {
+    const vDir = freshDir("validator");
+    const eDir = freshDir("edge");
+    const mDir = freshDir("mallory");
+    for (const d of [vDir, eDir, mDir]) await DSMNode.init({ dataDir: d, config: defaultConfig() });
+    const tDir = freshDir("twin");
+    fs.cpSync(eDir, tDir, { recursive: true });
+    fs.rmSync(path.join(tDir, "ledger.sqlite"), { force: true });
+    const vCard = JSON.parse(fs.readFileSync(path.join(vDir, "card.json"), "utf8"));
+    const genesis: Genesis = { ...makeLocalGenesis(vCard, Date.now()), name: "review-mesh", admission: { policy: "open" } };
+    const genesisFile = path.join(root, "review-genesis.json");
+    fs.writeFileSync(genesisFile, JSON.stringify(genesis));
+    const config = defaultConfig();
+    config.mesh.genesis = genesisFile;
+    const open = (d: string) => {
+      const n = DSMNode.open(d, config);
+      opened.push(n);
+      return n;
+    };
+    mesh = { config, validator: open(vDir), edge: open(eDir), twin: open(tDir), mallory: open(mDir), malloryDir: mDir };
+    edgeMb = await mesh.edge.createMicroblock({ eventType: "test.event", payload: { from: "edge" } });
+    twinMb = await mesh.twin.createMicroblock({ eventType: "test.event", payload: { from: "twin" } });
+    expect(mesh.twin.nodeId).toBe(mesh.edge.nodeId);
+    expect(twinMb.seq).toBe(edgeMb.seq);
+  });
+
+  function receiver(ledger: Ledger): Receiver {
+    return new Receiver(ledger, mesh.validator.policy, { maxClockSkewMs: 60_000 });
+  }
+  function certOf(node: DSMNode, mb: Microblock): KeyCert {
+    return JSON.parse(node.ledger.keyCert(mb.key)!);
+  }
+  function payloadOf(node: DSMNode, mb: Microblock): unknown {
+    return JSON.parse(node.ledger.payload(mb.payload_hash)!);
+  }
+  /** A ledger holding the genuine fork: the edge's seq 1 stored, the twin's seq 1 kept as evidence. */
+  function ledgerWithGenuineFork(): Ledger {
+    const l = freshLedger();
+    const r = receiver(l);
+    r.acceptKeyCert(certOf(mesh.edge, edgeMb));
+    expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
+    r.acceptKeyCert(certOf(mesh.twin, twinMb));
+    expect(r.acceptMicroblock(twinMb, payloadOf(mesh.twin, twinMb)).status).toBe("fork");
+    expect(l.counts().forkEvidence).toBe(1);
+    return l;
+  }
+  function forkProblems(report: VerifyReport) {
+    return report.problems.filter((p) => p.kind === "fork_evidence");
+  }
+
+  describe("2. fork evidence must prove itself", () => {
+    test("genuine evidence (two nodes sharing one identity) verifies clean", async () => {
+      const l = ledgerWithGenuineFork();
+      const report = await verifyLedger(l);
+      expect(report.forkEvidence).toBe(1);
+      expect(report.problems).toEqual([]);
+      expect(report.problemCount).toBe(0);
+    });
+
+    test("evidence signed by mallory's certified key but claiming node A is reported", async () => {
+      const l = freshLedger();
+      const r = receiver(l);
+      // Node A is known and clean here.
+      r.acceptKeyCert(certOf(mesh.edge, edgeMb));
+      r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb));
+      // Mallory certifies a signing key of her own: a valid certificate, for node M.
+      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
+      const kp = generateKeyPair();
+      const cert = await issueKeyCert(malloryId, {
+        mesh: mesh.validator.mesh,
+        signingPub: kp.publicKey,
+        firstSeq: 1,
+        notAfterMs: Date.now() + 3_600_000,
+      });
+      r.acceptKeyCert(cert);
+      // Two microblocks claiming node A, seq 1, validly signed by mallory's key.
+      const forge = (payload: unknown): Microblock => {
+        const body: MicroblockBody = {
+          v: 1,
+          type: "M",
+          mesh: mesh.validator.mesh,
+          node_id: mesh.edge.nodeId,
+          seq: 1,
+          prev: ZERO_HASH,
+          timestamp: formatTime(Date.now()),
+          event_type: "test.forged",
+          payload_hash: sha256Hex(canonicalize(payload)),
+          key: keyNameOf(kp.publicKey),
+        };
+        const id = microblockIdBytes(body);
+        return { ...body, id: toHex(id), sig: toHex(sign(kp.privateKey, id)) };
+      };
+      const a = forge({ n: 1 });
+      const b = forge({ n: 2 });
+      l.immediate(() => l.insertForkEvidence(a, canonicalize(a), canonicalize(b), Date.now()));
+      const report = await verifyLedger(l);
+      const problems = forkProblems(report);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]!.message).toMatch(/certified for another node/);
+      expect(report.problemCount).toBeGreaterThan(0);
+    });
+
+    test("a genuine evidence row moved to another seq is reported", async () => {
+      const l = ledgerWithGenuineFork();
+      tamper(l.path, "UPDATE fork_evidence SET seq = seq + 7");
+      const problems = forkProblems(await verifyLedger(l));
+      expect(problems).toHaveLength(1);
+      expect(problems[0]!.message).toMatch(/not for the chain and seq the row names/);
+    });
+
+    test("a genuine evidence row moved to another node's chain is reported", async () => {
+      const l = ledgerWithGenuineFork();
+      // Give the validator's own node a chain here, then pin the evidence on it.
+      const own = await mesh.validator.createMicroblock({ eventType: "test.event", payload: { own: true } });
+      const r = receiver(l);
+      r.acceptKeyCert(certOf(mesh.validator, own));
+      r.acceptMicroblock(own, payloadOf(mesh.validator, own));
+      const target = l.chainOf(mesh.validator.mesh, mesh.validator.nodeId, false)!;
+      const from = l.chainOf(mesh.edge.mesh, mesh.edge.nodeId, false)!;
+      expect(target).not.toBe(from);
+      tamper(l.path, `UPDATE fork_evidence SET chain = ${target}`);
+      const report = await verifyLedger(l);
+      const problems = forkProblems(report);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]!.message).toMatch(/not for the chain and seq the row names/);
+    });
+  });
+
+  describe("4. one signing key, one certificate", () => {
+    test("a second, different certificate for a known signing_pub is refused; the identical one is fine", async () => {
+      const l = freshLedger();
+      const r = receiver(l);
+      const genuine = certOf(mesh.edge, edgeMb);
+      r.acceptKeyCert(genuine);
+      // Mallory (an admitted node) certifies the edge's signing key as her own.
+      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
+      const stolen = await issueKeyCert(malloryId, {
+        mesh: mesh.validator.mesh,
+        signingPub: fromHex(genuine.signing_pub, 33),
+        firstSeq: 1,
+        notAfterMs: Date.parse(genuine.not_after),
+      });
+      expect(stolen.node_id).toBe(mesh.mallory.nodeId);
+      let caught: unknown;
+      try {
+        r.acceptKeyCert(stolen);
+      } catch (e) {
+        caught = e;
+      }
+      expect(caught).toBeInstanceOf(KeyCertRejected);
+      expect((caught as Error).message).toMatch(/already certified differently/);
+      // Also from a fresh receiver on the same ledger (nothing cached in memory).
+      expect(() => receiver(l).acceptKeyCert(stolen)).toThrow(KeyCertRejected);
+      // The stored certificate is still the edge's, and the edge's microblock still fits it.
+      expect(l.keyCert(edgeMb.key)).toBe(canonicalize(genuine));
+      expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
+      // The identical certificate again: accepted, nothing changes.
+      const before = l.counts();
+      expect(r.acceptKeyCert(structuredClone(genuine)).signing_pub).toBe(genuine.signing_pub);
+      expect(receiver(l).acceptKeyCert(structuredClone(genuine)).node_id).toBe(mesh.edge.nodeId);
+      expect(l.counts()).toEqual(before);
+    });
+  });
+
+  describe("3. verify reports rows that belong to no chain", () => {
+    async function nodeWithRows(n: number): Promise<DSMNode> {
+      const { node } = await newNode("orphans");
+      for (let i = 0; i < n; i++) await node.createMicroblock({ eventType: "test.event", payload: { i } });
+      const clean = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      expect(clean.problems).toEqual([]);
+      return node;
+    }
+
+    test("the chains row deleted: microblocks and key certificates are reported, not passed as verified", async () => {
+      const node = await nodeWithRows(3);
+      tamper(node.ledger.path, "DELETE FROM chains");
+      const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      expect(report.problemCount).toBeGreaterThan(0);
+      const messages = report.problems.map((p) => p.message);
+      expect(messages).toContainEqual(expect.stringMatching(/^3 microblocks rows belong to no chain/));
+      expect(messages).toContainEqual(expect.stringMatching(/^1 key_certs rows belong to no chain/));
+    });
+
+    test("one microblock pointed at chain 99 is reported", async () => {
+      const node = await nodeWithRows(3);
+      tamper(node.ledger.path, "UPDATE microblocks SET chain = 99 WHERE rowid = (SELECT max(rowid) FROM microblocks)");
+      const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
+      expect(report.problemCount).toBe(1);
+      expect(report.problems[0]!.message).toMatch(/^1 microblocks rows belong to no chain/);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("5. Ledger.immediate forgets chain ids created in a rolled-back transaction", () => {
+  test("after a rollback that created the chain row, the node's next write succeeds", async () => {
+    const { node } = await newNode("rollback");
+    expect(node.ledger.counts().chains).toBe(0);
+    expect(() =>
+      node.ledger.immediate(() => {
+        node.ledger.chainOf(node.mesh, node.nodeId, true);
+        throw new Error("abort after creating the chain row");
+      }),
+    ).toThrow("abort after creating the chain row");
+    expect(node.ledger.counts().chains).toBe(0);
+    const mb = await node.createMicroblock({ eventType: "test.event", payload: { after: "rollback" } });
+    expect(mb.seq).toBe(1);
+    expect(node.ledger.counts()).toMatchObject({ chains: 1, microblocks: 1, keyCerts: 1 });
+    expect((await verifyLedger(node.ledger, { ownNodeId: node.nodeId })).problems).toEqual([]);
+  });
+
+  test("the same through a bare ledger: a received microblock is stored after the rollback", async () => {
+    const { node: src } = await newNode("rollback-src");
+    const mb = await src.createMicroblock({ eventType: "test.event", payload: { x: 1 } });
+    const l = freshLedger();
+    expect(() =>
+      l.immediate(() => {
+        l.chainOf(mb.mesh, mb.node_id, true);
+        throw new Error("abort");
+      }),
+    ).toThrow("abort");
+    l.immediate(() => l.insertMicroblock(mb, Date.now()));
+    expect(l.byId(mb.id)?.seq).toBe(1);
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("6. append() re-checks PreparedEvents from library code", () => {
+  const good = (payload: unknown): PreparedEvent => {
+    const canonical = canonicalize(payload);
+    return { eventType: "test.event", canonical, payloadHash: sha256Hex(canonical) };
+  };
+
+  async function expectRefused(node: DSMNode, events: PreparedEvent[], message: RegExp): Promise<void> {
+    const before = node.ledger.counts();
+    let caught: unknown;
+    try {
+      await node.append(events);
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(EventError);
+    expect((caught as Error).message).toMatch(message);
+    expect(node.ledger.counts()).toEqual(before);
+  }
+
+  test("an invalid event type is refused and nothing is stored", async () => {
+    const { node } = await newNode("prepared");
+    await expectRefused(node, [{ ...good({ a: 1 }), eventType: 'a"b' }], /event type "a"b" is not valid/);
+    await expectRefused(node, [{ ...good({ a: 1 }), eventType: "Upper.Case" }], /is not valid/);
+    // One bad event spoils the batch: the good one before it is not stored either.
+    await expectRefused(node, [good({ a: 2 }), { ...good({ a: 3 }), eventType: "" }], /is not valid/);
+    expect(node.ledger.counts().microblocks).toBe(0);
+  });
+
+  test("a payloadHash that does not match canonical is refused and nothing is stored", async () => {
+    const { node } = await newNode("prepared");
+    const lie: PreparedEvent = { ...good({ a: 1 }), payloadHash: sha256Hex(canonicalize({ a: 2 })) };
+    await expectRefused(node, [lie], /payloadHash does not match/);
+    await expectRefused(node, [good({ b: 1 }), lie], /payloadHash does not match/);
+    expect(node.ledger.counts()).toMatchObject({ microblocks: 0, payloads: 0 });
+    // The node still works afterwards, and a valid PreparedEvent goes through.
+    const [mb] = await node.append([good({ ok: true })]);
+    expect(mb!.seq).toBe(1);
+    expect((await verifyLedger(node.ledger, { ownNodeId: node.nodeId })).problems).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("7. a private data dir, and temp files that never follow links", () => {
+  const SECRETS = ["identity.pem", "libp2p.key", "bls.key", "privacy.key"];
+
+  for (const mode of [0o777, 0o757]) {
+    test(`init into an existing dir with mode ${mode.toString(8)} fails, naming chmod, and writes no key`, async () => {
+      const dir = freshDir("open-dir");
+      fs.mkdirSync(dir);
+      fs.chmodSync(dir, mode);
+      let caught: unknown;
+      try {
+        await DSMNode.init({ dataDir: dir, config: defaultConfig() });
+      } catch (e) {
+        caught = e;
+      }
+      expect(caught).toBeInstanceOf(Error);
+      expect((caught as Error).message).toMatch(/writable by other users/);
+      expect((caught as Error).message).toContain(`chmod 700 ${dir}`);
+      expect(fs.readdirSync(dir)).toEqual([]);
+    });
+  }
+
+  test("init into an existing 0700 dir works", async () => {
+    const dir = freshDir("closed-dir");
+    fs.mkdirSync(dir);
+    fs.chmodSync(dir, 0o700);
+    await DSMNode.init({ dataDir: dir, config: defaultConfig() });
+    for (const f of SECRETS) expect(fs.statSync(path.join(dir, f)).mode & 0o777).toBe(0o600);
+  });
+
+  test("init: keys are regular 0600 files, links planted at the old temp names are not followed, no temp files left", async () => {
+    const dir = freshDir("planted");
+    fs.mkdirSync(dir, { mode: 0o700 });
+    fs.chmodSync(dir, 0o700);
+    const elsewhere = freshDir("attacker");
+    fs.mkdirSync(elsewhere);
+    // The temp name used to be <file>.tmp-<pid>: predictable, opened without O_NOFOLLOW.
+    const planted = SECRETS.map((f) => {
+      const link = path.join(dir, `${f}.tmp-${process.pid}`);
+      const target = path.join(elsewhere, `${f}.stolen`);
+      fs.symlinkSync(target, link);
+      return { link, target };
+    });
+    await DSMNode.init({ dataDir: dir, config: defaultConfig() });
+    for (const f of SECRETS) {
+      const st = fs.lstatSync(path.join(dir, f));
+      expect(st.isFile()).toBe(true);
+      expect(st.isSymbolicLink()).toBe(false);
+      expect(st.mode & 0o777).toBe(0o600);
+      expect(st.size).toBeGreaterThan(0);
+    }
+    // Nothing was written through the links.
+    expect(fs.readdirSync(elsewhere)).toEqual([]);
+    for (const p of planted) expect(fs.lstatSync(p.link).isSymbolicLink()).toBe(true);
+    const plantedNames = new Set(planted.map((p) => path.basename(p.link)));
+    expect(fs.readdirSync(dir).filter((n) => n.includes(".tmp-") && !plantedNames.has(n))).toEqual([]);
+    // And the node opens and signs with those keys.
+    const config = defaultConfig();
+    const node = DSMNode.open(dir, config);
+    opened.push(node);
+    expect((await node.createMicroblock({ eventType: "test.event", payload: {} })).seq).toBe(1);
+  });
+
+  test("writeFileAtomic, create and overwrite: never through a planted link, mode applied despite the umask", () => {
+    const dir = freshDir("atomic");
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const elsewhere = freshDir("attacker");
+    fs.mkdirSync(elsewhere);
+    const file = path.join(dir, "secret.key");
+    const target = path.join(elsewhere, "stolen");
+    fs.symlinkSync(target, `${file}.tmp-${process.pid}`);
+    const oldUmask = process.umask(0o022);
+    try {
+      writeFileAtomic(file, "first", { overwrite: false });
+      writeFileAtomic(file, "second", { overwrite: true, mode: 0o640 });
+    } finally {
+      process.umask(oldUmask);
+    }
+    expect(fs.existsSync(target)).toBe(false);
+    const st = fs.lstatSync(file);
+    expect(st.isFile()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o640);
+    expect(fs.readFileSync(file, "utf8")).toBe("second");
+    expect(fs.readdirSync(dir).sort()).toEqual(["secret.key", `secret.key.tmp-${process.pid}`]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("11. a genesis may not count one BLS key twice", () => {
+  async function cardWith(bls: { pub: string; pop: string }): Promise<NodeCard> {
+    const dir = freshDir("card");
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const identity = SoftwareIdentityKey.create(path.join(dir, "identity.pem"), false);
+    const p2p = createLibp2pKey(path.join(dir, "libp2p.key"), false);
+    return makeCard(identity, { role: "validator", peerId: p2p.peerId, nowMs: Date.now(), blsPub: bls.pub, blsPop: bls.pop });
+  }
+  function blsKey(): { pub: string; pop: string } {
+    const sk = blsKeygen(crypto.randomBytes(32));
+    return { pub: toHex(blsPublicKey(sk)), pop: toHex(blsPopProve(sk)) };
+  }
+  function genesisOf(cards: NodeCard[]): Genesis {
+    return { ...makeLocalGenesis(cards[0]!, Date.now()), name: "bls-mesh", validators: cards, admission: { policy: "open" } };
+  }
+
+  test("two validators (different identities) with the same bls_pub are rejected; distinct keys pass", async () => {
+    const shared = blsKey();
+    const a = await cardWith(shared);
+    const b = await cardWith(shared);
+    expect(a.node_id).not.toBe(b.node_id);
+    expect(() => parseGenesis(genesisOf([a, b]))).toThrow(/genesis validator 1: bls_pub is already another validator's/);
+    expect(() => parseGenesis(genesisOf([a, b]), { checkPop: false })).toThrow(/bls_pub is already another validator's/);
+    const c = await cardWith(blsKey());
+    expect(parseGenesis(genesisOf([a, c])).validators).toHaveLength(2);
+  });
+});
