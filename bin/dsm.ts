@@ -94,7 +94,8 @@ async function checkFlags(cmd: DsmCommand, rest: string[]): Promise<void> {
     // missing or empty value is an error: "--data-dir $EMPTY" must not mean the default dir.
     const value = m[2] !== undefined ? m[2].slice(1) : rest[i + 1];
     if (m[2] === undefined) i += 1;
-    if (value === undefined || value === "" || (m[2] === undefined && /^--[a-z]/.test(value))) {
+    const nextIsOption = m[2] === undefined && value !== undefined && /^--/.test(value) && known.has(value.slice(2).split("=")[0]!);
+    if (value === undefined || value === "" || nextIsOption) {
       throw new CliError(`--${name} needs a value`);
     }
   }

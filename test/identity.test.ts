@@ -130,8 +130,9 @@ describe("key certificates", () => {
   const notAfterMs = NOW + 86_400_000;
 
   beforeAll(async () => {
-    signingPub = generateKeyPair().publicKey;
-    cert = await issueKeyCert(idA, { mesh: MESH, signingPub, firstSeq: 7, notAfterMs });
+    const pair = generateKeyPair();
+    signingPub = pair.publicKey;
+    cert = await issueKeyCert(idA, { mesh: MESH, signingKey: pair.privateKey, firstSeq: 7, notAfterMs });
   });
 
   test("issue → JSON → parse round trip", () => {
@@ -144,6 +145,7 @@ describe("key certificates", () => {
       signing_pub: toHex(signingPub),
       first_seq: 7,
       not_after: formatTime(notAfterMs),
+      signing_pop: cert.signing_pop,
       sig: cert.sig,
     });
     const parsed = parseKeyCert(JSON.parse(canonicalize(cert)));

@@ -228,7 +228,7 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
       const kp = generateKeyPair();
       const cert = await issueKeyCert(malloryId, {
         mesh: mesh.validator.mesh,
-        signingPub: kp.publicKey,
+        signingKey: kp.privateKey,
         firstSeq: 1,
         notAfterMs: Date.now() + 3_600_000,
       });
@@ -296,6 +296,7 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
       const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
       const stolen = await issueKeyCert(malloryId, {
         mesh: mesh.validator.mesh,
+        signingKey: generateKeyPair().privateKey,
         signingPub: fromHex(genuine.signing_pub, 33),
         firstSeq: 1,
         notAfterMs: Date.parse(genuine.not_after),
@@ -308,7 +309,8 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
         caught = e;
       }
       expect(caught).toBeInstanceOf(KeyCertRejected);
-      expect((caught as Error).message).toMatch(/already certified differently/);
+      // The signing key's proof of possession (signing_pop) is what stops it.
+      expect((caught as Error).message).toMatch(/signing_pop does not verify/);
       // Also from a fresh receiver on the same ledger (nothing cached in memory).
       expect(() => receiver(l).acceptKeyCert(stolen)).toThrow(KeyCertRejected);
       // The stored certificate is still the edge's, and the edge's microblock still fits it.
@@ -319,6 +321,24 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
       expect(r.acceptKeyCert(structuredClone(genuine)).signing_pub).toBe(genuine.signing_pub);
       expect(receiver(l).acceptKeyCert(structuredClone(genuine)).node_id).toBe(mesh.edge.nodeId);
       expect(l.counts()).toEqual(before);
+    });
+
+    test("front-running: a stolen certificate that arrives first changes nothing", async () => {
+      const l = freshLedger();
+      const r = receiver(l);
+      const genuine = certOf(mesh.edge, edgeMb);
+      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
+      const stolen = await issueKeyCert(malloryId, {
+        mesh: mesh.validator.mesh,
+        signingKey: generateKeyPair().privateKey,
+        signingPub: fromHex(genuine.signing_pub, 33),
+        firstSeq: 1,
+        notAfterMs: Date.parse(genuine.not_after),
+      });
+      expect(() => r.acceptKeyCert(stolen)).toThrow(KeyCertRejected);
+      expect(l.keyCert(edgeMb.key)).toBeNull();
+      r.acceptKeyCert(genuine);
+      expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
     });
   });
 
@@ -406,11 +426,21 @@ describe("6. append() re-checks PreparedEvents from library code", () => {
 
   test("an invalid event type is refused and nothing is stored", async () => {
     const { node } = await newNode("prepared");
-    await expectRefused(node, [{ ...good({ a: 1 }), eventType: 'a"b' }], /event type "a"b" is not valid/);
-    await expectRefused(node, [{ ...good({ a: 1 }), eventType: "Upper.Case" }], /is not valid/);
+    await expectRefused(node, [{ ...good({ a: 1 }), eventType: 'a"b' }], /event type "a"b" must be 1-64 characters/);
+    await expectRefused(node, [{ ...good({ a: 1 }), eventType: "Upper.Case" }], /must be 1-64 characters/);
     // One bad event spoils the batch: the good one before it is not stored either.
-    await expectRefused(node, [good({ a: 2 }), { ...good({ a: 3 }), eventType: "" }], /is not valid/);
+    await expectRefused(node, [good({ a: 2 }), { ...good({ a: 3 }), eventType: "" }], /must be 1-64 characters/);
     expect(node.ledger.counts().microblocks).toBe(0);
+  });
+
+  test("a payload that is not a canonical JSON object is refused", async () => {
+    const { node } = await newNode("prepared");
+    const raw = (canonical: string): PreparedEvent => ({ eventType: "test.event", canonical, payloadHash: sha256Hex(canonical) });
+    await expectRefused(node, [raw("not json")], /not JSON/);
+    await expectRefused(node, [raw("[1]")], /JSON object/);
+    await expectRefused(node, [raw('{"b":1,"a":2}')], /canonical/);
+    await expectRefused(node, [raw('{ "a": 1 }')], /canonical/);
+    expect(node.ledger.counts().payloads).toBe(0);
   });
 
   test("a payloadHash that does not match canonical is refused and nothing is stored", async () => {
@@ -539,5 +569,33 @@ describe("11. a genesis may not count one BLS key twice", () => {
     expect(() => parseGenesis(genesisOf([a, b]), { checkPop: false })).toThrow(/bls_pub is already another validator's/);
     const c = await cardWith(blsKey());
     expect(parseGenesis(genesisOf([a, c])).validators).toHaveLength(2);
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("a clock behind the chain head", () => {
+  test("writes still succeed and verify: not_after counts from the head's time", async () => {
+    const { node } = await newNode("clock");
+    const realNow = Date.now;
+    try {
+      // A first write stamped two days ahead (a clock that was wrong, then corrected).
+      Date.now = () => realNow() + 2 * 86_400_000;
+      await node.createMicroblock({ eventType: "test.event", payload: { ahead: true } });
+      Date.now = realNow;
+      // A new process (a fresh signing key) after the clock was corrected: its certificate
+      // must still cover the head's timestamp, which is more than one key lifetime ahead.
+      const again = DSMNode.open(node.layout.dir, node.config);
+      let mb: Awaited<ReturnType<DSMNode["createMicroblock"]>>;
+      try {
+        mb = await again.createMicroblock({ eventType: "test.event", payload: { after: true } });
+      } finally {
+        again.close();
+      }
+      expect(mb.seq).toBe(2);
+      expect(Date.parse(mb.timestamp)).toBeGreaterThan(realNow() + 86_400_000); // never backwards
+      expect((await verifyLedger(node.ledger, { ownNodeId: node.nodeId })).problems).toEqual([]);
+    } finally {
+      Date.now = realNow;
+    }
   });
 });

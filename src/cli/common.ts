@@ -83,7 +83,11 @@ export function timeArg(value: string | undefined, flag: string, nowMs = Date.no
   if (value === undefined) return undefined;
   const bad = () => new CliError(`--${flag} must be an RFC 3339 time with Z or an offset (2026-11-25T18:00:00Z) or an age like 30m, 2h, 7d; got "${value}"`);
   const rel = /^(\d{1,9})(s|m|h|d)$/.exec(value);
-  if (rel) return nowMs - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as "s" | "m" | "h" | "d"];
+  if (rel) {
+    const ms = nowMs - Number(rel[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[rel[2] as "s" | "m" | "h" | "d"];
+    if (Number.isNaN(new Date(ms).getTime())) throw bad(); // beyond the range of dates
+    return ms;
+  }
   // An explicit zone is required: the same command must select the same rows in any TZ.
   const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/.exec(value);
   if (!m) throw bad();

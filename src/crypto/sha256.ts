@@ -26,11 +26,12 @@ export function domainDigestOfCanonical(kind: DigestKind, canonicalJson: string)
   return h.digest() as Uint8Array;
 }
 
-export type DigestKind = "microblock" | "keycert" | "card" | "checkpoint" | "genesis";
+export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis";
 
 const DOMAIN_PREFIX: Record<DigestKind, string> = {
   microblock: "hookprobe-dsm/microblock/v1\n",
   keycert: "hookprobe-dsm/keycert/v1\n",
+  "keycert-pop": "hookprobe-dsm/keycert-pop/v1\n",
   card: "hookprobe-dsm/card/v1\n",
   checkpoint: "hookprobe-dsm/checkpoint/v1\n",
   genesis: "hookprobe-dsm/genesis/v1\n",

@@ -59,7 +59,7 @@ function syncDir(dir: string): void {
  */
 export function ensurePrivateDir(dir: string): void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = fs.lstatSync(dir);
+  const st = fs.statSync(dir); // a link to a private dir is fine: what matters is the dir itself
   if (!st.isDirectory()) throw new Error(`${dir} is not a directory`);
   if (typeof process.getuid === "function" && st.uid !== process.getuid()) {
     throw new Error(`${dir} belongs to another user (uid ${st.uid}); a node's data dir must be its own`);

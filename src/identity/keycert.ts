@@ -6,7 +6,9 @@ import { expectKeys, expectObject, hexField, intField, literalField, SchemaError
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
 import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
-import { importPublicKey } from "../crypto/p256.ts";
+import type { KeyObject } from "node:crypto";
+import { importPublicKey, publicKeyOf, sign, verify } from "../crypto/p256.ts";
+import { domainDigest } from "../crypto/sha256.ts";
 import type { SigningKeyInfo } from "../chain/microblock.ts";
 import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
 
@@ -19,10 +21,21 @@ export interface KeyCertBody {
   signing_pub: string;
   first_seq: number;
   not_after: string;
+  /** The signing key's own signature over (mesh, node_id, signing_pub): proof that the certified node holds it. */
+  signing_pop: string;
 }
 export type KeyCert = Signed<KeyCertBody>;
 
-const FIELDS = ["v", "type", "mesh", "node_id", "identity_pub", "signing_pub", "first_seq", "not_after", "sig"] as const;
+const FIELDS = ["v", "type", "mesh", "node_id", "identity_pub", "signing_pub", "first_seq", "not_after", "signing_pop", "sig"] as const;
+
+/**
+ * What the signing key signs to prove possession. Without it, any admitted node could
+ * certify another node's signing key (it is public, it names every microblock) and so
+ * claim, or block, that node's microblocks at a receiver that saw the false certificate first.
+ */
+function popBody(mesh: string, nodeId: string, signingPub: string) {
+  return { v: 1, type: "K-pop", mesh, node_id: nodeId, signing_pub: signingPub };
+}
 
 /** The name microblocks use for a signing key: hex(sha256(SEC1 compressed public key)). */
 export function keyNameOf(signingPub: Uint8Array | string): string {
@@ -31,17 +44,22 @@ export function keyNameOf(signingPub: Uint8Array | string): string {
 
 export async function issueKeyCert(
   identity: IdentityKey,
-  fields: { mesh: string; signingPub: Uint8Array; firstSeq: number; notAfterMs: number },
+  fields: { mesh: string; signingKey: KeyObject; firstSeq: number; notAfterMs: number; signingPub?: Uint8Array },
 ): Promise<KeyCert> {
+  const nodeId = nodeIdOf(identity.publicKey);
+  // signingPub is derived from signingKey; passing another one (tests do) yields a certificate whose signing_pop fails.
+  const signingPub = Buffer.from(fields.signingPub ?? publicKeyOf(fields.signingKey)).toString("hex");
+  const pop = sign(fields.signingKey, domainDigest("keycert-pop", popBody(fields.mesh, nodeId, signingPub)));
   const body: KeyCertBody = {
     v: 1,
     type: "K",
     mesh: fields.mesh,
-    node_id: nodeIdOf(identity.publicKey),
+    node_id: nodeId,
     identity_pub: Buffer.from(identity.publicKey).toString("hex"),
-    signing_pub: Buffer.from(fields.signingPub).toString("hex"),
+    signing_pub: signingPub,
     first_seq: fields.firstSeq,
     not_after: formatTime(fields.notAfterMs),
+    signing_pop: Buffer.from(pop).toString("hex"),
   };
   return signBody("keycert", body, identity);
 }
@@ -59,10 +77,19 @@ export function parseKeyCert(value: unknown): KeyCert {
   hexField(o, "signing_pub", what, 33);
   intField(o, "first_seq", what, 1);
   timeField(o, "not_after", what);
+  hexField(o, "signing_pop", what, 64);
   hexField(o, "sig", what, 64);
   const cert = o as unknown as KeyCert;
   if (nodeIdOf(fromHex(identityPub)) !== nodeId) throw new SchemaError(`${what}: node_id is not the hash of identity_pub`);
   if (!verifyBody("keycert", cert, fromHex(identityPub))) throw new SchemaError(`${what}: signature does not verify under identity_pub`);
+  let popOk = false;
+  try {
+    const digest = domainDigest("keycert-pop", popBody(cert.mesh, cert.node_id, cert.signing_pub));
+    popOk = verify(importPublicKey(fromHex(cert.signing_pub, 33)), digest, fromHex(cert.signing_pop, 64));
+  } catch {
+    popOk = false; // signing_pub is not a P-256 point
+  }
+  if (!popOk) throw new SchemaError(`${what}: signing_pop does not verify: the node does not hold this signing key`);
   return cert;
 }
 

@@ -6,7 +6,7 @@
 // the difference between the two halves of the work adding up and overlapping.
 import type { DSMNode } from "../node/node.ts";
 import { LineSplitter } from "./lines.ts";
-import { type LineResult, prepareLine } from "./prepare.ts";
+import { type LineResult, prepareLine, seal } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./prepare-worker.ts";
 import type { InputFormat } from "./records.ts";
 import { workerUrl } from "../runtime/worker-url.ts";
@@ -137,7 +137,11 @@ export class IngestPipeline {
     } satisfies ToWorker);
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const msg = e.data;
-      for (const r of msg.results) this.#accept(r);
+      for (const r of msg.results) {
+        // Prepared by our own worker from our own code: trusted like a local prepare.
+        if ("event" in r) seal(r.event);
+        this.#accept(r);
+      }
       this.#checkAge();
       if (msg.kind === "results") {
         this.#inFlight -= 1;

@@ -15,16 +15,41 @@ export interface PreparedEvent {
 
 export type Anonymizer = (value: unknown) => unknown;
 
+/**
+ * Events this process prepared itself (here, or on its own ingest worker). Anything else
+ * handed to DSMNode.append, by library code, is checked in full before it is chained.
+ */
+const sealed = new WeakSet<PreparedEvent>();
+
+export function seal(ev: PreparedEvent): PreparedEvent {
+  sealed.add(ev);
+  return ev;
+}
+
+/** Throws EventError unless ev is what prepareEvent would have produced for its payload. */
+export function checkPrepared(ev: PreparedEvent): void {
+  if (sealed.has(ev)) return;
+  if (typeof ev !== "object" || ev === null || typeof ev.canonical !== "string" || typeof ev.payloadHash !== "string") {
+    throw new EventError("prepared event: not an event made by prepareEvent");
+  }
+  let payload: unknown;
+  try {
+    payload = JSON.parse(ev.canonical);
+  } catch {
+    throw new EventError("prepared event: payload is not JSON");
+  }
+  const again = finish(ev.eventType, payload);
+  if (again.canonical !== ev.canonical) throw new EventError("prepared event: payload is not in canonical (RFC 8785) form");
+  if (again.payloadHash !== ev.payloadHash) throw new EventError("prepared event: payloadHash does not match its payload");
+}
+
 export class EventError extends Error {}
 
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 
 /** Any event (emit, mitigation, library callers): IPs anonymised in the payload when configured. */
 export function prepareEvent(eventType: string, payload: unknown, anonymize: Anonymizer | null): PreparedEvent {
-  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
-    throw new EventError("payload must be a JSON object");
-  }
-  return finish(eventType, anonymize ? anonymize(payload) : payload);
+  return seal(finish(eventType, anonymize ? anonymize(payload) : payload));
 }
 
 /**
@@ -35,7 +60,7 @@ export function prepareEvent(eventType: string, payload: unknown, anonymize: Ano
 export function prepareRecord(record: Record<string, unknown>, format: InputFormat, anonymize: Anonymizer | null): PreparedEvent {
   const rec = anonymize ? (anonymize(record) as Record<string, unknown>) : record;
   const ev = toSecurityEvent(rec, format);
-  return finish(ev.eventType, ev.payload, new Map([[ev.payload.original, ev.originalCanonical]]));
+  return seal(finish(ev.eventType, ev.payload, new Map([[ev.payload.original, ev.originalCanonical]])));
 }
 
 /** One ingested line's outcome, in the order lines arrived. */
@@ -63,7 +88,10 @@ export function prepareLine(
 }
 
 function finish(eventType: string, payload: unknown, known?: ReadonlyMap<object, string>): PreparedEvent {
-  if (!EVENT_TYPE_RE.test(eventType)) {
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+    throw new EventError("payload must be a JSON object");
+  }
+  if (typeof eventType !== "string" || !EVENT_TYPE_RE.test(eventType)) {
     throw new EventError(`event type "${eventType}" must be 1-64 characters of a-z, 0-9, '.', '_' or '-'`);
   }
   let canonical: string;

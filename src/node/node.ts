@@ -5,14 +5,14 @@ import * as fs from "node:fs";
 import { fromHex, ZERO_HASH } from "../encoding/hex.ts";
 import { formatTime } from "../encoding/time.ts";
 import { toHex } from "../encoding/hex.ts";
-import { EVENT_TYPE_RE, type Microblock, type MicroblockBody, microblockIdBytes, payloadMatches } from "../chain/microblock.ts";
+import { type Microblock, type MicroblockBody, microblockIdBytes } from "../chain/microblock.ts";
 import type { DsmConfig } from "../config/config.ts";
 import { makeCard, type NodeCard, parseCard, type Role } from "../identity/card.ts";
 import { type IdentityKey, nodeIdOf, PublicIdentityKey, SoftwareIdentityKey } from "../identity/identity-key.ts";
 import { createLibp2pKey } from "../identity/libp2p-key.ts";
 import { createIpAnonymizer } from "../ingest/anonymize.ts";
 import type { InputFormat } from "../ingest/records.ts";
-import { type Anonymizer, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
+import { type Anonymizer, checkPrepared, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
@@ -119,7 +119,7 @@ export class DSMNode {
     if (!fs.existsSync(layout.card)) {
       throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
     }
-    if (config.identity.kind !== "software") {
+    if (!opts.readonly && config.identity.kind !== "software") {
       throw new EventError(`identity.kind "${config.identity.kind}" is not available in this build; use "software"`);
     }
     // Reading (verify, log, show, status) needs no secret: an auditor can check a copied
@@ -175,11 +175,12 @@ export class DSMNode {
    * Batches from this process run one at a time.
    */
   append(events: PreparedEvent[]): Promise<Microblock[]> {
-    // A PreparedEvent may come from library code: its type goes into hand-built canonical
-    // JSON and its hash is what gets signed, so both are checked (about 1.5 us an event).
-    for (const ev of events) {
-      if (!EVENT_TYPE_RE.test(ev.eventType)) return Promise.reject(new EventError(`event type "${ev.eventType}" is not valid`));
-      if (!payloadMatches(ev.payloadHash, ev.canonical)) return Promise.reject(new EventError("prepared event: payloadHash does not match its payload"));
+    // A PreparedEvent from library code is checked in full: its type goes into hand-built
+    // canonical JSON and its hash is what gets signed. Our own are sealed and pass free.
+    try {
+      for (const ev of events) checkPrepared(ev);
+    } catch (e) {
+      return Promise.reject(e);
     }
     const run = this.#queue.then(() => this.#appendNow(events));
     this.#queue = run.catch(() => undefined);
@@ -188,13 +189,15 @@ export class DSMNode {
 
   async #appendNow(events: PreparedEvent[]): Promise<Microblock[]> {
     if (events.length === 0) return [];
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       // Certifying a new signing key may wait on the identity key (a TPM takes 20-100 ms),
       // so it happens outside the write lock, for the seq the head suggests. If another
       // writer moved the head meanwhile, the certificate is re-issued: its first_seq is
       // always exactly the first seq its key signs, never an older one.
-      const guess = (this.ledger.head(this.mesh, this.nodeId)?.seq ?? 0) + 1;
-      const issued = await this.#signer.ready(guess, Date.now());
+      if (attempt === 8) throw new EventError("could not certify a signing key for the chain head after 8 tries (heavy contention, or a clock far behind the chain)");
+      const head = this.ledger.head(this.mesh, this.nodeId);
+      // From the head's time if the clock is behind it: timestamps never go backwards, so neither may not_after.
+      const issued = await this.#signer.ready((head?.seq ?? 0) + 1, Math.max(Date.now(), head ? Date.parse(head.timestamp) : 0));
       const out = this.#appendLocked(events, issued);
       if (out === null) continue;
       if (issued) this.#signer.stored();

@@ -54,7 +54,7 @@ export class ChainSigner {
     if (fresh && (!this.#unstored || this.#unstored.cert.first_seq === firstSeq)) return this.#unstored;
     const pair = generateKeyPair();
     const notAfterMs = nowMs + this.#lifetimeMs;
-    const cert = await issueKeyCert(this.identity, { mesh: this.mesh, signingPub: pair.publicKey, firstSeq, notAfterMs });
+    const cert = await issueKeyCert(this.identity, { mesh: this.mesh, signingKey: pair.privateKey, firstSeq, notAfterMs });
     this.#privateKey = pair.privateKey;
     this.#keyName = keyNameOf(pair.publicKey);
     this.#notAfterMs = notAfterMs;
