@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
 import { DSM, makeNode, ndjson, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
+import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
 const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -253,18 +254,7 @@ describe("1. ingest of the real Suricata and Zeek samples", () => {
 // ---------------------------------------------------------------------------
 // 2. Bad lines
 
-const GOOD_ALERT = {
-  timestamp: "2020-06-26T11:00:03.342282-0400",
-  flow_id: 991192778198299,
-  in_iface: "eth0",
-  event_type: "alert",
-  src_ip: "10.137.3.54",
-  src_port: 64389,
-  dest_ip: "10.128.2.48",
-  dest_port: 8443,
-  proto: "TCP",
-  alert: { action: "allowed", gid: 1, signature_id: 2610003, rev: 1, signature: "SURICATA TLS on unusual port", category: "", severity: 3 },
-};
+const GOOD_ALERT = { ...SURICATA_ALERT, timestamp: "2020-06-26T11:00:03.342282-0400" };
 const GOOD_DNS = {
   timestamp: "2020-06-26T11:00:04.000000-0400",
   flow_id: 123,

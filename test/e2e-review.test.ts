@@ -7,22 +7,12 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cleanEnv, makeNode, ndjson, type RunResult, runDsm, type TempNode, withTempNode } from "./helpers/e2e.ts";
+import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
 const TOKEN = /^ip-[0-9a-f]{32}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 
-const ALERT = {
-  timestamp: "2026-06-26T11:00:03.342282-0400",
-  flow_id: 991192778198299,
-  in_iface: "eth0",
-  event_type: "alert",
-  src_ip: "10.137.3.54",
-  src_port: 64389,
-  dest_ip: "10.128.2.48",
-  dest_port: 8443,
-  proto: "TCP",
-  alert: { action: "allowed", gid: 1, signature_id: 2610003, rev: 1, signature: "SURICATA TLS on unusual port", category: "", severity: 3 },
-};
+const ALERT = SURICATA_ALERT;
 
 type Shown = { microblock: { id: string; seq: number; event_type: string }; payload: any; key_certificate: any };
 

@@ -26,6 +26,7 @@ import { type VerifyReport, verifyLedger } from "../src/ledger/verify.ts";
 import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/mesh/genesis.ts";
 import { MitigationLogger, SecurityEventHandler } from "../src/node/handlers.ts";
 import { DSMNode, EventError, type PreparedEvent } from "../src/node/node.ts";
+import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
 let root: string;
 const opened: DSMNode[] = [];
@@ -127,17 +128,10 @@ describe("1. handlers anonymise before event_id (privacy.anonymize_ips)", () => 
   test("SecurityEventHandler.onSuricataAlert stores what dsm ingest stores for the same record", async () => {
     const { node } = await newNode("anon-suri", (c) => (c.privacy.anonymize_ips = true));
     const record = {
-      timestamp: "2026-06-26T11:00:03.342282-0400",
-      flow_id: 991192778198299,
-      in_iface: "eth0",
-      event_type: "alert",
-      src_ip: "10.137.3.54",
-      src_port: 64389,
-      dest_ip: "10.128.2.48",
-      dest_port: 8443,
-      proto: "TCP",
-      alert: { action: "allowed", gid: 1, signature_id: 2610003, rev: 1, signature: "ET SCAN from 10.137.3.54", category: "", severity: 2 },
+      ...SURICATA_ALERT,
+      alert: { ...SURICATA_ALERT.alert, signature: "ET SCAN from 10.137.3.54", severity: 2 },
     };
+
     // The ingest path (the same PreparedEvent dsm ingest chains for this line).
     const expected = node.prepareRecord(structuredClone(record), "suricata");
     const mb = await new SecurityEventHandler(node).onSuricataAlert(structuredClone(record));
