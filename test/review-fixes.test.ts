@@ -281,20 +281,23 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
   });
 
   describe("4. one signing key, one certificate", () => {
-    test("a second, different certificate for a known signing_pub is refused; the identical one is fine", async () => {
-      const l = freshLedger();
-      const r = receiver(l);
-      const genuine = certOf(mesh.edge, edgeMb);
-      r.acceptKeyCert(genuine);
-      // Mallory (an admitted node) certifies the edge's signing key as her own.
-      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
-      const stolen = await issueKeyCert(malloryId, {
+    /** Mallory certifies the edge's signing key (she does not hold it, so signing_pop cannot be right). */
+    const stealCert = (genuine: KeyCert) =>
+      issueKeyCert(SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem")), {
         mesh: mesh.validator.mesh,
         signingKey: generateKeyPair().privateKey,
         signingPub: fromHex(genuine.signing_pub, 33),
         firstSeq: 1,
         notAfterMs: Date.parse(genuine.not_after),
       });
+
+    test("a second, different certificate for a known signing_pub is refused; the identical one is fine", async () => {
+      const l = freshLedger();
+      const r = receiver(l);
+      const genuine = certOf(mesh.edge, edgeMb);
+      r.acceptKeyCert(genuine);
+      // Mallory (an admitted node) certifies the edge's signing key as her own.
+      const stolen = await stealCert(genuine);
       expect(stolen.node_id).toBe(mesh.mallory.nodeId);
       let caught: unknown;
       try {
@@ -321,14 +324,7 @@ describe("receiving: fork evidence, orphan rows, key certificates", () => {
       const l = freshLedger();
       const r = receiver(l);
       const genuine = certOf(mesh.edge, edgeMb);
-      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
-      const stolen = await issueKeyCert(malloryId, {
-        mesh: mesh.validator.mesh,
-        signingKey: generateKeyPair().privateKey,
-        signingPub: fromHex(genuine.signing_pub, 33),
-        firstSeq: 1,
-        notAfterMs: Date.parse(genuine.not_after),
-      });
+      const stolen = await stealCert(genuine);
       expect(() => r.acceptKeyCert(stolen)).toThrow(KeyCertRejected);
       expect(l.keyCert(edgeMb.key)).toBeNull();
       r.acceptKeyCert(genuine);
