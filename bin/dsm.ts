@@ -29,6 +29,8 @@ const main: DsmCommand = {
   help: `Every command takes --config FILE, --data-dir DIR and --json. Data goes to stdout,
 errors to stderr as one line. Environment: DSM_DATA_DIR, DSM_CONFIG, and
 DSM_<SECTION>_<KEY> to override one config key (e.g. DSM_PRIVACY_ANONYMIZE_IPS=true).
+ingest and verify use a second thread when there is a second core; DSM_NO_WORKERS=1 keeps
+them on one.
 
 EXIT STATUS  0 success, 1 error, 2 verification failed, 3 some input lines rejected.
 

@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import { IngestPipeline, type StopSignal } from "../ingest/pipeline.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { CliError, command, commonArgs, context, EXIT, warn, withNode } from "./common.ts";
+import { useWorkers } from "../runtime/worker-url.ts";
 
 export default command({
   meta: { name: "ingest", description: "Turn JSON lines (Suricata EVE, Zeek, any JSON) into signed microblocks" },
@@ -65,7 +66,7 @@ EXAMPLES
         json: ctx.json,
         out: (t) => process.stdout.write(t),
         err: (t) => warn(t),
-        worker: true,
+        worker: useWorkers(),
       });
       const sources: [string, () => ReadableStream<Uint8Array>][] = files.map((f) => [f, () => Bun.file(f).stream()]);
       if (useStdin) sources.push(["stdin", () => Bun.stdin.stream()]);

@@ -1,5 +1,6 @@
 import { verifyLedger } from "../ledger/verify.ts";
 import { CliError, command, commonArgs, context, EXIT, print, printJson, withNode } from "./common.ts";
+import { useWorkers } from "../runtime/worker-url.ts";
 
 export default command({
   meta: { name: "verify", description: "Re-check the whole ledger: ids, chain links, signatures, key certificates, payloads" },
@@ -33,7 +34,7 @@ EXAMPLES
       verifyLedger(node.ledger, {
         ownNodeId: node.nodeId,
         policy: node.policy,
-        worker: true,
+        worker: useWorkers(),
         maxProblems: max,
         onProgress: tty
           ? (done, total) => {
