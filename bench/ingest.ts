@@ -284,6 +284,9 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
   note(`ingest: per-stage breakdown on ${k} lines`);
   const stages = await breakdown(k === n ? buf : joinLines(lines.slice(0, k)), lines.slice(0, k));
   const pipeUs = 1e6 / pipelineEps;
+  // Stages are shares of the one-thread pipeline: with the worker, parse/map/JCS/hash run
+  // on a second thread, overlapping sign + SQLite, so they add up to more than its wall time.
+  const singleUs = (Math.min(...singleMs) * 1000) / n;
   const topLevel = stages.filter((s) => !s.sub).reduce((a, s) => a + s.us, 0);
 
   const rate = (ms: number[]) => ms.map((m) => fmtRate((n * 1000) / m)).join(" / ");
@@ -308,13 +311,13 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
 
   say(
     table(
-      `   Pipeline stages, each measured alone on the same data${k === n ? "" : ` (first ${k} lines)`}`,
-      ["stage", "us/event", "share of pipeline"],
+      `   Pipeline stages, each measured alone on the same data${k === n ? "" : ` (first ${k} lines)`}; with the worker the first four run beside the last three`,
+      ["stage", "us/event", "share of one-thread pipeline"],
       [
-        ...stages.map((s) => [s.name, fmtUs(s.us), `${((100 * s.us) / pipeUs).toFixed(0)}%`]),
-        ["sum of stages", fmtUs(topLevel), `${((100 * topLevel) / pipeUs).toFixed(0)}%`],
-        ["pipeline, measured", fmtUs(pipeUs), "100%"],
-        ["unaccounted (stream, batching, promises, GC)", fmtUs(pipeUs - topLevel), `${((100 * (pipeUs - topLevel)) / pipeUs).toFixed(0)}%`],
+        ...stages.map((s) => [s.name, fmtUs(s.us), `${((100 * s.us) / singleUs).toFixed(0)}%`]),
+        ["sum of stages", fmtUs(topLevel), `${((100 * topLevel) / singleUs).toFixed(0)}%`],
+        ["one-thread pipeline, measured", fmtUs(singleUs), "100%"],
+        ["unaccounted (stream, batching, promises, GC)", fmtUs(singleUs - topLevel), `${((100 * (singleUs - topLevel)) / singleUs).toFixed(0)}%`],
       ],
     ),
   );
