@@ -1,0 +1,123 @@
+// Checkpoints (type C, DESIGN.md section 6): the formats and the pure rules. Which
+// microblocks an epoch's checkpoint includes is decided here from plain inputs, so two
+// builds from the same ledger contents agree byte for byte on any machine.
+import { toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
+import { domainDigest } from "../crypto/sha256.ts";
+import type { Genesis } from "../mesh/genesis.ts";
+
+export interface CheckpointBody {
+  v: 1;
+  type: "C";
+  mesh: string;
+  epoch: number;
+  /** Digest of the previous finalized checkpoint; 64 zeros for the first. */
+  prev: string;
+  tree_size: number;
+  root: string;
+  /** node_id → [from_seq, to_seq] for every node with new microblocks. */
+  ranges: Record<string, [number, number]>;
+}
+
+export function checkpointDigest(body: CheckpointBody): Uint8Array {
+  return domainDigest("checkpoint", body);
+}
+
+export function checkpointDigestHex(body: CheckpointBody): string {
+  return toHex(checkpointDigest(body));
+}
+
+/** Epoch e is [genesis_time + e*D, genesis_time + (e+1)*D). */
+export function epochBounds(genesis: Genesis, epoch: number): { startMs: number; endMs: number } {
+  const t0 = Date.parse(genesis.genesis_time);
+  const d = genesis.epoch_duration * 1000;
+  return { startMs: t0 + epoch * d, endMs: t0 + (epoch + 1) * d };
+}
+
+/** The epoch that contains time ms (-1 before genesis). */
+export function epochAt(genesis: Genesis, ms: number): number {
+  const t0 = Date.parse(genesis.genesis_time);
+  return ms < t0 ? -1 : Math.floor((ms - t0) / (genesis.epoch_duration * 1000));
+}
+
+/** What the ledger says about one chain, as far as one checkpoint needs. */
+export interface ChainCandidates {
+  nodeId: string;
+  /** Last seq already in the log (0 for none). */
+  lastIncluded: number;
+  /** Microblocks with seq > lastIncluded, in seq order, as stored (a contiguous chain). */
+  rows: { seq: number; id: string; timestampMs: number }[];
+  /** First seq at which the node is quarantined (fork evidence), if any. */
+  quarantinedFrom?: number;
+}
+
+export interface CheckpointPlan {
+  ranges: Record<string, [number, number]>;
+  /** New leaves, in log order: nodes by node_id (bytewise), each node's microblocks by seq. */
+  ids: string[];
+}
+
+/**
+ * DESIGN.md section 6: for each node, from_seq = last included + 1, to_seq = the highest seq
+ * of a contiguous chain whose timestamp is before the end of the epoch, and nothing at or
+ * after a quarantine point. Nodes in bytewise node_id order (lowercase hex sorts the same).
+ */
+export function planCheckpoint(chains: ChainCandidates[], epochEndMs: number): CheckpointPlan {
+  const ranges: Record<string, [number, number]> = {};
+  const ids: string[] = [];
+  const ordered = [...chains].sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+  for (const c of ordered) {
+    let expect = c.lastIncluded + 1;
+    let to = c.lastIncluded;
+    for (const r of c.rows) {
+      if (r.seq !== expect) break; // a gap: only a contiguous chain counts
+      if (r.timestampMs >= epochEndMs) break; // timestamps never decrease along a chain
+      if (c.quarantinedFrom !== undefined && r.seq >= c.quarantinedFrom) break;
+      ids.push(r.id);
+      to = r.seq;
+      expect += 1;
+    }
+    if (to > c.lastIncluded) ranges[c.nodeId] = [c.lastIncluded + 1, to];
+  }
+  return { ranges, ids };
+}
+
+export function makeCheckpointBody(fields: {
+  mesh: string;
+  epoch: number;
+  prev: string | null;
+  treeSize: number;
+  root: Uint8Array;
+  ranges: Record<string, [number, number]>;
+}): CheckpointBody {
+  return {
+    v: 1,
+    type: "C",
+    mesh: fields.mesh,
+    epoch: fields.epoch,
+    prev: fields.prev ?? ZERO_HASH,
+    tree_size: fields.treeSize,
+    root: toHex(fields.root),
+    ranges: fields.ranges,
+  };
+}
+
+export function parseCheckpoint(value: unknown, what = "checkpoint"): CheckpointBody {
+  const o = expectObject(value, what);
+  expectKeys(o, what, ["v", "type", "mesh", "epoch", "prev", "tree_size", "root", "ranges"]);
+  literalField(o, "v", what, 1);
+  literalField(o, "type", what, "C");
+  hexField(o, "mesh", what, 32);
+  intField(o, "epoch", what, 0);
+  hexField(o, "prev", what, 32);
+  intField(o, "tree_size", what, 0);
+  hexField(o, "root", what, 32);
+  const ranges = expectObject(o.ranges, `${what} ranges`);
+  for (const [node, r] of Object.entries(ranges)) {
+    if (!/^[0-9a-f]{64}$/.test(node)) throw new SchemaError(`${what}: ranges key "${node}" is not a node id`);
+    if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => Number.isSafeInteger(x) && x >= 1) || r[0] > r[1]) {
+      throw new SchemaError(`${what}: ranges[${node.slice(0, 12)}…] must be [from_seq, to_seq] with 1 <= from <= to`);
+    }
+  }
+  return o as unknown as CheckpointBody;
+}
