@@ -13,6 +13,7 @@ const load = (m: Promise<{ default: DsmCommand }>) => () => m.then((x) => x.defa
 
 const subCommands: Record<string, () => Promise<DsmCommand>> = {
   init: () => load(import("../src/cli/init.ts"))(),
+  genesis: () => load(import("../src/cli/genesis.ts"))(),
   card: () => load(import("../src/cli/card.ts"))(),
   ingest: () => load(import("../src/cli/ingest.ts"))(),
   emit: () => load(import("../src/cli/emit.ts"))(),
@@ -21,6 +22,8 @@ const subCommands: Record<string, () => Promise<DsmCommand>> = {
   show: () => load(import("../src/cli/show.ts"))(),
   status: () => load(import("../src/cli/status.ts"))(),
   verify: () => load(import("../src/cli/verify.ts"))(),
+  export: () => load(import("../src/cli/export.ts"))(),
+  import: () => load(import("../src/cli/import.ts"))(),
   demo: () => load(import("../src/cli/demo.ts"))(),
 };
 

@@ -103,3 +103,79 @@ export class MeshPolicy {
     return this.#validators.has(nodeId) || this.#allowed === null || this.#allowed.has(nodeId);
   }
 }
+
+/**
+ * Builds a mesh genesis from validator cards (`dsm genesis`). Every card is fully checked
+ * (signature and BLS proof of possession); validators keep the given order, which is the
+ * proposer order. `sources` names each card in errors ("card 2 (b.json): ..."). With the
+ * allowlist policy, `allow` lists the identity keys of admitted edges; validators are always
+ * admitted and need not be listed. The result passes parseGenesis; meshIdOf gives its mesh id.
+ */
+export function buildGenesis(opts: {
+  name: string;
+  genesisTimeMs?: number;
+  epochDurationS?: number;
+  validators: unknown[];
+  sources?: string[];
+  admission?: "open" | "allowlist";
+  allow?: string[];
+  attestation?: Genesis["attestation"];
+  nowMs?: number;
+}): Genesis {
+  if (typeof opts.name !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.name)) {
+    throw new SchemaError(`genesis name must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, got ${JSON.stringify(opts.name)}`);
+  }
+  const epoch = opts.epochDurationS ?? DEFAULT_EPOCH_SECONDS;
+  if (!Number.isInteger(epoch) || epoch < 1 || epoch > 86400) {
+    throw new SchemaError(`epoch duration must be a whole number of seconds from 1 to 86400, got ${epoch}`);
+  }
+  const timeMs = opts.genesisTimeMs ?? Math.floor((opts.nowMs ?? Date.now()) / 1000) * 1000;
+  if (!Number.isSafeInteger(timeMs) || timeMs < 0 || timeMs > 253402300799999) {
+    throw new SchemaError(`genesis time must be between 1970 and 9999, got ${timeMs}`);
+  }
+  if (!Array.isArray(opts.validators) || opts.validators.length === 0) throw new SchemaError("a genesis needs at least one validator card");
+  if (opts.validators.length > 1024) throw new SchemaError(`a genesis lists at most 1024 validators, got ${opts.validators.length}`);
+  const label = (i: number) => `card ${i + 1}${opts.sources?.[i] !== undefined ? ` (${opts.sources[i]})` : ""}`;
+  const byNode = new Map<string, number>();
+  const byBls = new Map<string, number>();
+  const validators = opts.validators.map((raw, i) => {
+    const card = parseCard(raw, label(i), { checkPop: true });
+    if (!card.bls_pub) throw new SchemaError(`${label(i)}: card has no bls_pub/bls_pop, so it cannot vote (init the node with --role validator)`);
+    if (card.role === "edge") throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} has role edge, not validator or both`);
+    const n = byNode.get(card.node_id);
+    if (n !== undefined) throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} is already ${label(n)}: duplicate validator`);
+    const b = byBls.get(card.bls_pub);
+    if (b !== undefined) throw new SchemaError(`${label(i)}: bls_pub is already that of ${label(b)}`);
+    byNode.set(card.node_id, i);
+    byBls.set(card.bls_pub, i);
+    return card;
+  });
+  const policy = opts.admission ?? "allowlist";
+  let admission: Admission;
+  if (policy === "open") {
+    if (opts.allow && opts.allow.length > 0) throw new SchemaError("allowed keys only make sense with the allowlist admission policy");
+    admission = { policy: "open" };
+  } else if (policy === "allowlist") {
+    const keys: string[] = [];
+    for (const k of opts.allow ?? []) {
+      if (typeof k !== "string" || !/^0[23][0-9a-f]{64}$/.test(k)) {
+        throw new SchemaError(`allowed key ${JSON.stringify(k)} is not a SEC1 compressed P-256 identity key in lowercase hex (66 digits)`);
+      }
+      if (!keys.includes(k)) keys.push(k);
+    }
+    admission = { policy: "allowlist", keys };
+  } else throw new SchemaError(`admission policy must be "open" or "allowlist", got ${JSON.stringify(policy)}`);
+  const att = opts.attestation ?? { required: false, pcrs: [], digests: [] };
+  const genesis: Genesis = {
+    v: 1,
+    type: "G",
+    name: opts.name,
+    genesis_time: formatTime(timeMs),
+    epoch_duration: epoch,
+    validators,
+    admission,
+    attestation: { required: att.required, pcrs: [...att.pcrs], digests: [...att.digests] },
+  };
+  // The same checks every node runs on the file (PoP already checked above).
+  return parseGenesis(JSON.parse(JSON.stringify(genesis)), { checkPop: false });
+}

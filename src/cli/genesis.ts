@@ -1,0 +1,195 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { importPublicKey } from "../crypto/p256.ts";
+import { fromHex } from "../encoding/hex.ts";
+import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
+import { parseCard } from "../identity/card.ts";
+import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../mesh/genesis.ts";
+import { CliError, command, intArg, printJson, timeArg, warn } from "./common.ts";
+
+// Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
+// without `multiple`, so a repeated string flag keeps only its last value: these are
+// collected from the raw arguments instead.
+const REPEATED = { validator: ["validator"], allow: ["allow"] } as const;
+// Every flag of this command that takes a value (the walker must skip their values).
+const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "output", "o", "config", "data-dir"]);
+
+interface Raw {
+  /** Validator cards in command-line order, from --validator and plain arguments alike. */
+  validator: string[];
+  allow: string[];
+  positionals: string[];
+  outputGiven: boolean;
+  outputValue: string | undefined;
+}
+
+/** Walks the raw arguments the way citty/parseArgs do, but keeps every repeated value. */
+export function collectArgs(rawArgs: string[]): Raw {
+  const out: Raw = { validator: [], allow: [], positionals: [], outputGiven: false, outputValue: undefined };
+  for (let i = 0; i < rawArgs.length; i++) {
+    const tok = rawArgs[i]!;
+    if (tok === "--") {
+      out.positionals.push(...rawArgs.slice(i + 1));
+      out.validator.push(...rawArgs.slice(i + 1));
+      break;
+    }
+    const m = /^--?([^=]+)(?:=(.*))?$/s.exec(tok);
+    if (!m || tok === "-") {
+      // A card given as a plain argument keeps its place among the --validator cards.
+      out.positionals.push(tok);
+      out.validator.push(tok);
+      continue;
+    }
+    const name = m[1]!;
+    if (!VALUED.has(name)) continue; // a boolean flag (unknown ones were refused already)
+    let value = m[2];
+    if (value === undefined) {
+      value = rawArgs[i + 1];
+      i += 1;
+    }
+    if (name === "o" || name === "output") {
+      out.outputGiven = true;
+      out.outputValue = value;
+    }
+    for (const [key, names] of Object.entries(REPEATED) as [keyof typeof REPEATED, readonly string[]][]) {
+      if (names.includes(name)) {
+        if (value === undefined || value === "") throw new CliError(`--${name} needs a value`);
+        out[key].push(value);
+      }
+    }
+  }
+  return out;
+}
+
+/** "a.json,b.json" and "a.json" alike: a list flag may also be comma-separated. */
+function splitList(values: string[]): string[] {
+  return values.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "");
+}
+
+function readJsonFile(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message);
+    throw new CliError(`cannot read ${what} ${file}: ${why}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
+  }
+}
+
+/** An --allow value: an identity key in hex, or a node card file whose key is admitted. */
+function allowedKey(value: string): string {
+  if (/^[0-9a-fA-F]{66}$/.test(value)) {
+    const k = value.toLowerCase();
+    try {
+      if (!/^0[23]/.test(k)) throw new Error("not compressed");
+      importPublicKey(fromHex(k, 33));
+    } catch {
+      throw new CliError(`--allow ${value}: not a SEC1 compressed P-256 public key`);
+    }
+    return k;
+  }
+  const raw = readJsonFile(value, "card");
+  try {
+    return parseCard(raw, `--allow card (${value})`).identity_pub;
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
+}
+
+export default command({
+  meta: { name: "genesis", description: "Build a mesh genesis from validator node cards and print its mesh id" },
+  help: `Builds the genesis file (type G) that fixes a mesh: its name, genesis time, epoch
+duration, the ordered validators (their node cards: the order is the proposer order) and
+the admission policy for edges. Every card's signature and BLS proof of possession is
+checked. The mesh id, sha256 of the JCS of the genesis, is printed on stderr; every node
+of the mesh is then set up with the same file: dsm init --genesis genesis.json.
+
+Validator cards (from dsm card on each validator) are given with --validator, repeated or
+comma-separated, or as plain arguments. Admission: allowlist (the default) admits the
+validators and the identity keys given with --allow (a key in hex or a card file);
+open admits any edge. Without -o the genesis goes to stdout.
+
+EXAMPLES
+  dsm genesis --name soc-eu --validator v1.json --validator v2.json --validator v3.json -o genesis.json
+  dsm genesis --name lab v1.json v2.json --admission open --epoch-duration 60 -o genesis.json
+  dsm genesis --name soc-eu --validator v1.json --allow edge1.json --allow 02ab...ef -o genesis.json`,
+  args: {
+    validators: { type: "positional", required: false, description: "Validator card files (also: --validator)", valueHint: "CARD.json" },
+    name: { type: "string", description: "Mesh name: 1-64 letters, digits, '.', '_' or '-'", valueHint: "NAME" },
+    validator: { type: "string", description: "A validator's card file; repeat, or separate with commas, in proposer order", valueHint: "CARD.json" },
+    "epoch-duration": { type: "string", description: `Epoch length in seconds, 1-86400 (default ${DEFAULT_EPOCH_SECONDS})`, valueHint: "SECONDS" },
+    "genesis-time": { type: "string", description: "Start of epoch 0, RFC 3339 (default: now, rounded down to the second)", valueHint: "TIME" },
+    admission: { type: "enum", options: ["open", "allowlist"], description: "Which edges may write: allowlist (default) or open" },
+    allow: { type: "string", description: "Admit this edge: identity key hex or card file; repeatable", valueHint: "KEY|CARD.json" },
+    output: { type: "string", alias: "o", description: "Write the genesis here (default: stdout)", valueHint: "FILE" },
+    force: { type: "boolean", description: "Replace an existing output file" },
+    json: { type: "boolean", description: "Machine-readable summary on stdout" },
+  },
+  async run({ args, rawArgs }) {
+    const raw = collectArgs(rawArgs);
+    if (args.name === undefined) throw new CliError("--name is required (see: dsm genesis --help)");
+    const name = String(args.name);
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) {
+      throw new CliError(`--name must be 1-64 letters, digits, '.', '_' or '-' starting with a letter or digit, got "${name}"`);
+    }
+    const files = splitList(raw.validator);
+    if (files.length === 0) throw new CliError("no validator cards: give at least one with --validator CARD.json");
+
+    let epochDurationS: number | undefined;
+    if (args["epoch-duration"] !== undefined) {
+      const v = String(args["epoch-duration"]);
+      const n = /^\d+$/.test(v) ? Number(v) : NaN;
+      if (!Number.isSafeInteger(n) || n < 1 || n > 86400) throw new CliError(`--epoch-duration must be a whole number of seconds from 1 to 86400, got "${v}"`);
+      epochDurationS = intArg(v, "epoch-duration", 1);
+    }
+    let genesisTimeMs: number | undefined;
+    if (args["genesis-time"] !== undefined) {
+      const v = String(args["genesis-time"]);
+      if (/^\d+[smhd]$/.test(v)) throw new CliError(`--genesis-time must be an RFC 3339 time (2026-11-25T18:00:00Z), got "${v}"`);
+      genesisTimeMs = timeArg(v, "genesis-time");
+      if (genesisTimeMs! < 0 || genesisTimeMs! > 253402300799999) throw new CliError(`--genesis-time must be between 1970 and 9999, got "${v}"`);
+    }
+    const allowValues = splitList(raw.allow);
+    const admission = (args.admission as "open" | "allowlist" | undefined) ?? "allowlist";
+    if (admission === "open" && allowValues.length > 0) throw new CliError("--allow needs --admission allowlist (open admits every edge)");
+    const allow = allowValues.map(allowedKey);
+
+    const output = raw.outputGiven ? raw.outputValue : undefined;
+    if (raw.outputGiven && (output === undefined || output === "")) throw new CliError("-o needs a value");
+    if (output !== undefined && !args.force && fs.existsSync(output)) {
+      throw new CliError(`${output} already exists (use --force to replace it)`);
+    }
+
+    const cards = files.map((f) => readJsonFile(f, "card"));
+    let genesis;
+    try {
+      genesis = buildGenesis({ name, genesisTimeMs, epochDurationS, validators: cards, sources: files, admission, allow });
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+    const mesh = meshIdOf(genesis);
+    const text = JSON.stringify(genesis, null, 2) + "\n";
+
+    if (output !== undefined) {
+      try {
+        // A genesis is public: every node and light client reads it.
+        writeFileAtomic(output, text, { overwrite: Boolean(args.force), mode: 0o644 });
+      } catch (e) {
+        if (e instanceof FileExistsError) throw new CliError(`${output} already exists (use --force to replace it)`);
+        throw new CliError(`cannot write ${output}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    }
+    if (args.json) {
+      printJson({ mesh, name, validators: genesis.validators.length, file: output === undefined ? null : path.resolve(output), ...(output === undefined ? { genesis } : {}) });
+      return;
+    }
+    if (output === undefined) process.stdout.write(text);
+    warn(`mesh ${mesh} (${name}, ${genesis.validators.length} validator${genesis.validators.length === 1 ? "" : "s"}, ${genesis.admission.policy} admission)${output === undefined ? "" : ` written to ${output}`}`);
+  },
+});
