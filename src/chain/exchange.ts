@@ -1,0 +1,92 @@
+// The export/import file format (`dsm export`, `dsm import`): NDJSON, one record a line.
+//
+//   {"kind":"key_certificate","certificate":{...K, as stored}}
+//   {"kind":"microblock","microblock":{...body, id, sig},"payload":{...}|null}
+//
+// payload is null when withheld (--no-payloads, or not held by the exporter). A chain's
+// key certificates come before the first of its microblocks they cover. This module
+// only frames and unframes lines: every signature, chain and admission rule is the
+// Receiver's (src/chain/accept.ts), which the importer runs on each record.
+import type { Microblock } from "./microblock.ts";
+
+/** A line longer than this is rejected unread (a payload is at most ingest.max_line_bytes). */
+export const MAX_EXCHANGE_LINE_BYTES = 8 * 1024 * 1024;
+
+export type ExchangeRecord =
+  | { kind: "key_certificate"; certificate: Record<string, unknown> }
+  | { kind: "microblock"; microblock: Record<string, unknown>; payload: Record<string, unknown> | null };
+
+export class ExchangeLineError extends Error {
+  constructor(readonly line: string, readonly reason: string) {
+    super(`${line}: ${reason}`);
+  }
+}
+
+/** The certificate line: the stored canonical text is embedded as is. */
+export function certificateLine(certificateJson: string): string {
+  return `{"kind":"key_certificate","certificate":${certificateJson}}\n`;
+}
+
+/**
+ * The microblock line. payloadJson is the payload's stored RFC 8785 text (embedded as is,
+ * so its hash is unchanged), or null when withheld.
+ */
+export function microblockLine(mb: Microblock, payloadJson: string | null): string {
+  const sent: Microblock = {
+    v: mb.v,
+    type: mb.type,
+    mesh: mb.mesh,
+    node_id: mb.node_id,
+    seq: mb.seq,
+    prev: mb.prev,
+    timestamp: mb.timestamp,
+    event_type: mb.event_type,
+    payload_hash: mb.payload_hash,
+    key: mb.key,
+    id: mb.id,
+    sig: mb.sig,
+  };
+  return `{"kind":"microblock","microblock":${JSON.stringify(sent)},"payload":${payloadJson ?? "null"}}\n`;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function exactKeys(o: Record<string, unknown>, where: string, keys: readonly string[]): void {
+  for (const k of keys) if (!Object.hasOwn(o, k)) throw new ExchangeLineError(where, `missing field "${k}"`);
+  for (const k of Object.keys(o)) if (!keys.includes(k)) throw new ExchangeLineError(where, `unexpected field "${k}"`);
+}
+
+/**
+ * One untrusted line (without its newline) to a record. `where` names it in errors
+ * ("FILE:LINE"). The envelope is checked exactly; the certificate's and microblock's own
+ * schemas, signatures and chain rules are checked by the Receiver.
+ */
+export function parseExchangeLine(text: string, where: string, maxBytes = MAX_EXCHANGE_LINE_BYTES): ExchangeRecord {
+  if (text.length > maxBytes || Buffer.byteLength(text, "utf8") > maxBytes) {
+    throw new ExchangeLineError(where, `line too long (limit ${maxBytes} bytes)`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new ExchangeLineError(where, `not valid JSON: ${(e as Error).message}`);
+  }
+  if (!isObject(value)) throw new ExchangeLineError(where, "expected a JSON object");
+  switch (value.kind) {
+    case "key_certificate": {
+      exactKeys(value, where, ["kind", "certificate"]);
+      if (!isObject(value.certificate)) throw new ExchangeLineError(where, `"certificate" must be a JSON object`);
+      return { kind: "key_certificate", certificate: value.certificate };
+    }
+    case "microblock": {
+      exactKeys(value, where, ["kind", "microblock", "payload"]);
+      if (!isObject(value.microblock)) throw new ExchangeLineError(where, `"microblock" must be a JSON object`);
+      if (value.payload !== null && !isObject(value.payload)) throw new ExchangeLineError(where, `"payload" must be a JSON object or null`);
+      return { kind: "microblock", microblock: value.microblock, payload: value.payload };
+    }
+    default:
+      throw new ExchangeLineError(where, `"kind" must be "key_certificate" or "microblock"`);
+  }
+}
