@@ -8,6 +8,7 @@ import { runBinary } from "./binary.ts";
 import { runIngest } from "./ingest.ts";
 import { cleanupTempDirs, envInt, now, say } from "./lib.ts";
 import { runVerify } from "./verify.ts";
+import { runLog } from "./log.ts";
 
 const root = path.resolve(import.meta.dir, "..");
 const n = envInt("BENCH_N", 50_000);
@@ -23,11 +24,13 @@ try {
   const ingest = await runIngest(n, reps);
   const verify = await runVerify(m);
   const binary = await runBinary(root, n);
+  const log = await runLog();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
     bench: "dsm",
     bun: Bun.version,
+    log,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),

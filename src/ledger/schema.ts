@@ -52,4 +52,21 @@ export const MIGRATIONS: readonly string[] = [
     UNIQUE (chain, seq, second)
   );
   `,
+  // The mesh log (DESIGN.md section 6; src/log/tree-store.ts). Leaf idx -> microblock id;
+  // the leaf hash is sha256(0x00 || id) and is not stored. log_nodes holds the root of
+  // every complete (perfect) subtree of height >= 1: node (level, idx) covers leaves
+  // [idx * 2^level, (idx + 1) * 2^level). Roots and proofs for any size combine
+  // O(log n) of them; nothing is ever rebuilt from all leaves.
+  `
+  CREATE TABLE log_leaves (
+    idx INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE
+  );
+  CREATE TABLE log_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+  ) WITHOUT ROWID;
+  `,
 ];

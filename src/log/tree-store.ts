@@ -1,0 +1,229 @@
+// The mesh log's Merkle tree (DESIGN.md section 6) kept in the ledger, so that
+// appending k leaves costs O(k log n) writes and hashes, and a root or a proof for
+// any size costs O(log n) reads. Nothing ever rebuilds the tree from all leaves.
+//
+// Tables (src/ledger/schema.ts, migration 2):
+//   log_leaves (idx, id)           leaf index -> microblock id (32 bytes)
+//   log_nodes  (level, idx, hash)  root of the perfect subtree over leaves
+//                                  [idx * 2^level, (idx + 1) * 2^level), level >= 1
+// Leaf hashes (level 0) are not stored: leafHash(id) is one SHA-256 away.
+//
+// Only perfect subtrees are stored. Any range [lo, hi) whose start is aligned to
+// its largest power-of-two piece (a "compact range") is the fold, right to left,
+// of the perfect subtrees of its binary decomposition, which is exactly the
+// RFC 6962 split-at-the-largest-power-of-two shape. Every range that the RFC 9162
+// proof recursion asks for is of that kind, and at most one per proof is not a
+// single perfect subtree, so a proof is O(log n) node reads.
+import type { Database, Statement } from "bun:sqlite";
+import { EMPTY_ROOT, HASH_SIZE, leafHash, nodeHash } from "./merkle.ts";
+
+type HashRow = { hash: Uint8Array };
+type IdRow = { id: Uint8Array };
+
+function pow2(level: number): number {
+  return 2 ** level;
+}
+
+function isSize(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+/** Largest power of two strictly less than n (n >= 2). */
+function splitPoint(n: number): number {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+/**
+ * The perfect subtrees (level, idx) that make up [lo, hi), largest first.
+ * Requires every piece to be aligned: true for [0, n) and for every range the
+ * RFC proof recursion produces.
+ */
+function decompose(lo: number, hi: number): { level: number; idx: number }[] {
+  const out: { level: number; idx: number }[] = [];
+  let level = 0;
+  while (pow2(level + 1) <= hi - lo) level++;
+  let pos = lo;
+  for (; level >= 0 && pos < hi; level--) {
+    const w = pow2(level);
+    if (hi - pos < w) continue;
+    if (pos % w !== 0) throw new Error(`tree-store: range [${lo}, ${hi}) is not a compact range`);
+    out.push({ level, idx: pos / w });
+    pos += w;
+  }
+  return out;
+}
+
+export class TreeStore {
+  readonly #db: Database;
+  readonly #st: {
+    size: Statement;
+    insertLeaf: Statement;
+    insertNode: Statement;
+    node: Statement;
+    idAt: Statement;
+    indexOf: Statement;
+  };
+
+  /** Prepares statements; the tables exist via the ledger's migrations. */
+  constructor(db: Database) {
+    this.#db = db;
+    this.#st = {
+      size: db.prepare("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM log_leaves"),
+      insertLeaf: db.prepare("INSERT INTO log_leaves (idx, id) VALUES (?, ?)"),
+      insertNode: db.prepare("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)"),
+      node: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"),
+      idAt: db.prepare("SELECT id FROM log_leaves WHERE idx = ?"),
+      indexOf: db.prepare("SELECT idx FROM log_leaves WHERE id = ?"),
+    };
+  }
+
+  /** Number of leaves. */
+  size(): number {
+    return (this.#st.size.get() as { n: number }).n;
+  }
+
+  /**
+   * Appends microblock ids (32-byte Uint8Array each) as leaves, in order, and
+   * returns the new size. The caller runs it inside its own transaction
+   * (Ledger.immediate); the append is also atomic on its own (a savepoint), so
+   * a duplicate id (UNIQUE) throws with nothing of this call written.
+   */
+  append(ids: readonly Uint8Array[]): number {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!(id instanceof Uint8Array) || id.length !== HASH_SIZE) {
+        throw new RangeError(`TreeStore.append: id ${i} must be a ${HASH_SIZE}-byte Uint8Array`);
+      }
+    }
+    const run = this.#db.transaction(() => this.#append(ids));
+    return run();
+  }
+
+  #append(ids: readonly Uint8Array[]): number {
+    let n = this.size();
+    if (ids.length === 0) return n;
+    // The frontier: perfect subtree roots of [0, n), largest (leftmost) first.
+    const hashes: Uint8Array[] = [];
+    const levels: number[] = [];
+    for (const p of decompose(0, n)) {
+      hashes.push(this.#perfect(p.level, p.idx));
+      levels.push(p.level);
+    }
+    const insertLeaf = this.#st.insertLeaf;
+    const insertNode = this.#st.insertNode;
+    for (const id of ids) {
+      insertLeaf.run(n, id);
+      let h = leafHash(id);
+      let level = 0;
+      // Binary carry: merge equal-height perfect subtrees, storing each new one.
+      while (levels.length > 0 && levels[levels.length - 1] === level) {
+        h = nodeHash(hashes.pop()!, h);
+        levels.pop();
+        level++;
+        insertNode.run(level, (n + 1) / pow2(level) - 1, h);
+      }
+      hashes.push(h);
+      levels.push(level);
+      n++;
+    }
+    return n;
+  }
+
+  /** Root of the tree of the first `size` leaves (default: all); EMPTY_ROOT for 0. */
+  root(size: number = this.size()): Uint8Array {
+    this.#checkSize("root", size);
+    return this.#rangeHash(0, size);
+  }
+
+  /** Leaf index of a microblock id, or null. */
+  indexOf(id: Uint8Array): number | null {
+    const row = this.#st.indexOf.get(id) as { idx: number } | null;
+    return row ? row.idx : null;
+  }
+
+  /** Microblock id at a leaf index, or null. */
+  idAt(index: number): Uint8Array | null {
+    if (!isSize(index)) return null;
+    const row = this.#st.idAt.get(index) as IdRow | null;
+    return row ? new Uint8Array(row.id) : null;
+  }
+
+  /** RFC 9162 2.1.3.1 inclusion proof for leaf `index` in the tree of `size` leaves; leaf-to-root. */
+  inclusionProof(index: number, size: number): Uint8Array[] {
+    this.#checkSize("inclusionProof", size);
+    if (!isSize(index) || index >= size) {
+      throw new RangeError(`inclusionProof: index ${index} out of range for tree size ${size}`);
+    }
+    const topDown: Uint8Array[] = [];
+    let lo = 0;
+    let hi = size;
+    while (hi - lo > 1) {
+      const k = splitPoint(hi - lo);
+      if (index < lo + k) {
+        topDown.push(this.#rangeHash(lo + k, hi));
+        hi = lo + k;
+      } else {
+        topDown.push(this.#rangeHash(lo, lo + k));
+        lo = lo + k;
+      }
+    }
+    return topDown.reverse();
+  }
+
+  /** RFC 9162 2.1.4.1 consistency proof from size1 to size2 (1 <= size1 <= size2 <= size()). */
+  consistencyProof(size1: number, size2: number): Uint8Array[] {
+    this.#checkSize("consistencyProof", size2);
+    if (!isSize(size1) || size1 < 1 || size1 > size2) {
+      throw new RangeError(`consistencyProof: size1 ${size1} must be in [1, size2=${size2}]`);
+    }
+    if (size1 === size2) return [];
+    const topDown: Uint8Array[] = [];
+    let m = size1;
+    let lo = 0;
+    let hi = size2;
+    let complete = true;
+    while (m !== hi - lo) {
+      const k = splitPoint(hi - lo);
+      if (m <= k) {
+        topDown.push(this.#rangeHash(lo + k, hi));
+        hi = lo + k;
+      } else {
+        topDown.push(this.#rangeHash(lo, lo + k));
+        lo = lo + k;
+        m -= k;
+        complete = false;
+      }
+    }
+    if (!complete) topDown.push(this.#rangeHash(lo, hi));
+    return topDown.reverse();
+  }
+
+  #checkSize(what: string, size: number): void {
+    if (!isSize(size)) throw new RangeError(`${what}: size ${size} is not a non-negative integer`);
+    const n = this.size();
+    if (size > n) throw new RangeError(`${what}: size ${size} out of range (log has ${n} leaves)`);
+  }
+
+  /** Root of a compact range [lo, hi): O(log(hi - lo)) reads. */
+  #rangeHash(lo: number, hi: number): Uint8Array {
+    if (lo === hi) return EMPTY_ROOT;
+    const parts = decompose(lo, hi);
+    let h = this.#perfect(parts[parts.length - 1]!.level, parts[parts.length - 1]!.idx);
+    for (let i = parts.length - 2; i >= 0; i--) h = nodeHash(this.#perfect(parts[i]!.level, parts[i]!.idx), h);
+    return h;
+  }
+
+  /** Root of the perfect subtree (level, idx): one read. */
+  #perfect(level: number, idx: number): Uint8Array {
+    if (level === 0) {
+      const row = this.#st.idAt.get(idx) as IdRow | null;
+      if (!row) throw new Error(`tree-store: leaf ${idx} is missing`);
+      return leafHash(row.id);
+    }
+    const row = this.#st.node.get(level, idx) as HashRow | null;
+    if (!row || row.hash.length !== HASH_SIZE) throw new Error(`tree-store: node (${level}, ${idx}) is missing or malformed`);
+    return new Uint8Array(row.hash);
+  }
+}
