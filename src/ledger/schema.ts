@@ -69,4 +69,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (level, idx)
   ) WITHOUT ROWID;
   `,
+  // Checkpoints of this node's mesh (src/log/builder.ts): the finality certificate as
+  // RFC 8785 bytes, and per chain the last seq already in the log.
+  `
+  CREATE TABLE checkpoints (
+    mesh BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    digest BLOB NOT NULL UNIQUE,
+    certificate BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, epoch)
+  );
+  CREATE TABLE log_included (
+    chain INTEGER PRIMARY KEY REFERENCES chains(chain),
+    last_seq INTEGER NOT NULL
+  );
+  `,
 ];
