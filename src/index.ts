@@ -23,3 +23,19 @@ export { createIpAnonymizer } from "./ingest/anonymize.ts";
 export { canonicalize, canonicalBytes } from "./encoding/jcs.ts";
 export { resolveConfig, parseConfig, type DsmConfig } from "./config/config.ts";
 export * as bls from "./crypto/bls.ts";
+export { MerkleTree } from "./log/merkle-tree.ts";
+export {
+  EMPTY_ROOT,
+  leafHash,
+  nodeHash,
+  rootOf,
+  inclusionProof,
+  consistencyProof,
+  verifyInclusion,
+  verifyConsistency,
+  ProofError,
+} from "./log/merkle.ts";
+export { TreeStore } from "./log/tree-store.ts";
+export { CheckpointBuilder, type FinalityCertificate } from "./log/builder.ts";
+export { type CheckpointBody, checkpointDigest, parseCheckpoint, planCheckpoint, epochAt, epochBounds } from "./log/checkpoint.ts";
+export { buildGenesis } from "./mesh/genesis.ts";

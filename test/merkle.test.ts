@@ -383,3 +383,19 @@ test("measure: rootOf over 1,000,000 leaf hashes (printed, not asserted)", () =>
   console.log(`rootOf(1,000,000 leaf hashes): ${ms.toFixed(0)} ms, root ${toHex(root)}`);
   expect(root.length).toBe(HASH_SIZE);
 });
+
+describe("MerkleTree (library class)", () => {
+  test("same roots and proofs as the functions, and they verify", async () => {
+    const { MerkleTree } = await import("../src/index.ts");
+    const entries = Array.from({ length: 37 }, (_, i) => new Uint8Array(32).fill(i));
+    const tree = new MerkleTree(entries);
+    const leaves = entries.map((e) => leafHash(e));
+    expect(tree.size).toBe(37);
+    expect(toHex(tree.root())).toBe(toHex(rootOf(leaves)));
+    for (const size of [1, 5, 16, 37]) {
+      expect(toHex(tree.root(size))).toBe(toHex(rootOf(leaves.slice(0, size))));
+      for (let i = 0; i < size; i++) verifyInclusion(leaves[i]!, i, size, tree.inclusionProof(i, size), tree.root(size));
+      if (size < 37) verifyConsistency(size, 37, tree.consistencyProof(size), tree.root(size), tree.root());
+    }
+  });
+});
