@@ -22,6 +22,9 @@ const subCommands: Record<string, () => Promise<DsmCommand>> = {
   show: () => load(import("../src/cli/show.ts"))(),
   status: () => load(import("../src/cli/status.ts"))(),
   verify: () => load(import("../src/cli/verify.ts"))(),
+  proof: () => load(import("../src/cli/proof.ts"))(),
+  "verify-proof": () => load(import("../src/cli/verify-proof.ts"))(),
+  checkpoint: () => load(import("../src/cli/checkpoint.ts"))(),
   export: () => load(import("../src/cli/export.ts"))(),
   import: () => load(import("../src/cli/import.ts"))(),
   demo: () => load(import("../src/cli/demo.ts"))(),
@@ -35,7 +38,8 @@ DSM_<SECTION>_<KEY> to override one config key (e.g. DSM_PRIVACY_ANONYMIZE_IPS=t
 ingest and verify use a second thread when there is a second core; DSM_NO_WORKERS=1 keeps
 them on one.
 
-EXIT STATUS  0 success, 1 error, 2 verification failed, 3 some input lines rejected.
+EXIT STATUS  0 success, 1 error, 2 verification failed, 3 some input lines rejected,
+4 dsm checkpoint: nothing new (or the checkpoint already existed).
 
 GETTING STARTED
   dsm demo                                   the whole story on a throwaway node

@@ -12,6 +12,8 @@ export const EXIT = {
   verifyFailed: 2,
   /** dsm ingest stored every good line but rejected some. */
   partial: 3,
+  /** dsm checkpoint had nothing new to checkpoint, or the epoch's checkpoint already existed. */
+  nothingNew: 4,
 } as const;
 
 export class CliError extends Error {

@@ -1,0 +1,159 @@
+import { blsPublicKey } from "../crypto/bls.ts";
+import { toHex } from "../encoding/hex.ts";
+import { readSecretFile } from "../fs/files.ts";
+import { type BuildResult, CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
+import { epochAt, epochBounds } from "../log/checkpoint.ts";
+import { checkpointNote } from "../log/note.ts";
+import type { DSMNode } from "../node/node.ts";
+import { CliError, type Context, command, commonArgs, context, EXIT, intArg, print, warn, withNode } from "./common.ts";
+
+export default command({
+  meta: { name: "checkpoint", description: "Build and sign the checkpoint of the last closed epoch (or show a stored one)" },
+  help: `The cron-friendly one-shot of a validator. Appends to the mesh's Merkle log every
+microblock that is due (DESIGN.md section 6: for each node, the contiguous chain after
+its last included seq, timestamps before the end of the epoch), signs the checkpoint with
+this node's BLS key (bls.key in the data dir) and stores the finality certificate.
+
+The epoch is the last CLOSED one: the one before the epoch that contains now. An epoch
+still open is never checkpointed (a microblock timestamped before its end may still
+arrive), so --epoch refuses the current and future epochs; --now says "the last closed
+epoch" explicitly and is the default. Checkpoints are cumulative: an epoch skipped (cron
+missed a run) is simply included by the next one, and an epoch older than the latest
+checkpoint has nothing new.
+
+The node must be one of its mesh genesis's validators. Idempotent: running it again for
+an epoch changes nothing and prints the stored certificate.
+
+Prints the finality certificate on stdout (pretty JSON; --json: one line) and a one-line
+summary on stderr.
+
+  dsm checkpoint show [EPOCH] [--format json|note]
+prints a stored certificate (default: the latest). --format note prints it as a C2SP
+tlog-checkpoint signed note (origin hookprobe.dsm/<mesh id>, tree size, base64 root);
+its signature line uses a non-standard key type (BLS12-381 aggregate over the checkpoint
+digest), so note verifiers report an unknown key but can read the body.
+
+EXIT STATUS  0 a new checkpoint was made (show: printed), 4 nothing new, or the epoch's
+checkpoint already existed (printed again), 1 error (not a validator, epoch not closed,
+no such checkpoint, ...).
+
+EXAMPLES
+  dsm checkpoint                                   from cron, every epoch
+  */5 * * * * dsm checkpoint --json >>/var/log/dsm/checkpoints.ndjson 2>/dev/null
+  dsm checkpoint --epoch 1042
+  dsm checkpoint show
+  dsm checkpoint show 1042 --format note`,
+  args: {
+    ...commonArgs,
+    action: { type: "positional", required: false, description: "show: print a stored certificate instead of building one", valueHint: "show" },
+    target: { type: "positional", required: false, description: "With show: the epoch to print (default: the latest)", valueHint: "EPOCH" },
+    epoch: { type: "string", description: "Build (or show) this closed epoch instead of the last closed one", valueHint: "N" },
+    now: { type: "boolean", description: "Build the last closed epoch (the default, stated explicitly)" },
+    format: { type: "enum", options: ["json", "note"], description: "With show: json (default) or a C2SP signed note" },
+  },
+  async run({ args }) {
+    const ctx = context(args);
+    const action = args.action === undefined ? undefined : String(args.action);
+    if (action !== undefined && action !== "show") {
+      throw new CliError(`unknown action "${action}": use dsm checkpoint [--epoch N | --now] or dsm checkpoint show [EPOCH]`);
+    }
+    if (action === "show") return show(ctx, args);
+    if (args.target !== undefined) throw new CliError(`unexpected argument "${args.target}" (for an epoch use --epoch N)`);
+    if (args.format !== undefined) throw new CliError("--format applies to dsm checkpoint show");
+    if (args.now && args.epoch !== undefined) throw new CliError("--epoch and --now exclude each other");
+    const wanted = intArg(args.epoch === undefined ? undefined : String(args.epoch), "epoch", 0);
+    await withNode(ctx, (node) => build(ctx, node, wanted));
+  },
+});
+
+function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
+  const genesis = node.genesis;
+  const index = genesis.validators.findIndex((c) => c.node_id === node.nodeId);
+  if (index < 0) {
+    throw new CliError(
+      `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${genesis.validators.length} validator(s)); only a validator builds checkpoints`,
+    );
+  }
+  const nowMs = Date.now();
+  const current = epochAt(genesis, nowMs);
+  const closesAt = (e: number) => new Date(epochBounds(genesis, e).endMs).toISOString();
+  let epoch: number;
+  if (wanted === undefined) {
+    if (current < 1) throw new CliError(`no epoch has closed yet: epoch 0 closes at ${closesAt(0)}`);
+    epoch = current - 1;
+  } else {
+    if (wanted > current) throw new CliError(`epoch ${wanted} is in the future (current epoch ${current} closes at ${closesAt(Math.max(current, 0))}); only a closed epoch is checkpointed`);
+    if (wanted === current) throw new CliError(`epoch ${wanted} is still open (it closes at ${closesAt(wanted)}); only a closed epoch is checkpointed`);
+    epoch = wanted;
+  }
+  let secret: Uint8Array;
+  try {
+    secret = new Uint8Array(readSecretFile(node.layout.blsKey));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(code ? `cannot read the BLS key ${node.layout.blsKey}: ${code}` : (e as Error).message);
+  }
+  if (secret.length !== 32) throw new CliError(`${node.layout.blsKey} must hold a 32-byte BLS secret key, it has ${secret.length} bytes`);
+  const card = genesis.validators[index]!;
+  if (card.bls_pub && toHex(blsPublicKey(secret)) !== card.bls_pub) {
+    throw new CliError(`${node.layout.blsKey} does not match this node's bls_pub in the genesis of mesh ${node.mesh.slice(0, 16)}…`);
+  }
+  const builder = new CheckpointBuilder(node.ledger, node.policy);
+  const result: BuildResult = builder.build(epoch, secret, index);
+  secret.fill(0);
+  switch (result.status) {
+    case "created": {
+      const c = result.certificate.checkpoint;
+      warn(`checkpoint epoch ${c.epoch}: tree_size ${c.tree_size}, +${result.leaves} microblocks from ${Object.keys(c.ranges).length} nodes, root ${c.root}`);
+      printCertificate(ctx, result.certificate);
+      return;
+    }
+    case "exists": {
+      const c = result.certificate.checkpoint;
+      warn(`checkpoint epoch ${c.epoch} already exists: tree_size ${c.tree_size}, root ${c.root}; nothing new`);
+      printCertificate(ctx, result.certificate);
+      process.exitCode = EXIT.nothingNew;
+      return;
+    }
+    case "nothing-new": {
+      const latest = builder.latest();
+      warn(
+        latest
+          ? `checkpoint epoch ${result.epoch}: nothing new since epoch ${latest.checkpoint.epoch} (tree_size ${latest.checkpoint.tree_size}); no checkpoint made`
+          : `checkpoint epoch ${result.epoch}: nothing new (no microblock before ${closesAt(result.epoch)}); no checkpoint made`,
+      );
+      process.exitCode = EXIT.nothingNew;
+      return;
+    }
+  }
+}
+
+async function show(ctx: Context, args: { target?: unknown; epoch?: unknown; now?: unknown; format?: unknown }): Promise<void> {
+  if (args.now) throw new CliError("--now applies to building a checkpoint, not to show");
+  if (args.target !== undefined && args.epoch !== undefined) throw new CliError("give the epoch once: dsm checkpoint show EPOCH");
+  const raw = args.target ?? args.epoch;
+  let epoch: number | undefined;
+  if (raw !== undefined) {
+    const v = String(raw);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new CliError(`EPOCH must be an integer >= 0, got "${v}"`);
+    epoch = Number(v);
+  }
+  const format = args.format === undefined ? "json" : String(args.format);
+  await withNode(
+    ctx,
+    (node) => {
+      const builder = new CheckpointBuilder(node.ledger, node.policy);
+      const cert = epoch === undefined ? builder.latest() : builder.byEpoch(epoch);
+      if (!cert) {
+        throw new CliError(epoch === undefined ? `no checkpoint yet for mesh ${node.mesh.slice(0, 16)}… (run: dsm checkpoint)` : `no checkpoint for epoch ${epoch}`);
+      }
+      if (format === "note") print(checkpointNote(cert, node.genesis));
+      else printCertificate(ctx, cert);
+    },
+    { readonly: true },
+  );
+}
+
+function printCertificate(ctx: Context, cert: FinalityCertificate): void {
+  print(ctx.json ? JSON.stringify(cert) : JSON.stringify(cert, null, 2));
+}

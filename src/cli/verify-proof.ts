@@ -1,0 +1,63 @@
+import * as fs from "node:fs";
+import { parseGenesis, type Genesis } from "../mesh/genesis.ts";
+import { BundleError, verifyBundle } from "../log/bundle.ts";
+import { CliError, command, commonArgs, EXIT, print, printJson } from "./common.ts";
+
+export default command({
+  meta: { name: "verify-proof", description: "Check a proof bundle offline, against nothing but the mesh genesis" },
+  help: `The light client. Reads BUNDLE (from dsm proof) and the mesh's genesis; no node, data
+dir or network is needed. Checks every hash and signature: for an inclusion bundle the
+key certificate, the microblock's id and signature, its payload against payload_hash, the
+node's admission, the inclusion proof up to the checkpoint root, and the finality
+certificate (a quorum q = n - floor((n-1)/3) of the genesis validators in the signers
+bitfield, and their aggregate BLS signature over the checkpoint); for a consistency
+bundle both certificates and the consistency proof between their trees.
+
+EXIT STATUS  0 the bundle proves what it says (one line "OK: ..."), 2 it does not (one
+line saying what failed), 1 a file is unreadable, not JSON, or the genesis is invalid.
+
+EXAMPLES
+  dsm verify-proof proof.json --genesis genesis.json
+  dsm verify-proof proof.json --genesis genesis.json --json | jq .ok`,
+  args: {
+    ...commonArgs,
+    bundle: { type: "positional", required: true, description: "Proof bundle (JSON) from dsm proof", valueHint: "BUNDLE" },
+    genesis: { type: "string", required: true, description: "The mesh's genesis.json", valueHint: "FILE" },
+  },
+  async run({ args }) {
+    // Deliberately no context()/withNode: the light client touches no data dir.
+    const json = Boolean(args.json);
+    const genesisValue = readJson(args.genesis as string, "genesis");
+    let genesis: Genesis;
+    try {
+      genesis = parseGenesis(genesisValue, { checkPop: true });
+    } catch (e) {
+      throw new CliError(`${args.genesis}: ${(e as Error).message}`);
+    }
+    const bundle = readJson(args.bundle as string, "bundle");
+    try {
+      const summary = verifyBundle(bundle, genesis);
+      if (json) printJson({ ok: true, ...summary });
+      else print(`OK: ${summary.message}`);
+    } catch (e) {
+      if (!(e instanceof BundleError)) throw e;
+      if (json) printJson({ ok: false, error: e.message });
+      process.stderr.write(`dsm verify-proof: FAILED: ${e.message}\n`);
+      process.exitCode = EXIT.verifyFailed;
+    }
+  },
+});
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new CliError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
