@@ -57,7 +57,10 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     expect(cp1.root).toBe(toHex(rootOf(leaves)));
     expect(blsVerify(fromHex(card.bls_pub), checkpointDigest(cp1), fromHex(r1.certificate.agg_sig))).toBe(true);
     expect(r1.certificate.signers).toBe("80");
-    for (let i = 0; i < 7; i++) verifyInclusion(leaves[i]!, i, 7, builder.tree.inclusionProof(i, 7), fromHex(cp1.root));
+    for (let i = 0; i < 7; i++) {
+      expect(builder.leafIndexOf(first[i]!.id)).toBe(i);
+      verifyInclusion(leaves[i]!, i, 7, builder.tree.inclusionProof(i, 7), fromHex(cp1.root));
+    }
 
     // Same epoch again: nothing changes.
     const again = builder.build(e1, blsSecret, 0);
@@ -87,6 +90,7 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     expect(cp2.prev).toBe(toHex(checkpointDigest(cp1)));
     expect(cp2.tree_size).toBe(12);
     expect(cp2.ranges).toEqual({ [node.nodeId]: [8, 12] });
+    second.forEach((mb, i) => expect(builder.leafIndexOf(mb.id)).toBe(7 + i));
     expect(cp2.root).toBe(toHex(rootOf([...leaves, ...second.map((mb) => leafHash(fromHex(mb.id)))])));
     verifyConsistency(7, 12, builder.tree.consistencyProof(7, 12), fromHex(cp1.root), fromHex(cp2.root));
     // An older epoch after a newer one exists: nothing new, never a fork.
@@ -108,6 +112,7 @@ test("microblocks after the epoch end wait for the next checkpoint", async () =>
     const r = new CheckpointBuilder(node.ledger, node.policy).build(e, blsSecret, 0);
     expect(r.status).toBe("created");
     expect((r as { certificate: { checkpoint: { tree_size: number } } }).certificate.checkpoint.tree_size).toBe(1);
+    expect(new CheckpointBuilder(node.ledger, node.policy).leafIndexOf(early.id)).toBe(0);
   } finally {
     node.close();
   }

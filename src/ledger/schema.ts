@@ -58,9 +58,12 @@ export const MIGRATIONS: readonly string[] = [
   // [idx * 2^level, (idx + 1) * 2^level). Roots and proofs for any size combine
   // O(log n) of them; nothing is ever rebuilt from all leaves.
   `
+  -- No index on id: an index on random 32-byte keys made appending 1M leaves 7x slower.
+  -- Ids are unique by construction (a chain's seqs enter the log once, after the last
+  -- included one); finding an id's leaf goes through log_spans.
   CREATE TABLE log_leaves (
     idx INTEGER PRIMARY KEY,
-    id BLOB NOT NULL UNIQUE
+    id BLOB NOT NULL
   );
   CREATE TABLE log_nodes (
     level INTEGER NOT NULL,
@@ -84,5 +87,13 @@ export const MIGRATIONS: readonly string[] = [
     chain INTEGER PRIMARY KEY REFERENCES chains(chain),
     last_seq INTEGER NOT NULL
   );
+  -- One row per node per checkpoint: its seqs from_seq..to_seq are leaves first_leaf.. on.
+  CREATE TABLE log_spans (
+    first_leaf INTEGER PRIMARY KEY,
+    chain INTEGER NOT NULL REFERENCES chains(chain),
+    from_seq INTEGER NOT NULL,
+    to_seq INTEGER NOT NULL
+  );
+  CREATE INDEX log_spans_chain ON log_spans (chain, from_seq);
   `,
 ];

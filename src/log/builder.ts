@@ -77,6 +77,7 @@ export class CheckpointBuilder {
       const { endMs } = epochBounds(genesis, epoch);
       const plan = planCheckpoint(this.#candidates(endMs), endMs);
       if (plan.ids.length === 0) return { status: "nothing-new", epoch };
+      const before = this.tree.size();
       const size = this.tree.append(plan.ids.map((id) => fromHex(id, 32)));
       const body = makeCheckpointBody({
         mesh: this.policy.mesh,
@@ -97,12 +98,30 @@ export class CheckpointBuilder {
       this.ledger.db
         .query("INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)")
         .run(fromHex(this.policy.mesh, 32), epoch, digest, Buffer.from(canonicalize(certificate)), Date.now());
-      for (const [nodeId, [, to]] of Object.entries(plan.ranges)) {
+      // Leaves follow the ranges in node_id order (the order planCheckpoint appended them).
+      let firstLeaf = before;
+      for (const nodeId of Object.keys(plan.ranges).sort()) {
+        const [from, to] = plan.ranges[nodeId]!;
         const chain = this.ledger.chainOf(this.policy.mesh, nodeId, false)!;
         this.ledger.db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq").run(chain, to);
+        this.ledger.db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)").run(firstLeaf, chain, from, to);
+        firstLeaf += to - from + 1;
       }
       return { status: "created", certificate, leaves: plan.ids.length };
     });
+  }
+
+  /** Leaf index of a microblock in the log, or null when no checkpoint includes it yet. */
+  leafIndexOf(id: string): number | null {
+    const row = this.ledger.db
+      .query(
+        `SELECT s.first_leaf + (m.seq - s.from_seq) AS leaf FROM microblocks m
+         JOIN chains c ON c.chain = m.chain AND c.mesh = ?
+         JOIN log_spans s ON s.chain = m.chain AND s.from_seq <= m.seq AND s.to_seq >= m.seq
+         WHERE m.id = ?`,
+      )
+      .get(fromHex(this.policy.mesh, 32), fromHex(id, 32)) as { leaf: number } | null;
+    return row ? row.leaf : null;
   }
 
   #candidates(endMs: number): ChainCandidates[] {

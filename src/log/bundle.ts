@@ -230,7 +230,7 @@ export function inclusionBundle(node: DSMNode, builder: CheckpointBuilder, id: s
   if (!stored) throw new BundleUnavailable(`no microblock with id ${id}`);
   const certificate = epoch === undefined ? builder.latest() : builder.byEpoch(epoch);
   if (!certificate) throw new BundleUnavailable(epoch === undefined ? "not yet in a checkpoint: there is no checkpoint yet" : `no checkpoint for epoch ${epoch}`);
-  const index = builder.tree.indexOf(fromHex(id, 32));
+  const index = builder.leafIndexOf(id);
   const size = certificate.checkpoint.tree_size;
   if (index === null || index >= size) {
     throw new BundleUnavailable(`not yet in a checkpoint: microblock ${id.slice(0, 16)}… is not in the tree of checkpoint epoch ${certificate.checkpoint.epoch}`);

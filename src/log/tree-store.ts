@@ -63,7 +63,6 @@ export class TreeStore {
     insertNode: Statement;
     node: Statement;
     idAt: Statement;
-    indexOf: Statement;
   };
 
   /** Prepares statements; the tables exist via the ledger's migrations. */
@@ -75,7 +74,6 @@ export class TreeStore {
       insertNode: db.prepare("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)"),
       node: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"),
       idAt: db.prepare("SELECT id FROM log_leaves WHERE idx = ?"),
-      indexOf: db.prepare("SELECT idx FROM log_leaves WHERE id = ?"),
     };
   }
 
@@ -88,7 +86,8 @@ export class TreeStore {
    * Appends microblock ids (32-byte Uint8Array each) as leaves, in order, and
    * returns the new size. The caller runs it inside its own transaction
    * (Ledger.immediate); the append is also atomic on its own (a savepoint), so
-   * a duplicate id (UNIQUE) throws with nothing of this call written.
+   * an error leaves nothing of this call written. Ids are not checked for
+   * uniqueness here: the checkpoint builder appends each chain's seqs once, in order.
    */
   append(ids: readonly Uint8Array[]): number {
     for (let i = 0; i < ids.length; i++) {
@@ -135,12 +134,6 @@ export class TreeStore {
   root(size: number = this.size()): Uint8Array {
     this.#checkSize("root", size);
     return this.#rangeHash(0, size);
-  }
-
-  /** Leaf index of a microblock id, or null. */
-  indexOf(id: Uint8Array): number | null {
-    const row = this.#st.indexOf.get(id) as { idx: number } | null;
-    return row ? row.idx : null;
   }
 
   /** Microblock id at a leaf index, or null. */
