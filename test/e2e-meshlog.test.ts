@@ -166,6 +166,7 @@ describe("mesh log: edges → validator → checkpoints → proofs", () => {
       expect(lines(r.stdout)).toHaveLength(1);
       expect(r.stdout).toStartWith(`OK: microblock ${id} `);
       expect(r.stdout).toContain(`checkpoint epoch ${second.checkpoint.epoch} (tree_size ${counts2})`);
+      expect(r.stdout).not.toContain("payload withheld");
       bundles.push(file);
 
       // An event from the first round, against the first checkpoint.
@@ -181,7 +182,9 @@ describe("mesh log: edges → validator → checkpoints → proofs", () => {
     // An event only in the second checkpoint is not in the first.
     const late = ids.e3[ids.e3.length - 1]!;
     const notYet = await runDsm(["proof", "inclusion", late, "--data-dir", V, "--checkpoint", String(first.checkpoint.epoch)], { env: vEnv() });
-    expect(notYet.code).not.toBe(0);
+    expect(notYet.code).toBe(1);
+    expect(notYet.stderr).toContain("not yet in a checkpoint");
+    expect(notYet.stdout).toBe("");
   }, 30_000);
 
   test("consistency proof between the two checkpoints verifies", async () => {
@@ -223,8 +226,13 @@ describe("mesh log: edges → validator → checkpoints → proofs", () => {
     let semantic = 0;
     let unreadable = 0;
     const passed: string[] = [];
-    const PER = 25;
+    // 25 positions in each bundle against the latest checkpoint and in the consistency
+    // bundle; 15 in each bundle against the first checkpoint (same shape), to keep the
+    // run short: every verify-proof checks a BLS aggregate signature.
+    let total = 0;
     for (const file of bundles) {
+      const PER = file.endsWith("-first.json") ? 15 : 25;
+      total += PER;
       const text = fs.readFileSync(file, "utf8");
       expect(/^[\x00-\x7f]*$/.test(text)).toBe(true); // ASCII: one char is one byte
       const variant = path.join(root, "variant.json");
@@ -252,12 +260,13 @@ describe("mesh log: edges → validator → checkpoints → proofs", () => {
             }
           }),
         );
-        if (runs.length >= 8) await Promise.all(runs.splice(0));
+        if (runs.length >= 3) await Promise.all(runs.splice(0));
       }
       await Promise.all(runs);
     }
     expect(passed).toEqual([]);
-    expect(semantic + unreadable).toBe(PER * bundles.length);
-    expect(semantic).toBeGreaterThan(PER * bundles.length / 2);
+    expect(semantic + unreadable).toBe(total);
+    expect(semantic).toBeGreaterThan(total / 2);
+    expect(unreadable).toBeGreaterThan(0);
   }, 60_000);
 });

@@ -3,7 +3,7 @@
 // any size costs O(log n) reads. Nothing ever rebuilds the tree from all leaves.
 //
 // Tables (src/ledger/schema.ts, migration 2):
-//   log_leaves (idx, id)           leaf index -> microblock id (32 bytes)
+//   log_leaves (block, ids)        leaf ids, 16 to a row (leaf i in block i / 16)
 //   log_nodes  (level, idx, hash)  root of the perfect subtree over leaves
 //                                  [idx * 2^level, (idx + 1) * 2^level), level >= 1
 // Leaf hashes (level 0) are not stored: leafHash(id) is one SHA-256 away.
@@ -18,7 +18,9 @@ import type { Database, Statement } from "bun:sqlite";
 import { EMPTY_ROOT, HASH_SIZE, leafHash, nodeHash } from "./merkle.ts";
 
 type HashRow = { hash: Uint8Array };
-type IdRow = { id: Uint8Array };
+type IdRow = { ids: Uint8Array };
+
+const LEAVES_PER_BLOCK = 16;
 
 function pow2(level: number): number {
   return 2 ** level;
@@ -55,6 +57,12 @@ function decompose(lo: number, hi: number): { level: number; idx: number }[] {
   return out;
 }
 
+/**
+ * Subtrees of fewer than 2^STORED_LEVEL leaves are not stored: recomputing one from at
+ * most 8 leaves at read time is cheap, and it halves the rows an append writes.
+ */
+const STORED_LEVEL = 3;
+
 export class TreeStore {
   readonly #db: Database;
   readonly #st: {
@@ -69,17 +77,18 @@ export class TreeStore {
   constructor(db: Database) {
     this.#db = db;
     this.#st = {
-      size: db.prepare("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM log_leaves"),
-      insertLeaf: db.prepare("INSERT INTO log_leaves (idx, id) VALUES (?, ?)"),
+      size: db.prepare("SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1"),
+      insertLeaf: db.prepare("INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids"),
       insertNode: db.prepare("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)"),
       node: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"),
-      idAt: db.prepare("SELECT id FROM log_leaves WHERE idx = ?"),
+      idAt: db.prepare("SELECT ids FROM log_leaves WHERE block = ?"),
     };
   }
 
   /** Number of leaves. */
   size(): number {
-    return (this.#st.size.get() as { n: number }).n;
+    const row = this.#st.size.get() as { block: number; len: number } | null;
+    return row ? row.block * LEAVES_PER_BLOCK + row.len / HASH_SIZE : 0;
   }
 
   /**
@@ -110,10 +119,9 @@ export class TreeStore {
       hashes.push(this.#perfect(p.level, p.idx));
       levels.push(p.level);
     }
-    const insertLeaf = this.#st.insertLeaf;
+    this.#writeLeaves(n, ids);
     const insertNode = this.#st.insertNode;
     for (const id of ids) {
-      insertLeaf.run(n, id);
       let h = leafHash(id);
       let level = 0;
       // Binary carry: merge equal-height perfect subtrees, storing each new one.
@@ -121,7 +129,7 @@ export class TreeStore {
         h = nodeHash(hashes.pop()!, h);
         levels.pop();
         level++;
-        insertNode.run(level, (n + 1) / pow2(level) - 1, h);
+        if (level >= STORED_LEVEL) insertNode.run(level, (n + 1) / pow2(level) - 1, h);
       }
       hashes.push(h);
       levels.push(level);
@@ -139,8 +147,9 @@ export class TreeStore {
   /** Microblock id at a leaf index, or null. */
   idAt(index: number): Uint8Array | null {
     if (!isSize(index)) return null;
-    const row = this.#st.idAt.get(index) as IdRow | null;
-    return row ? new Uint8Array(row.id) : null;
+    const row = this.#st.idAt.get(Math.floor(index / LEAVES_PER_BLOCK)) as IdRow | null;
+    const off = (index % LEAVES_PER_BLOCK) * HASH_SIZE;
+    return row && row.ids.length >= off + HASH_SIZE ? new Uint8Array(row.ids.subarray(off, off + HASH_SIZE)) : null;
   }
 
   /** RFC 9162 2.1.3.1 inclusion proof for leaf `index` in the tree of `size` leaves; leaf-to-root. */
@@ -208,12 +217,36 @@ export class TreeStore {
     return h;
   }
 
-  /** Root of the perfect subtree (level, idx): one read. */
+  /** Writes ids as leaves start.., filling the last partial block first. */
+  #writeLeaves(start: number, ids: readonly Uint8Array[]): void {
+    let block = Math.floor(start / LEAVES_PER_BLOCK);
+    let fill = start % LEAVES_PER_BLOCK;
+    let buf = new Uint8Array(LEAVES_PER_BLOCK * HASH_SIZE);
+    if (fill > 0) {
+      const row = this.#st.idAt.get(block) as IdRow | null;
+      if (!row || row.ids.length !== fill * HASH_SIZE) throw new Error(`tree-store: leaf block ${block} is malformed`);
+      buf.set(row.ids);
+    }
+    for (const id of ids) {
+      buf.set(id, fill * HASH_SIZE);
+      if (++fill === LEAVES_PER_BLOCK) {
+        this.#st.insertLeaf.run(block++, buf);
+        buf = new Uint8Array(LEAVES_PER_BLOCK * HASH_SIZE);
+        fill = 0;
+      }
+    }
+    if (fill > 0) this.#st.insertLeaf.run(block, buf.subarray(0, fill * HASH_SIZE));
+  }
+
+  /** Root of the perfect subtree (level, idx): one read, or below STORED_LEVEL a hash of at most 8 leaves. */
   #perfect(level: number, idx: number): Uint8Array {
     if (level === 0) {
-      const row = this.#st.idAt.get(idx) as IdRow | null;
-      if (!row) throw new Error(`tree-store: leaf ${idx} is missing`);
-      return leafHash(row.id);
+      const id = this.idAt(idx);
+      if (!id) throw new Error(`tree-store: leaf ${idx} is missing`);
+      return leafHash(id);
+    }
+    if (level < STORED_LEVEL) {
+      return nodeHash(this.#perfect(level - 1, idx * 2), this.#perfect(level - 1, idx * 2 + 1));
     }
     const row = this.#st.node.get(level, idx) as HashRow | null;
     if (!row || row.hash.length !== HASH_SIZE) throw new Error(`tree-store: node (${level}, ${idx}) is missing or malformed`);
