@@ -1,7 +1,12 @@
 // The mesh log's ledger-backed Merkle tree (src/log/tree-store.ts): append rate and
 // proof latency, each next to a Bun.SHA256-only baseline measured in the same run.
 // BENCH_LOG_N sets the big log (default 1,000,000); BENCH_LOG_10M=1 adds a 10M-leaf log.
+import * as fs from "node:fs";
 import * as path from "node:path";
+import { defaultConfig } from "../src/config/config.ts";
+import { DSMNode } from "../src/node/node.ts";
+import { CheckpointBuilder } from "../src/log/builder.ts";
+import { epochAt } from "../src/log/checkpoint.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
 import { TreeStore } from "../src/log/tree-store.ts";
 import { envInt, fmtRate, fmtRatio, fmtUs, gc, note, now, removeTempDir, say, table, tempDir } from "./lib.ts";
@@ -117,6 +122,38 @@ export async function runLog(): Promise<Record<string, number>> {
     ledger.close();
   } finally {
     removeTempDir(dir);
+  }
+
+  // A checkpoint over 100k new microblocks: candidate queries, the tree append and the BLS signature.
+  const cpN = envInt("BENCH_CP_N", 100_000);
+  const cpDir = tempDir("checkpoint");
+  try {
+    note(`log: writing ${cpN} microblocks for a checkpoint build`);
+    const config = defaultConfig();
+    await DSMNode.init({ dataDir: cpDir, config });
+    const node = DSMNode.open(cpDir, config);
+    try {
+      for (let done = 0; done < cpN; done += 1000) {
+        const batch = [];
+        for (let i = done; i < Math.min(cpN, done + 1000); i++) batch.push(node.prepare("bench.event", { i, pad: "x".repeat(200) }));
+        await node.append(batch);
+      }
+      const blsSecret = new Uint8Array(fs.readFileSync(path.join(cpDir, "bls.key")));
+      const ids = node.ledger.list({ limit: cpN, descending: false }).map((m) => Buffer.from(m.id, "hex"));
+      const baseMs = hashLeavesMs(ids);
+      gc();
+      const t = now();
+      const r = new CheckpointBuilder(node.ledger, node.policy).build(epochAt(node.genesis, Date.now()), blsSecret, 0);
+      const ms = now() - t;
+      if (r.status !== "created" || r.certificate.checkpoint.tree_size !== cpN) throw new Error(`log bench: checkpoint ${r.status}`);
+      figures.checkpoint_100k_ms = ms;
+      figures.checkpoint_100k_sha256_ms = baseMs;
+      rows.push([`checkpoint over ${cpN} new microblocks`, fmtRate((cpN / ms) * 1000), `${ms.toFixed(0)} ms`, `${baseMs.toFixed(1)} ms`, fmtRatio(baseMs / ms)]);
+    } finally {
+      node.close();
+    }
+  } finally {
+    removeTempDir(cpDir);
   }
 
   if (big) {
