@@ -350,6 +350,47 @@ describe("round trips against the recursive reference (seeded)", () => {
     expect(n).toBe((SMALL * (SMALL + 1)) / 2);
   });
 
+  test("every inclusion and consistency proof for sizes 1..300 equals the naive recursive definition", () => {
+    // RFC 6962 section 2.1's PATH and SUBPROOF, literally, over index ranges of one leaf
+    // list; MTH is memoised per range so the 90k proofs take seconds, not minutes.
+    const memo = new Map<number, Uint8Array>();
+    const MTH = (lo: number, hi: number): Uint8Array => {
+      const key = lo * 1024 + hi;
+      let h = memo.get(key);
+      if (!h) {
+        const n = hi - lo;
+        const k = n === 1 ? 0 : 2 ** Math.floor(Math.log2(n - 1));
+        h = n === 1 ? leaves[lo]! : nodeHash(MTH(lo, lo + k), MTH(lo + k, hi));
+        memo.set(key, h);
+      }
+      return h;
+    };
+    const split = (n: number) => 2 ** Math.floor(Math.log2(n - 1));
+    const PATH = (m: number, lo: number, hi: number): Uint8Array[] => {
+      const n = hi - lo;
+      if (n === 1) return [];
+      const k = split(n);
+      return m < k ? [...PATH(m, lo, lo + k), MTH(lo + k, hi)] : [...PATH(m - k, lo + k, hi), MTH(lo, lo + k)];
+    };
+    const SUBPROOF = (m: number, lo: number, hi: number, b: boolean): Uint8Array[] => {
+      const n = hi - lo;
+      if (m === n) return b ? [] : [MTH(lo, hi)];
+      const k = split(n);
+      return m <= k ? [...SUBPROOF(m, lo, lo + k, b), MTH(lo + k, hi)] : [...SUBPROOF(m - k, lo + k, hi, false), MTH(lo, lo + k)];
+    };
+    let n = 0;
+    for (let size = 1; size <= 300; size++) {
+      expect(toHex(rootOf(leaves, 0, size))).toBe(toHex(MTH(0, size)));
+      for (let index = 0; index < size; index++, n++) {
+        expect(hexList(inclusionProof(leaves, index, size))).toEqual(hexList(PATH(index, 0, size)));
+      }
+      for (let size1 = 1; size1 < size; size1++, n++) {
+        expect(hexList(consistencyProof(leaves, size1, size))).toEqual(hexList(SUBPROOF(size1, 0, size, true)));
+      }
+    }
+    expect(n).toBe((300 * 301) / 2 + (300 * 299) / 2);
+  }, 120_000);
+
   test("random sizes up to 300", () => {
     const rnd = prng(20240601);
     for (let i = 0; i < 300; i++) {
