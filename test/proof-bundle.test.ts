@@ -12,6 +12,7 @@ import { epochAt } from "../src/log/checkpoint.ts";
 import { BundleError, consistencyBundle, inclusionBundle, type ProofBundle, verifyBundle } from "../src/log/bundle.ts";
 import type { Microblock } from "../src/chain/microblock.ts";
 import { DSM, requireBinary } from "./helpers/e2e.ts";
+import { prng } from "./helpers/prng.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-proof-"));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -108,16 +109,7 @@ function valuePositions(text: string): number[] {
   return out;
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 
 function rejects(text: string, g: Genesis): string | null {
   let value: unknown;

@@ -8,6 +8,7 @@
 // only frames and unframes lines: every signature, chain and admission rule is the
 // Receiver's (src/chain/accept.ts), which the importer runs on each record.
 import type { Microblock } from "./microblock.ts";
+import { withoutLocalFields } from "../ledger/ledger.ts";
 
 /** A line longer than this is rejected unread (a payload is at most ingest.max_line_bytes). */
 export const MAX_EXCHANGE_LINE_BYTES = 8 * 1024 * 1024;
@@ -32,20 +33,8 @@ export function certificateLine(certificateJson: string): string {
  * so its hash is unchanged), or null when withheld.
  */
 export function microblockLine(mb: Microblock, payloadJson: string | null): string {
-  const sent: Microblock = {
-    v: mb.v,
-    type: mb.type,
-    mesh: mb.mesh,
-    node_id: mb.node_id,
-    seq: mb.seq,
-    prev: mb.prev,
-    timestamp: mb.timestamp,
-    event_type: mb.event_type,
-    payload_hash: mb.payload_hash,
-    key: mb.key,
-    id: mb.id,
-    sig: mb.sig,
-  };
+  // Only the stored/sent fields, whatever local bookkeeping the caller's object carries.
+  const sent = withoutLocalFields(mb);
   return `{"kind":"microblock","microblock":${JSON.stringify(sent)},"payload":${payloadJson ?? "null"}}\n`;
 }
 

@@ -156,22 +156,7 @@ export function inclusionProof(
   if (!isSize(index) || index >= size) {
     throw new RangeError(`inclusionProof: index ${index} out of range for tree size ${size}`);
   }
-  // Walk from the root down to the leaf, collecting sibling subtree roots;
-  // the proof lists them bottom-up.
-  const topDown: Uint8Array[] = [];
-  let lo = 0;
-  let hi = size;
-  while (hi - lo > 1) {
-    const k = splitPoint(hi - lo);
-    if (index < lo + k) {
-      topDown.push(rootOf(leafHashes, lo + k, hi));
-      hi = lo + k;
-    } else {
-      topDown.push(rootOf(leafHashes, lo, lo + k));
-      lo = lo + k;
-    }
-  }
-  return topDown.reverse();
+  return inclusionPath((lo, hi) => rootOf(leafHashes, lo, hi), index, size);
 }
 
 /**
@@ -192,7 +177,35 @@ export function consistencyProof(
     throw new RangeError(`consistencyProof: size1 ${size1} must be in [1, size2=${size2}]`);
   }
   if (size1 === size2) return [];
-  // SUBPROOF(m, D[lo:hi], b), unrolled; collected top-down, emitted bottom-up.
+  return consistencyPath((lo, hi) => rootOf(leafHashes, lo, hi), size1, size2);
+}
+
+/** The hash of leaves [lo, hi): from memory here, from the ledger in tree-store.ts. */
+export type RangeHash = (lo: number, hi: number) => Uint8Array;
+
+/**
+ * PATH(index, D[0:size]) of RFC 6962 2.1.1, unrolled: walk from the root to the leaf
+ * collecting sibling subtree hashes, emit them bottom-up. Arguments already checked.
+ */
+export function inclusionPath(rangeHash: RangeHash, index: number, size: number): Uint8Array[] {
+  const topDown: Uint8Array[] = [];
+  let lo = 0;
+  let hi = size;
+  while (hi - lo > 1) {
+    const k = splitPoint(hi - lo);
+    if (index < lo + k) {
+      topDown.push(rangeHash(lo + k, hi));
+      hi = lo + k;
+    } else {
+      topDown.push(rangeHash(lo, lo + k));
+      lo = lo + k;
+    }
+  }
+  return topDown.reverse();
+}
+
+/** SUBPROOF(size1, D[0:size2], true) of RFC 6962 2.1.2, unrolled; 1 <= size1 < size2. */
+export function consistencyPath(rangeHash: RangeHash, size1: number, size2: number): Uint8Array[] {
   const topDown: Uint8Array[] = [];
   let m = size1;
   let lo = 0;
@@ -201,16 +214,16 @@ export function consistencyProof(
   while (m !== hi - lo) {
     const k = splitPoint(hi - lo);
     if (m <= k) {
-      topDown.push(rootOf(leafHashes, lo + k, hi));
+      topDown.push(rangeHash(lo + k, hi));
       hi = lo + k;
     } else {
-      topDown.push(rootOf(leafHashes, lo, lo + k));
+      topDown.push(rangeHash(lo, lo + k));
       lo = lo + k;
       m -= k;
       complete = false;
     }
   }
-  if (!complete) topDown.push(rootOf(leafHashes, lo, hi));
+  if (!complete) topDown.push(rangeHash(lo, hi));
   return topDown.reverse();
 }
 

@@ -15,7 +15,7 @@
 // proof recursion asks for is of that kind, and at most one per proof is not a
 // single perfect subtree, so a proof is O(log n) node reads.
 import type { Database, Statement } from "bun:sqlite";
-import { EMPTY_ROOT, HASH_SIZE, leafHash, nodeHash } from "./merkle.ts";
+import { consistencyPath, EMPTY_ROOT, HASH_SIZE, inclusionPath, leafHash, nodeHash } from "./merkle.ts";
 
 type HashRow = { hash: Uint8Array };
 type IdRow = { ids: Uint8Array };
@@ -28,13 +28,6 @@ function pow2(level: number): number {
 
 function isSize(n: number): boolean {
   return Number.isSafeInteger(n) && n >= 0;
-}
-
-/** Largest power of two strictly less than n (n >= 2). */
-function splitPoint(n: number): number {
-  let k = 1;
-  while (k * 2 < n) k *= 2;
-  return k;
 }
 
 /**
@@ -158,20 +151,7 @@ export class TreeStore {
     if (!isSize(index) || index >= size) {
       throw new RangeError(`inclusionProof: index ${index} out of range for tree size ${size}`);
     }
-    const topDown: Uint8Array[] = [];
-    let lo = 0;
-    let hi = size;
-    while (hi - lo > 1) {
-      const k = splitPoint(hi - lo);
-      if (index < lo + k) {
-        topDown.push(this.#rangeHash(lo + k, hi));
-        hi = lo + k;
-      } else {
-        topDown.push(this.#rangeHash(lo, lo + k));
-        lo = lo + k;
-      }
-    }
-    return topDown.reverse();
+    return inclusionPath((lo, hi) => this.#rangeHash(lo, hi), index, size);
   }
 
   /** RFC 9162 2.1.4.1 consistency proof from size1 to size2 (1 <= size1 <= size2 <= size()). */
@@ -181,25 +161,7 @@ export class TreeStore {
       throw new RangeError(`consistencyProof: size1 ${size1} must be in [1, size2=${size2}]`);
     }
     if (size1 === size2) return [];
-    const topDown: Uint8Array[] = [];
-    let m = size1;
-    let lo = 0;
-    let hi = size2;
-    let complete = true;
-    while (m !== hi - lo) {
-      const k = splitPoint(hi - lo);
-      if (m <= k) {
-        topDown.push(this.#rangeHash(lo + k, hi));
-        hi = lo + k;
-      } else {
-        topDown.push(this.#rangeHash(lo, lo + k));
-        lo = lo + k;
-        m -= k;
-        complete = false;
-      }
-    }
-    if (!complete) topDown.push(this.#rangeHash(lo, hi));
-    return topDown.reverse();
+    return consistencyPath((lo, hi) => this.#rangeHash(lo, hi), size1, size2);
   }
 
   #checkSize(what: string, size: number): void {
