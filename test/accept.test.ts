@@ -10,6 +10,7 @@ import { defaultConfig, type DsmConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { makeLocalGenesis, type Genesis } from "../src/mesh/genesis.ts";
 import { verifyLedger } from "../src/ledger/verify.ts";
+import { withoutLocalFields } from "../src/ledger/ledger.ts";
 
 let root: string;
 let config: DsmConfig;
@@ -152,6 +153,9 @@ describe("Receiver", () => {
     // Now quarantined: nothing more from this node is accepted.
     const next = await edge.createMicroblock({ eventType: "test.event", payload: { after: "fork" } });
     expectRejected(() => r.acceptMicroblock(next), "quarantined");
+    // What is already stored stays a duplicate after the quarantine, not a rejection.
+    const storedFirst = withoutLocalFields(validator.ledger.bySeq(edge.mesh, edge.nodeId, 1)!);
+    expect(r.acceptMicroblock(storedFirst).status).toBe("duplicate");
     // The evidence proves itself.
     expect((await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId })).problems).toEqual([]);
   });

@@ -6,7 +6,15 @@ import { canonicalize } from "../encoding/jcs.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
-import { type Microblock, MicroblockRejected, type SigningKeyInfo, type ValidationContext, validateMicroblock } from "./microblock.ts";
+import {
+  type Microblock,
+  microblockId,
+  MicroblockRejected,
+  parseMicroblock,
+  type SigningKeyInfo,
+  type ValidationContext,
+  validateMicroblock,
+} from "./microblock.ts";
 
 export type AcceptOutcome =
   | { status: "stored"; microblock: Microblock }
@@ -54,6 +62,10 @@ export class Receiver {
    */
   acceptMicroblock(value: unknown, payload?: unknown): AcceptOutcome {
     const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
+    // Already stored: a duplicate, whatever happened to its node since (a quarantine must
+    // not turn a re-import of what we hold into rejections). The id is recomputed first.
+    const known = this.#alreadyStored(value);
+    if (known) return { status: "duplicate", microblock: known };
     const mb = validateMicroblock(value, this.#context(), payloadCanonical);
     return this.ledger.immediate(() => {
       const existing = this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq);
@@ -75,6 +87,18 @@ export class Receiver {
       this.ledger.insertMicroblock(mb, this.#now());
       return { status: "stored", microblock: mb } as const;
     });
+  }
+
+  #alreadyStored(value: unknown): Microblock | null {
+    let mb: Microblock;
+    try {
+      mb = parseMicroblock(value);
+    } catch {
+      return null; // validateMicroblock reports it
+    }
+    if (microblockId(mb) !== mb.id) return null;
+    const stored = this.ledger.byId(mb.id);
+    return stored && stored.mesh === mb.mesh ? mb : null;
   }
 
   #now(): number {
