@@ -24,7 +24,7 @@ EXAMPLES
         role: node.card().role,
         mesh: node.mesh,
         mesh_name: node.genesis.name,
-        local_mesh: node.genesis.validators.length === 1 && node.genesis.validators[0]!.node_id === node.nodeId,
+        local_mesh: node.genesis.name === `local-${node.nodeId.slice(0, 12)}` && node.genesis.validators.length === 1,
         data_dir: node.layout.dir,
         config: ctx.configPath,
         ledger: { path: node.ledger.path, bytes: size, ...counts },
