@@ -1,15 +1,22 @@
 // BLS12-381 (Ethereum ciphersuite) against public vectors read in place from
 // /work/shared/vectors: Ethereum consensus-spec-tests (phase0 sign / verify / aggregate /
-// fast_aggregate_verify, altair eth_fast_aggregate_verify), Wycheproof PoP-scheme verify
-// and hash_to_G2, EIP-2333 master-key derivation; plus PoP / rogue-key properties.
+// fast_aggregate_verify / aggregate_verify, altair eth_fast_aggregate_verify /
+// eth_aggregate_pubkeys), ethereum/bls12-381-tests batch_verify, Wycheproof PoP-scheme verify,
+// aggregate verify and hash_to_G2, EIP-2333 master-key derivation; plus PoP / rogue-key properties.
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { bls12_381 } from "@noble/curves/bls12-381.js";
 import {
   POP_DST,
   SIG_DST,
+  blsAggregatePublicKeyPoint,
+  blsAggregatePublicKeys,
   blsAggregateSignatures,
+  blsAggregateVerify,
+  blsBatchVerify,
+  blsCoreAggregateVerify,
   blsFastAggregateVerify,
+  blsHashToG2,
   blsKeyValidate,
   blsKeygen,
   blsPopProve,
@@ -17,6 +24,7 @@ import {
   blsPublicKey,
   blsSign,
   blsVerify,
+  ethFastAggregateVerify,
   parsePublicKey,
   parseSignature,
 } from "../src/crypto/bls.ts";
@@ -110,10 +118,99 @@ describe("ethereum altair eth_fast_aggregate_verify", () => {
   test("all cases present", () => expect(cases.length).toBe(7));
   test.each(cases)("%s", (_name, { input, output }) => {
     const pks = (input.pubkeys as string[]).map(hx);
-    const result = blsFastAggregateVerify(pks, hx(input.message), hx(input.signature));
-    // The eth_ variant accepts an empty key list with the identity signature; ours is the
-    // IETF FastAggregateVerify, which rejects every empty key list.
-    expect(result).toBe(pks.length === 0 ? false : output);
+    const msg = hx(input.message);
+    const sig = hx(input.signature);
+    expect(ethFastAggregateVerify(pks, msg, sig)).toBe(output);
+    // The eth_ variant accepts an empty key list with the identity signature;
+    // blsFastAggregateVerify is the IETF function, which rejects every empty key list.
+    expect(blsFastAggregateVerify(pks, msg, sig)).toBe(pks.length === 0 ? false : output);
+    const parsed = parseSignature(sig);
+    if (parsed !== null) expect(ethFastAggregateVerify(pks, msg, parsed)).toBe(output);
+  });
+});
+
+describe("ethereum phase0 aggregate_verify", () => {
+  const cases = ethCases("phase0/aggregate_verify");
+  test("all cases present", () => expect(cases.length).toBe(3));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const pks = (input.pubkeys as string[]).map(hx);
+    const msgs = (input.messages as string[]).map(hx);
+    expect(blsAggregateVerify(pks, msgs, hx(input.signature))).toBe(output);
+    // Same answer with parsed points (an invalid key or signature fails to parse).
+    const points = pks.map(parsePublicKey);
+    const sig = parseSignature(hx(input.signature));
+    if (points.every((p) => p !== null) && sig !== null) {
+      expect(blsAggregateVerify(points as NonNullable<(typeof points)[number]>[], msgs, sig)).toBe(output);
+    } else {
+      expect(output).toBe(false);
+    }
+  });
+});
+
+describe("ethereum altair eth_aggregate_pubkeys", () => {
+  const cases = ethCases("altair/eth_aggregate_pubkeys");
+  test("all cases present", () => expect(cases.length).toBe(7));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const pks = (input as string[]).map(hx);
+    if (output === null) {
+      expect(() => blsAggregatePublicKeys(pks)).toThrow();
+      return;
+    }
+    expect(toHex(blsAggregatePublicKeys(pks))).toBe(toHex(hx(output)));
+    const points = pks.map((p) => parsePublicKey(p)!);
+    expect(toHex(blsAggregatePublicKeyPoint(points).toBytes(true))).toBe(toHex(hx(output)));
+  });
+  test("empty list throws", () => expect(() => blsAggregatePublicKeys([])).toThrow());
+});
+
+describe("ethereum bls12-381-tests batch_verify", () => {
+  const dir = new URL("bls/bls12-381-tests/batch_verify/", VECTORS);
+  const cases = readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .sort()
+    .map((name) => [name, JSON.parse(readFileSync(new URL(name, dir), "utf8"))] as [string, any]);
+  test("all cases present", () => expect(cases.length).toBe(3));
+  test.each(cases)("%s", (_name, { input, output }) => {
+    const pks = (input.pubkeys as string[]).map(hx);
+    const msgs = (input.messages as string[]).map(hx);
+    const sigs = (input.signatures as string[]).map(hx);
+    expect(pks.length).toBe(msgs.length);
+    expect(sigs.length).toBe(msgs.length);
+    const sets = pks.map((pk, i) => ({ pk, message: msgs[i]!, sig: sigs[i]! }));
+    expect(blsBatchVerify(sets)).toBe(output);
+    // Agrees with verifying each set on its own.
+    expect(sets.every((s) => blsVerify(s.pk, s.message, s.sig))).toBe(output);
+  });
+  test("forged set: the plain (unrandomized) product check would accept it", () => {
+    const [, forged] = cases.find(([n]) => n.includes("forged"))!;
+    const pks = (forged.input.pubkeys as string[]).map(hx);
+    const msgs = (forged.input.messages as string[]).map(hx);
+    const sigs = (forged.input.signatures as string[]).map(hx);
+    expect(blsAggregateVerify(pks, msgs, blsAggregateSignatures(sigs))).toBe(true);
+    expect(blsBatchVerify(pks.map((pk, i) => ({ pk, message: msgs[i]!, sig: sigs[i]! })))).toBe(false);
+  });
+});
+
+describe("wycheproof bls_sig_g2_aggregate_verify (Basic scheme, _NUL_ DST)", () => {
+  const data = wycheproof("bls_sig_g2_aggregate_verify_test.json");
+  const NUL_DST = "BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_NUL_";
+  const rows: [number, string, string[], string[], string, string][] = [];
+  for (const g of data.testGroups) {
+    expect(g.ciphersuite).toBe(NUL_DST);
+    for (const t of g.tests) rows.push([t.tcId, t.comment, t.pubkeys, t.messages, t.sig, t.result]);
+  }
+  test("all cases present", () => {
+    expect(rows.length).toBe(data.numberOfTests);
+    expect(rows.length).toBe(19);
+  });
+  test.each(rows)("tcId %d: %s", (_id, _comment, pks, msgs, sig, result) => {
+    expect(result === "valid" || result === "invalid").toBe(true);
+    // The Basic scheme also requires distinct messages; every case here has them.
+    expect(new Set(msgs).size).toBe(msgs.length);
+    const ok = blsCoreAggregateVerify(pks.map(hx), msgs.map(hx), hx(sig), NUL_DST);
+    expect(ok).toBe(result === "valid");
+    // Under the PoP suite's DST none of them verifies (wrong domain).
+    expect(blsAggregateVerify(pks.map(hx), msgs.map(hx), hx(sig))).toBe(false);
   });
 });
 
@@ -140,8 +237,7 @@ describe("wycheproof bls_hash_to_g2 (hash-to-curve with a caller DST)", () => {
   for (const g of data.testGroups) for (const t of g.tests) rows.push([t.tcId, t.comment, g.dst, t.msg, t.expected]);
   test("all cases present", () => expect(rows.length).toBe(34));
   test.each(rows)("tcId %d: %s", (_id, _comment, dst, msg, expected) => {
-    const p = bls12_381.longSignatures.hash(hx(msg), dst);
-    expect(toHex(bls12_381.longSignatures.Signature.toBytes(p))).toBe(toHex(hx(expected)));
+    expect(toHex(blsHashToG2(hx(msg), dst))).toBe(toHex(hx(expected)));
   });
 });
 
@@ -260,6 +356,83 @@ describe("keys and signatures", () => {
     const idSig = new Uint8Array(96);
     idSig[0] = 0xc0;
     expect(blsFastAggregateVerify([pk1, neg.toBytes(true)], msg, idSig)).toBe(false);
+  });
+});
+
+describe("aggregate verify, batch verify, eth variants", () => {
+  const sks = [1, 2, 3].map((i) => blsKeygen(new Uint8Array(32).fill(0x30 + i)));
+  const pks = sks.map(blsPublicKey);
+  const msgs = ["a", "b", "c"].map((m) => new TextEncoder().encode(`vote ${m}`));
+  const sigs = sks.map((sk, i) => blsSign(sk, msgs[i]!));
+  const agg = blsAggregateSignatures(sigs);
+  const idSig = new Uint8Array(96);
+  idSig[0] = 0xc0;
+
+  test("aggregateVerify: round trip, order, lengths, duplicates allowed (PoP scheme)", () => {
+    expect(blsAggregateVerify(pks, msgs, agg)).toBe(true);
+    expect(blsAggregateVerify(pks.map((p) => parsePublicKey(p)!), msgs, parseSignature(agg)!)).toBe(true);
+    expect(blsAggregateVerify([pks[1]!, pks[0]!, pks[2]!], msgs, agg)).toBe(false);
+    expect(blsAggregateVerify(pks.slice(0, 2), msgs, agg)).toBe(false);
+    expect(blsAggregateVerify([], [], agg)).toBe(false);
+    expect(blsAggregateVerify([], [], idSig)).toBe(false);
+    const same = sks.map((sk) => blsSign(sk, msgs[0]!));
+    expect(blsAggregateVerify(pks, [msgs[0]!, msgs[0]!, msgs[0]!], blsAggregateSignatures(same))).toBe(true);
+  });
+
+  test("never throws on garbage", () => {
+    const junk: unknown[] = [new Uint8Array(0), new Uint8Array(96), new Uint8Array(48), null, undefined, "ab", 7, {}];
+    for (const j of junk) {
+      expect(blsAggregateVerify([j as Uint8Array], [msgs[0]!], agg)).toBe(false);
+      expect(blsAggregateVerify(pks, msgs, j as Uint8Array)).toBe(false);
+      expect(blsAggregateVerify(pks, [msgs[0]!, msgs[1]!, j as Uint8Array], agg)).toBe(false);
+      expect(blsAggregateVerify(j as Uint8Array[], msgs, agg)).toBe(false);
+      expect(blsAggregateVerify(pks, j as Uint8Array[], agg)).toBe(false);
+      expect(blsBatchVerify(j as never)).toBe(false);
+      expect(blsBatchVerify([j as never])).toBe(false);
+      expect(blsBatchVerify([{ pk: pks[0]!, message: msgs[0]!, sig: j as Uint8Array }])).toBe(false);
+      expect(ethFastAggregateVerify([j as Uint8Array], msgs[0]!, sigs[0]!)).toBe(false);
+      expect(ethFastAggregateVerify([], msgs[0]!, j as Uint8Array)).toBe(false);
+      expect(() => blsAggregatePublicKeys([j as Uint8Array])).toThrow();
+    }
+    expect(() => blsAggregatePublicKeys(null as never)).toThrow();
+  });
+
+  test("batchVerify: valid, one bad set, identity signature, empty", () => {
+    const sets = pks.map((pk, i) => ({ pk, message: msgs[i]!, sig: sigs[i]! }));
+    expect(blsBatchVerify(sets)).toBe(true);
+    expect(blsBatchVerify(sets.map((s) => ({ ...s, pk: parsePublicKey(s.pk)!, sig: parseSignature(s.sig)! })))).toBe(true);
+    expect(blsBatchVerify([sets[0]!, { ...sets[1]!, message: msgs[2]! }, sets[2]!])).toBe(false);
+    expect(blsBatchVerify([sets[0]!, { ...sets[1]!, sig: idSig }])).toBe(false);
+    expect(blsBatchVerify([])).toBe(false);
+  });
+
+  test("ethFastAggregateVerify: empty keys only with the identity signature", () => {
+    const m = msgs[0]!;
+    const same = blsAggregateSignatures(sks.map((sk) => blsSign(sk, m)));
+    expect(ethFastAggregateVerify(pks, m, same)).toBe(true);
+    expect(ethFastAggregateVerify([], m, idSig)).toBe(true);
+    expect(ethFastAggregateVerify([], m, parseSignature(idSig)!)).toBe(true);
+    expect(ethFastAggregateVerify([], m, same)).toBe(false);
+    expect(ethFastAggregateVerify([], m, new Uint8Array(96))).toBe(false);
+    expect(ethFastAggregateVerify([pks[0]!], m, idSig)).toBe(false);
+  });
+
+  test("aggregatePublicKeys matches fastAggregateVerify and point input", () => {
+    const m = msgs[1]!;
+    const same = blsAggregateSignatures(sks.map((sk) => blsSign(sk, m)));
+    const aggPk = blsAggregatePublicKeys(pks);
+    expect(aggPk.length).toBe(48);
+    expect(blsVerify(aggPk, m, same)).toBe(true);
+    expect(toHex(blsAggregatePublicKeys(pks.map((p) => parsePublicKey(p)!)))).toBe(toHex(aggPk));
+    expect(blsVerify(blsAggregatePublicKeyPoint(pks), m, same)).toBe(true);
+  });
+
+  test("hashToG2 uses SIG_DST by default and rejects bad input", () => {
+    const m = msgs[0]!;
+    expect(toHex(blsHashToG2(m))).toBe(toHex(blsHashToG2(m, SIG_DST)));
+    expect(toHex(blsHashToG2(m, POP_DST))).not.toBe(toHex(blsHashToG2(m)));
+    expect(() => blsHashToG2("x" as never)).toThrow();
+    expect(() => blsHashToG2(m, "")).toThrow();
   });
 });
 

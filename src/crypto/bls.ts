@@ -22,6 +22,7 @@ import { bls12_381 } from "@noble/curves/bls12-381.js";
 const bls = bls12_381.longSignatures;
 const G1 = bls12_381.G1.Point;
 const G2 = bls12_381.G2.Point;
+const Fp12 = bls12_381.fields.Fp12;
 const R = bls12_381.fields.Fr.ORDER;
 
 /** A validated public key (G1 point, never the identity). */
@@ -131,6 +132,139 @@ export function blsFastAggregateVerify(
   return verifyWith(acc, message, asSignature(sig), SIG_DST);
 }
 
+/**
+ * Ethereum's eth_fast_aggregate_verify (altair): like blsFastAggregateVerify, except that an
+ * empty key list with the identity signature (0xc0 followed by 95 zero bytes, or the parsed
+ * identity point) is true. Any other empty-list input is false. Never throws.
+ */
+export function ethFastAggregateVerify(
+  pks: readonly (Uint8Array | G1Point)[],
+  message: Uint8Array,
+  sig: Uint8Array | G2Point,
+): boolean {
+  if (Array.isArray(pks) && pks.length === 0) {
+    if (sig instanceof Uint8Array) return isIdentitySignatureBytes(sig);
+    return sig instanceof G2 && sig.is0();
+  }
+  return blsFastAggregateVerify(pks, message, sig);
+}
+
+/**
+ * AggregateVerify of the proof-of-possession scheme under SIG_DST (Ethereum's
+ * bls.AggregateVerify): pks[i] signed messages[i], sig is the sum. Same length, non-empty,
+ * every key passes KeyValidate, sig is a valid non-identity signature. Messages need NOT be
+ * distinct (the PoP scheme drops the Basic scheme's distinct-message rule; keys must have
+ * had their PoP checked). Never throws.
+ */
+export function blsAggregateVerify(
+  pks: readonly (Uint8Array | G1Point)[],
+  messages: readonly Uint8Array[],
+  sig: Uint8Array | G2Point,
+): boolean {
+  return blsCoreAggregateVerify(pks, messages, sig, SIG_DST);
+}
+
+/**
+ * CoreAggregateVerify of draft-irtf-cfrg-bls-signature with an explicit hash-to-curve DST
+ * (for test vectors of other suites). It does not enforce distinct messages: a caller of the
+ * Basic (`_NUL_`) scheme must check that itself. Never throws.
+ */
+export function blsCoreAggregateVerify(
+  pks: readonly (Uint8Array | G1Point)[],
+  messages: readonly Uint8Array[],
+  sig: Uint8Array | G2Point,
+  dst: string,
+): boolean {
+  if (!Array.isArray(pks) || !Array.isArray(messages) || typeof dst !== "string") return false;
+  if (pks.length === 0 || pks.length !== messages.length) return false;
+  const s = asSignature(sig);
+  if (s === null || s.is0()) return false;
+  try {
+    const pairs: { g1: G1Point; g2: G2Point }[] = [];
+    for (let i = 0; i < pks.length; i++) {
+      const p = asPublicKey(pks[i]!);
+      const m = messages[i];
+      if (p === null || !(m instanceof Uint8Array)) return false;
+      pairs.push({ g1: p, g2: bls.hash(m, dst) });
+    }
+    pairs.push({ g1: G1.BASE.negate(), g2: s });
+    return Fp12.eql(bls12_381.pairingBatch(pairs), Fp12.ONE);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Ethereum's eth_aggregate_pubkeys: the sum of the keys, 48 bytes compressed. Throws on an
+ * empty list or on any key failing KeyValidate (identity, bad encoding, off curve / subgroup),
+ * matching the altair vectors' `null`. As in the spec, the sum itself is not re-validated
+ * (keys with checked PoPs cannot sum to the identity except with negligible probability).
+ */
+export function blsAggregatePublicKeys(pks: readonly (Uint8Array | G1Point)[]): Uint8Array {
+  return blsAggregatePublicKeyPoint(pks).toBytes(true);
+}
+
+/** blsAggregatePublicKeys, returning the point (for repeated verification). Same throws. */
+export function blsAggregatePublicKeyPoint(pks: readonly (Uint8Array | G1Point)[]): G1Point {
+  if (!Array.isArray(pks) || pks.length === 0) throw new Error("BLS aggregate pubkeys: no keys");
+  let acc = G1.ZERO;
+  for (const pk of pks) {
+    const p = asPublicKey(pk);
+    if (p === null) throw new Error("BLS aggregate pubkeys: invalid public key");
+    acc = acc.add(p);
+  }
+  return acc;
+}
+
+/** One (public key, message, signature) triple for blsBatchVerify. */
+export interface BlsSignatureSet {
+  pk: Uint8Array | G1Point;
+  message: Uint8Array;
+  sig: Uint8Array | G2Point;
+}
+
+/**
+ * Batch verification (bls12-381-tests batch_verify): true iff every set verifies on its own
+ * (blsVerify semantics: identity keys and signatures fail). Uses a random linear combination
+ * with 64-bit nonzero coefficients r_i, checking
+ *   e(-G1, sum r_i*sig_i) * prod e(r_i*pk_i, H(m_i)) == 1
+ * in one multi-pairing: a forged set whose errors cancel in the plain sum (the "forged"
+ * vector) is caught except with probability about 2^-64. False on an empty list. Never throws.
+ */
+export function blsBatchVerify(sets: readonly BlsSignatureSet[]): boolean {
+  if (!Array.isArray(sets) || sets.length === 0) return false;
+  try {
+    const rnd = new BigUint64Array(sets.length);
+    crypto.getRandomValues(rnd);
+    const pairs: { g1: G1Point; g2: G2Point }[] = [];
+    let sigAcc = G2.ZERO;
+    for (let i = 0; i < sets.length; i++) {
+      const set = sets[i];
+      if (set === null || typeof set !== "object") return false;
+      const p = asPublicKey(set.pk);
+      const s = asSignature(set.sig);
+      if (p === null || s === null || s.is0() || !(set.message instanceof Uint8Array)) return false;
+      const r = rnd[i]! | 1n; // nonzero
+      pairs.push({ g1: p.multiply(r), g2: bls.hash(set.message, SIG_DST) });
+      sigAcc = sigAcc.add(s.multiply(r));
+    }
+    pairs.push({ g1: G1.BASE.negate(), g2: sigAcc });
+    return Fp12.eql(bls12_381.pairingBatch(pairs), Fp12.ONE);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * hash_to_curve for G2 (BLS12381G2_XMD:SHA-256_SSWU_RO_) with the given DST (default
+ * SIG_DST), as 96 bytes compressed. Throws if message is not bytes or dst is empty.
+ */
+export function blsHashToG2(message: Uint8Array, dst: string = SIG_DST): Uint8Array {
+  if (!(message instanceof Uint8Array)) throw new Error("BLS hash_to_G2: message must be bytes");
+  if (typeof dst !== "string" || dst.length === 0) throw new Error("BLS hash_to_G2: empty DST");
+  return bls.Signature.toBytes(bls.hash(message, dst));
+}
+
 /** Decode and KeyValidate a public key once; null if invalid. Never throws. */
 export function parsePublicKey(pk: Uint8Array): G1Point | null {
   if (!(pk instanceof Uint8Array) || pk.length !== PUBLIC_KEY_BYTES || (pk[0]! & 0x80) === 0) return null;
@@ -174,6 +308,12 @@ function asSignature(sig: Uint8Array | G2Point): G2Point | null {
   } catch {
     return null;
   }
+}
+
+function isIdentitySignatureBytes(sig: Uint8Array): boolean {
+  if (sig.length !== SIGNATURE_BYTES || sig[0] !== 0xc0) return false;
+  for (let i = 1; i < sig.length; i++) if (sig[i] !== 0) return false;
+  return true;
 }
 
 function verifyWith(pk: G1Point | null, message: Uint8Array, sig: G2Point | null, dst: string): boolean {
