@@ -463,6 +463,24 @@ describe("genesis and mesh policy", () => {
     expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [], digests: ["0F".repeat(32)] } })).toThrow(/digests/);
   });
 
+  test("allowlist keys must be real P-256 points, listed once; required attestation must accept something", () => {
+    const notAPoint = "02" + "ff".repeat(32); // x >= p: no such point
+    for (const keys of [[notAPoint], ["04" + cardA.identity_pub.slice(2)], [cardA.identity_pub, cardA.identity_pub]]) {
+      expect(() => parseGenesis({ ...clone(genesis), admission: { policy: "allowlist", keys } })).toThrow(/admission/);
+    }
+    expect(parseGenesis({ ...clone(genesis), admission: { policy: "allowlist", keys: [cardA.identity_pub, cardB.identity_pub] } })).toBeTruthy();
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: [] } })).toThrow(/required/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [], digests: ["0f".repeat(32)] } })).toThrow(/required/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: false, pcrs: [7, 7], digests: [] } })).toThrow(/twice/);
+  });
+
+  test("parseGenesis returns a copy: later changes to the input do not reach it", () => {
+    const input = clone(genesis);
+    const parsed = parseGenesis(input);
+    input.name = "changed";
+    expect(parsed.name).toBe(genesis.name);
+  });
+
   test("rejects other malformed genesis files", () => {
     expect(() => parseGenesis({ ...clone(genesis), validators: [] })).toThrow(/validators/);
     expect(() => parseGenesis({ ...clone(genesis), epoch_duration: 0 })).toThrow(/epoch_duration/);

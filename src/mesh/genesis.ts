@@ -7,6 +7,7 @@ import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
 import { nodeIdOf } from "../identity/identity-key.ts";
 import { type NodeCard, parseCard } from "../identity/card.ts";
+import { importPublicKey } from "../crypto/p256.ts";
 
 export type Admission = { policy: "open" } | { policy: "allowlist"; keys: string[] };
 
@@ -70,9 +71,17 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   if (adm.policy === "open") expectKeys(adm, "genesis admission", ["policy"]);
   else if (adm.policy === "allowlist") {
     expectKeys(adm, "genesis admission", ["policy", "keys"]);
-    if (!Array.isArray(adm.keys) || !adm.keys.every((k) => typeof k === "string" && /^[0-9a-f]{66}$/.test(k))) {
+    if (!Array.isArray(adm.keys) || !adm.keys.every((k) => typeof k === "string" && /^0[23][0-9a-f]{64}$/.test(k))) {
       throw new SchemaError(`genesis admission: "keys" must list SEC1 compressed identity keys in hex`);
     }
+    adm.keys.forEach((k: string, i: number) => {
+      try {
+        importPublicKey(fromHex(k, 33));
+      } catch {
+        throw new SchemaError(`genesis admission: key ${i + 1} is not a P-256 point`);
+      }
+    });
+    if (new Set(adm.keys).size !== adm.keys.length) throw new SchemaError(`genesis admission: "keys" lists a key twice`);
   } else throw new SchemaError(`genesis admission: "policy" must be "open" or "allowlist"`);
   const att = expectObject(o.attestation, "genesis attestation");
   expectKeys(att, "genesis attestation", ["required", "pcrs", "digests"]);
@@ -83,7 +92,13 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   if (!Array.isArray(att.digests) || !att.digests.every((d) => typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
     throw new SchemaError(`genesis attestation: "digests" must list sha256 digests in hex`);
   }
-  return o as unknown as Genesis;
+  if (new Set(att.pcrs).size !== att.pcrs.length) throw new SchemaError(`genesis attestation: "pcrs" lists an index twice`);
+  // Required attestation with nothing accepted would lock every node out, silently.
+  if (att.required && (att.pcrs.length === 0 || att.digests.length === 0)) {
+    throw new SchemaError(`genesis attestation: "required" needs at least one PCR index and one accepted digest`);
+  }
+  // A copy: what the caller holds can change later; the parsed genesis must not.
+  return structuredClone(o) as unknown as Genesis;
 }
 
 /** Which node ids may write to this mesh: its validators, plus edges under the admission policy. */
