@@ -4,7 +4,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { Receiver } from "../src/chain/accept.ts";
+import { KeyCertRejected, Receiver } from "../src/chain/accept.ts";
+import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
+import { issueKeyCert } from "../src/identity/keycert.ts";
+import { generateKeyPair } from "../src/crypto/p256.ts";
 import { type Microblock, MicroblockRejected } from "../src/chain/microblock.ts";
 import { defaultConfig, type DsmConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
@@ -125,12 +128,41 @@ describe("Receiver", () => {
     expectRejected(() => receiver().acceptMicroblock(forged), "id");
   });
 
-  test("a key certificate from another mesh is refused", async () => {
+  test("a second, different certificate for one signing key is a conflict; reasons are codes", async () => {
+    const identity = SoftwareIdentityKey.load(edge.layout.identityKey);
+    const kp = generateKeyPair();
+    const issue = (firstSeq: number) =>
+      issueKeyCert(identity, { mesh: edge.mesh, signingKey: kp.privateKey, firstSeq, notAfterMs: Date.now() + 3_600_000 });
+    const r = receiver();
+    r.acceptKeyCert(await issue(100));
+    let caught: unknown;
+    try {
+      r.acceptKeyCert(await issue(200));
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(KeyCertRejected);
+    expect((caught as KeyCertRejected).reason).toBe("conflict");
+    let malformed: unknown;
+    try {
+      r.acceptKeyCert({ nonsense: true });
+    } catch (e) {
+      malformed = e;
+    }
+    expect((malformed as KeyCertRejected).reason).toBe("key_certificate");
+  });
+
+  test("a key certificate from another mesh is refused (reason mesh)", async () => {
     const dir = await initNode("stranger");
     const stranger = DSMNode.open(dir, defaultConfig());
     try {
       const mb = await stranger.createMicroblock({ eventType: "x", payload: {} });
       expect(() => receiver().acceptKeyCert(certOf(stranger, mb))).toThrow(/another mesh/);
+      try {
+        receiver().acceptKeyCert(certOf(stranger, mb));
+      } catch (e) {
+        expect((e as KeyCertRejected).reason).toBe("mesh");
+      }
       expectRejected(() => receiver().acceptMicroblock(mb), "mesh");
     } finally {
       stranger.close();

@@ -24,7 +24,15 @@ export type AcceptOutcome =
   /** Two valid microblocks for one (node, seq): both kept as evidence; the node is now quarantined. */
   | { status: "fork"; microblock: Microblock; existing: string };
 
-export class KeyCertRejected extends Error {}
+export class KeyCertRejected extends Error {
+  constructor(
+    /** key_certificate: malformed or not verifying; mesh; not_admitted; conflict: another certificate holds the key. */
+    readonly reason: "key_certificate" | "mesh" | "not_admitted" | "conflict",
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 export class Receiver {
   #keys = new Map<string, SigningKeyInfo>();
@@ -41,16 +49,20 @@ export class Receiver {
     try {
       cert = parseKeyCert(value);
     } catch (e) {
-      throw new KeyCertRejected((e as Error).message);
+      throw new KeyCertRejected("key_certificate", (e as Error).message);
     }
-    if (cert.mesh !== this.policy.mesh) throw new KeyCertRejected("key certificate: belongs to another mesh");
-    if (!this.policy.isAdmitted(cert.node_id)) throw new KeyCertRejected(`key certificate: node ${cert.node_id.slice(0, 12)}… is not admitted`);
+    if (cert.mesh !== this.policy.mesh) throw new KeyCertRejected("mesh", "key certificate: belongs to another mesh");
+    if (!this.policy.isAdmitted(cert.node_id)) {
+      throw new KeyCertRejected("not_admitted", `key certificate: node ${cert.node_id.slice(0, 12)}… is not admitted`);
+    }
     const name = keyNameOf(cert.signing_pub);
     const canonical = canonicalize(cert);
     // One signing key, one certificate: a second, different certificate for the same key
     // (another node claiming a key it saw on the wire) is refused, never silently dropped.
     const stored = this.ledger.keyCert(name);
-    if (stored !== null && stored !== canonical) throw new KeyCertRejected(`key certificate: signing key ${name.slice(0, 16)}… is already certified differently`);
+    if (stored !== null && stored !== canonical) {
+      throw new KeyCertRejected("conflict", `key certificate: signing key ${name.slice(0, 16)}… is already certified differently`);
+    }
     if (stored === null) this.ledger.immediate(() => this.ledger.insertKeyCert(cert.mesh, cert.node_id, name, cert.first_seq, canonical, this.#now()));
     this.#keys.set(name, signingKeyInfo(cert));
     return cert;

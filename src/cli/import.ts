@@ -149,13 +149,7 @@ export class Importer {
       name = keyNameOf(cert.signing_pub);
     } catch (err) {
       if (!(err instanceof KeyCertRejected)) throw err;
-      const reason =
-        typeof value.mesh === "string" && value.mesh !== this.node.policy.mesh && /another mesh/.test(err.message)
-          ? "mesh"
-          : /not admitted/.test(err.message)
-            ? "not_admitted"
-            : "key_certificate";
-      return this.#reject(where, reason, err.message);
+      return this.#reject(where, err.reason === "conflict" ? "key_certificate" : err.reason, err.message);
     }
     this.stats.certificates++;
     const waiting = this.#byKey.get(name);
