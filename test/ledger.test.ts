@@ -484,3 +484,27 @@ describe("verifyLedger", () => {
     }
   });
 });
+
+describe("Ledger.immediate nested in a transaction", () => {
+  test("a savepoint: an inner failure undoes only the inner part, the outer commit keeps the rest", () => {
+    const dir = tempDir();
+    try {
+      const l = Ledger.open(path.join(dir, "ledger.sqlite"));
+      l.immediate(() => {
+        l.immediate(() => l.insertPayload("01".repeat(32), "{}"));
+        expect(() =>
+          l.immediate(() => {
+            l.insertPayload("02".repeat(32), "{}");
+            throw new Error("inner");
+          }),
+        ).toThrow("inner");
+        l.insertPayload("03".repeat(32), "{}");
+      });
+      expect([l.hasPayload("01".repeat(32)), l.hasPayload("02".repeat(32)), l.hasPayload("03".repeat(32))]).toEqual([true, false, true]);
+      expect(l.db.inTransaction).toBe(false);
+      l.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -119,8 +119,11 @@ export class Importer {
   async consume(stream: ReadableStream<Uint8Array>, source: string): Promise<void> {
     const splitter = new LineSplitter(MAX_EXCHANGE_LINE_BYTES);
     const onLine = (e: { no: number; text: string } | { no: number; error: string }) => this.#line(e, source);
-    for await (const chunk of stream) splitter.push(chunk, onLine);
-    splitter.end(onLine);
+    // One commit (one fsync) per chunk read, not per line: each line's own writes are a
+    // savepoint inside it, so a rejected line still leaves nothing behind.
+    const ledger = this.node.ledger;
+    for await (const chunk of stream) ledger.immediate(() => splitter.push(chunk, onLine));
+    ledger.immediate(() => splitter.end(onLine));
   }
 
   #line(e: { no: number; text: string } | { no: number; error: string }, source: string): void {

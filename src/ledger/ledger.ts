@@ -68,6 +68,7 @@ export class Ledger {
   readonly db: Database;
   readonly path: string;
   #chainIds = new Map<string, number>();
+  #savepoints = 0;
   #st: {
     chainId: Statement;
     insertChain: Statement;
@@ -130,6 +131,24 @@ export class Ledger {
    * event loop that would release it.
    */
   immediate<T>(fn: () => T): T {
+    // Inside a caller's transaction (import batches many receives into one commit) this is
+    // a savepoint: a failure undoes only its own part, and the caller's commit decides.
+    if (this.db.inTransaction) {
+      const sp = `dsm_sp_${++this.#savepoints}`;
+      this.db.exec(`SAVEPOINT ${sp}`);
+      try {
+        const out = fn();
+        this.db.exec(`RELEASE ${sp}`);
+        return out;
+      } catch (e) {
+        this.db.exec(`ROLLBACK TO ${sp}`);
+        this.db.exec(`RELEASE ${sp}`);
+        this.#chainIds.clear();
+        throw e;
+      } finally {
+        this.#savepoints--;
+      }
+    }
     this.db.exec("BEGIN IMMEDIATE");
     try {
       const out = fn();
