@@ -49,11 +49,7 @@ EXAMPLES
         const emitted = new Set<string>();
         const chains = new Set<string>();
         let buf = "";
-        let after: number | undefined;
-        for (;;) {
-          const page = node.ledger.list({ nodeId, fromSeq, afterRowid: after, limit: PAGE });
-          if (page.length === 0) break;
-          after = page[page.length - 1]!.rowid;
+        for (const page of node.ledger.listPages({ nodeId, fromSeq }, PAGE)) {
           for (const mb of page) {
             if (mb.mesh !== node.mesh) continue; // another mesh's chain (a local chain before joining)
             if (!emitted.has(mb.key)) {

@@ -36,15 +36,9 @@ EXAMPLES
         untilMs: timeArg(args.until, "until"),
         descending: !args["oldest-first"],
       };
-      // Paged by rowid so memory stays flat for --limit 0 on millions of rows.
-      let remaining = limit === 0 ? Infinity : limit;
-      let after: number | undefined;
-      while (remaining > 0) {
-        const page = node.ledger.list({ ...base, afterRowid: after, limit: Math.min(1000, remaining) });
-        if (page.length === 0) break;
+      // Paged, so --limit 0 on millions of rows runs in flat memory.
+      for (const page of node.ledger.listPages({ ...base, limit: limit === 0 ? undefined : limit })) {
         for (const mb of page) (ctx.json ? printJson(withoutLocalFields(mb)) : print(line(mb)));
-        remaining -= page.length;
-        after = page[page.length - 1]!.rowid;
       }
     }, { readonly: true });
   },

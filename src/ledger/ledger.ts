@@ -294,6 +294,22 @@ export class Ledger {
     return (this.db.query(sql).all(...args) as Row[]).map(toMicroblock);
   }
 
+  /**
+   * list() in pages, keyed by rowid, so memory stays flat however many rows match;
+   * filter.limit (if any) bounds the total.
+   */
+  *listPages(filter: LogFilter, pageSize = 1000): Generator<StoredMicroblock[]> {
+    let remaining = filter.limit ?? Infinity;
+    let after = filter.afterRowid;
+    while (remaining > 0) {
+      const page = this.list({ ...filter, afterRowid: after, limit: Math.min(pageSize, remaining) });
+      if (page.length === 0) return;
+      yield page;
+      remaining -= page.length;
+      after = page[page.length - 1]!.rowid;
+    }
+  }
+
   /** Streams every microblock in arrival order without holding them in memory. */
   *iterateMicroblocks(): Generator<StoredMicroblock> {
     for (const row of this.db.query(`${SELECT_MB} ORDER BY m.rowid`).iterate() as IterableIterator<Row>) yield toMicroblock(row);

@@ -32,6 +32,14 @@ export type BuildResult =
   | { status: "exists"; certificate: FinalityCertificate }
   | { status: "nothing-new"; epoch: number };
 
+/** Indices of the set bits of a signers bitfield, in order: the inverse of signersBitfield. */
+export function signerIndices(signers: string): number[] {
+  const bytes = fromHex(signers);
+  const out: number[] = [];
+  for (let i = 0; i < bytes.length * 8; i++) if (bytes[i >> 3]! & (0x80 >> (i & 7))) out.push(i);
+  return out;
+}
+
 export function signersBitfield(indices: number[], n: number): string {
   const bytes = new Uint8Array(Math.ceil(n / 8));
   for (const i of indices) bytes[i >> 3]! |= 0x80 >> (i & 7);

@@ -12,7 +12,7 @@ import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identi
 import { type Genesis, MeshPolicy, meshIdOf } from "../mesh/genesis.ts";
 import { withoutLocalFields } from "../ledger/ledger.ts";
 import type { DSMNode } from "../node/node.ts";
-import type { CheckpointBuilder, FinalityCertificate } from "./builder.ts";
+import { type CheckpointBuilder, type FinalityCertificate, signerIndices } from "./builder.ts";
 import { type CheckpointBody, checkpointDigest, parseCheckpoint } from "./checkpoint.ts";
 import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
 
@@ -117,8 +117,7 @@ export function verifyFinality(value: unknown, genesis: Genesis, what = "finalit
     throw new BundleError(`${what}: signers bitfield has ${bits.length} bytes, want ${Math.ceil(n / 8)} for ${n} validators`);
   }
   const pks = [];
-  for (let i = 0; i < bits.length * 8; i++) {
-    if ((bits[i >> 3]! & (0x80 >> (i & 7))) === 0) continue;
+  for (const i of signerIndices(cert.signers)) {
     if (i >= n) throw new BundleError(`${what}: signers bitfield sets bit ${i}, but there are only ${n} validators`);
     const pk = parsePublicKey(fromHex(genesis.validators[i]!.bls_pub!, 48));
     if (pk === null) throw new BundleError(`${what}: genesis validator ${i} has an invalid BLS key`);

@@ -19,11 +19,10 @@
 // the body; `dsm verify-proof` checks the certificate itself. An aggregate cannot be split
 // per signer, so the note carries one signature line for the whole signer set (for a
 // one-validator mesh, that validator's key).
-import { fromHex } from "../encoding/hex.ts";
-import { toHex } from "../encoding/hex.ts";
+import { fromHex, toHex } from "../encoding/hex.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import type { Genesis } from "../mesh/genesis.ts";
-import type { FinalityCertificate } from "./builder.ts";
+import { type FinalityCertificate, signerIndices } from "./builder.ts";
 
 export const NOTE_ORIGIN_PREFIX = "hookprobe.dsm/";
 /** The signed-note algorithm byte used here: not a registered type (BLS12-381 aggregate). */
@@ -35,14 +34,6 @@ export function noteOrigin(mesh: string): string {
 
 export function noteKeyName(mesh: string): string {
   return `${NOTE_ORIGIN_PREFIX}${mesh.slice(0, 16)}`;
-}
-
-/** Indices of the set bits of a signers bitfield (validator i is bit 7 - i % 8 of byte i / 8). */
-export function signerIndices(signers: string): number[] {
-  const bytes = fromHex(signers);
-  const out: number[] = [];
-  for (let i = 0; i < bytes.length * 8; i++) if (bytes[i >> 3]! & (0x80 >> (i & 7))) out.push(i);
-  return out;
 }
 
 /** The 4-byte key hash of the note signature line for these BLS public keys. */
