@@ -322,16 +322,32 @@ function verifyWith(pk: G1Point | null, message: Uint8Array, sig: G2Point | null
   // (noble's pairing would throw on it anyway).
   if (pk.is0() || sig.is0()) return false;
   try {
-    return bls.verify(sig, bls.hash(message, dst), pk);
+    return bls.verify(sig, hashCached(message, dst), pk);
   } catch {
     return false;
   }
 }
 
+// hash_to_G2 costs about as much as the pairing check itself, and one message is verified
+// many times over: a checkpoint digest under each validator's signature, then under the
+// aggregate. The map is a pure function's memo, bounded, oldest out first.
+const hashMemo = new Map<string, G2Point>();
+
+function hashCached(message: Uint8Array, dst: string): G2Point {
+  const k = `${dst}|${Buffer.from(message).toString("hex")}`;
+  let h = hashMemo.get(k);
+  if (!h) {
+    h = bls.hash(message, dst);
+    if (hashMemo.size >= 512) hashMemo.delete(hashMemo.keys().next().value!);
+    hashMemo.set(k, h);
+  }
+  return h;
+}
+
 function signWith(sk: Uint8Array, message: Uint8Array, dst: string): Uint8Array {
   checkSecretKey(sk);
   if (!(message instanceof Uint8Array)) throw new Error("BLS sign: message must be bytes");
-  return bls.Signature.toBytes(bls.sign(bls.hash(message, dst), sk));
+  return bls.Signature.toBytes(bls.sign(hashCached(message, dst), sk));
 }
 
 function checkSecretKey(sk: Uint8Array): void {

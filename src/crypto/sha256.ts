@@ -26,7 +26,7 @@ export function domainDigestOfCanonical(kind: DigestKind, canonicalJson: string)
   return h.digest() as Uint8Array;
 }
 
-export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis";
+export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis" | "proposal" | "vote";
 
 const DOMAIN_PREFIX: Record<DigestKind, string> = {
   microblock: "hookprobe-dsm/microblock/v1\n",
@@ -35,4 +35,6 @@ const DOMAIN_PREFIX: Record<DigestKind, string> = {
   card: "hookprobe-dsm/card/v1\n",
   checkpoint: "hookprobe-dsm/checkpoint/v1\n",
   genesis: "hookprobe-dsm/genesis/v1\n",
+  proposal: "hookprobe-dsm/proposal/v1\n",
+  vote: "hookprobe-dsm/vote/v1\n",
 };

@@ -5,6 +5,7 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { blsSign } from "../crypto/bls.ts";
+import { signersBitfield } from "../consensus/validators.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
 import {
@@ -31,20 +32,6 @@ export type BuildResult =
   | { status: "created"; certificate: FinalityCertificate; leaves: number }
   | { status: "exists"; certificate: FinalityCertificate }
   | { status: "nothing-new"; epoch: number };
-
-/** Indices of the set bits of a signers bitfield, in order: the inverse of signersBitfield. */
-export function signerIndices(signers: string): number[] {
-  const bytes = fromHex(signers);
-  const out: number[] = [];
-  for (let i = 0; i < bytes.length * 8; i++) if (bytes[i >> 3]! & (0x80 >> (i & 7))) out.push(i);
-  return out;
-}
-
-export function signersBitfield(indices: number[], n: number): string {
-  const bytes = new Uint8Array(Math.ceil(n / 8));
-  for (const i of indices) bytes[i >> 3]! |= 0x80 >> (i & 7);
-  return toHex(bytes);
-}
 
 export class CheckpointBuilder {
   readonly tree: TreeStore;

@@ -5,14 +5,14 @@
 import { fromHex, isHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
-import { blsFastAggregateVerify, parsePublicKey } from "../crypto/bls.ts";
 import { verify as p256Verify } from "../crypto/p256.ts";
 import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../chain/microblock.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
 import { type Genesis, MeshPolicy, meshIdOf } from "../mesh/genesis.ts";
 import { withoutLocalFields } from "../ledger/ledger.ts";
 import type { DSMNode } from "../node/node.ts";
-import { type CheckpointBuilder, type FinalityCertificate, signerIndices } from "./builder.ts";
+import type { CheckpointBuilder, FinalityCertificate } from "./builder.ts";
+import { signerIndices, validatorSetOf } from "../consensus/validators.ts";
 import { type CheckpointBody, checkpointDigest, parseCheckpoint } from "./checkpoint.ts";
 import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
 
@@ -61,11 +61,6 @@ export type BundleSummary =
   | ({ type: "inclusion"; id: string; node_id: string; seq: number; leaf_index: number; payload: boolean } & FinalityInfo & { message: string })
   | { type: "consistency"; older: FinalityInfo; newer: FinalityInfo; message: string };
 
-/** q = n - floor((n - 1) / 3): the BFT quorum of DESIGN.md section 6. */
-export function quorumOf(n: number): number {
-  return n - Math.floor((n - 1) / 3);
-}
-
 function oneLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split("\n")[0]!;
 }
@@ -103,31 +98,18 @@ export function parseFinalityCertificate(value: unknown, what = "finality certif
 
 /**
  * The certificate's checkpoint belongs to this genesis's mesh and carries the aggregate
- * BLS signature of at least a quorum of its validators. Throws BundleError.
+ * BLS signature of at least a quorum of its validators (or of `threshold`, a configured
+ * quorum_threshold, when higher). Throws BundleError.
  */
-export function verifyFinality(value: unknown, genesis: Genesis, what = "finality certificate"): FinalityInfo {
+export function verifyFinality(value: unknown, genesis: Genesis, what = "finality certificate", threshold = 0): FinalityInfo {
   const cert = parseFinalityCertificate(value, what);
   const cp = cert.checkpoint;
   const mesh = meshIdOf(genesis);
   if (cp.mesh !== mesh) throw new BundleError(`${what}: checkpoint is for mesh ${cp.mesh.slice(0, 16)}…, not this genesis's mesh ${mesh.slice(0, 16)}…`);
-  const n = genesis.validators.length;
-  const q = quorumOf(n);
-  const bits = fromHex(cert.signers);
-  if (bits.length !== Math.ceil(n / 8)) {
-    throw new BundleError(`${what}: signers bitfield has ${bits.length} bytes, want ${Math.ceil(n / 8)} for ${n} validators`);
-  }
-  const pks = [];
-  for (const i of signerIndices(cert.signers)) {
-    if (i >= n) throw new BundleError(`${what}: signers bitfield sets bit ${i}, but there are only ${n} validators`);
-    const pk = parsePublicKey(fromHex(genesis.validators[i]!.bls_pub!, 48));
-    if (pk === null) throw new BundleError(`${what}: genesis validator ${i} has an invalid BLS key`);
-    pks.push(pk);
-  }
-  if (pks.length < q) throw new BundleError(`${what}: ${pks.length} of ${n} validators signed, quorum is ${q}`);
-  if (!blsFastAggregateVerify(pks, checkpointDigest(cp), fromHex(cert.agg_sig, 96))) {
-    throw new BundleError(`${what}: aggregate BLS signature of ${pks.length} validators does not verify over checkpoint epoch ${cp.epoch}`);
-  }
-  return { epoch: cp.epoch, treeSize: cp.tree_size, signed: pks.length, validators: n, quorum: q };
+  const set = check(what, () => validatorSetOf(genesis, threshold));
+  const problem = set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
+  if (problem !== null) throw new BundleError(`${what}: ${problem}${problem.startsWith("aggregate") ? ` over checkpoint epoch ${cp.epoch}` : ""}`);
+  return { epoch: cp.epoch, treeSize: cp.tree_size, signed: signerIndices(cert.signers).length, validators: set.n, quorum: set.quorum };
 }
 
 /** Checks every hash and signature in a bundle against the genesis. Throws BundleError. */

@@ -121,3 +121,51 @@ export function parseCheckpoint(value: unknown, what = "checkpoint"): Checkpoint
   }
   return o as unknown as CheckpointBody;
 }
+
+/** What a validator's own store knows about the chains a checkpoint body names. */
+export interface ChainView {
+  /** Last seq of the node already in the log (0 for none). */
+  lastIncluded(nodeId: string): number;
+  /** The node's verified microblocks with from <= seq <= to that this store holds, in seq order. */
+  rows(nodeId: string, from: number, to: number): { seq: number; id: string; timestampMs: number }[];
+  /** First seq at which the node is quarantined, if it is. */
+  quarantinedFrom(nodeId: string): number | undefined;
+}
+
+export type LeavesResult =
+  | { ok: true; ids: string[] }
+  | { ok: false; reason: string; missing?: Record<string, [number, number]> };
+
+/**
+ * The new leaves a proposed body's ranges stand for, checked against the rules of
+ * DESIGN.md section 6 on this validator's own verified microblocks: each range starts right
+ * after the node's last included seq, every seq in it is held (else `missing` says what to
+ * fetch), timestamped before the epoch's end, and before any quarantine point. A range
+ * need not reach the last seq this validator holds: the proposer may have seen less, and
+ * whatever is left out goes into the next checkpoint.
+ */
+export function leavesOf(body: CheckpointBody, view: ChainView, epochEndMs: number): LeavesResult {
+  const nodes = Object.keys(body.ranges).sort();
+  if (nodes.length === 0) return { ok: false, reason: "empty: the checkpoint adds no microblock" };
+  const ids: string[] = [];
+  const missing: Record<string, [number, number]> = {};
+  for (const node of nodes) {
+    const [from, to] = body.ranges[node]!;
+    const short = node.slice(0, 12);
+    const last = view.lastIncluded(node);
+    if (from !== last + 1) return { ok: false, reason: `range of ${short}… starts at seq ${from}, but seq ${last} is its last in the log` };
+    const q = view.quarantinedFrom(node);
+    if (q !== undefined && to >= q) return { ok: false, reason: `range of ${short}… reaches seq ${to}, but the node is quarantined from seq ${q}` };
+    const rows = view.rows(node, from, to);
+    let expect = from;
+    for (const r of rows) {
+      if (r.seq !== expect) break;
+      if (r.timestampMs >= epochEndMs) return { ok: false, reason: `microblock ${short}…:${r.seq} is timestamped after the end of epoch ${body.epoch}` };
+      ids.push(r.id);
+      expect++;
+    }
+    if (expect <= to) missing[node] = [expect, to];
+  }
+  if (Object.keys(missing).length > 0) return { ok: false, reason: "missing microblocks", missing };
+  return { ok: true, ids };
+}

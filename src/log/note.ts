@@ -22,7 +22,8 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import type { Genesis } from "../mesh/genesis.ts";
-import { type FinalityCertificate, signerIndices } from "./builder.ts";
+import type { FinalityCertificate } from "./builder.ts";
+import { signerIndices } from "../consensus/validators.ts";
 
 export const NOTE_ORIGIN_PREFIX = "hookprobe.dsm/";
 /** The signed-note algorithm byte used here: not a registered type (BLS12-381 aggregate). */

@@ -1,0 +1,676 @@
+// The consensus engine of one validator (DESIGN.md section 6, refined in docs/PROTOCOL.md
+// "Consensus"). Each height decides the checkpoint that follows the last finalized one, by
+// the round-based algorithm of Buchman, Kwon and Milosevic, "The latest gossip on BFT
+// consensus" (Tendermint, 2018): proposals, prevotes and precommits per round, a lock on
+// the value precommitted, proposers in rotation, timeouts that grow with the round. Once a
+// quorum precommits a body in one round, that body is decided and the validator makes its
+// one BLS signature for the epoch over the checkpoint digest; a quorum of those aggregates
+// into the finality certificate.
+//
+// Why two phases before the signature: DESIGN.md lets a validator sign one body per epoch,
+// ever. Signing a proposal directly would let a proposer that shows different bodies to
+// different validators split their only signatures, and the epoch could never finalize.
+// Prevotes and precommits may change from round to round; the signature is only made for
+// a body that is already decided, so honest signatures never split.
+//
+// Deterministic and transport-agnostic: every input arrives through receive(), logChanged()
+// or a timer of the injected clock, and the engine never awaits.
+import { toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { SchemaError } from "../encoding/schema.ts";
+import type { Genesis } from "../mesh/genesis.ts";
+import type { FinalityCertificate } from "../log/builder.ts";
+import { type CheckpointBody, checkpointDigest, checkpointDigestHex, epochAt, epochBounds } from "../log/checkpoint.ts";
+import { parseFinalityCertificate } from "../log/bundle.ts";
+import {
+  conflicting,
+  type Evidence,
+  evidenceProblem,
+  heightOf,
+  makeEvidence,
+  type Phase,
+  parseSigned,
+  type Proposal,
+  type Signature,
+  type Signed,
+  signatureValid,
+  signingDigest,
+  slotOf,
+  slotsOf,
+  type Vote,
+} from "./messages.ts";
+import type { CheckpointSource, Clock, ConsensusTransport, SignedStore } from "./ports.ts";
+import { signersBitfield, type ValidatorSet } from "./validators.ts";
+
+export type EngineEvent =
+  | { kind: "proposed"; epoch: number; round: number; digest: string }
+  | { kind: "decided"; epoch: number; round: number; digest: string }
+  | { kind: "finalized"; certificate: FinalityCertificate; round: number }
+  | { kind: "evidence"; validator: number; evidence: Evidence }
+  | { kind: "rejected"; reason: string; validator?: number }
+  | { kind: "refused"; reason: string }
+  | { kind: "conflict"; reason: string };
+
+export interface EngineOptions {
+  genesis: Genesis;
+  mesh: string;
+  validators: ValidatorSet;
+  /** This validator's index in genesis order. */
+  index: number;
+  /** BLS signature (96 bytes) over a 32-byte message with this validator's key. */
+  sign: (message: Uint8Array) => Uint8Array;
+  source: CheckpointSource;
+  store: SignedStore;
+  transport: ConsensusTransport;
+  clock: Clock;
+  /** signature_timeout: the length of round 0; later rounds grow by half of it each. */
+  roundTimeoutMs: number;
+  /** Clock difference tolerated when deciding whether an epoch has closed. */
+  maxClockSkewMs: number;
+  onEvent?: (e: EngineEvent) => void;
+}
+
+type Step = "idle" | "propose" | "prevote" | "precommit";
+type Validity = "valid" | "invalid" | "pending";
+
+const MAX_BUFFERED = 4096;
+
+export class ConsensusEngine {
+  readonly #o: EngineOptions;
+  readonly #set: ValidatorSet;
+  readonly #f: number;
+  #stopped = false;
+
+  // The height: the checkpoint after #latest.
+  #latest: FinalityCertificate | null = null;
+  #prev = ZERO_HASH;
+  #baseEpoch = 0;
+  #heightStart = 0;
+
+  #round = 0;
+  #step: Step = "idle";
+  #lockedValue: string | null = null;
+  #lockedRound = -1;
+  #validValue: string | null = null;
+  #validRound = -1;
+  #decided: string | null = null;
+  #heard = false;
+
+  #bodies = new Map<string, CheckpointBody>();
+  #proposals = new Map<number, Proposal>();
+  #votes = new Map<string, Map<number, string | null>>();
+  #sigs = new Map<string, Map<number, string>>();
+  #roundSenders = new Map<number, Set<number>>();
+  #seen = new Map<string, Signed>();
+  #validity = new Map<string, Validity>();
+  #fired = new Set<string>();
+  #timers: (() => void)[] = [];
+  #future = new Map<string, unknown[]>();
+  #futureCount = 0;
+  #pendingCert: FinalityCertificate | null = null;
+  #requestedAt = -Infinity;
+  #activation: (() => void) | null = null;
+  #waiters: { epoch: number; resolve: (c: FinalityCertificate) => void }[] = [];
+
+  constructor(opts: EngineOptions) {
+    if (!Number.isInteger(opts.index) || opts.index < 0 || opts.index >= opts.validators.n) {
+      throw new RangeError(`validator index ${opts.index} is not in the genesis's ${opts.validators.n} validators`);
+    }
+    this.#o = opts;
+    this.#set = opts.validators;
+    this.#f = Math.floor((this.#set.n - 1) / 3);
+  }
+
+  get index(): number {
+    return this.#o.index;
+  }
+
+  /** Loads the last finalized checkpoint and resumes the height from what this validator already signed. */
+  start(): void {
+    this.#enterHeight(this.#o.source.latest());
+    this.#requestCatchUp();
+    this.#heartbeat();
+  }
+
+  /**
+   * Sends this validator's messages of the current round (and its signature) again, every
+   * round timeout: a lossy network then delivers each of them eventually, which the
+   * algorithm's liveness assumes.
+   */
+  #heartbeat(): void {
+    if (this.#stopped) return;
+    if (this.#step !== "idle") {
+      for (const m of this.#seen.values()) {
+        if (m.validator !== this.#o.index) continue;
+        if (m.type === "S" || m.round === this.#round) this.#o.transport.broadcast(m);
+      }
+    }
+    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#cancelTimers();
+    this.#waiters = [];
+  }
+
+  /** Status for status commands and tests. */
+  status(): { prev: string; baseEpoch: number; round: number; step: Step; lastFinalizedEpoch: number | null; decided: string | null } {
+    return { prev: this.#prev, baseEpoch: this.#baseEpoch, round: this.#round, step: this.#step, lastFinalizedEpoch: this.#latest?.checkpoint.epoch ?? null, decided: this.#decided };
+  }
+
+  /** Proposer of a round at the current height: (base epoch + round) mod n. */
+  proposerOf(round: number): number {
+    return (this.#baseEpoch + round) % this.#set.n;
+  }
+
+  /**
+   * Waits for the finality certificate of `body`'s epoch or of a later one (checkpoints
+   * are cumulative), and wakes the engine if it was idle. The seed's API.
+   */
+  collectValidatorSignatures(body: CheckpointBody): Promise<FinalityCertificate> {
+    if (this.#latest && this.#latest.checkpoint.epoch >= body.epoch) return Promise.resolve(this.#latest);
+    return new Promise((resolve) => {
+      this.#waiters.push({ epoch: body.epoch, resolve });
+      this.#heard = true;
+      this.#maybeActivate();
+    });
+  }
+
+  /** New microblocks were stored: pending proposals and certificates may now check out. */
+  logChanged(): void {
+    if (this.#stopped) return;
+    for (const [d, v] of this.#validity) if (v === "pending") this.#validity.delete(d);
+    if (this.#pendingCert) {
+      const c = this.#pendingCert;
+      this.#pendingCert = null;
+      this.#finalize(c);
+      return;
+    }
+    this.#maybeActivate();
+    this.#evaluate();
+  }
+
+  /** Any consensus message from the network (P, V, S, E or F), untrusted. */
+  receive(value: unknown): void {
+    if (this.#stopped) return;
+    const type = typeof value === "object" && value !== null ? (value as { type?: unknown }).type : undefined;
+    try {
+      if (type === "F") return this.#onCertificate(parseFinalityCertificate(value));
+      if (type === "E") return this.#onEvidence(value);
+      this.#onSigned(parseSigned(value, this.#set.n));
+    } catch (e) {
+      if (e instanceof SchemaError || (e as Error).name === "BundleError") this.#emit({ kind: "rejected", reason: (e as Error).message });
+      else throw e;
+    }
+  }
+
+  // --- heights ----------------------------------------------------------------------
+
+  #enterHeight(latest: FinalityCertificate | null): void {
+    this.#cancelTimers();
+    this.#latest = latest;
+    this.#prev = latest ? checkpointDigestHex(latest.checkpoint) : ZERO_HASH;
+    this.#baseEpoch = latest ? latest.checkpoint.epoch + 1 : 0;
+    this.#heightStart = this.#o.clock.now();
+    this.#round = 0;
+    this.#step = "idle";
+    this.#lockedValue = null;
+    this.#lockedRound = -1;
+    this.#validValue = null;
+    this.#validRound = -1;
+    this.#decided = null;
+    this.#heard = this.#waiters.length > 0;
+    this.#bodies = new Map();
+    this.#proposals = new Map();
+    this.#votes = new Map();
+    this.#sigs = new Map();
+    this.#roundSenders = new Map();
+    this.#seen = new Map();
+    this.#validity = new Map();
+    this.#fired = new Set();
+    this.#pendingCert = null;
+    if (latest) {
+      const done = this.#waiters.filter((w) => w.epoch <= latest.checkpoint.epoch);
+      this.#waiters = this.#waiters.filter((w) => w.epoch > latest.checkpoint.epoch);
+      for (const w of done) w.resolve(latest);
+    }
+    this.#resume();
+    // Only this height's buffered messages can still matter; later ones come again.
+    const buffered = this.#future.get(this.#prev) ?? [];
+    this.#future = new Map();
+    this.#futureCount = 0;
+    for (const m of buffered) this.receive(m);
+    this.#maybeActivate();
+    this.#evaluate();
+  }
+
+  /** After a restart: what this validator signed at this height binds it again. */
+  #resume(): void {
+    const mine = this.#o.store.ofHeight(this.#prev);
+    if (mine.length === 0) return;
+    let round = 0;
+    for (const m of mine) {
+      this.#record(m);
+      if (m.type !== "S") round = Math.max(round, m.round);
+      if (m.type === "V" && m.phase === "precommit" && m.checkpoint !== null && m.round > this.#lockedRound) {
+        this.#lockedRound = m.round;
+        this.#lockedValue = m.checkpoint;
+      }
+      if (m.type === "S") this.#decided = slotOf(m).value;
+    }
+    this.#round = round;
+    const signedVote = (phase: Phase) => mine.some((m) => m.type === "V" && m.round === round && m.phase === phase);
+    this.#step = signedVote("precommit") ? "precommit" : signedVote("prevote") ? "prevote" : "propose";
+    this.#heard = true;
+    for (const m of mine) this.#o.transport.broadcast(m);
+    this.#scheduleRoundTimeouts();
+  }
+
+  #maybeActivate(): void {
+    if (this.#stopped || this.#step !== "idle") return;
+    this.#activation?.();
+    this.#activation = null;
+    const now = this.#o.clock.now();
+    const { endMs } = epochBounds(this.#o.genesis, this.#baseEpoch);
+    let wake = endMs;
+    if (now >= endMs) {
+      if (this.#heard || this.#o.source.propose(this.#latestClosed()) !== null) return this.#startRound(0);
+      // Nothing new anywhere yet: look again when the next epoch closes.
+      wake = epochBounds(this.#o.genesis, epochAt(this.#o.genesis, now)).endMs;
+    }
+    this.#activation = this.#o.clock.schedule(wake - now, () => {
+      this.#activation = null;
+      this.#maybeActivate();
+    });
+  }
+
+  #latestClosed(): number {
+    return epochAt(this.#o.genesis, this.#o.clock.now()) - 1;
+  }
+
+  // --- rounds -----------------------------------------------------------------------
+
+  #timeout(round: number): number {
+    const step = this.#o.roundTimeoutMs / 3;
+    return step + (round * step) / 2;
+  }
+
+  #startRound(round: number): void {
+    this.#cancelTimers();
+    this.#round = round;
+    this.#step = "propose";
+    if (this.proposerOf(round) === this.#o.index) {
+      let body: CheckpointBody | null = null;
+      let validRound = -1;
+      if (this.#validValue !== null) {
+        body = this.#bodies.get(this.#validValue) ?? null;
+        validRound = this.#validRound;
+      } else {
+        const epoch = this.#latestClosed();
+        if (epoch >= this.#baseEpoch) body = this.#o.source.propose(epoch);
+        if (body && body.prev !== this.#prev) body = null;
+      }
+      if (body) {
+        const m = this.#signAndSend({ v: 1, type: "P", mesh: this.#o.mesh, round, valid_round: validRound, checkpoint: body, validator: this.#o.index });
+        if (m) this.#emit({ kind: "proposed", epoch: body.epoch, round, digest: checkpointDigestHex(body) });
+      }
+    }
+    this.#scheduleRoundTimeouts();
+    this.#evaluate();
+  }
+
+  #scheduleRoundTimeouts(): void {
+    const round = this.#round;
+    const prev = this.#prev;
+    const t = this.#timeout(round);
+    const stillHere = () => !this.#stopped && this.#prev === prev && this.#round === round;
+    this.#after(t, () => {
+      if (stillHere() && this.#step === "propose") this.#vote("prevote", null);
+    });
+  }
+
+  #vote(phase: Phase, value: string | null): void {
+    const m = this.#signAndSend({ v: 1, type: "V", mesh: this.#o.mesh, prev: this.#prev, round: this.#round, phase, checkpoint: value, validator: this.#o.index });
+    this.#step = phase;
+    if (m === null) return;
+    if (phase === "precommit" && value !== null) {
+      this.#lockedValue = value;
+      this.#lockedRound = this.#round;
+    }
+    this.#evaluate();
+  }
+
+  /** Signs, records durably, then sends. Null when the store already holds a different message for the slot. */
+  #signAndSend(unsigned: Omit<Proposal, "sig"> | Omit<Vote, "sig"> | Omit<Signature, "sig">): Signed | null {
+    const msg = { ...unsigned, sig: toHex(this.#o.sign(signingDigest(unsigned))) } as Signed;
+    const held = this.#o.store.claim(slotsOf(msg).map((s) => s.slot), msg);
+    if (held !== msg) {
+      const same = slotsOf(held).every((h, i) => h.value === slotsOf(msg)[i]?.value) && held.type === msg.type;
+      if (!same) {
+        this.#emit({ kind: "refused", reason: `already signed ${slotOf(held).slot} for another value; not signing a second` });
+        return null;
+      }
+    }
+    this.#record(held);
+    this.#o.transport.broadcast(held);
+    return held;
+  }
+
+  // --- messages -----------------------------------------------------------------------
+
+  #onSigned(m: Signed): void {
+    const height = heightOf(m);
+    if (m.mesh !== this.#o.mesh) return this.#emit({ kind: "rejected", reason: "message for another mesh", validator: m.validator });
+    if (height !== this.#prev) {
+      if (m.type !== "V" && this.#latest && m.checkpoint.epoch <= this.#latest.checkpoint.epoch) return; // an old height
+      // Possibly a height after one this validator missed: keep it, fetch certificates.
+      this.#buffer(height, m);
+      return;
+    }
+    if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+    if (!this.#checkEquivocation(m)) return;
+    if (!this.#record(m)) return;
+    this.#heard = true;
+    if (this.#step === "idle") this.#maybeActivate();
+    this.#evaluate();
+  }
+
+  /** A message of another height: perhaps one after a certificate this validator missed. */
+  #buffer(height: string, m: unknown): void {
+    if (this.#futureCount < MAX_BUFFERED) {
+      const list = this.#future.get(height) ?? [];
+      list.push(m);
+      this.#future.set(height, list);
+      this.#futureCount++;
+    }
+    this.#requestCatchUp();
+  }
+
+  /** Asks for certificates after the latest, at most once per round timeout. */
+  #requestCatchUp(): void {
+    const now = this.#o.clock.now();
+    if (now - this.#requestedAt < this.#o.roundTimeoutMs) return;
+    this.#requestedAt = now;
+    this.#o.transport.requestCertificates(this.#latest?.checkpoint.epoch ?? -1);
+  }
+
+  /** False (and evidence made) when m conflicts with what its signer already signed. */
+  #checkEquivocation(m: Signed): boolean {
+    for (const { slot } of slotsOf(m)) {
+      const key = `${m.validator}/${slot}`;
+      const first = this.#seen.get(key);
+      if (!first) continue;
+      if (conflicting(first, m)) {
+        const e = makeEvidence(first, m);
+        if (this.#o.store.addEvidence(e, slot)) {
+          this.#emit({ kind: "evidence", validator: m.validator, evidence: e });
+          this.#o.transport.broadcast(e);
+        }
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Adds a verified message to the round state; false when it adds nothing. */
+  #record(m: Signed): boolean {
+    for (const { slot } of slotsOf(m)) {
+      const key = `${m.validator}/${slot}`;
+      if (this.#seen.has(key)) return false;
+      this.#seen.set(key, m);
+    }
+    if (m.type === "P") {
+      if (m.validator !== this.proposerOf(m.round) || m.checkpoint.prev !== this.#prev) return false;
+      if (this.#proposals.has(m.round)) return false;
+      this.#proposals.set(m.round, m);
+      this.#bodies.set(checkpointDigestHex(m.checkpoint), m.checkpoint);
+      this.#senders(m.round).add(m.validator);
+    } else if (m.type === "V") {
+      const k = `${m.round}/${m.phase}`;
+      let votes = this.#votes.get(k);
+      if (!votes) this.#votes.set(k, (votes = new Map()));
+      votes.set(m.validator, m.checkpoint);
+      this.#senders(m.round).add(m.validator);
+    } else {
+      const d = checkpointDigestHex(m.checkpoint);
+      this.#bodies.set(d, m.checkpoint);
+      let sigs = this.#sigs.get(d);
+      if (!sigs) this.#sigs.set(d, (sigs = new Map()));
+      sigs.set(m.validator, m.sig);
+    }
+    return true;
+  }
+
+  #senders(round: number): Set<number> {
+    let s = this.#roundSenders.get(round);
+    if (!s) this.#roundSenders.set(round, (s = new Set()));
+    return s;
+  }
+
+  #onEvidence(value: unknown): void {
+    const problem = evidenceProblem(value, this.#o.mesh, this.#set);
+    if (problem !== null) return this.#emit({ kind: "rejected", reason: `evidence: ${problem}` });
+    const e = value as Evidence;
+    if (this.#o.store.addEvidence(e, slotOf(e.first).slot)) this.#emit({ kind: "evidence", validator: e.validator, evidence: e });
+  }
+
+  #onCertificate(cert: FinalityCertificate): void {
+    const cp = cert.checkpoint;
+    if (cp.mesh !== this.#o.mesh) return this.#emit({ kind: "rejected", reason: "certificate for another mesh" });
+    if (this.#latest && cp.epoch <= this.#latest.checkpoint.epoch) return;
+    const problem = this.#set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
+    if (problem !== null) return this.#emit({ kind: "rejected", reason: `certificate: ${problem}` });
+    if (cp.prev !== this.#prev) return this.#buffer(cp.prev, cert);
+    this.#finalize(cert);
+  }
+
+  #finalize(cert: FinalityCertificate): void {
+    const cp = cert.checkpoint;
+    if (cp.prev !== this.#prev) return;
+    const r = this.#o.source.check(cp);
+    if (!r.ok) {
+      this.#pendingCert = cert;
+      if (r.missing) this.#o.transport.fetchMicroblocks(r.missing);
+      else this.#emit({ kind: "conflict", reason: `a quorum finalized epoch ${cp.epoch}, but this validator's log rejects it: ${r.reason}` });
+      return;
+    }
+    this.#o.source.commit(cert);
+    this.#o.transport.broadcast(cert);
+    this.#emit({ kind: "finalized", certificate: cert, round: this.#round });
+    this.#enterHeight(cert);
+  }
+
+  // --- the rules ----------------------------------------------------------------------
+
+  #validity_(digest: string): Validity {
+    const cached = this.#validity.get(digest);
+    if (cached) return cached;
+    const body = this.#bodies.get(digest);
+    if (!body) return "pending";
+    let v: Validity;
+    const now = this.#o.clock.now();
+    const { endMs } = epochBounds(this.#o.genesis, body.epoch);
+    if (body.mesh !== this.#o.mesh || body.prev !== this.#prev || body.epoch < this.#baseEpoch) v = "invalid";
+    else if (endMs > now + this.#o.maxClockSkewMs) {
+      // Not closed yet by this clock: valid later, perhaps.
+      if (this.#once(`closes/${digest}`)) this.#after(endMs - this.#o.maxClockSkewMs - now, () => this.#evaluate());
+      return "pending";
+    } else {
+      const r = this.#o.source.check(body);
+      if (r.ok) v = "valid";
+      else if (r.missing) {
+        this.#o.transport.fetchMicroblocks(r.missing);
+        v = "pending";
+      } else {
+        v = "invalid";
+        this.#emit({ kind: "rejected", reason: `proposal for epoch ${body.epoch}: ${r.reason}` });
+      }
+    }
+    this.#validity.set(digest, v);
+    return v;
+  }
+
+  #count(round: number, phase: Phase, value: string | null | undefined): number {
+    const votes = this.#votes.get(`${round}/${phase}`);
+    if (!votes) return 0;
+    if (value === undefined) return votes.size;
+    let c = 0;
+    for (const v of votes.values()) if (v === value) c++;
+    return c;
+  }
+
+  /** Values with at least a quorum of `phase` votes in `round`. */
+  #quorumValues(round: number, phase: Phase): (string | null)[] {
+    const votes = this.#votes.get(`${round}/${phase}`);
+    if (!votes || votes.size < this.#set.quorum) return [];
+    const counts = new Map<string | null, number>();
+    for (const v of votes.values()) counts.set(v, (counts.get(v) ?? 0) + 1);
+    return [...counts].filter(([, c]) => c >= this.#set.quorum).map(([v]) => v);
+  }
+
+  #once(key: string): boolean {
+    if (this.#fired.has(key)) return false;
+    this.#fired.add(key);
+    return true;
+  }
+
+  #evaluating = false;
+  #again = false;
+
+  #evaluate(): void {
+    if (this.#stopped) return;
+    if (this.#evaluating) {
+      this.#again = true;
+      return;
+    }
+    this.#evaluating = true;
+    try {
+      do {
+        this.#again = false;
+        this.#rules();
+      } while (this.#again && !this.#stopped);
+    } finally {
+      this.#evaluating = false;
+    }
+  }
+
+  #rules(): void {
+    const q = this.#set.quorum;
+    const r = this.#round;
+    const prev = this.#prev;
+
+    // Decision: a quorum of precommits for a valid body in any round.
+    if (this.#decided === null) {
+      for (const key of this.#votes.keys()) {
+        if (!key.endsWith("/precommit")) continue;
+        const round = Number(key.slice(0, key.indexOf("/")));
+        for (const v of this.#quorumValues(round, "precommit")) {
+          if (v !== null && this.#bodies.has(v) && this.#validity_(v) === "valid") return this.#decide(v, round);
+        }
+      }
+    }
+    this.#maybeCertify();
+    if (this.#prev !== prev || this.#step === "idle") return;
+
+    // Round skip: f+1 validators already in a later round.
+    for (const [round, senders] of this.#roundSenders) {
+      if (round > r && senders.size >= this.#f + 1) return this.#startRound(round);
+    }
+
+    const proposal = this.#proposals.get(r);
+    if (this.#step === "propose" && proposal) {
+      const v = checkpointDigestHex(proposal.checkpoint);
+      const vr = proposal.valid_round;
+      if (vr === -1) {
+        const validity = this.#validity_(v);
+        if (validity !== "pending") {
+          const ok = validity === "valid" && (this.#lockedRound === -1 || this.#lockedValue === v);
+          return this.#vote("prevote", ok ? v : null);
+        }
+      } else if (vr < r && this.#count(vr, "prevote", v) >= q) {
+        const validity = this.#validity_(v);
+        if (validity !== "pending") {
+          const ok = validity === "valid" && (this.#lockedRound <= vr || this.#lockedValue === v);
+          return this.#vote("prevote", ok ? v : null);
+        }
+      }
+    }
+
+    if (this.#step === "prevote" && this.#count(r, "prevote", undefined) >= q && this.#once(`tpv/${r}`)) {
+      const round = r;
+      this.#after(this.#timeout(r), () => {
+        if (!this.#stopped && this.#prev === prev && this.#round === round && this.#step === "prevote") this.#vote("precommit", null);
+      });
+    }
+
+    if (this.#step === "prevote" || this.#step === "precommit") {
+      for (const v of this.#quorumValues(r, "prevote")) {
+        if (v === null) {
+          if (this.#step === "prevote") return this.#vote("precommit", null);
+          continue;
+        }
+        if (this.#bodies.has(v) && this.#validity_(v) === "valid" && this.#once(`polka/${r}`)) {
+          this.#validValue = v;
+          this.#validRound = r;
+          if (this.#step === "prevote") return this.#vote("precommit", v);
+        }
+      }
+    }
+
+    if (this.#count(r, "precommit", undefined) >= q && this.#once(`tpc/${r}`)) {
+      const round = r;
+      this.#after(this.#timeout(r), () => {
+        if (!this.#stopped && this.#prev === prev && this.#round === round && this.#decided === null) this.#startRound(round + 1);
+      });
+    }
+  }
+
+  #decide(digest: string, round: number): void {
+    this.#decided = digest;
+    const body = this.#bodies.get(digest)!;
+    this.#emit({ kind: "decided", epoch: body.epoch, round, digest });
+    this.#signAndSend({ v: 1, type: "S", mesh: this.#o.mesh, checkpoint: body, validator: this.#o.index });
+    this.#again = true;
+  }
+
+  /** A quorum of signatures over one body: aggregate them into the certificate. */
+  #maybeCertify(): void {
+    for (const [d, sigs] of this.#sigs) {
+      if (sigs.size < this.#set.quorum) continue;
+      const body = this.#bodies.get(d)!;
+      const signers = [...sigs.keys()].sort((a, b) => a - b);
+      const cert: FinalityCertificate = {
+        v: 1,
+        type: "F",
+        checkpoint: body,
+        signers: signersBitfield(signers, this.#set.n),
+        agg_sig: this.#set.aggregate(signers.map((i) => sigs.get(i)!)),
+      };
+      if (this.#pendingCert && checkpointDigestHex(this.#pendingCert.checkpoint) === d) return;
+      this.#finalize(cert);
+      return;
+    }
+  }
+
+  // --- plumbing -----------------------------------------------------------------------
+
+  #after(ms: number, fn: () => void): void {
+    this.#timers.push(this.#o.clock.schedule(Math.max(0, ms), fn));
+  }
+
+  #cancelTimers(): void {
+    for (const c of this.#timers) c();
+    this.#timers = [];
+    this.#activation?.();
+    this.#activation = null;
+  }
+
+  #emit(e: EngineEvent): void {
+    this.#o.onEvent?.(e);
+  }
+
+  /** Time since this height began (for finality latency). */
+  get heightAgeMs(): number {
+    return this.#o.clock.now() - this.#heightStart;
+  }
+}

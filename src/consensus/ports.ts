@@ -1,0 +1,87 @@
+// What the consensus engine needs from the world, as interfaces: a clock, a transport, the
+// validator's checkpoint log and a durable store for what it signed. The daemon plugs in
+// libp2p, the ledger and SQLite; tests plug in a simulated network and a fake clock.
+import type { FinalityCertificate } from "../log/builder.ts";
+import type { CheckpointBody } from "../log/checkpoint.ts";
+import type { Evidence, Signed } from "./messages.ts";
+
+export interface Clock {
+  now(): number;
+  /** Runs fn after ms; returns a function that cancels it. */
+  schedule(ms: number, fn: () => void): () => void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  schedule(ms, fn) {
+    const t = setTimeout(fn, Math.max(0, ms));
+    return () => clearTimeout(t);
+  },
+};
+
+export type ConsensusMessage = Signed | Evidence | FinalityCertificate;
+
+export interface ConsensusTransport {
+  /** To every validator; certificates and evidence to every node. Best effort. */
+  broadcast(msg: ConsensusMessage): void;
+  /** Catch-up (/dsm/finality/1): certificates of epochs after `afterEpoch`, handed back through receive(). */
+  requestCertificates(afterEpoch: number): void;
+  /** Gap fill (/dsm/sync/1): once stored, the caller says so with logChanged(). */
+  fetchMicroblocks(ranges: Record<string, [number, number]>): void;
+}
+
+export type CheckResult = { ok: true } | { ok: false; reason: string; missing?: Record<string, [number, number]> };
+
+/** The validator's view of the mesh log. */
+export interface CheckpointSource {
+  /** The newest finalized certificate this validator holds, or null before the first. */
+  latest(): FinalityCertificate | null;
+  /** A body for `epoch` over what this validator has verified, after latest(); null when nothing is new. */
+  propose(epoch: number): CheckpointBody | null;
+  /** Recomputes the body's ranges, tree_size and root from this validator's own microblocks. */
+  check(body: CheckpointBody): CheckResult;
+  /** Stores a finalized certificate whose body check() accepted; appends its leaves to the log. */
+  commit(cert: FinalityCertificate): void;
+}
+
+/** Durable record of every message this validator signed: the guard against signing twice. */
+export interface SignedStore {
+  /**
+   * Atomically: when no message holds any of `slots`, stores msg under all of them and
+   * returns it; otherwise stores nothing and returns the message already there. Durable
+   * (fsynced) before it returns, so a message is only ever sent after it is on disk.
+   */
+  claim(slots: readonly string[], msg: Signed): Signed;
+  /** This validator's messages for the height that follows `prev`. */
+  ofHeight(prev: string): Signed[];
+  /** Keeps verified evidence; false when it was already known. */
+  addEvidence(e: Evidence, slot: string): boolean;
+}
+
+/** In memory: for tests, simulations and benchmarks; a restart keeps the object. */
+export class MemorySignedStore implements SignedStore {
+  readonly #slots = new Map<string, Signed>();
+  readonly evidence = new Map<string, Evidence>();
+
+  claim(slots: readonly string[], msg: Signed): Signed {
+    for (const s of slots) {
+      const held = this.#slots.get(s);
+      if (held) return held;
+    }
+    for (const s of slots) this.#slots.set(s, msg);
+    return msg;
+  }
+
+  ofHeight(prev: string): Signed[] {
+    const out = new Set<Signed>();
+    for (const [slot, m] of this.#slots) if (slot.startsWith(`P/${prev}/`) || slot.startsWith(`V/${prev}/`) || slot === `S@${prev}`) out.add(m);
+    return [...out];
+  }
+
+  addEvidence(e: Evidence, slot: string): boolean {
+    const k = `${e.validator}/${slot}`;
+    if (this.evidence.has(k)) return false;
+    this.evidence.set(k, e);
+    return true;
+  }
+}

@@ -1,0 +1,146 @@
+// The validator set of a mesh: the genesis's BLS keys decoded once (decoding is noble's
+// expensive part), the quorum, and signature checks with a memo. A verification result is
+// a pure function of (key, message, signature), so remembering it is exact; gossip delivers
+// the same vote many times, and every validator of an in-process simulation checks the same
+// signatures.
+import { fromHex, toHex } from "../encoding/hex.ts";
+import { blsAggregateSignatures, blsFastAggregateVerify, blsVerify, type G1Point, type G2Point, parsePublicKey, parseSignature } from "../crypto/bls.ts";
+import { sha256Hex } from "../crypto/sha256.ts";
+import type { Genesis } from "../mesh/genesis.ts";
+
+/** q = n - floor((n - 1) / 3): the BFT quorum of DESIGN.md section 6. */
+export function quorumOf(n: number): number {
+  return n - Math.floor((n - 1) / 3);
+}
+
+/** Indices of the set bits of a signers bitfield; validator i is bit 0x80 >> (i % 8) of byte i / 8. */
+export function signerIndices(signers: string): number[] {
+  const bytes = fromHex(signers);
+  const out: number[] = [];
+  for (let i = 0; i < bytes.length * 8; i++) if (bytes[i >> 3]! & (0x80 >> (i & 7))) out.push(i);
+  return out;
+}
+
+export function signersBitfield(indices: readonly number[], n: number): string {
+  const bytes = new Uint8Array(Math.ceil(n / 8));
+  for (const i of indices) bytes[i >> 3]! |= 0x80 >> (i & 7);
+  return toHex(bytes);
+}
+
+const MEMO_LIMIT = 1 << 16;
+
+/** A bounded memo: the oldest entries go first once it is full. */
+class Memo {
+  readonly #m = new Map<string, boolean>();
+  get(k: string): boolean | undefined {
+    return this.#m.get(k);
+  }
+  set(k: string, v: boolean): void {
+    if (this.#m.size >= MEMO_LIMIT) this.#m.delete(this.#m.keys().next().value!);
+    this.#m.set(k, v);
+  }
+}
+
+const sharedMemo = new Memo();
+const sigPoints = new Map<string, G2Point>();
+
+/** Decoding a G2 point costs a few ms in noble; every validator decodes the same ones. */
+function signaturePoint(hex: string): G2Point {
+  let p = sigPoints.get(hex);
+  if (!p) {
+    const parsed = parseSignature(fromHex(hex, 96));
+    if (parsed === null) throw new RangeError("not a valid BLS signature encoding");
+    p = parsed;
+    if (sigPoints.size >= 4096) sigPoints.delete(sigPoints.keys().next().value!);
+    sigPoints.set(hex, p);
+  }
+  return p;
+}
+
+export class ValidatorSet {
+  readonly n: number;
+  readonly quorum: number;
+  readonly keys: readonly G1Point[];
+  readonly keyHex: readonly string[];
+  readonly nodeIds: readonly string[];
+
+  /**
+   * threshold: a configured quorum_threshold; it may raise the BFT quorum, never lower it.
+   * The genesis must already be parsed (keys validated, PoPs checked by parseGenesis).
+   */
+  constructor(genesis: Genesis, threshold = 0) {
+    this.n = genesis.validators.length;
+    if (!Number.isInteger(threshold) || threshold < 0 || threshold > this.n) {
+      throw new RangeError(`quorum_threshold ${threshold} is not between 0 and the ${this.n} validators of the genesis`);
+    }
+    this.quorum = Math.max(quorumOf(this.n), threshold);
+    this.keyHex = genesis.validators.map((c) => c.bls_pub!);
+    this.nodeIds = genesis.validators.map((c) => c.node_id);
+    this.keys = this.keyHex.map((hex, i) => {
+      const p = parsePublicKey(fromHex(hex, 48));
+      if (p === null) throw new RangeError(`genesis validator ${i}: bls_pub is not a valid BLS12-381 public key`);
+      return p;
+    });
+  }
+
+  indexOf(nodeId: string): number {
+    return this.nodeIds.indexOf(nodeId);
+  }
+
+  /** BLS verification of validator i's signature (96 bytes hex) over a 32-byte message. Never throws. */
+  verify(i: number, message: Uint8Array, sigHex: string): boolean {
+    if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{192}$/.test(sigHex)) return false;
+    const k = `${this.keyHex[i]}${toHex(message)}${sigHex}`;
+    const hit = sharedMemo.get(k);
+    if (hit !== undefined) return hit;
+    let ok: boolean;
+    try {
+      ok = blsVerify(this.keys[i]!, message, signaturePoint(sigHex));
+    } catch {
+      ok = false;
+    }
+    sharedMemo.set(k, ok);
+    return ok;
+  }
+
+  /** The aggregate of signatures that were each verified, as hex. */
+  aggregate(sigs: readonly string[]): string {
+    return toHex(blsAggregateSignatures(sigs.map((s) => signaturePoint(s))));
+  }
+
+  /**
+   * Why a (signers, agg_sig) pair does not prove a quorum over message, or null when it
+   * does. Pure, memoised by the exact inputs.
+   */
+  quorumProblem(signers: string, message: Uint8Array, aggSig: string): string | null {
+    if (typeof signers !== "string" || !/^(?:[0-9a-f]{2})+$/.test(signers)) return `"signers" must be a non-empty hex bitfield`;
+    const bytes = signers.length / 2;
+    if (bytes !== Math.ceil(this.n / 8)) return `signers bitfield has ${bytes} bytes, want ${Math.ceil(this.n / 8)} for ${this.n} validators`;
+    const idx = signerIndices(signers);
+    const beyond = idx.find((i) => i >= this.n);
+    if (beyond !== undefined) return `signers bitfield sets bit ${beyond}, but there are only ${this.n} validators`;
+    if (idx.length < this.quorum) return `${idx.length} of ${this.n} validators signed, quorum is ${this.quorum}`;
+    if (typeof aggSig !== "string" || !/^[0-9a-f]{192}$/.test(aggSig)) return `"agg_sig" must be 192 lowercase hex characters`;
+    const k = sha256Hex(`agg|${this.keyHex.join("")}|${signers}|${toHex(message)}|${aggSig}`);
+    let ok = sharedMemo.get(k);
+    if (ok === undefined) {
+      ok = blsFastAggregateVerify(idx.map((i) => this.keys[i]!), message, fromHex(aggSig, 96));
+      sharedMemo.set(k, ok);
+    }
+    return ok ? null : `aggregate BLS signature of ${idx.length} validators does not verify`;
+  }
+}
+
+const sets = new Map<string, ValidatorSet>();
+
+/** One ValidatorSet per (genesis, threshold) per process: the keys are decoded once. */
+export function validatorSetOf(genesis: Genesis, threshold = 0): ValidatorSet {
+  const k = `${genesis.validators.map((c) => c.bls_pub).join(",")}|${threshold}`;
+  let set = sets.get(k);
+  if (!set) {
+    set = new ValidatorSet(genesis, threshold);
+    if (sets.size > 64) sets.clear();
+    sets.set(k, set);
+  }
+  return set;
+}
