@@ -5,6 +5,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { runBinary } from "./binary.ts";
+import { runConsensus } from "./consensus.ts";
 import { runIngest } from "./ingest.ts";
 import { cleanupTempDirs, envInt, now, say } from "./lib.ts";
 import { runVerify } from "./verify.ts";
@@ -25,12 +26,14 @@ try {
   const verify = await runVerify(m);
   const binary = await runBinary(root, n);
   const log = await runLog();
+  const consensus = await runConsensus();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
     bench: "dsm",
     bun: Bun.version,
     log,
+    consensus,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),

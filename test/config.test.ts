@@ -22,6 +22,7 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   ingest: { format: "auto", max_line_bytes: 1048576 },
   privacy: { anonymize_ips: false },
   mesh: { genesis: "", max_clock_skew_s: 60 },
+  consensus: { signature_timeout_s: 30, quorum_threshold: 0 },
 };
 
 /** Runs fn, which must throw a ConfigError, and returns its message. */

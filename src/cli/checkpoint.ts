@@ -1,6 +1,4 @@
-import { blsPublicKey } from "../crypto/bls.ts";
-import { toHex } from "../encoding/hex.ts";
-import { readSecretFile } from "../fs/files.ts";
+import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
 import { type BuildResult, CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
 import { epochAt, epochBounds } from "../log/checkpoint.ts";
 import { checkpointNote } from "../log/note.ts";
@@ -21,8 +19,13 @@ epoch" explicitly and is the default. Checkpoints are cumulative: an epoch skipp
 missed a run) is simply included by the next one, and an epoch older than the latest
 checkpoint has nothing new.
 
-The node must be one of its mesh genesis's validators. Idempotent: running it again for
-an epoch changes nothing and prints the stored certificate.
+The node must be the validator of a one-validator mesh (every local mesh made by dsm
+init is one). In a mesh of n > 1 validators a checkpoint is final only with a quorum
+q = n - floor((n-1)/3) of their BLS signatures, agreed over the mesh by the consensus
+engine, so this command refuses rather than sign alone. The signature is recorded in the
+ledger before it is used: a validator signs at most one checkpoint per epoch, even across
+a crash. Idempotent: running it again for an epoch changes nothing and prints the stored
+certificate.
 
 Prints the finality certificate on stdout (pretty JSON; --json: one line) and a one-line
 summary on stderr.
@@ -68,10 +71,17 @@ EXAMPLES
 
 function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
   const genesis = node.genesis;
-  const index = genesis.validators.findIndex((c) => c.node_id === node.nodeId);
-  if (index < 0) {
+  let validator: DSMValidator;
+  try {
+    validator = DSMValidator.open(node);
+  } catch (e) {
+    if (e instanceof ValidatorKeyError) throw new CliError(e.message);
+    throw e;
+  }
+  if (validator.validators.n > 1) {
+    const { n, quorum } = validator.validators;
     throw new CliError(
-      `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${genesis.validators.length} validator(s)); only a validator builds checkpoints`,
+      `mesh "${genesis.name}" has ${n} validators: a checkpoint is final only with ${quorum} of their signatures, which the validators agree on over the mesh (the dsm daemon); this build signs checkpoints alone only in a one-validator mesh`,
     );
   }
   const nowMs = Date.now();
@@ -86,21 +96,13 @@ function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
     if (wanted === current) throw new CliError(`epoch ${wanted} is still open (it closes at ${closesAt(wanted)}); only a closed epoch is checkpointed`);
     epoch = wanted;
   }
-  let secret: Uint8Array;
+  const builder = validator.builder;
+  let result: BuildResult;
   try {
-    secret = new Uint8Array(readSecretFile(node.layout.blsKey));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(code ? `cannot read the BLS key ${node.layout.blsKey}: ${code}` : (e as Error).message);
+    result = validator.buildAlone(epoch);
+  } finally {
+    validator.close();
   }
-  if (secret.length !== 32) throw new CliError(`${node.layout.blsKey} must hold a 32-byte BLS secret key, it has ${secret.length} bytes`);
-  const card = genesis.validators[index]!;
-  if (card.bls_pub && toHex(blsPublicKey(secret)) !== card.bls_pub) {
-    throw new CliError(`${node.layout.blsKey} does not match this node's bls_pub in the genesis of mesh ${node.mesh.slice(0, 16)}…`);
-  }
-  const builder = new CheckpointBuilder(node.ledger, node.policy);
-  const result: BuildResult = builder.build(epoch, secret, index);
-  secret.fill(0);
   switch (result.status) {
     case "created": {
       const c = result.certificate.checkpoint;

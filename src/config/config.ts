@@ -14,6 +14,7 @@ export interface DsmConfig {
   ingest: { format: "auto" | "suricata" | "zeek" | "json"; max_line_bytes: number };
   privacy: { anonymize_ips: boolean };
   mesh: { genesis: string; max_clock_skew_s: number };
+  consensus: { signature_timeout_s: number; quorum_threshold: number };
 }
 
 /** One line, always of the form `<source>: <key path>: <problem>`, fit to print as-is to an operator. */
@@ -55,6 +56,7 @@ const SCHEMA: Schema = {
   ingest: { format: oneOf("auto", "suricata", "zeek", "json"), max_line_bytes: int(1024, 67_108_864) },
   privacy: { anonymize_ips: BOOL },
   mesh: { genesis: STR, max_clock_skew_s: int(0, 86_400) },
+  consensus: { signature_timeout_s: int(1, 3600), quorum_threshold: int(0, 1024) },
 };
 
 // The schema viewed untyped, for walking documents whose keys are not yet known to be valid.

@@ -15,7 +15,7 @@
 //
 // Deterministic and transport-agnostic: every input arrives through receive(), logChanged()
 // or a timer of the injected clock, and the engine never awaits.
-import { toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { ZERO_HASH } from "../encoding/hex.ts";
 import { SchemaError } from "../encoding/schema.ts";
 import type { Genesis } from "../mesh/genesis.ts";
 import type { FinalityCertificate } from "../log/builder.ts";
@@ -30,15 +30,13 @@ import {
   type Phase,
   parseSigned,
   type Proposal,
-  type Signature,
   type Signed,
   signatureValid,
-  signingDigest,
   slotOf,
   slotsOf,
-  type Vote,
 } from "./messages.ts";
 import type { CheckpointSource, Clock, ConsensusTransport, SignedStore } from "./ports.ts";
+import { signOnce, type Unsigned } from "./sign-once.ts";
 import { signersBitfield, type ValidatorSet } from "./validators.ts";
 
 export type EngineEvent =
@@ -341,19 +339,15 @@ export class ConsensusEngine {
   }
 
   /** Signs, records durably, then sends. Null when the store already holds a different message for the slot. */
-  #signAndSend(unsigned: Omit<Proposal, "sig"> | Omit<Vote, "sig"> | Omit<Signature, "sig">): Signed | null {
-    const msg = { ...unsigned, sig: toHex(this.#o.sign(signingDigest(unsigned))) } as Signed;
-    const held = this.#o.store.claim(slotsOf(msg).map((s) => s.slot), msg);
-    if (held !== msg) {
-      const same = slotsOf(held).every((h, i) => h.value === slotsOf(msg)[i]?.value) && held.type === msg.type;
-      if (!same) {
-        this.#emit({ kind: "refused", reason: `already signed ${slotOf(held).slot} for another value; not signing a second` });
-        return null;
-      }
+  #signAndSend(unsigned: Unsigned): Signed | null {
+    const r = signOnce(this.#o.store, unsigned, this.#o.sign);
+    if (!r.ok) {
+      this.#emit({ kind: "refused", reason: `already signed ${r.slot} for another value; not signing a second` });
+      return null;
     }
-    this.#record(held);
-    this.#o.transport.broadcast(held);
-    return held;
+    this.#record(r.message);
+    this.#o.transport.broadcast(r.message);
+    return r.message;
   }
 
   // --- messages -----------------------------------------------------------------------

@@ -97,4 +97,24 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX log_spans_chain ON log_spans (chain, from_seq);
   `,
+  // Consensus (src/consensus/signed-store.ts): every message this validator signed, under
+  // each slot it occupies (a slot holds one message, ever: the guard against signing two
+  // bodies for one epoch, across restarts), and verified equivocation evidence.
+  `
+  CREATE TABLE consensus_signed (
+    mesh BLOB NOT NULL,
+    slot TEXT NOT NULL,
+    message BLOB NOT NULL,
+    signed_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, slot)
+  ) WITHOUT ROWID;
+  CREATE TABLE consensus_evidence (
+    mesh BLOB NOT NULL,
+    validator INTEGER NOT NULL,
+    slot TEXT NOT NULL,
+    evidence BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, validator, slot)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -1,18 +1,24 @@
-// Builds, stores and reads the checkpoints of this node's mesh: the ledger's microblocks
-// in, an appended Merkle log and a finality certificate out. In a one-validator mesh
-// (every local mesh) the certificate carries that validator's own BLS signature; the
-// consensus issue fills `signers` and `agg_sig` from a quorum instead, same shape.
+// Builds, checks, stores and reads the checkpoints of this node's mesh: the ledger's
+// microblocks in, an appended Merkle log and finality certificates out. It is the consensus
+// engine's CheckpointSource over the ledger (propose, check, commit); in a one-validator mesh
+// (every local mesh) build() is the whole agreement: the node's own signature is a quorum.
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { blsSign } from "../crypto/bls.ts";
+import type { CheckpointSource, CheckResult } from "../consensus/ports.ts";
+import { LedgerSignedStore } from "../consensus/signed-store.ts";
+import { signOnce } from "../consensus/sign-once.ts";
 import { signersBitfield } from "../consensus/validators.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
 import {
   type ChainCandidates,
+  type ChainView,
   type CheckpointBody,
   checkpointDigest,
+  checkpointDigestHex,
   epochBounds,
+  leavesOf,
   makeCheckpointBody,
   planCheckpoint,
 } from "./checkpoint.ts";
@@ -33,7 +39,7 @@ export type BuildResult =
   | { status: "exists"; certificate: FinalityCertificate }
   | { status: "nothing-new"; epoch: number };
 
-export class CheckpointBuilder {
+export class CheckpointBuilder implements CheckpointSource {
   readonly tree: TreeStore;
 
   constructor(
@@ -58,9 +64,98 @@ export class CheckpointBuilder {
     return row ? JSON.parse(Buffer.from(row.certificate).toString("utf8")) : null;
   }
 
+  /** Certificates after an epoch, oldest first (catch-up, /dsm/finality/1). */
+  since(afterEpoch: number, limit = 64): FinalityCertificate[] {
+    const rows = this.ledger.db
+      .query("SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?")
+      .all(fromHex(this.policy.mesh, 32), afterEpoch, limit) as { certificate: Uint8Array }[];
+    return rows.map((r) => JSON.parse(Buffer.from(r.certificate).toString("utf8")));
+  }
+
   /**
-   * The checkpoint for a closed epoch, as the sole validator of this mesh. Idempotent: an
-   * epoch already checkpointed, or one at or before the latest checkpoint, changes nothing.
+   * The checkpoint body this validator would propose for a closed epoch, from the
+   * microblocks in its ledger; null when nothing is new or the epoch is not after the
+   * latest checkpoint. Writes nothing.
+   */
+  propose(epoch: number): CheckpointBody | null {
+    const latest = this.latest();
+    if (latest && latest.checkpoint.epoch >= epoch) return null;
+    const { endMs } = epochBounds(this.policy.genesis, epoch);
+    const plan = planCheckpoint(this.#candidates(endMs), endMs);
+    if (plan.ids.length === 0) return null;
+    const next = this.tree.rootAfter(plan.ids.map((id) => fromHex(id, 32)));
+    return makeCheckpointBody({
+      mesh: this.policy.mesh,
+      epoch,
+      prev: latest ? checkpointDigestHex(latest.checkpoint) : null,
+      treeSize: next.size,
+      root: next.root,
+      ranges: plan.ranges,
+    });
+  }
+
+  /** Recomputes a proposed body from this ledger: prev, ranges, tree_size and root. */
+  check(body: CheckpointBody): CheckResult {
+    return this.#leaves(body).result;
+  }
+
+  #leaves(body: CheckpointBody): { result: CheckResult; ids: string[] } {
+    const fail = (reason: string) => ({ result: { ok: false as const, reason }, ids: [] });
+    if (body.mesh !== this.policy.mesh) return fail("checkpoint of another mesh");
+    const latest = this.latest();
+    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
+    if (body.prev !== prev) return fail(`prev ${body.prev.slice(0, 12)}… is not the latest finalized checkpoint ${prev.slice(0, 12)}…`);
+    if (latest && body.epoch <= latest.checkpoint.epoch) return fail(`epoch ${body.epoch} is not after the latest checkpoint's epoch ${latest.checkpoint.epoch}`);
+    const r = leavesOf(body, this.#view(), epochBounds(this.policy.genesis, body.epoch).endMs);
+    if (!r.ok) return { result: r, ids: [] };
+    const next = this.tree.rootAfter(r.ids.map((id) => fromHex(id, 32)));
+    if (next.size !== body.tree_size) return fail(`tree_size ${body.tree_size} does not recompute (${next.size})`);
+    if (toHex(next.root) !== body.root) return fail(`root ${body.root.slice(0, 12)}… does not recompute (${toHex(next.root).slice(0, 12)}…)`);
+    return { result: { ok: true }, ids: r.ids };
+  }
+
+  /**
+   * Stores a finalized certificate and appends its leaves, after checking its body against
+   * this ledger once more inside the write transaction. The certificate's signatures are
+   * the caller's to verify. Committing the stored certificate again is a no-op.
+   */
+  commit(cert: FinalityCertificate): void {
+    this.ledger.immediate(() => {
+      const existing = this.byEpoch(cert.checkpoint.epoch);
+      if (existing) {
+        if (checkpointDigestHex(existing.checkpoint) === checkpointDigestHex(cert.checkpoint)) return;
+        throw new Error(`epoch ${cert.checkpoint.epoch} already has a different finalized checkpoint`);
+      }
+      const { result, ids } = this.#leaves(cert.checkpoint);
+      if (!result.ok) throw new Error(`checkpoint epoch ${cert.checkpoint.epoch} does not check against this ledger: ${result.reason}`);
+      this.#store(cert, ids);
+    });
+  }
+
+  #store(cert: FinalityCertificate, ids: string[]): void {
+    const before = this.tree.size();
+    this.tree.append(ids.map((id) => fromHex(id, 32)));
+    const body = cert.checkpoint;
+    this.ledger.db
+      .query("INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)")
+      .run(fromHex(this.policy.mesh, 32), body.epoch, checkpointDigest(body), Buffer.from(canonicalize(cert)), Date.now());
+    // Leaves follow the ranges in node_id order (the order planCheckpoint appended them).
+    let firstLeaf = before;
+    for (const nodeId of Object.keys(body.ranges).sort()) {
+      const [from, to] = body.ranges[nodeId]!;
+      const chain = this.ledger.chainOf(this.policy.mesh, nodeId, false)!;
+      this.ledger.db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq").run(chain, to);
+      this.ledger.db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)").run(firstLeaf, chain, from, to);
+      firstLeaf += to - from + 1;
+    }
+  }
+
+  /**
+   * The checkpoint for a closed epoch in a mesh where this validator alone is a quorum
+   * (n = 1). Its signature is recorded durably before use, like every consensus signature,
+   * so a crash between signing and storing can never lead to a second body for the epoch:
+   * the run after it finishes the first. Idempotent: an epoch already checkpointed, or one
+   * at or before the latest checkpoint, changes nothing.
    */
   build(epoch: number, blsSecret: Uint8Array, validatorIndex: number): BuildResult {
     const genesis = this.policy.genesis;
@@ -69,40 +164,25 @@ export class CheckpointBuilder {
       if (existing) return { status: "exists", certificate: existing };
       const latest = this.latest();
       if (latest && latest.checkpoint.epoch > epoch) return { status: "nothing-new", epoch };
-      const { endMs } = epochBounds(genesis, epoch);
-      const plan = planCheckpoint(this.#candidates(endMs), endMs);
-      if (plan.ids.length === 0) return { status: "nothing-new", epoch };
-      const before = this.tree.size();
-      const size = this.tree.append(plan.ids.map((id) => fromHex(id, 32)));
-      const body = makeCheckpointBody({
-        mesh: this.policy.mesh,
-        epoch,
-        prev: latest ? toHex(checkpointDigest(latest.checkpoint)) : null,
-        treeSize: size,
-        root: this.tree.root(size),
-        ranges: plan.ranges,
-      });
-      const digest = checkpointDigest(body);
+      let body = this.propose(epoch);
+      const store = new LedgerSignedStore(this.ledger, this.policy.mesh);
+      // A signature made by an earlier run that did not get to store its certificate.
+      const earlier = store.ofHeight(latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64)).find((m) => m.type === "S");
+      if (earlier && earlier.type === "S" && this.check(earlier.checkpoint).ok) body = earlier.checkpoint;
+      if (body === null) return { status: "nothing-new", epoch };
+      const signed = signOnce(store, { v: 1, type: "S", mesh: this.policy.mesh, checkpoint: body, validator: validatorIndex }, (m) => blsSign(blsSecret, m));
+      if (!signed.ok) throw new Error(`this validator already signed another checkpoint (${signed.slot}); refusing to sign a second`);
       const certificate: FinalityCertificate = {
         v: 1,
         type: "F",
         checkpoint: body,
         signers: signersBitfield([validatorIndex], genesis.validators.length),
-        agg_sig: toHex(blsSign(blsSecret, digest)),
+        agg_sig: signed.message.sig,
       };
-      this.ledger.db
-        .query("INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)")
-        .run(fromHex(this.policy.mesh, 32), epoch, digest, Buffer.from(canonicalize(certificate)), Date.now());
-      // Leaves follow the ranges in node_id order (the order planCheckpoint appended them).
-      let firstLeaf = before;
-      for (const nodeId of Object.keys(plan.ranges).sort()) {
-        const [from, to] = plan.ranges[nodeId]!;
-        const chain = this.ledger.chainOf(this.policy.mesh, nodeId, false)!;
-        this.ledger.db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq").run(chain, to);
-        this.ledger.db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)").run(firstLeaf, chain, from, to);
-        firstLeaf += to - from + 1;
-      }
-      return { status: "created", certificate, leaves: plan.ids.length };
+      const { result, ids } = this.#leaves(body);
+      if (!result.ok) throw new Error(`checkpoint epoch ${body.epoch} does not check against this ledger: ${result.reason}`);
+      this.#store(certificate, ids);
+      return { status: "created", certificate, leaves: ids.length };
     });
   }
 
@@ -117,6 +197,32 @@ export class CheckpointBuilder {
       )
       .get(fromHex(this.policy.mesh, 32), fromHex(id, 32)) as { leaf: number } | null;
     return row ? row.leaf : null;
+  }
+
+  #view(): ChainView {
+    const db = this.ledger.db;
+    const mesh = this.policy.mesh;
+    const chainOf = (node: string) => this.ledger.chainOf(mesh, node, false);
+    return {
+      lastIncluded: (node) => {
+        const chain = chainOf(node);
+        if (chain === undefined) return 0;
+        const row = db.query("SELECT last_seq FROM log_included WHERE chain = ?").get(chain) as { last_seq: number } | null;
+        return row?.last_seq ?? 0;
+      },
+      rows: (node, from, to) => {
+        const chain = chainOf(node);
+        if (chain === undefined) return [];
+        const rows = db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq").all(chain, from, to) as { seq: number; id: Uint8Array; timestamp: string }[];
+        return rows.map((r) => ({ seq: r.seq, id: toHex(r.id), timestampMs: Date.parse(r.timestamp) }));
+      },
+      quarantinedFrom: (node) => {
+        const chain = chainOf(node);
+        if (chain === undefined) return undefined;
+        const row = db.query("SELECT min(seq) AS seq FROM fork_evidence WHERE chain = ?").get(chain) as { seq: number | null };
+        return row.seq ?? undefined;
+      },
+    };
   }
 
   #candidates(endMs: number): ChainCandidates[] {

@@ -103,8 +103,29 @@ export class TreeStore {
   }
 
   #append(ids: readonly Uint8Array[]): number {
-    let n = this.size();
+    const n = this.size();
     if (ids.length === 0) return n;
+    this.#writeLeaves(n, ids);
+    const insertNode = this.#st.insertNode;
+    return this.#extend(n, ids, (level, idx, h) => {
+      if (level >= STORED_LEVEL) insertNode.run(level, idx, h);
+    }).size;
+  }
+
+  /**
+   * Size and root the tree would have after appending ids, without writing anything:
+   * what a validator needs to check a proposed checkpoint before it is final.
+   */
+  rootAfter(ids: readonly Uint8Array[]): { size: number; root: Uint8Array } {
+    const r = this.#extend(this.size(), ids, () => {});
+    if (r.size === 0) return { size: 0, root: EMPTY_ROOT };
+    let h = r.hashes[r.hashes.length - 1]!;
+    for (let i = r.hashes.length - 2; i >= 0; i--) h = nodeHash(r.hashes[i]!, h);
+    return { size: r.size, root: h };
+  }
+
+  /** Appends leaves to the frontier of [0, n) in memory; each new perfect subtree goes to `made`. */
+  #extend(n: number, ids: readonly Uint8Array[], made: (level: number, idx: number, h: Uint8Array) => void): { size: number; hashes: Uint8Array[] } {
     // The frontier: perfect subtree roots of [0, n), largest (leftmost) first.
     const hashes: Uint8Array[] = [];
     const levels: number[] = [];
@@ -112,23 +133,21 @@ export class TreeStore {
       hashes.push(this.#perfect(p.level, p.idx));
       levels.push(p.level);
     }
-    this.#writeLeaves(n, ids);
-    const insertNode = this.#st.insertNode;
     for (const id of ids) {
       let h = leafHash(id);
       let level = 0;
-      // Binary carry: merge equal-height perfect subtrees, storing each new one.
+      // Binary carry: merge equal-height perfect subtrees.
       while (levels.length > 0 && levels[levels.length - 1] === level) {
         h = nodeHash(hashes.pop()!, h);
         levels.pop();
         level++;
-        if (level >= STORED_LEVEL) insertNode.run(level, (n + 1) / pow2(level) - 1, h);
+        made(level, (n + 1) / pow2(level) - 1, h);
       }
       hashes.push(h);
       levels.push(level);
       n++;
     }
-    return n;
+    return { size: n, hashes };
   }
 
   /** Root of the tree of the first `size` leaves (default: all); EMPTY_ROOT for 0. */

@@ -1,0 +1,25 @@
+// The one way a validator signs a consensus message: sign, then claim the message's slots
+// in the durable store, and only what the store holds may be sent. A slot already holding
+// the same value gives the stored message back (a restart re-sends it); a different value
+// means this validator already signed something else there, and it refuses.
+import { toHex } from "../encoding/hex.ts";
+import { type Proposal, type Signature, type Signed, signingDigest, slotsOf, type Vote } from "./messages.ts";
+import type { SignedStore } from "./ports.ts";
+
+export type Unsigned = Omit<Proposal, "sig"> | Omit<Vote, "sig"> | Omit<Signature, "sig">;
+
+export type SignOnce = { ok: true; message: Signed } | { ok: false; held: Signed; slot: string };
+
+export function signOnce(store: SignedStore, unsigned: Unsigned, sign: (message: Uint8Array) => Uint8Array): SignOnce {
+  const msg = { ...unsigned, sig: toHex(sign(signingDigest(unsigned))) } as Signed;
+  const wanted = slotsOf(msg);
+  const held = store.claim(
+    wanted.map((s) => s.slot),
+    msg,
+  );
+  if (held === msg) return { ok: true, message: msg };
+  const heldSlots = new Map(slotsOf(held).map((s) => [s.slot, s.value]));
+  const clash = wanted.find((s) => heldSlots.has(s.slot) && heldSlots.get(s.slot) !== s.value);
+  if (held.type === msg.type && clash === undefined && wanted.every((s) => heldSlots.has(s.slot))) return { ok: true, message: held };
+  return { ok: false, held, slot: (clash ?? wanted[0]!).slot };
+}

@@ -1,0 +1,101 @@
+// A validator over a node's data dir: its BLS key (checked against the genesis), its
+// checkpoint log and durable signature store in the ledger, and the consensus engine wired
+// to them. The transport is the caller's: the mesh daemon passes libp2p, tests a simulation.
+import { toHex } from "../encoding/hex.ts";
+import { blsPublicKey, blsSign } from "../crypto/bls.ts";
+import { readSecretFile } from "../fs/files.ts";
+import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
+import type { CheckpointBody } from "../log/checkpoint.ts";
+import type { DSMNode } from "../node/node.ts";
+import { ConsensusEngine, type EngineEvent } from "./engine.ts";
+import { type Clock, type ConsensusTransport, systemClock } from "./ports.ts";
+import { LedgerSignedStore } from "./signed-store.ts";
+import { type ValidatorSet, validatorSetOf } from "./validators.ts";
+
+export class ValidatorKeyError extends Error {}
+
+export class DSMValidator {
+  readonly builder: CheckpointBuilder;
+  readonly store: LedgerSignedStore;
+  readonly validators: ValidatorSet;
+  readonly #secret: Uint8Array;
+
+  private constructor(
+    readonly node: DSMNode,
+    readonly index: number,
+    secret: Uint8Array,
+  ) {
+    this.#secret = secret;
+    this.builder = new CheckpointBuilder(node.ledger, node.policy);
+    this.store = new LedgerSignedStore(node.ledger, node.mesh);
+    this.validators = validatorSetOf(node.genesis, node.config.consensus.quorum_threshold);
+  }
+
+  /** The node as a validator of its mesh; errors say why it cannot be one. */
+  static open(node: DSMNode): DSMValidator {
+    const genesis = node.genesis;
+    const index = genesis.validators.findIndex((c) => c.node_id === node.nodeId);
+    if (index < 0) {
+      throw new ValidatorKeyError(
+        `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${genesis.validators.length} validator(s)); only a validator builds checkpoints`,
+      );
+    }
+    let secret: Uint8Array;
+    try {
+      secret = new Uint8Array(readSecretFile(node.layout.blsKey));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ValidatorKeyError(code ? `cannot read the BLS key ${node.layout.blsKey}: ${code}` : (e as Error).message);
+    }
+    if (secret.length !== 32) throw new ValidatorKeyError(`${node.layout.blsKey} must hold a 32-byte BLS secret key, it has ${secret.length} bytes`);
+    let pub: string;
+    try {
+      pub = toHex(blsPublicKey(secret));
+    } catch (e) {
+      throw new ValidatorKeyError(`${node.layout.blsKey}: ${(e as Error).message}`);
+    }
+    if (pub !== genesis.validators[index]!.bls_pub) {
+      throw new ValidatorKeyError(`${node.layout.blsKey} does not match this node's bls_pub in the genesis of mesh ${node.mesh.slice(0, 16)}…`);
+    }
+    return new DSMValidator(node, index, secret);
+  }
+
+  /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new. The seed's API. */
+  buildCheckpoint(epoch: number): CheckpointBody | null {
+    return this.builder.propose(epoch);
+  }
+
+  /** The checkpoint of a closed epoch where this validator alone is the quorum (n = 1). */
+  buildAlone(epoch: number): BuildResult {
+    if (this.validators.quorum !== 1) throw new Error(`a checkpoint of this mesh needs ${this.validators.quorum} signatures, not this validator's alone`);
+    return this.builder.build(epoch, this.#secret, this.index);
+  }
+
+  /** BLS signature with this validator's key. */
+  sign(message: Uint8Array): Uint8Array {
+    return blsSign(this.#secret, message);
+  }
+
+  /** The consensus engine of this validator; call start() on it once the transport is up. */
+  engine(opts: { transport: ConsensusTransport; clock?: Clock; onEvent?: (e: EngineEvent) => void }): ConsensusEngine {
+    return new ConsensusEngine({
+      genesis: this.node.genesis,
+      mesh: this.node.mesh,
+      validators: this.validators,
+      index: this.index,
+      sign: (m) => this.sign(m),
+      source: this.builder,
+      store: this.store,
+      transport: opts.transport,
+      clock: opts.clock ?? systemClock,
+      roundTimeoutMs: this.node.config.consensus.signature_timeout_s * 1000,
+      maxClockSkewMs: this.node.config.mesh.max_clock_skew_s * 1000,
+      onEvent: opts.onEvent,
+    });
+  }
+
+  /** Forgets the key material held in memory. */
+  close(): void {
+    this.#secret.fill(0);
+  }
+}
