@@ -39,3 +39,32 @@ export { TreeStore } from "./log/tree-store.ts";
 export { CheckpointBuilder, type FinalityCertificate } from "./log/builder.ts";
 export { type CheckpointBody, checkpointDigest, parseCheckpoint, planCheckpoint, epochAt, epochBounds } from "./log/checkpoint.ts";
 export { buildGenesis } from "./mesh/genesis.ts";
+
+// Consensus (DESIGN.md section 6; docs/PROTOCOL.md "Consensus").
+export { ConsensusEngine, type EngineEvent, type EngineOptions } from "./consensus/engine.ts";
+export { DSMValidator, ValidatorKeyError } from "./consensus/validator.ts";
+export { ValidatorSet, validatorSetOf, quorumOf, signerIndices, signersBitfield } from "./consensus/validators.ts";
+export {
+  type Proposal,
+  type Vote,
+  type Signature,
+  type Signed,
+  type Evidence,
+  type Unsigned,
+  parseSigned,
+  signingDigest,
+  evidenceProblem,
+  makeEvidence,
+} from "./consensus/messages.ts";
+export {
+  type Clock,
+  type ConsensusTransport,
+  type CheckpointSource,
+  type SignedStore,
+  systemClock,
+  MemorySignedStore,
+} from "./consensus/ports.ts";
+export { LedgerSignedStore } from "./consensus/signed-store.ts";
+export { signOnce } from "./consensus/sign-once.ts";
+export { leavesOf, type ChainView } from "./log/checkpoint.ts";
+export { verifyFinality, verifyBundle } from "./log/bundle.ts";

@@ -31,17 +31,18 @@ import {
   parseSigned,
   type Proposal,
   type Signed,
+  type Unsigned,
   signatureValid,
   slotOf,
   slotsOf,
 } from "./messages.ts";
 import type { CheckpointSource, Clock, ConsensusTransport, SignedStore } from "./ports.ts";
-import { signOnce, type Unsigned } from "./sign-once.ts";
+import { signOnce } from "./sign-once.ts";
 import { signersBitfield, type ValidatorSet } from "./validators.ts";
 
 export type EngineEvent =
   | { kind: "proposed"; epoch: number; round: number; digest: string }
-  | { kind: "decided"; epoch: number; round: number; digest: string }
+  | { kind: "decided"; epoch: number; round: number; digest: string; baseEpoch: number }
   | { kind: "finalized"; certificate: FinalityCertificate; round: number }
   | { kind: "evidence"; validator: number; evidence: Evidence }
   | { kind: "rejected"; reason: string; validator?: number }
@@ -126,7 +127,7 @@ export class ConsensusEngine {
   start(): void {
     this.#enterHeight(this.#o.source.latest());
     this.#requestCatchUp();
-    this.#heartbeat();
+    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
 
   /**
@@ -622,7 +623,7 @@ export class ConsensusEngine {
   #decide(digest: string, round: number): void {
     this.#decided = digest;
     const body = this.#bodies.get(digest)!;
-    this.#emit({ kind: "decided", epoch: body.epoch, round, digest });
+    this.#emit({ kind: "decided", epoch: body.epoch, round, digest, baseEpoch: this.#baseEpoch });
     this.#signAndSend({ v: 1, type: "S", mesh: this.#o.mesh, checkpoint: body, validator: this.#o.index });
     this.#again = true;
   }

@@ -52,6 +52,9 @@ export interface Signature {
 
 export type Signed = Proposal | Vote | Signature;
 
+/** A message before its signature: what signingDigest covers. */
+export type Unsigned = Omit<Proposal, "sig"> | Omit<Vote, "sig"> | Omit<Signature, "sig">;
+
 export interface Evidence {
   v: 1;
   type: "E";
@@ -62,20 +65,20 @@ export interface Evidence {
 }
 
 /** The bytes a signed message's BLS signature covers. A signature (S) covers the checkpoint digest itself, so S signatures aggregate into F. */
-export function signingDigest(m: Omit<Signed, "sig">): Uint8Array {
+export function signingDigest(m: Unsigned): Uint8Array {
   switch (m.type) {
     case "P": {
-      const p = m as Omit<Proposal, "sig">;
+      const p = m;
       return domainDigest("proposal", { v: 1, type: "P", mesh: p.mesh, round: p.round, valid_round: p.valid_round, checkpoint: checkpointDigestHex(p.checkpoint), validator: p.validator });
     }
     case "V": {
       // Without the validator: every vote for one value in one round signs the same
       // digest, so a quorum of them can be checked as one aggregate.
-      const v = m as Omit<Vote, "sig">;
+      const v = m;
       return domainDigest("vote", { v: 1, type: "V", mesh: v.mesh, prev: v.prev, round: v.round, phase: v.phase, checkpoint: v.checkpoint });
     }
     case "S":
-      return checkpointDigest((m as Signature).checkpoint);
+      return checkpointDigest(m.checkpoint);
   }
 }
 

@@ -3,10 +3,8 @@
 // the same value gives the stored message back (a restart re-sends it); a different value
 // means this validator already signed something else there, and it refuses.
 import { toHex } from "../encoding/hex.ts";
-import { type Proposal, type Signature, type Signed, signingDigest, slotsOf, type Vote } from "./messages.ts";
+import { type Signed, signingDigest, slotsOf, type Unsigned } from "./messages.ts";
 import type { SignedStore } from "./ports.ts";
-
-export type Unsigned = Omit<Proposal, "sig"> | Omit<Vote, "sig"> | Omit<Signature, "sig">;
 
 export type SignOnce = { ok: true; message: Signed } | { ok: false; held: Signed; slot: string };
 

@@ -70,10 +70,13 @@ export class ValidatorSet {
    */
   constructor(genesis: Genesis, threshold = 0) {
     this.n = genesis.validators.length;
+    const q = quorumOf(this.n);
     if (!Number.isInteger(threshold) || threshold < 0 || threshold > this.n) {
       throw new RangeError(`quorum_threshold ${threshold} is not between 0 and the ${this.n} validators of the genesis`);
     }
-    this.quorum = Math.max(quorumOf(this.n), threshold);
+    // Lowering the quorum would let two certificates for one epoch both be valid.
+    if (threshold !== 0 && threshold < q) throw new RangeError(`quorum_threshold ${threshold} is below the Byzantine quorum ${q} of ${this.n} validators; it may only raise it`);
+    this.quorum = Math.max(q, threshold);
     this.keyHex = genesis.validators.map((c) => c.bls_pub!);
     this.nodeIds = genesis.validators.map((c) => c.node_id);
     this.keys = this.keyHex.map((hex, i) => {

@@ -26,7 +26,7 @@ import {
 } from "../../src/log/checkpoint.ts";
 import { leafHash, rootOf } from "../../src/log/merkle.ts";
 import { ConsensusEngine, type EngineEvent } from "../../src/consensus/engine.ts";
-import { type Evidence, type Signed, signingDigest, slotOf } from "../../src/consensus/messages.ts";
+import { type Evidence, type Signed, signingDigest, slotOf, type Unsigned } from "../../src/consensus/messages.ts";
 import { type CheckpointSource, type CheckResult, type Clock, type ConsensusMessage, MemorySignedStore } from "../../src/consensus/ports.ts";
 import { ValidatorSet } from "../../src/consensus/validators.ts";
 import { prng } from "./prng.ts";
@@ -288,8 +288,8 @@ export interface SimResult {
   certificates: FinalityCertificate[];
   evidence: Evidence[];
   events: { at: number; node: number; event: EngineEvent }[];
-  /** Rounds at which honest validators decided, per height. */
-  decidedRounds: number[];
+  /** Rounds at which honest validators decided, with the epoch whose close started the height. */
+  decisions: { round: number; baseEpoch: number }[];
   /** Problems the safety observer found. */
   violations: string[];
   microblocks: number;
@@ -330,7 +330,7 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
   const stores: MemorySignedStore[] = [];
   const committed = new Map<number, FinalityCertificate[]>();
   const events: SimResult["events"] = [];
-  const decidedRounds: number[] = [];
+  const decisions: SimResult["decisions"] = [];
   const finalizedAtMs = new Map<number, number>();
   const wire: Signed[] = [];
   const honest = Array.from({ length: n }, (_, i) => i).filter((i) => byz[i] === undefined);
@@ -424,7 +424,7 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
           committed.get(i)!.push(event.certificate);
           if (!finalizedAtMs.has(event.certificate.checkpoint.epoch)) finalizedAtMs.set(event.certificate.checkpoint.epoch, clock.now());
         }
-        if (event.kind === "decided") decidedRounds.push(event.round);
+        if (event.kind === "decided") decisions.push({ round: event.round, baseEpoch: event.baseEpoch });
       },
     });
     if (kind === "replay") {
@@ -480,16 +480,16 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
   /** A second, conflicting message for the same slot, properly signed by validator i. */
   function twinOf(i: number, m: Signed): Signed | null {
     const sign = memoSigner(mesh, i);
-    const seal = (u: Omit<Signed, "sig">) => ({ ...u, sig: toHex(sign(signingDigest(u))) }) as Signed;
+    const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(signingDigest(u))) }) as Signed;
     const src = sources[i]!;
     if (m.type === "P" || m.type === "S") {
       const alt = src.variant(m.checkpoint);
       if (!alt) return null;
       const { sig: _s, ...u } = m;
-      return seal({ ...u, checkpoint: alt } as Omit<Signed, "sig">);
+      return seal({ ...u, checkpoint: alt } as Unsigned);
     }
     const { sig: _s, ...u } = m;
-    return seal({ ...u, checkpoint: m.checkpoint === null ? toHex(sha256(`nothing ${m.round}`)) : null } as Omit<Signed, "sig">);
+    return seal({ ...u, checkpoint: m.checkpoint === null ? toHex(sha256(`nothing ${m.round}`)) : null } as Unsigned);
   }
 
   for (let i = 0; i < n; i++) {
@@ -552,5 +552,5 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
     if (certifiable > 1) violations.push(`the adversary could certify ${certifiable} bodies for epoch ${epoch}`);
   }
   const evidence = events.filter((e) => honest.includes(e.node) && e.event.kind === "evidence").map((e) => (e.event as { evidence: Evidence }).evidence);
-  return { mesh, honest, committed, certificates, evidence, events, decidedRounds, violations, microblocks: universe.length, lastEpochEndMs, finalizedAtMs };
+  return { mesh, honest, committed, certificates, evidence, events, decisions, violations, microblocks: universe.length, lastEpochEndMs, finalizedAtMs };
 }
