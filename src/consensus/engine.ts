@@ -72,6 +72,7 @@ type Step = "idle" | "propose" | "prevote" | "precommit";
 type Validity = "valid" | "invalid" | "pending";
 
 const MAX_BUFFERED = 4096;
+const MAX_ROUNDS_AHEAD = 256;
 
 export class ConsensusEngine {
   readonly #o: EngineOptions;
@@ -109,6 +110,8 @@ export class ConsensusEngine {
   #requestedAt = -Infinity;
   #activation: (() => void) | null = null;
   #waiters: { epoch: number; resolve: (c: FinalityCertificate) => void }[] = [];
+  /** Validators this engine holds verified equivocation evidence against. */
+  #flagged = new Set<number>();
 
   constructor(opts: EngineOptions) {
     if (!Number.isInteger(opts.index) || opts.index < 0 || opts.index >= opts.validators.n) {
@@ -153,8 +156,16 @@ export class ConsensusEngine {
   }
 
   /** Status for status commands and tests. */
-  status(): { prev: string; baseEpoch: number; round: number; step: Step; lastFinalizedEpoch: number | null; decided: string | null } {
-    return { prev: this.#prev, baseEpoch: this.#baseEpoch, round: this.#round, step: this.#step, lastFinalizedEpoch: this.#latest?.checkpoint.epoch ?? null, decided: this.#decided };
+  status(): { prev: string; baseEpoch: number; round: number; step: Step; lastFinalizedEpoch: number | null; decided: string | null; flagged: number[] } {
+    return {
+      prev: this.#prev,
+      baseEpoch: this.#baseEpoch,
+      round: this.#round,
+      step: this.#step,
+      lastFinalizedEpoch: this.#latest?.checkpoint.epoch ?? null,
+      decided: this.#decided,
+      flagged: [...this.#flagged].sort((a, b) => a - b),
+    };
   }
 
   /** Proposer of a round at the current height: (base epoch + round) mod n. */
@@ -362,6 +373,8 @@ export class ConsensusEngine {
       this.#buffer(height, m);
       return;
     }
+    // A round far ahead is no honest validator's yet: checking its signature would be work for nothing.
+    if (m.type !== "S" && m.round > this.#round + MAX_ROUNDS_AHEAD) return this.#emit({ kind: "rejected", reason: `round ${m.round} is too far ahead`, validator: m.validator });
     if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
     if (!this.#checkEquivocation(m)) return;
     if (!this.#record(m)) return;
@@ -397,6 +410,7 @@ export class ConsensusEngine {
       if (!first) continue;
       if (conflicting(first, m)) {
         const e = makeEvidence(first, m);
+        this.#flagged.add(m.validator);
         if (this.#o.store.addEvidence(e, slot)) {
           this.#emit({ kind: "evidence", validator: m.validator, evidence: e });
           this.#o.transport.broadcast(e);
@@ -446,6 +460,7 @@ export class ConsensusEngine {
     const problem = evidenceProblem(value, this.#o.mesh, this.#set);
     if (problem !== null) return this.#emit({ kind: "rejected", reason: `evidence: ${problem}` });
     const e = value as Evidence;
+    this.#flagged.add(e.validator);
     if (this.#o.store.addEvidence(e, slotOf(e.first).slot)) this.#emit({ kind: "evidence", validator: e.validator, evidence: e });
   }
 

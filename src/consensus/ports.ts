@@ -14,6 +14,14 @@ export interface Clock {
 export const systemClock: Clock = {
   now: () => Date.now(),
   schedule(ms, fn) {
+    // setTimeout fires at once beyond 2^31 - 1 ms; a far-off time is re-armed instead.
+    const MAX = 2 ** 31 - 1;
+    if (ms > MAX) {
+      let cancel = systemClock.schedule(MAX, () => {
+        cancel = systemClock.schedule(ms - MAX, fn);
+      });
+      return () => cancel();
+    }
     const t = setTimeout(fn, Math.max(0, ms));
     return () => clearTimeout(t);
   },
