@@ -5,23 +5,18 @@ import { afterAll, expect, test } from "bun:test";
 import * as path from "node:path";
 import { toHex } from "../src/encoding/hex.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
-import { checkpointDigest, checkpointDigestHex } from "../src/log/checkpoint.ts";
-import { ConsensusEngine } from "../src/consensus/engine.ts";
-import { signingDigest as signingDigestOf } from "../src/consensus/messages.ts";
+import { checkpointDigestHex } from "../src/log/checkpoint.ts";
 import type { ConsensusMessage } from "../src/consensus/ports.ts";
 import { LedgerSignedStore } from "../src/consensus/signed-store.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";
-import { GENESIS_MS, MemorySource, memoSigner, SimClock, simMesh } from "./helpers/consensus-sim.ts";
+import { GENESIS_MS, loneEngine, memoSigner, pushRound, SimClock, simMesh, twoBodies } from "./helpers/consensus-sim.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 afterAll(cleanupTempDirs);
 
 test("killed after recording its signature, a validator restarts bound to that body", async () => {
   const m = await simMesh(4);
-  const src = new MemorySource(m.genesis, m.mesh);
-  for (let s = 1; s <= 4; s++) src.hold({ node: "dd".repeat(32), seq: s, id: toHex(checkpointDigest({ s, t: 3 } as never)), timestampMs: GENESIS_MS + s });
-  const a = src.propose(0)!;
-  const b = src.variant(a)!;
+  const { src, a, b } = twoBodies(m, "crash", 4);
   const file = path.join(tempDir(), "ledger.sqlite");
   Ledger.open(file).close();
 
@@ -45,28 +40,11 @@ test("killed after recording its signature, a validator restarts bound to that b
     // and a quorum pushing b through a round gets its votes but never its signature.
     const clock = new SimClock(GENESIS_MS + 10_001);
     const sent: ConsensusMessage[] = [];
-    const engine = new ConsensusEngine({
-      genesis: m.genesis,
-      mesh: m.mesh,
-      validators: m.set,
-      index: 0,
-      sign,
-      source: src,
-      store,
-      clock,
-      roundTimeoutMs: 1000,
-      maxClockSkewMs: 0,
-      transport: { broadcast: (x) => sent.push(x), requestCertificates: () => {}, fetchMicroblocks: () => {} },
-    });
+    const engine = loneEngine(m, 0, src, store, clock, sent);
     engine.start();
     const resent = sent.flatMap((x) => (x.type === "S" ? [checkpointDigestHex(x.checkpoint)] : []));
     expect([...new Set(resent)]).toEqual([checkpointDigestHex(a)]);
-    const seal = (i: number, u: Parameters<typeof signOnce>[1]) => ({ ...u, sig: toHex(memoSigner(m, i)(signingDigestOf(u))) });
-    const round = 3;
-    engine.receive(seal(3, { v: 1, type: "P", mesh: m.mesh, round, valid_round: -1, checkpoint: b, validator: 3 }));
-    for (const phase of ["prevote", "precommit"] as const) {
-      for (const i of [1, 2, 3]) engine.receive(seal(i, { v: 1, type: "V", mesh: m.mesh, prev: b.prev, round, phase, checkpoint: checkpointDigestHex(b), validator: i }));
-    }
+    pushRound(m, engine, 3, 3, [1, 2, 3], b);
     clock.run(GENESIS_MS + 30_000);
     engine.stop();
     expect(sent.filter((x) => x.type === "S" && checkpointDigestHex(x.checkpoint) === checkpointDigestHex(b))).toEqual([]);

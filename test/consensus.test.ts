@@ -3,14 +3,13 @@
 // against equivocators, and the guard against signing two bodies for one epoch.
 import { describe, expect, test } from "bun:test";
 import { fromHex, toHex } from "../src/encoding/hex.ts";
-import { checkpointDigest, checkpointDigestHex, epochBounds } from "../src/log/checkpoint.ts";
+import { checkpointDigestHex, epochBounds } from "../src/log/checkpoint.ts";
 import { verifyFinality } from "../src/log/bundle.ts";
-import { ConsensusEngine, type EngineEvent } from "../src/consensus/engine.ts";
 import { evidenceProblem, makeEvidence, parseSigned, type Signed, signingDigest, slotsOf, type Unsigned } from "../src/consensus/messages.ts";
 import { type ConsensusMessage, MemorySignedStore } from "../src/consensus/ports.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";
 import { quorumOf, signerIndices, signersBitfield, ValidatorSet } from "../src/consensus/validators.ts";
-import { BYZANTINE_KINDS, type ByzantineKind, GENESIS_MS, MemorySource, memoSigner, SimClock, simMesh, simulate, type SimResult } from "./helpers/consensus-sim.ts";
+import { BYZANTINE_KINDS, type ByzantineKind, GENESIS_MS, loneEngine, memoSigner, pushRound, SimClock, simMesh, simulate, type SimResult, twoBodies } from "./helpers/consensus-sim.ts";
 import { prng } from "./helpers/prng.ts";
 
 const f = (n: number) => Math.floor((n - 1) / 3);
@@ -67,10 +66,7 @@ describe("messages and evidence", () => {
 
   test("evidence of two signed bodies for one epoch verifies from the two messages alone, and nothing else does", async () => {
     const m = await simMesh(4);
-    const src = new MemorySource(m.genesis, m.mesh);
-    for (let s = 1; s <= 3; s++) src.hold({ node: "aa".repeat(32), seq: s, id: toHex(checkpointDigest({ s } as never)), timestampMs: GENESIS_MS + s });
-    const a = src.propose(0)!;
-    const b = src.variant(a)!;
+    const { a, b } = twoBodies(m, "evidence", 3);
     expect(checkpointDigestHex(a)).not.toBe(checkpointDigestHex(b));
     const sign = memoSigner(m, 2);
     const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(signingDigest(u))) }) as Signed;
@@ -193,10 +189,7 @@ describe("simulation: seeded sweep", () => {
 describe("one signature per epoch, across a restart", () => {
   test("signOnce: the same value returns the stored message, another value is refused", async () => {
     const m = await simMesh(4);
-    const src = new MemorySource(m.genesis, m.mesh);
-    for (let s = 1; s <= 2; s++) src.hold({ node: "bb".repeat(32), seq: s, id: toHex(checkpointDigest({ s, t: 1 } as never)), timestampMs: GENESIS_MS + s });
-    const a = src.propose(0)!;
-    const b = src.variant(a)!;
+    const { a, b } = twoBodies(m, "sign-once", 2);
     const store = new MemorySignedStore();
     const sign = memoSigner(m, 1);
     const first = signOnce(store, { v: 1, type: "S", mesh: m.mesh, checkpoint: a, validator: 1 }, sign);
@@ -214,41 +207,20 @@ describe("one signature per epoch, across a restart", () => {
   test("a validator that recorded its signature, then crashed, never signs a second body for the epoch", async () => {
     const m = await simMesh(4);
     const clock = new SimClock(GENESIS_MS);
-    const src = new MemorySource(m.genesis, m.mesh);
-    for (let s = 1; s <= 3; s++) src.hold({ node: "cc".repeat(32), seq: s, id: toHex(checkpointDigest({ s, t: 2 } as never)), timestampMs: GENESIS_MS + s });
-    const a = src.propose(0)!;
-    const b = src.variant(a)!;
+    const { src, a, b } = twoBodies(m, "restart", 3);
     const store = new MemorySignedStore();
     // Before the crash: validator 0 decided a and recorded its signature (it may or may not have sent it).
     expect(signOnce(store, { v: 1, type: "S", mesh: m.mesh, checkpoint: a, validator: 0 }, memoSigner(m, 0)).ok).toBe(true);
     // After the restart: a fresh engine over the same store.
     const sent: ConsensusMessage[] = [];
-    const events: EngineEvent[] = [];
-    const engine = new ConsensusEngine({
-      genesis: m.genesis,
-      mesh: m.mesh,
-      validators: m.set,
-      index: 0,
-      sign: memoSigner(m, 0),
-      source: src,
-      store,
-      clock,
-      roundTimeoutMs: 1000,
-      maxClockSkewMs: 0,
-      transport: { broadcast: (x) => sent.push(x), requestCertificates: () => {}, fetchMicroblocks: () => {} },
-      onEvent: (e) => events.push(e),
-    });
+    const engine = loneEngine(m, 0, src, store, clock, sent);
     clock.run(GENESIS_MS + 10_001);
     engine.start();
     // It sends its recorded signature again on resume.
     expect(sent.some((x) => x.type === "S" && checkpointDigestHex(x.checkpoint) === checkpointDigestHex(a))).toBe(true);
-    // Three other validators now push b through a round: proposal, prevotes, precommits.
-    const seal = (i: number, u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, i)(signingDigest(u))) });
-    const round = 3; // proposer (base epoch 0 + 3) mod 4 = 3
-    engine.receive(seal(3, { v: 1, type: "P", mesh: m.mesh, round, valid_round: -1, checkpoint: b, validator: 3 }));
-    for (const phase of ["prevote", "precommit"] as const) {
-      for (const i of [1, 2, 3]) engine.receive(seal(i, { v: 1, type: "V", mesh: m.mesh, prev: b.prev, round, phase, checkpoint: checkpointDigestHex(b), validator: i }));
-    }
+    // Three other validators now push b through round 3 (proposer (0 + 3) mod 4 = 3).
+    const round = 3;
+    pushRound(m, engine, round, 3, [1, 2, 3], b);
     clock.run(GENESIS_MS + 20_000);
     engine.stop();
     // It resumed as having decided a: b, though a quorum precommitted it, gets no signature.

@@ -27,7 +27,7 @@ import {
 import { leafHash, rootOf } from "../../src/log/merkle.ts";
 import { ConsensusEngine, type EngineEvent } from "../../src/consensus/engine.ts";
 import { type Evidence, type Signed, signingDigest, slotOf, type Unsigned } from "../../src/consensus/messages.ts";
-import { type CheckpointSource, type CheckResult, type Clock, type ConsensusMessage, MemorySignedStore } from "../../src/consensus/ports.ts";
+import { type CheckpointSource, type CheckResult, type Clock, type ConsensusMessage, MemorySignedStore, type SignedStore } from "../../src/consensus/ports.ts";
 import { ValidatorSet } from "../../src/consensus/validators.ts";
 import { prng } from "./prng.ts";
 
@@ -553,4 +553,40 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
   }
   const evidence = events.filter((e) => honest.includes(e.node) && e.event.kind === "evidence").map((e) => (e.event as { evidence: Evidence }).evidence);
   return { mesh, honest, committed, certificates, evidence, events, decisions, violations, microblocks: universe.length, lastEpochEndMs, finalizedAtMs };
+}
+
+/** A validator's log holding `count` microblocks of one node, and two valid, different bodies for epoch 0. */
+export function twoBodies(m: SimMesh, tag: string, count: number): { src: MemorySource; a: CheckpointBody; b: CheckpointBody } {
+  const src = new MemorySource(m.genesis, m.mesh);
+  const node = toHex(sha256(`node ${tag}`));
+  for (let s = 1; s <= count; s++) src.hold({ node, seq: s, id: toHex(sha256(`${tag}/${s}`)), timestampMs: GENESIS_MS + s });
+  const a = src.propose(0)!;
+  return { src, a, b: src.variant(a)! };
+}
+
+/** One engine on its own, everything it sends collected in `sent`. */
+export function loneEngine(m: SimMesh, index: number, source: CheckpointSource, store: SignedStore, clock: Clock, sent: ConsensusMessage[], onEvent?: (e: EngineEvent) => void): ConsensusEngine {
+  return new ConsensusEngine({
+    genesis: m.genesis,
+    mesh: m.mesh,
+    validators: m.set,
+    index,
+    sign: memoSigner(m, index),
+    source,
+    store,
+    clock,
+    roundTimeoutMs: 1000,
+    maxClockSkewMs: 0,
+    transport: { broadcast: (x) => sent.push(x), requestCertificates: () => {}, fetchMicroblocks: () => {} },
+    onEvent,
+  });
+}
+
+/** Validators `from` push body b through one round at engine: proposal, prevotes, precommits. */
+export function pushRound(m: SimMesh, engine: ConsensusEngine, round: number, proposer: number, from: number[], b: CheckpointBody): void {
+  const seal = (i: number, u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, i)(signingDigest(u))) });
+  engine.receive(seal(proposer, { v: 1, type: "P", mesh: m.mesh, round, valid_round: -1, checkpoint: b, validator: proposer }));
+  for (const phase of ["prevote", "precommit"] as const) {
+    for (const i of from) engine.receive(seal(i, { v: 1, type: "V", mesh: m.mesh, prev: b.prev, round, phase, checkpoint: checkpointDigestHex(b), validator: i }));
+  }
 }
