@@ -16,7 +16,7 @@ const SHIPPED_PATH = join(import.meta.dir, "..", "config", "dsm.yaml");
 
 const EXPECTED_DEFAULTS: DsmConfig = {
   node: { role: "edge", data_dir: "" },
-  identity: { kind: "software", tcti: "" },
+  identity: { kind: "software", tcti: "", tpm_handle: 0x81010001 },
   keys: { signing_key_lifetime_s: 86400 },
   ledger: { file: "ledger.sqlite", batch_max_events: 1000, batch_max_ms: 50, busy_timeout_ms: 10000 },
   ingest: { format: "auto", max_line_bytes: 1048576 },
@@ -80,7 +80,9 @@ describe("defaults", () => {
 
   test("tpm identity is accepted; deciding whether it is usable is the caller's job", () => {
     const config = parse("identity:\n  kind: tpm\n  tcti: device:/dev/tpmrm0\n");
-    expect(config.identity).toEqual({ kind: "tpm", tcti: "device:/dev/tpmrm0" });
+    expect(config.identity).toEqual({ kind: "tpm", tcti: "device:/dev/tpmrm0", tpm_handle: 0x81010001 });
+    expect(parse("identity:\n  tpm_handle: 0x81000002\n").identity.tpm_handle).toBe(0x81000002);
+    expect(() => parse("identity:\n  tpm_handle: 0x80000000\n")).toThrow(/tpm_handle/);
   });
 });
 

@@ -6,7 +6,12 @@ import { command, commonArgs, context, print, printJson, warn } from "./common.t
 export default command({
   meta: { name: "init", description: "Create a node: data dir, identity key, libp2p and BLS keys, card, config" },
   help: `Creates the data directory (mode 0700) and, each in a 0600 file:
-  identity.pem   the P-256 identity key (a software key: no TPM in this build)
+  identity.pem   the P-256 identity key, a software key; with --tpm TCTI (or
+                 identity.kind: tpm) the key is created inside the TPM instead and
+                 made persistent at identity.tpm_handle (default 0x81010001); its
+                 private part never leaves the TPM, and identity.tpm.json records
+                 where it is. The card then says tpm: true and names the TPM's
+                 attestation key (ak_pub).
   libp2p.key     the Ed25519 key that fixes the node's libp2p peer id
   bls.key        the BLS12-381 key this node votes with as a validator
   privacy.key    the secret for privacy.anonymize_ips
@@ -15,14 +20,21 @@ if absent) and genesis.json: the given mesh genesis, or without --genesis a one-
 local mesh in which this node is the only validator. Existing keys are never replaced
 without --force; --force gives the node a new identity (the old chain stays verifiable).
 
+TPM  TCTI strings: device:/dev/tpmrm0 (the kernel's resource manager), tabrmd,
+swtpm:host=127.0.0.1,port=2321 (a software TPM, for tests). Needs the system's
+tpm2-tss libraries (Debian: libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0
+libtss2-rc0, and libtss2-tcti-swtpm0 for swtpm).
+
 EXAMPLES
   dsm init --data-dir /var/lib/dsm
+  dsm init --tpm device:/dev/tpmrm0 --role validator
   dsm init --genesis mesh-genesis.json --role edge`,
   args: {
     ...commonArgs,
     force: { type: "boolean", description: "Replace existing keys (the node gets a new identity)" },
     genesis: { type: "string", description: "Join the mesh this genesis file defines instead of a local one", valueHint: "FILE" },
     role: { type: "enum", options: ["edge", "validator", "both"], description: "Node role (default: node.role from the config)" },
+    tpm: { type: "string", description: "Create the identity key in this TPM (TCTI string) instead of a key file", valueHint: "TCTI" },
   },
   async run({ args }) {
     const ctx = context(args);
@@ -33,10 +45,12 @@ EXAMPLES
       force: args.force,
       genesisFile: args.genesis,
       role: args.role as "edge" | "validator" | "both" | undefined,
+      tpm: args.tpm === undefined ? undefined : String(args.tpm),
     });
-    warn("dsm: identity key is a SOFTWARE key in a 0600 file (no TPM): protect this data dir like a private key");
+    const kind = r.card.tpm ? "tpm" : "software";
+    if (kind === "software") warn("dsm: identity key is a SOFTWARE key in a 0600 file (no TPM): protect this data dir like a private key");
     if (ctx.json) {
-      printJson({ node_id: r.card.node_id, mesh: r.mesh, mesh_name: r.genesis.name, data_dir: r.layout.dir, key_kind: "software", peer_id: r.card.peer_id, role: r.card.role });
+      printJson({ node_id: r.card.node_id, mesh: r.mesh, mesh_name: r.genesis.name, data_dir: r.layout.dir, key_kind: kind, peer_id: r.card.peer_id, role: r.card.role });
       return;
     }
     print(
@@ -46,7 +60,7 @@ EXAMPLES
         `  mesh      ${r.mesh} (${r.genesis.name})`,
         `  peer id   ${r.card.peer_id}`,
         `  role      ${r.card.role}`,
-        `  identity  software key ${r.layout.identityKey}`,
+        kind === "tpm" ? `  identity  TPM key (${r.layout.tpmIdentity}); attestation key ${r.card.ak_pub}` : `  identity  software key ${r.layout.identityKey}`,
         `  config    ${fs.existsSync(r.layout.config) ? r.layout.config : "(built-in defaults)"}`,
       ].join("\n"),
     );

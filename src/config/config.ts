@@ -8,7 +8,7 @@ import embeddedDefaultText from "../../config/dsm.yaml" with { type: "text" };
 
 export interface DsmConfig {
   node: { role: "edge" | "validator" | "both"; data_dir: string };
-  identity: { kind: "software" | "tpm"; tcti: string };
+  identity: { kind: "software" | "tpm"; tcti: string; tpm_handle: number };
   keys: { signing_key_lifetime_s: number };
   ledger: { file: string; batch_max_events: number; batch_max_ms: number; busy_timeout_ms: number };
   ingest: { format: "auto" | "suricata" | "zeek" | "json"; max_line_bytes: number };
@@ -50,7 +50,7 @@ const oneOf = <T extends string>(...values: T[]): EnumRule<T> => ({ type: "enum"
 
 const SCHEMA: Schema = {
   node: { role: oneOf("edge", "validator", "both"), data_dir: STR },
-  identity: { kind: oneOf("software", "tpm"), tcti: STR },
+  identity: { kind: oneOf("software", "tpm"), tcti: STR, tpm_handle: int(0x81000000, 0x81ffffff) },
   keys: { signing_key_lifetime_s: int(60, 31_536_000) },
   ledger: { file: STR, batch_max_events: int(1, 100_000), batch_max_ms: int(1, 60_000), busy_timeout_ms: int(0, 600_000) },
   ingest: { format: oneOf("auto", "suricata", "zeek", "json"), max_line_bytes: int(1024, 67_108_864) },

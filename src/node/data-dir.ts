@@ -5,6 +5,8 @@ import type { DsmConfig } from "../config/config.ts";
 export interface DataDirLayout {
   dir: string;
   identityKey: string;
+  /** Present instead of identityKey when the identity key lives in a TPM: which TPM, which handle. */
+  tpmIdentity: string;
   libp2pKey: string;
   blsKey: string;
   privacyKey: string;
@@ -18,6 +20,7 @@ export function dataDirLayout(dir: string, config: DsmConfig): DataDirLayout {
   return {
     dir,
     identityKey: path.join(dir, "identity.pem"),
+    tpmIdentity: path.join(dir, "identity.tpm.json"),
     libp2pKey: path.join(dir, "libp2p.key"),
     blsKey: path.join(dir, "bls.key"),
     privacyKey: path.join(dir, "privacy.key"),

@@ -14,6 +14,7 @@ import { createIpAnonymizer } from "../ingest/anonymize.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { type Anonymizer, checkPrepared, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
+import { handleHex, TpmIdentityKey } from "../tpm/identity-key.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
@@ -30,6 +31,8 @@ export interface InitOptions {
   genesisFile?: string;
   role?: Role;
   nowMs?: number;
+  /** Create the identity key in this TPM (a TCTI string) instead of a software key file. */
+  tpm?: string;
 }
 
 export interface InitResult {
@@ -81,17 +84,50 @@ export class DSMNode {
     ensurePrivateDir(layout.dir);
     const force = opts.force ?? false;
     if (!force) {
-      for (const f of [layout.identityKey, layout.libp2pKey, layout.blsKey, layout.privacyKey]) {
+      for (const f of [layout.identityKey, layout.tpmIdentity, layout.libp2pKey, layout.blsKey, layout.privacyKey]) {
         if (fs.existsSync(f)) throw new EventError(`${f} already exists; this data dir is initialised (use --force to replace its keys)`);
       }
     }
-    let joined: Genesis | null = null;
-    if (opts.genesisFile) joined = readGenesis(opts.genesisFile);
-    if (opts.config.identity.kind !== "software") {
-      throw new EventError(`identity.kind "${opts.config.identity.kind}" is not available in this build; use "software"`);
-    }
+    // A bad genesis file must fail before any key is made.
+    const joined = opts.genesisFile ? readGenesis(opts.genesisFile) : null;
     const nowMs = opts.nowMs ?? Date.now();
-    const identity = SoftwareIdentityKey.create(layout.identityKey, force);
+    const useTpm = opts.tpm !== undefined || opts.config.identity.kind === "tpm";
+    let identity: IdentityKey;
+    let akPub: string | undefined;
+    if (useTpm) {
+      const tcti = opts.tpm ?? opts.config.identity.tcti;
+      const key = TpmIdentityKey.create(tcti, opts.config.identity.tpm_handle, force);
+      identity = key;
+      try {
+        akPub = toHex(key.attestationKeySec1());
+      } catch (e) {
+        key.close();
+        throw e;
+      }
+      const marker: TpmMarker = { tcti, handle: handleHex(key.persistentHandle), identity_pub: toHex(key.publicKey) };
+      writeFileAtomic(layout.tpmIdentity, JSON.stringify(marker, null, 2) + "\n", { overwrite: force, mode: 0o644 });
+      // A software key left from before would be a second identity: it goes.
+      fs.rmSync(layout.identityKey, { force: true });
+    } else {
+      identity = SoftwareIdentityKey.create(layout.identityKey, force);
+      fs.rmSync(layout.tpmIdentity, { force: true });
+    }
+    try {
+      return await DSMNode.#initRest(opts, layout, identity, akPub, joined, nowMs, force);
+    } finally {
+      if (identity instanceof TpmIdentityKey) identity.close();
+    }
+  }
+
+  static async #initRest(
+    opts: InitOptions,
+    layout: DataDirLayout,
+    identity: IdentityKey,
+    akPub: string | undefined,
+    joined: Genesis | null,
+    nowMs: number,
+    force: boolean,
+  ): Promise<InitResult> {
     const p2p = createLibp2pKey(layout.libp2pKey, force);
     writeFileAtomic(layout.privacyKey, crypto.randomBytes(32), { overwrite: force });
     // Every node is the one validator of its own local mesh, so every node has a BLS key.
@@ -101,6 +137,7 @@ export class DSMNode {
       role: opts.role ?? opts.config.node.role,
       peerId: p2p.peerId,
       nowMs,
+      akPub,
       blsPub: toHex(blsPublicKey(blsSecret)),
       blsPop: toHex(blsPopProve(blsSecret)),
     });
@@ -119,12 +156,9 @@ export class DSMNode {
     if (!fs.existsSync(layout.card)) {
       throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
     }
-    if (!opts.readonly && config.identity.kind !== "software") {
-      throw new EventError(`identity.kind "${config.identity.kind}" is not available in this build; use "software"`);
-    }
     // Reading (verify, log, show, status) needs no secret: an auditor can check a copied
     // ledger with the node's card alone. Only writers load the identity key.
-    const identity = opts.readonly ? PublicIdentityKey.fromCard(readCard(layout.card)) : SoftwareIdentityKey.load(layout.identityKey);
+    const identity = opts.readonly ? PublicIdentityKey.fromCard(readCard(layout.card)) : loadIdentity(layout, config);
     // Verified in full (proofs of possession included) when it was written at init or join.
     let genesis: Genesis;
     try {
@@ -143,6 +177,7 @@ export class DSMNode {
 
   close(): void {
     this.ledger.close();
+    if (this.identity instanceof TpmIdentityKey) this.identity.close();
   }
 
   card(): NodeCard {
@@ -277,4 +312,35 @@ export function readGenesis(file: string, opts: { checkPop?: boolean } = {}): Ge
   } catch (e) {
     throw new EventError(`genesis ${file}: ${(e as Error).message}`);
   }
+}
+
+/** identity.tpm.json: which TPM handle holds this node's identity key. */
+interface TpmMarker {
+  tcti: string;
+  handle: string;
+  identity_pub: string;
+}
+
+/** The writer's identity key: in the TPM when the node was made with one, else the key file. */
+function loadIdentity(layout: DataDirLayout, config: DsmConfig): IdentityKey {
+  if (!fs.existsSync(layout.tpmIdentity)) {
+    if (config.identity.kind === "tpm") {
+      throw new EventError(`identity.kind is tpm, but the node in ${layout.dir} has a software identity key (dsm init --tpm TCTI makes a TPM node; --force replaces the identity)`);
+    }
+    return SoftwareIdentityKey.load(layout.identityKey);
+  }
+  let marker: TpmMarker;
+  try {
+    marker = JSON.parse(fs.readFileSync(layout.tpmIdentity, "utf8")) as TpmMarker;
+    if (typeof marker.tcti !== "string" || !/^0x81[0-9a-f]{6}$/.test(marker.handle) || !/^0[23][0-9a-f]{64}$/.test(marker.identity_pub)) throw new Error("malformed");
+  } catch (e) {
+    throw new EventError(`${layout.tpmIdentity}: ${(e as Error).message}`);
+  }
+  // The config may point at another TCTI (the TPM moved from a simulator to /dev/tpmrm0, say).
+  const key = TpmIdentityKey.load(config.identity.tcti || marker.tcti, Number.parseInt(marker.handle, 16));
+  if (toHex(key.publicKey) !== marker.identity_pub) {
+    key.close();
+    throw new EventError(`the TPM key at handle ${marker.handle} is not this node's identity key (was the TPM cleared or replaced?)`);
+  }
+  return key;
 }
