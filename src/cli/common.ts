@@ -1,5 +1,6 @@
 // What every subcommand shares: the common flags, config resolution, output, and the
 // rule that a failure is one line on stderr and a documented exit code.
+import * as fs from "node:fs";
 import * as os from "node:os";
 import type { ArgsDef, CommandDef } from "citty";
 import { type DsmConfig, resolveConfig } from "../config/config.ts";
@@ -100,4 +101,21 @@ export function timeArg(value: string | undefined, flag: string, nowMs = Date.no
   const ms = Date.parse(value);
   if (Number.isNaN(ms)) throw bad();
   return ms;
+}
+
+/** Reads and parses a JSON file; errors name the file and say what is wrong, in one line. */
+export function readJsonFile(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message);
+    throw new CliError(`cannot read ${what} ${file}: ${why}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
+  }
 }

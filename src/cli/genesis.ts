@@ -5,7 +5,7 @@ import { fromHex } from "../encoding/hex.ts";
 import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
 import { parseCard } from "../identity/card.ts";
 import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../mesh/genesis.ts";
-import { CliError, command, intArg, printJson, timeArg, warn } from "./common.ts";
+import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } from "./common.ts";
 
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
 // without `multiple`, so a repeated string flag keeps only its last value: these are
@@ -64,22 +64,6 @@ export function collectArgs(rawArgs: string[]): Raw {
 /** "a.json,b.json" and "a.json" alike: a list flag may also be comma-separated. */
 function splitList(values: string[]): string[] {
   return values.flatMap((v) => v.split(",")).map((v) => v.trim()).filter((v) => v !== "");
-}
-
-function readJsonFile(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EISDIR" ? "is a directory" : code === "EACCES" ? "permission denied" : (code ?? (e as Error).message);
-    throw new CliError(`cannot read ${what} ${file}: ${why}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
-  }
 }
 
 /** An --allow value: an identity key in hex, or a node card file whose key is admitted. */

@@ -1,7 +1,6 @@
-import * as fs from "node:fs";
 import { parseGenesis, type Genesis } from "../mesh/genesis.ts";
 import { BundleError, verifyBundle } from "../log/bundle.ts";
-import { CliError, command, commonArgs, EXIT, print, printJson } from "./common.ts";
+import { CliError, command, commonArgs, EXIT, print, printJson, readJsonFile } from "./common.ts";
 
 export default command({
   meta: { name: "verify-proof", description: "Check a proof bundle offline, against nothing but the mesh genesis" },
@@ -27,14 +26,14 @@ EXAMPLES
   async run({ args }) {
     // Deliberately no context()/withNode: the light client touches no data dir.
     const json = Boolean(args.json);
-    const genesisValue = readJson(args.genesis as string, "genesis");
+    const genesisValue = readJsonFile(args.genesis as string, "genesis");
     let genesis: Genesis;
     try {
       genesis = parseGenesis(genesisValue, { checkPop: true });
     } catch (e) {
       throw new CliError(`${args.genesis}: ${(e as Error).message}`);
     }
-    const bundle = readJson(args.bundle as string, "bundle");
+    const bundle = readJsonFile(args.bundle as string, "bundle");
     try {
       const summary = verifyBundle(bundle, genesis);
       if (json) printJson({ ok: true, ...summary });
@@ -47,17 +46,3 @@ EXAMPLES
     }
   },
 });
-
-function readJson(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    throw new CliError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message}`);
-  }
-}

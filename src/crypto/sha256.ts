@@ -26,7 +26,7 @@ export function domainDigestOfCanonical(kind: DigestKind, canonicalJson: string)
   return h.digest() as Uint8Array;
 }
 
-export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis" | "proposal" | "vote";
+export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis" | "proposal" | "vote" | "quarantine";
 
 const DOMAIN_PREFIX: Record<DigestKind, string> = {
   microblock: "hookprobe-dsm/microblock/v1\n",
@@ -37,4 +37,5 @@ const DOMAIN_PREFIX: Record<DigestKind, string> = {
   genesis: "hookprobe-dsm/genesis/v1\n",
   proposal: "hookprobe-dsm/proposal/v1\n",
   vote: "hookprobe-dsm/vote/v1\n",
+  quarantine: "hookprobe-dsm/quarantine/v1\n",
 };

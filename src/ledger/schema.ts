@@ -117,4 +117,17 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, validator, slot)
   ) WITHOUT ROWID;
   `,
+  // Quarantine records (src/mesh/quarantine.ts), each verified before it is stored, as
+  // RFC 8785 bytes; digest = the record's signed domain digest.
+  `
+  CREATE TABLE quarantine_records (
+    mesh BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    record BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX quarantine_records_node ON quarantine_records (mesh, node_id);
+  `,
 ];

@@ -11,6 +11,7 @@ import { signOnce } from "../consensus/sign-once.ts";
 import { signersBitfield } from "../consensus/validators.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
+import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import {
   type ChainCandidates,
   type ChainView,
@@ -41,12 +42,14 @@ export type BuildResult =
 
 export class CheckpointBuilder implements CheckpointSource {
   readonly tree: TreeStore;
+  readonly quarantine: QuarantineStore;
 
   constructor(
     private readonly ledger: Ledger,
     private readonly policy: MeshPolicy,
   ) {
     this.tree = new TreeStore(ledger.db);
+    this.quarantine = new QuarantineStore(ledger, policy.mesh);
   }
 
   /** The newest stored certificate, or null before the first checkpoint. */
@@ -216,23 +219,17 @@ export class CheckpointBuilder implements CheckpointSource {
         const rows = db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq").all(chain, from, to) as { seq: number; id: Uint8Array; timestamp: string }[];
         return rows.map((r) => ({ seq: r.seq, id: toHex(r.id), timestampMs: Date.parse(r.timestamp) }));
       },
-      quarantinedFrom: (node) => {
-        const chain = chainOf(node);
-        if (chain === undefined) return undefined;
-        const row = db.query("SELECT min(seq) AS seq FROM fork_evidence WHERE chain = ?").get(chain) as { seq: number | null };
-        return row.seq ?? undefined;
-      },
+      quarantinedFrom: (node) => this.quarantine.quarantinedFrom(node),
     };
   }
 
   #candidates(endMs: number): ChainCandidates[] {
     const chains = this.ledger.db
       .query(
-        `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq,
-           (SELECT min(seq) FROM fork_evidence f WHERE f.chain = c.chain) AS fork_seq
+        `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq
          FROM chains c LEFT JOIN log_included i ON i.chain = c.chain WHERE c.mesh = ?`,
       )
-      .all(fromHex(this.policy.mesh, 32)) as { chain: number; node_id: Uint8Array; last_seq: number; fork_seq: number | null }[];
+      .all(fromHex(this.policy.mesh, 32)) as { chain: number; node_id: Uint8Array; last_seq: number }[];
     // Timestamps never decrease along a chain, so the rows before the epoch end are a prefix.
     const rowsOf = this.ledger.db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq > ? AND timestamp < ? ORDER BY seq");
     const endIso = new Date(endMs).toISOString();
@@ -242,8 +239,10 @@ export class CheckpointBuilder implements CheckpointSource {
         id: toHex(r.id),
         timestampMs: Date.parse(r.timestamp),
       }));
-      const out: ChainCandidates = { nodeId: toHex(c.node_id), lastIncluded: c.last_seq, rows };
-      if (c.fork_seq !== null) out.quarantinedFrom = c.fork_seq;
+      const nodeId = toHex(c.node_id);
+      const out: ChainCandidates = { nodeId, lastIncluded: c.last_seq, rows };
+      const q = this.quarantine.quarantinedFrom(nodeId);
+      if (q !== undefined) out.quarantinedFrom = q;
       return out;
     });
   }

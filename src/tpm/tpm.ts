@@ -8,6 +8,7 @@
 import type { Pointer } from "bun:ffi";
 import {
   cSetenv,
+  LIBRARIES,
   ESYS_TR_NONE,
   ESYS_TR_PASSWORD,
   ESYS_TR_PCR0,
@@ -127,13 +128,13 @@ export class Tpm {
    * Opens a TPM by TCTI string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`,
    * `tabrmd`; empty for the library's default) and runs TPM2_Startup.
    */
-  static open(tcti: string): Tpm {
+  static open(tcti: string, opts: { libraries?: typeof LIBRARIES } = {}): Tpm {
     let lib: Tss2Libraries;
     try {
       // The library's own log lines would duplicate our one-line errors on stderr; an
       // operator who wants them sets TSS2_LOG before starting dsm.
       if (process.env.TSS2_LOG === undefined) cSetenv("TSS2_LOG", "all+NONE", false);
-      lib = openTss2();
+      lib = openTss2(opts.libraries);
     } catch (e) {
       const missing = (e as { library?: string }).library ?? "tpm2-tss";
       throw new TpmError(
