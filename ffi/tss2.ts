@@ -103,7 +103,7 @@ export function cSetenv(name: string, value: string, overwrite: boolean): void {
 }
 
 /** Opens the four libraries; throws the dlopen error of the first that is missing, naming it. */
-export function openTss2(names: typeof LIBRARIES = LIBRARIES): Tss2Libraries {
+export function openTss2(names: Record<keyof typeof LIBRARIES, string> = LIBRARIES): Tss2Libraries {
   const open = <S extends Record<string, { args: readonly FFIType[]; returns: FFIType }>>(lib: string, symbols: S) => {
     try {
       return dlopen(lib, symbols).symbols;

@@ -12,7 +12,7 @@ import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } fro
 // collected from the raw arguments instead.
 const REPEATED = { validator: ["validator"], allow: ["allow"] } as const;
 // Every flag of this command that takes a value (the walker must skip their values).
-const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "output", "o", "config", "data-dir"]);
+const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "pcr-policy", "output", "o", "config", "data-dir"]);
 
 interface Raw {
   /** Validator cards in command-line order, from --validator and plain arguments alike. */
@@ -67,7 +67,7 @@ function splitList(values: string[]): string[] {
 }
 
 /** An --allow value: an identity key in hex, or a node card file whose key is admitted. */
-function allowedKey(value: string): string {
+function allowedKey(value: string, requireTpm: boolean): string {
   if (/^[0-9a-fA-F]{66}$/.test(value)) {
     const k = value.toLowerCase();
     try {
@@ -79,11 +79,28 @@ function allowedKey(value: string): string {
     return k;
   }
   const raw = readJsonFile(value, "card");
+  let card;
   try {
-    return parseCard(raw, `--allow card (${value})`).identity_pub;
+    card = parseCard(raw, `--allow card (${value})`);
   } catch (e) {
     throw new CliError((e as Error).message);
   }
+  if (requireTpm && !card.tpm) throw new CliError(`--allow card (${value}): node ${card.node_id.slice(0, 16)}… has a software identity key, but --pcr-policy makes this mesh require TPM attestation`);
+  return card.identity_pub;
+}
+
+/** A PCR policy file, as dsm attest --golden prints it: {"pcrs": [...], "digests": [...]}. */
+function readPcrPolicy(file: string): { pcrs: number[]; digests: string[] } {
+  const v = readJsonFile(file, "PCR policy") as { pcrs?: unknown; digests?: unknown };
+  const pcrs = v?.pcrs;
+  const digests = v?.digests;
+  if (!Array.isArray(pcrs) || pcrs.length === 0 || !pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23) || new Set(pcrs).size !== pcrs.length) {
+    throw new CliError(`PCR policy ${file}: "pcrs" must list distinct PCR indices 0-23 (dsm attest --golden prints one)`);
+  }
+  if (!Array.isArray(digests) || digests.length === 0 || !digests.every((d) => typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
+    throw new CliError(`PCR policy ${file}: "digests" must list sha256 composite digests in lowercase hex`);
+  }
+  return { pcrs: [...pcrs].sort((a, b) => a - b), digests: [...new Set(digests as string[])] };
 }
 
 export default command({
@@ -99,10 +116,16 @@ comma-separated, or as plain arguments. Admission: allowlist (the default) admit
 validators and the identity keys given with --allow (a key in hex or a card file);
 open admits any edge. Without -o the genesis goes to stdout.
 
+--pcr-policy FILE makes the mesh require TPM attestation (DESIGN.md section 7): FILE lists
+the PCR indices to quote and the composite digests accepted (dsm attest --golden on a
+reference node prints it; several reference nodes' digests may be merged into one list).
+Validator cards and --allow cards of software-key nodes are then refused.
+
 EXAMPLES
   dsm genesis --name soc-eu --validator v1.json --validator v2.json --validator v3.json -o genesis.json
   dsm genesis --name lab v1.json v2.json --admission open --epoch-duration 60 -o genesis.json
-  dsm genesis --name soc-eu --validator v1.json --allow edge1.json --allow 02ab...ef -o genesis.json`,
+  dsm genesis --name soc-eu --validator v1.json --allow edge1.json --allow 02ab...ef -o genesis.json
+  dsm genesis --name fleet --validator v1.json --pcr-policy pcr-policy.json -o genesis.json`,
   args: {
     validators: { type: "positional", required: false, description: "Validator card files (also: --validator)", valueHint: "CARD.json" },
     name: { type: "string", description: "Mesh name: 1-64 letters, digits, '.', '_' or '-'", valueHint: "NAME" },
@@ -111,6 +134,7 @@ EXAMPLES
     "genesis-time": { type: "string", description: "Start of epoch 0, RFC 3339 (default: now, rounded down to the second)", valueHint: "TIME" },
     admission: { type: "enum", options: ["open", "allowlist"], description: "Which edges may write: allowlist (default) or open" },
     allow: { type: "string", description: "Admit this edge: identity key hex or card file; repeatable", valueHint: "KEY|CARD.json" },
+    "pcr-policy": { type: "string", description: "Require TPM attestation with this PCR policy (from dsm attest --golden)", valueHint: "FILE" },
     output: { type: "string", alias: "o", description: "Write the genesis here (default: stdout)", valueHint: "FILE" },
     force: { type: "boolean", description: "Replace an existing output file" },
     json: { type: "boolean", description: "Machine-readable summary on stdout" },
@@ -142,7 +166,8 @@ EXAMPLES
     const allowValues = splitList(raw.allow);
     const admission = (args.admission as "open" | "allowlist" | undefined) ?? "allowlist";
     if (admission === "open" && allowValues.length > 0) throw new CliError("--allow needs --admission allowlist (open admits every edge)");
-    const allow = allowValues.map(allowedKey);
+    const pcrPolicy = args["pcr-policy"] === undefined ? undefined : readPcrPolicy(String(args["pcr-policy"]));
+    const allow = allowValues.map((v) => allowedKey(v, pcrPolicy !== undefined));
 
     const output = raw.outputGiven ? raw.outputValue : undefined;
     if (raw.outputGiven && (output === undefined || output === "")) throw new CliError("-o needs a value");
@@ -153,7 +178,16 @@ EXAMPLES
     const cards = files.map((f) => readJsonFile(f, "card"));
     let genesis;
     try {
-      genesis = buildGenesis({ name, genesisTimeMs, epochDurationS, validators: cards, sources: files, admission, allow });
+      genesis = buildGenesis({
+        name,
+        genesisTimeMs,
+        epochDurationS,
+        validators: cards,
+        sources: files,
+        admission,
+        allow,
+        attestation: pcrPolicy && { required: true, ...pcrPolicy },
+      });
     } catch (e) {
       throw new CliError((e as Error).message);
     }

@@ -28,7 +28,12 @@ export class DSMValidator {
     this.#secret = secret;
     this.builder = new CheckpointBuilder(node.ledger, node.policy);
     this.store = new LedgerSignedStore(node.ledger, node.mesh);
-    this.validators = validatorSetOf(node.genesis, node.config.consensus.quorum_threshold);
+    this.validators = DSMValidator.validatorsOf(node);
+  }
+
+  /** The validator set of the node's mesh, for checking what validators signed (any node may). */
+  static validatorsOf(node: DSMNode): ValidatorSet {
+    return validatorSetOf(node.genesis, node.config.consensus.quorum_threshold);
   }
 
   /** The node as a validator of its mesh; errors say why it cannot be one. */

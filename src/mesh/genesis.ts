@@ -157,6 +157,9 @@ export function buildGenesis(opts: {
     const card = parseCard(raw, label(i), { checkPop: true });
     if (!card.bls_pub) throw new SchemaError(`${label(i)}: card has no bls_pub/bls_pop, so it cannot vote (init the node with --role validator)`);
     if (card.role === "edge") throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} has role edge, not validator or both`);
+    if (opts.attestation?.required && !card.tpm) {
+      throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} has a software identity key, but this genesis requires TPM attestation`);
+    }
     const n = byNode.get(card.node_id);
     if (n !== undefined) throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} is already ${label(n)}: duplicate validator`);
     const b = byBls.get(card.bls_pub);

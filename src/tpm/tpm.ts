@@ -128,7 +128,7 @@ export class Tpm {
    * Opens a TPM by TCTI string (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`,
    * `tabrmd`; empty for the library's default) and runs TPM2_Startup.
    */
-  static open(tcti: string, opts: { libraries?: typeof LIBRARIES } = {}): Tpm {
+  static open(tcti: string, opts: { libraries?: Record<keyof typeof LIBRARIES, string> } = {}): Tpm {
     let lib: Tss2Libraries;
     try {
       // The library's own log lines would duplicate our one-line errors on stderr; an
