@@ -33,11 +33,11 @@ export interface IngestSummary {
 // ---------------------------------------------------------------------------
 // The pipeline, as `dsm ingest` runs it (minus process start and stdin).
 
-async function pipelineRun(buf: Uint8Array, expect: number, worker = true): Promise<number> {
+export async function pipelineRun(buf: Uint8Array, expect: number, worker = true, tpm?: string): Promise<number> {
   const dir = tempDir("ingest");
   try {
     const config = defaultConfig();
-    await DSMNode.init({ dataDir: dir, config });
+    await DSMNode.init({ dataDir: dir, config, tpm, force: tpm !== undefined });
     const node = DSMNode.open(dir, config);
     let errors = 0;
     const pipeline = new IngestPipeline(node, {

@@ -10,6 +10,7 @@ import { runIngest } from "./ingest.ts";
 import { cleanupTempDirs, envInt, now, say } from "./lib.ts";
 import { runVerify } from "./verify.ts";
 import { runLog } from "./log.ts";
+import { runTpm } from "./tpm.ts";
 
 const root = path.resolve(import.meta.dir, "..");
 const n = envInt("BENCH_N", 50_000);
@@ -27,6 +28,7 @@ try {
   const binary = await runBinary(root, n);
   const log = await runLog();
   const consensus = await runConsensus();
+  const tpm = await runTpm();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
@@ -34,6 +36,7 @@ try {
     bun: Bun.version,
     log,
     consensus,
+    tpm,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),

@@ -59,7 +59,9 @@ export class TpmIdentityKey implements IdentityKey {
         if (!force) throw new TpmError(`TPM handle ${handleHex(persistentHandle)} already holds a key; use --force to replace it (the node gets a new identity) or choose identity.tpm_handle`);
         tpm.persist(existing, persistentHandle); // EvictControl on a persistent object removes it
       }
-      const made = tpm.createPrimary("owner", eccSigningTemplate(false));
+      // Random `unique`: a new identity, not the owner seed's one key for this template
+      // (it is persisted, so nothing ever needs to derive it again).
+      const made = tpm.createPrimary("owner", eccSigningTemplate(false, crypto.getRandomValues(new Uint8Array(32))));
       tpm.persist(made.handle, persistentHandle);
       tpm.flush(made.handle);
       return new TpmIdentityKey(tpm, tpm.loadPersistent(persistentHandle), persistentHandle, made.publicArea);
@@ -92,6 +94,7 @@ export class TpmIdentityKey implements IdentityKey {
 
   /** Same contract as the software key: ECDSA-SHA256 with the 32-byte domain digest as the message. */
   async sign(digest: Uint8Array): Promise<Uint8Array> {
+    if (!(digest instanceof Uint8Array) || digest.length !== 32) throw new TpmError("the identity key signs 32-byte digests only");
     // ECDSA-SHA256 hashes its message; the TPM signs a hash it is given, so it gets sha256(digest).
     const sig = parseSignatureEcdsa(this.tpm.sign(this.handle, sha256(digest)));
     const rs = new Uint8Array(64);

@@ -77,8 +77,12 @@ class Wire {
   }
 }
 
-/** TPMT_PUBLIC template of an ECDSA P-256 / SHA-256 signing key; restricted for an attestation key. */
-export function eccSigningTemplate(restricted: boolean): Uint8Array {
+/**
+ * TPMT_PUBLIC template of an ECDSA P-256 / SHA-256 signing key; restricted for an attestation
+ * key. A primary key is derived from the hierarchy's seed and the template, so the same
+ * template gives the same key: `unique` (random bytes) makes a new one.
+ */
+export function eccSigningTemplate(restricted: boolean, unique: Uint8Array = new Uint8Array(0)): Uint8Array {
   const attrs = ATTR.fixedTPM | ATTR.fixedParent | ATTR.sensitiveDataOrigin | ATTR.userWithAuth | ATTR.noDA | ATTR.sign | (restricted ? ATTR.restricted : 0);
   return new Wire()
     .u16(ALG_ECC)
@@ -90,7 +94,7 @@ export function eccSigningTemplate(restricted: boolean): Uint8Array {
     .u16(ALG_SHA256)
     .u16(ECC_NIST_P256)
     .u16(ALG_NULL) // kdf
-    .sized(new Uint8Array(0)) // unique.x
+    .sized(unique) // unique.x
     .sized(new Uint8Array(0)) // unique.y
     .done();
 }
@@ -141,7 +145,7 @@ export class Tpm {
         `the TPM library ${missing} is not installed (${(e as Error).message.split("\n")[0]}); on Debian install: apt-get install libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0 libtss2-rc0 (plus libtss2-tcti-swtpm0 for swtpm)`,
       );
     }
-    if (!/^[A-Za-z0-9_-]*(:[\x20-\x7e]*)?$/.test(tcti)) throw new TpmError(`TCTI "${tcti}" is not of the form name[:config], e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321`);
+    if (!/^[A-Za-z0-9_-]*(:[\x20-\x7e]*)?$/.test(tcti)) throw new TpmError(`TCTI ${JSON.stringify(tcti)} is not of the form name[:config], e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321`);
     const tctiCtx = new BigUint64Array(1);
     const conf = tcti === "" ? null : Buffer.from(`${tcti}\0`);
     let rc = lib.tcti.Tss2_TctiLdr_Initialize(conf, tctiCtx);

@@ -1,0 +1,171 @@
+// Attestation and quarantine end to end, with the compiled binary and real software TPMs:
+// a validator and two edges with TPM identities, a genesis that requires attestation with
+// a PCR policy from a reference node, a quote that verifies, then PCR 7 extended on one
+// edge: its next answer fails, the validator signs a quarantine record, and the next
+// checkpoint leaves out that edge's later microblocks while including the other edge's.
+// An operator's lift brings them back.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
+import { haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
+
+let root: string;
+let env: Record<string, string>;
+const tpms: Swtpm[] = [];
+const dir = (n: string) => path.join(root, n);
+let genesisFile: string;
+
+async function ok(args: string[], extra: Record<string, string> = {}): Promise<string> {
+  const r = await runDsm(args, { ...env, ...extra });
+  if (r.code !== 0) throw new Error(`dsm ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+const inMesh = () => ({ DSM_MESH_GENESIS: genesisFile });
+
+async function emit(node: string, k: number): Promise<void> {
+  await ok(["emit", "--data-dir", dir(node), "--event-type", "alert", "--payload", JSON.stringify({ k, node })], inMesh());
+}
+
+/** Everything the edges hold, imported into the validator (what the mesh will gossip). */
+async function sync(): Promise<void> {
+  for (const e of ["e1", "e2"]) {
+    const file = path.join(root, `${e}.ndjson`);
+    fs.rmSync(file, { force: true });
+    await ok(["export", "--data-dir", dir(e), "-o", file], inMesh());
+    await ok(["import", "--data-dir", dir("v"), file], inMesh());
+  }
+}
+
+async function nodeId(node: string): Promise<string> {
+  return (JSON.parse(await ok(["card", "--data-dir", dir(node), "--json"], inMesh())) as { node_id: string }).node_id;
+}
+
+async function checkpoint(): Promise<{ ranges: Record<string, [number, number]>; epoch: number }> {
+  // 1 s epochs: wait for the one holding the newest microblocks to close.
+  await Bun.sleep(1100);
+  const r = await runDsm(["checkpoint", "--data-dir", dir("v"), "--json"], { ...env, ...inMesh() });
+  if (r.code !== 0) throw new Error(`dsm checkpoint exited ${r.code}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { checkpoint: { ranges: Record<string, [number, number]>; epoch: number } }).checkpoint;
+}
+
+async function pcrExtend(t: Swtpm, pcr: number): Promise<void> {
+  const p = Bun.spawn(["tpm2_pcrextend", `${pcr}:sha256=${"ab".repeat(32)}`], { env: { ...process.env, TPM2TOOLS_TCTI: t.tcti }, stderr: "pipe" });
+  if ((await p.exited) !== 0) throw new Error(`tpm2_pcrextend failed: ${await new Response(p.stderr).text()}`);
+}
+
+beforeAll(async () => {
+  requireBinary();
+  if (!haveSwtpm()) throw new Error("swtpm is not installed (apt-get install swtpm swtpm-tools tpm2-tools; .ci/run does)");
+  root = tempDir();
+  env = cleanEnv(root);
+  for (let i = 0; i < 3; i++) tpms.push(await startSwtpm());
+  await ok(["init", "--data-dir", dir("v"), "--role", "validator", "--tpm", tpms[0]!.tcti]);
+  fs.writeFileSync(path.join(root, "v.card"), await ok(["card", "--data-dir", dir("v"), "--json"]));
+  // The validator is the reference node: every fresh swtpm boots to the same PCRs.
+  fs.writeFileSync(path.join(root, "policy.json"), await ok(["attest", "--golden", "--data-dir", dir("v"), "--json"]));
+  genesisFile = path.join(root, "genesis.json");
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString();
+  await ok(["genesis", "--name", "attested", "--validator", path.join(root, "v.card"), "--pcr-policy", path.join(root, "policy.json"), "--admission", "open", "--epoch-duration", "1", "--genesis-time", t0, "-o", genesisFile]);
+  await ok(["init", "--data-dir", dir("e1"), "--role", "edge", "--tpm", tpms[1]!.tcti, "--genesis", genesisFile]);
+  await ok(["init", "--data-dir", dir("e2"), "--role", "edge", "--tpm", tpms[2]!.tcti, "--genesis", genesisFile]);
+}, 60_000);
+
+afterAll(async () => {
+  for (const t of tpms) {
+    await t.stop();
+    fs.rmSync(t.stateDir, { recursive: true, force: true });
+  }
+  cleanupTempDirs();
+});
+
+describe("attestation and quarantine with real TPMs", () => {
+  test("the genesis records the policy and refuses a software-key validator", async () => {
+    const g = JSON.parse(fs.readFileSync(genesisFile, "utf8"));
+    expect(g.attestation.required).toBe(true);
+    expect(g.attestation.pcrs).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(g.attestation.digests).toHaveLength(1);
+    await ok(["init", "--data-dir", dir("soft"), "--role", "validator"]);
+    fs.writeFileSync(path.join(root, "soft.card"), await ok(["card", "--data-dir", dir("soft"), "--json"]));
+    const r = await runDsm(["genesis", "--name", "x", "--validator", path.join(root, "soft.card"), "--pcr-policy", path.join(root, "policy.json")], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/software identity key, but this genesis requires TPM attestation/);
+  });
+
+  test("a healthy edge's answer verifies; the wrong nonce does not", async () => {
+    const nonce = "11".repeat(32);
+    const answer = path.join(root, "e1-ok.json");
+    await ok(["attest", "--data-dir", dir("e1"), "--nonce", nonce, "-o", answer], inMesh());
+    const good = await runDsm(["attest", "verify", answer, "--genesis", genesisFile, "--nonce", nonce, "--json"], env);
+    expect(good.code).toBe(0);
+    expect(JSON.parse(good.stdout).ok).toBe(true);
+    const stale = await runDsm(["attest", "verify", answer, "--genesis", genesisFile, "--nonce", "22".repeat(32)], env);
+    expect(stale.code).toBe(2);
+    expect(stale.stderr).toMatch(/FAILED \(stale_nonce\)/);
+    // A software-key node has nothing to attest with.
+    const soft = await runDsm(["attest", "--data-dir", dir("soft"), "--nonce", nonce], env);
+    expect(soft.code).toBe(1);
+    expect(soft.stderr).toMatch(/software key: it has no TPM/);
+  });
+
+  test("PCR 7 changes on one edge: its answer fails, it is quarantined, and only its later microblocks stay out", async () => {
+    const e1 = await nodeId("e1");
+    const e2 = await nodeId("e2");
+    for (let k = 0; k < 2; k++) {
+      await emit("e1", k);
+      await emit("e2", k);
+    }
+    await sync();
+    await pcrExtend(tpms[1]!, 7);
+    const nonce = "33".repeat(32);
+    const answer = path.join(root, "e1-bad.json");
+    await ok(["attest", "--data-dir", dir("e1"), "--nonce", nonce, "-o", answer], inMesh());
+    const bad = await runDsm(["attest", "verify", answer, "--nonce", nonce, "--quarantine", "--data-dir", dir("v"), "--json"], { ...env, ...inMesh() });
+    expect(bad.code).toBe(2);
+    const out = JSON.parse(bad.stdout);
+    expect(out.check).toBe("pcr-digest");
+    expect(out.quarantine).toMatchObject({ type: "Q", node_id: e1, action: "quarantine", from_seq: 3, reason: "attestation_failed", validator: 0 });
+    // Both edges go on producing; the validator receives everything.
+    for (let k = 2; k < 4; k++) {
+      await emit("e1", k);
+      await emit("e2", k);
+    }
+    await sync();
+    const cp = await checkpoint();
+    expect(cp.ranges[e2]).toEqual([1, 4]);
+    expect(cp.ranges[e1]).toEqual([1, 2]);
+    const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+    expect(list.quarantined).toEqual([{ node_id: e1, from_seq: 3, reason: expect.stringContaining("attestation_failed") }]);
+  }, 60_000);
+
+  test("records travel: another node imports the validator's record; a forged one is refused", async () => {
+    const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+    const file = path.join(root, "records.json");
+    fs.writeFileSync(file, JSON.stringify(list.records));
+    const imported = JSON.parse(await ok(["quarantine", "import", file, "--data-dir", dir("e2"), "--json"], inMesh()));
+    expect(imported).toEqual({ records: 1, added: 1 });
+    const forged = { ...list.records[0], from_seq: 1 };
+    fs.writeFileSync(file, JSON.stringify([forged]));
+    const r = await runDsm(["quarantine", "import", file, "--data-dir", dir("e2")], { ...env, ...inMesh() });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/signature of validator 0 does not verify/);
+    // An edge cannot sign records.
+    const e1 = await nodeId("e1");
+    const notValidator = await runDsm(["quarantine", "add", e1, "--detail", "x", "--data-dir", dir("e2")], { ...env, ...inMesh() });
+    expect(notValidator.code).toBe(1);
+    expect(notValidator.stderr).toMatch(/only a validator signs quarantine records/);
+  }, 30_000);
+
+  test("an operator's lift on the validator brings the held-back microblocks into the next checkpoint", async () => {
+    const e1 = await nodeId("e1");
+    await ok(["quarantine", "lift", e1.slice(0, 12), "--detail", "PCR 7 change was a planned firmware update", "--data-dir", dir("v")], inMesh());
+    const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+    expect(list.quarantined).toEqual([]);
+    await emit("e2", 4);
+    await sync();
+    const cp = await checkpoint();
+    expect(cp.ranges[e1]).toEqual([3, 4]);
+  }, 30_000);
+});
