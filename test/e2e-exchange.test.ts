@@ -32,6 +32,7 @@ interface Summary {
   reasons: Record<string, number>;
   missing: { node_id: string; from: number; to: number; held: number }[];
   forks: { node_id: string; seq: number }[];
+  quarantine: { type: string; node_id: string; action: string; from_seq: number; reason: string }[];
 }
 
 async function ok(args: string[], env?: Record<string, string>): Promise<string> {
@@ -282,6 +283,10 @@ describe("dsm export / dsm import", () => {
     expect(b.stderr).toMatch(/FORK: node [0-9a-f]{64} signed two different microblocks for seq 1/);
     expect(b.summary!.fork).toBe(1);
     expect(b.summary!.forks[0]!.seq).toBe(1);
+    // The validator signs a quarantine record for the forker, so the quarantine can travel.
+    expect(b.summary!.quarantine).toEqual([expect.objectContaining({ type: "Q", node_id: b.summary!.forks[0]!.node_id, action: "quarantine", from_seq: 1, reason: "fork" })]);
+    const listed = JSON.parse(await ok(["quarantine", "list", "--data-dir", V, "--json"], vEnv()));
+    expect(listed.quarantined).toEqual([{ node_id: b.summary!.forks[0]!.node_id, from_seq: 1, reason: expect.stringContaining("fork") }]);
     expect(b.summary!.reasons).toEqual({ quarantined: 3 });
     expect(b.stderr).toMatch(/fork-b\.ndjson:\d+: quarantined: /);
     const v = await verify(V, vEnv());

@@ -1,8 +1,6 @@
 import * as fs from "node:fs";
 import { isHex } from "../encoding/hex.ts";
 import { parseGenesis, type Genesis } from "../mesh/genesis.ts";
-import { makeQuarantine, parseQuarantine } from "../mesh/quarantine.ts";
-import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import { DSMValidator } from "../consensus/validator.ts";
 import { TpmIdentityKey } from "../tpm/identity-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
@@ -141,21 +139,7 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
 function quarantineFor(node: DSMNode, nodeId: string, detail: string) {
   const v = DSMValidator.open(node);
   try {
-    const head = node.ledger.head(node.mesh, nodeId);
-    const record = makeQuarantine({
-      mesh: node.mesh,
-      nodeId,
-      action: "quarantine",
-      fromSeq: (head?.seq ?? 0) + 1,
-      reason: "attestation_failed",
-      detail,
-      validator: v.index,
-      nowMs: Date.now(),
-      sign: (d) => v.sign(d),
-    });
-    // Checked like any record from the mesh before it is stored.
-    new QuarantineStore(node.ledger, node.mesh).add(parseQuarantine(record, node.mesh, v.validators));
-    return record;
+    return v.quarantine(nodeId, { action: "quarantine", reason: "attestation_failed", detail });
   } finally {
     v.close();
   }

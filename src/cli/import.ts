@@ -1,5 +1,7 @@
 import * as fs from "node:fs";
 import { type AcceptOutcome, KeyCertRejected, Receiver } from "../chain/accept.ts";
+import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import type { QuarantineRecord } from "../mesh/quarantine.ts";
 import { ExchangeLineError, MAX_EXCHANGE_LINE_BYTES, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../chain/microblock.ts";
 import { canonicalize } from "../encoding/jcs.ts";
@@ -67,7 +69,8 @@ EXAMPLES
           (s.empty ? `, ${s.empty} empty` : "") +
           (s.payloadsFilled ? `, ${s.payloadsFilled} withheld payloads filled in` : ""),
       );
-      if (ctx.json) printJson({ ok: r.ok, ...s, missing: r.missing, forks: imp.forks });
+      const quarantined = quarantineForks(node, imp.forks);
+      if (ctx.json) printJson({ ok: r.ok, ...s, missing: r.missing, forks: imp.forks, quarantine: quarantined });
       return r.ok ? EXIT.ok : EXIT.partial;
     });
     process.exitCode = code;
@@ -303,4 +306,31 @@ export class Importer {
 
 function chainKey(mesh: string, nodeId: string): string {
   return `${mesh}/${nodeId}`;
+}
+
+/**
+ * On a validator, each forked node gets a signed quarantine record (reason fork) from its
+ * first forked seq, so the quarantine travels with the records, not only with this ledger's
+ * evidence. On other nodes the fork evidence alone keeps the node out of checkpoints.
+ */
+function quarantineForks(node: DSMNode, forks: { node_id: string; seq: number; stored: string; received: string }[]): QuarantineRecord[] {
+  if (forks.length === 0) return [];
+  let v: DSMValidator;
+  try {
+    v = DSMValidator.open(node);
+  } catch (e) {
+    if (e instanceof ValidatorKeyError) return [];
+    throw e;
+  }
+  try {
+    const first = new Map<string, (typeof forks)[number]>();
+    for (const f of forks) if (!first.has(f.node_id) || first.get(f.node_id)!.seq > f.seq) first.set(f.node_id, f);
+    return [...first.values()].map((f) => {
+      const record = v.quarantine(f.node_id, { action: "quarantine", reason: "fork", fromSeq: f.seq, detail: `two microblocks for seq ${f.seq}: ${f.stored.slice(0, 16)}… and ${f.received.slice(0, 16)}…` });
+      warn(`dsm import: node ${f.node_id.slice(0, 16)}… quarantined from seq ${f.seq} (fork); record signed by validator ${v.index}`);
+      return record;
+    });
+  } finally {
+    v.close();
+  }
 }

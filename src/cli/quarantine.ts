@@ -1,6 +1,6 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
-import { makeQuarantine, parseQuarantine, type QuarantineRecord } from "../mesh/quarantine.ts";
+import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../mesh/quarantine.ts";
 import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, type Context, context, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
@@ -14,9 +14,10 @@ an operator's decision); every validator honours every valid record.
 
   dsm quarantine list [--json]
       Every node that is quarantined now, from which seq and why, then every record.
-  dsm quarantine add NODE --detail TEXT [--from-seq N]
-      (validator) Sign and store a record with reason "operator". --from-seq defaults to
-      the seq after the node's current head in this ledger.
+  dsm quarantine add NODE --detail TEXT [--from-seq N] [--reason R]
+      (validator) Sign and store a record, reason "operator" unless --reason says
+      attestation_missed (the node did not answer a challenge), attestation_failed or
+      fork. --from-seq defaults to the seq after the node's current head in this ledger.
   dsm quarantine lift NODE --detail TEXT
       (validator) Sign and store a lift: the node's microblocks are included again (the
       ones held back too), and fork evidence found before the lift no longer holds them.
@@ -37,6 +38,7 @@ EXAMPLES
     target: { type: "positional", required: false, description: "add/lift: the node id; import: the file", valueHint: "NODE|FILE" },
     detail: { type: "string", description: "add/lift: why, in one line (kept in the signed record)", valueHint: "TEXT" },
     "from-seq": { type: "string", description: "add: first seq to keep out (default: after the current head)", valueHint: "N" },
+    reason: { type: "enum", options: ["operator", "attestation_missed", "attestation_failed", "fork"], description: "add: why (default operator; attestation_missed when a node did not answer a challenge)" },
   },
   async run({ args }) {
     const ctx = context(args);
@@ -55,7 +57,9 @@ EXAMPLES
     if (args.detail === undefined || String(args.detail).trim() === "") throw new CliError(`dsm quarantine ${action} needs --detail TEXT: the record says why`);
     if (action === "lift" && args["from-seq"] !== undefined) throw new CliError("--from-seq applies to add, not lift");
     const fromSeq = intArg(args["from-seq"] === undefined ? undefined : String(args["from-seq"]), "from-seq", 1);
-    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), fromSeq));
+    const reason = (args.reason ?? "operator") as QuarantineReason;
+    if (action === "lift" && args.reason !== undefined) throw new CliError("--reason applies to add: a lift is always an operator's");
+    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), fromSeq, action === "lift" ? "operator" : reason));
   },
 });
 
@@ -68,7 +72,7 @@ function resolveNode(node: DSMNode, text: string): string {
   return ids[0]!;
 }
 
-function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, fromSeq: number | undefined): void {
+function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, fromSeq: number | undefined, reason: QuarantineReason): void {
   const nodeId = resolveNode(node, target);
   let v: DSMValidator;
   try {
@@ -78,18 +82,7 @@ function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: strin
     throw e;
   }
   try {
-    const record = makeQuarantine({
-      mesh: node.mesh,
-      nodeId,
-      action: action === "add" ? "quarantine" : "lift",
-      fromSeq: fromSeq ?? (node.ledger.head(node.mesh, nodeId)?.seq ?? 0) + 1,
-      reason: "operator",
-      detail,
-      validator: v.index,
-      nowMs: Date.now(),
-      sign: (d) => v.sign(d),
-    });
-    new QuarantineStore(node.ledger, node.mesh).add(parseQuarantine(record, node.mesh, v.validators));
+    const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail, fromSeq });
     print(ctx.json ? JSON.stringify(record) : JSON.stringify(record, null, 2));
     warn(action === "add" ? `node ${nodeId.slice(0, 16)}… quarantined from seq ${record.from_seq}` : `quarantine of node ${nodeId.slice(0, 16)}… lifted`);
   } finally {

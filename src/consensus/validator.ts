@@ -6,6 +6,7 @@ import { blsPublicKey, blsSign } from "../crypto/bls.ts";
 import { readSecretFile } from "../fs/files.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
 import type { CheckpointBody } from "../log/checkpoint.ts";
+import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../mesh/quarantine.ts";
 import type { DSMNode } from "../node/node.ts";
 import { ConsensusEngine, type EngineEvent } from "./engine.ts";
 import { type Clock, type ConsensusTransport, systemClock } from "./ports.ts";
@@ -97,6 +98,26 @@ export class DSMValidator {
       maxClockSkewMs: this.node.config.mesh.max_clock_skew_s * 1000,
       onEvent: opts.onEvent,
     });
+  }
+
+  /**
+   * Signs a quarantine record (type Q) for a node and stores it, checked like any record
+   * from the mesh. fromSeq defaults to the seq after the node's head in this ledger.
+   */
+  quarantine(nodeId: string, f: { action: "quarantine" | "lift"; reason: QuarantineReason; detail: string; fromSeq?: number }): QuarantineRecord {
+    const record = makeQuarantine({
+      mesh: this.node.mesh,
+      nodeId,
+      action: f.action,
+      fromSeq: f.fromSeq ?? (this.node.ledger.head(this.node.mesh, nodeId)?.seq ?? 0) + 1,
+      reason: f.reason,
+      detail: f.detail,
+      validator: this.index,
+      nowMs: Date.now(),
+      sign: (d) => this.sign(d),
+    });
+    this.builder.quarantine.add(parseQuarantine(record, this.node.mesh, this.validators));
+    return record;
   }
 
   /** Forgets the key material held in memory. */
