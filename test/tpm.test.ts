@@ -10,7 +10,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import { LIBRARIES } from "../ffi/tss2.ts";
 import { parseCard } from "../src/identity/card.ts";
@@ -26,7 +25,7 @@ import { eccSigningTemplate, pcrSelection, Tpm, TpmError } from "../src/tpm/tpm.
 import { DSM, ndjson, requireBinary, TempNode } from "./helpers/e2e.ts";
 import { cleanupTempDirs, tempDir, testConfig } from "./helpers/node.ts";
 import { prng } from "./helpers/prng.ts";
-import { startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
+import { freePort, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
 const PCRS = [0, 1, 2, 3, 4, 5, 6, 7];
 const NODE_HANDLE = 0x81010001; // identity.tpm_handle's default, used by DSMNode.init
@@ -39,18 +38,6 @@ let dataDir = "";
 let nodeId = "";
 
 const randomBytes = (n: number) => new Uint8Array(crypto.randomBytes(n));
-
-/** A loopback port nothing listens on (bound, then released). */
-async function deadPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs fn with a TpmError expected; returns it. */
 function tpmError(fn: () => unknown): TpmError {
@@ -278,7 +265,7 @@ describe("4. clear errors", () => {
   });
 
   test("TPM not reachable: nothing listening, or a peer that hangs up, names the TCTI", async () => {
-    const tcti = `swtpm:host=127.0.0.1,port=${await deadPort()}`;
+    const tcti = `swtpm:host=127.0.0.1,port=${await freePort()}`;
     const e = tpmError(() => Tpm.open(tcti));
     expect(e.message).toContain(`cannot open TCTI "${tcti}"`);
     expect(e.message).toContain("IO failure");
@@ -287,7 +274,7 @@ describe("4. clear errors", () => {
 
     // Something listens but is no TPM: it closes every connection. The server runs in a child
     // process, because FFI calls block this process's event loop.
-    const port = await deadPort();
+    const port = await freePort();
     const server = Bun.spawn(
       [process.execPath, "-e", `for (const p of [${port}, ${port + 1}]) Bun.listen({ hostname: "127.0.0.1", port: p, socket: { open(s) { s.end(); }, data() {} } }); console.log("up");`],
       { stdout: "pipe", stderr: "ignore" },

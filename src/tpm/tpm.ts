@@ -20,6 +20,7 @@ import {
   TPM2_SU_CLEAR,
   type Tss2Libraries,
 } from "../../ffi/tss2.ts";
+import { TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_SHA256, TPM_ECC_NIST_P256, TPMA_OBJECT } from "./attest.ts";
 
 export class TpmError extends Error {
   constructor(
@@ -34,22 +35,6 @@ export class TpmError extends Error {
 
 const TPM2_RC_INITIALIZE = 0x100; // TPM2_Startup on a started TPM: fine
 export const TPM2_RC_HANDLE_EMPTY = 0x18b; // nothing at that persistent handle
-
-const ALG_ECC = 0x0023;
-const ALG_SHA256 = 0x000b;
-const ALG_NULL = 0x0010;
-const ALG_ECDSA = 0x0018;
-const ECC_NIST_P256 = 0x0003;
-
-const ATTR = {
-  fixedTPM: 1 << 1,
-  fixedParent: 1 << 4,
-  sensitiveDataOrigin: 1 << 5,
-  userWithAuth: 1 << 6,
-  noDA: 1 << 10,
-  restricted: 1 << 16,
-  sign: 1 << 18,
-};
 
 /** Big-endian wire-format writer. */
 class Wire {
@@ -83,17 +68,18 @@ class Wire {
  * template gives the same key: `unique` (random bytes) makes a new one.
  */
 export function eccSigningTemplate(restricted: boolean, unique: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const attrs = ATTR.fixedTPM | ATTR.fixedParent | ATTR.sensitiveDataOrigin | ATTR.userWithAuth | ATTR.noDA | ATTR.sign | (restricted ? ATTR.restricted : 0);
+  const A = TPMA_OBJECT;
+  const attrs = A.fixedTPM | A.fixedParent | A.sensitiveDataOrigin | A.userWithAuth | A.noDA | A.sign | (restricted ? A.restricted : 0);
   return new Wire()
-    .u16(ALG_ECC)
-    .u16(ALG_SHA256)
+    .u16(TPM_ALG_ECC)
+    .u16(TPM_ALG_SHA256)
     .u32(attrs)
     .sized(new Uint8Array(0)) // authPolicy
-    .u16(ALG_NULL) // symmetric
-    .u16(ALG_ECDSA) // scheme
-    .u16(ALG_SHA256)
-    .u16(ECC_NIST_P256)
-    .u16(ALG_NULL) // kdf
+    .u16(TPM_ALG_NULL) // symmetric
+    .u16(TPM_ALG_ECDSA) // scheme
+    .u16(TPM_ALG_SHA256)
+    .u16(TPM_ECC_NIST_P256)
+    .u16(TPM_ALG_NULL) // kdf
     .sized(unique) // unique.x
     .sized(new Uint8Array(0)) // unique.y
     .done();
@@ -106,7 +92,7 @@ export function pcrSelection(pcrs: readonly number[]): Uint8Array {
     if (!Number.isInteger(p) || p < 0 || p > 23) throw new TpmError(`PCR index ${p} is not 0-23`);
     bits[p >> 3]! |= 1 << (p & 7);
   }
-  return new Wire().u32(1).u16(ALG_SHA256).u8(3).bytes(bits).done();
+  return new Wire().u32(1).u16(TPM_ALG_SHA256).u8(3).bytes(bits).done();
 }
 
 export type Hierarchy = "owner" | "endorsement";
@@ -253,7 +239,7 @@ export class Tpm {
   sign(handle: number, digest: Uint8Array): Uint8Array {
     if (digest.length !== 32) throw new TpmError(`TPM sign: digest must be 32 bytes, got ${digest.length}`);
     const d = this.#unmarshal("TPM2B_DIGEST", new Wire().sized(digest).done());
-    const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(ALG_ECDSA).u16(ALG_SHA256).done());
+    const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256).done());
     // A NULL ticket: the digest was not made by the TPM, which an unrestricted key allows.
     const ticket = this.#unmarshal("TPMT_TK_HASHCHECK", new Wire().u16(0x8024).u32(0x40000007).sized(new Uint8Array(0)).done());
     const out = new BigUint64Array(1);
@@ -265,7 +251,7 @@ export class Tpm {
   quote(akHandle: number, nonce: Uint8Array, pcrs: readonly number[]): { attest: Uint8Array; signature: Uint8Array } {
     if (nonce.length > 64) throw new TpmError(`TPM quote: nonce must be at most 64 bytes, got ${nonce.length}`);
     const data = this.#unmarshal("TPM2B_DATA", new Wire().sized(nonce).done());
-    const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(ALG_ECDSA).u16(ALG_SHA256).done());
+    const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256).done());
     const sel = this.#unmarshal("TPML_PCR_SELECTION", pcrSelection(pcrs));
     const quoted = new BigUint64Array(1);
     const sig = new BigUint64Array(1);
@@ -299,7 +285,7 @@ export class Tpm {
   pcrExtend(pcr: number, digest: Uint8Array): void {
     if (!Number.isInteger(pcr) || pcr < 0 || pcr > 23) throw new TpmError(`PCR index ${pcr} is not 0-23`);
     if (digest.length !== 32) throw new TpmError(`PCR extend: digest must be 32 bytes, got ${digest.length}`);
-    const values = this.#unmarshal("TPML_DIGEST_VALUES", new Wire().u32(1).u16(ALG_SHA256).bytes(digest).done());
+    const values = this.#unmarshal("TPML_DIGEST_VALUES", new Wire().u32(1).u16(TPM_ALG_SHA256).bytes(digest).done());
     this.#check(`Esys_PCR_Extend(${pcr})`, this.#lib.esys.Esys_PCR_Extend(this.#ctx, ESYS_TR_PCR0 + pcr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, values));
   }
 }

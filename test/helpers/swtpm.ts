@@ -21,7 +21,8 @@ export function haveSwtpm(): boolean {
   return Bun.which("swtpm") !== null;
 }
 
-async function freePort(): Promise<number> {
+/** A free loopback port (bound, then released): also a port nothing listens on. */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once("error", reject);
