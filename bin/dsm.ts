@@ -27,6 +27,7 @@ const subCommands: Record<string, () => Promise<DsmCommand>> = {
   checkpoint: () => load(import("../src/cli/checkpoint.ts"))(),
   export: () => load(import("../src/cli/export.ts"))(),
   import: () => load(import("../src/cli/import.ts"))(),
+  run: () => load(import("../src/cli/run.ts"))(),
   attest: () => load(import("../src/cli/attest.ts"))(),
   quarantine: () => load(import("../src/cli/quarantine.ts"))(),
   demo: () => load(import("../src/cli/demo.ts"))(),

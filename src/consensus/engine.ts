@@ -103,6 +103,7 @@ export class ConsensusEngine {
   #seen = new Map<string, Signed>();
   #validity = new Map<string, Validity>();
   #fired = new Set<string>();
+  #graceUntil = new Map<string, number>();
   #timers: (() => void)[] = [];
   #future = new Map<string, unknown[]>();
   #futureCount = 0;
@@ -239,6 +240,7 @@ export class ConsensusEngine {
     this.#validity = new Map();
     this.#fired = new Set();
     this.#pendingCert = null;
+    this.#graceUntil = new Map();
     if (latest) {
       const done = this.#waiters.filter((w) => w.epoch <= latest.checkpoint.epoch);
       this.#waiters = this.#waiters.filter((w) => w.epoch > latest.checkpoint.epoch);
@@ -647,6 +649,18 @@ export class ConsensusEngine {
   #maybeCertify(): void {
     for (const [d, sigs] of this.#sigs) {
       if (sigs.size < this.#set.quorum) continue;
+      // A short wait for the remaining signatures: validators that all saw every signature
+      // build the same certificate, byte for byte. A silent validator costs only the wait.
+      if (sigs.size < this.#set.n) {
+        const now = this.#o.clock.now();
+        let until = this.#graceUntil.get(d);
+        if (until === undefined) {
+          until = now + this.#o.roundTimeoutMs / 6;
+          this.#graceUntil.set(d, until);
+          this.#after(until - now, () => this.#evaluate());
+        }
+        if (now < until) continue;
+      }
       const body = this.#bodies.get(d)!;
       const signers = [...sigs.keys()].sort((a, b) => a - b);
       const cert: FinalityCertificate = {

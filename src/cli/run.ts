@@ -1,0 +1,50 @@
+import { Daemon } from "../mesh/daemon.ts";
+import { command, commonArgs, context, warn, withNode } from "./common.ts";
+
+export default command({
+  meta: { name: "run", description: "Run the node on the mesh: gossip, validation, consensus (foreground)" },
+  help: `The long-running node (DESIGN.md section 8), in the foreground; run it under systemd.
+It listens for mesh peers on gossip.host:gossip.port (libp2p over TCP with Noise and
+Yamux), dials gossip.bootstrap_nodes and keeps them dialled, and then:
+  - gossips, in batches, every microblock this node's ledger gains (dsm ingest, emit and
+    mitigation write to the same ledger from other processes), with its key certificate
+    and payload;
+  - validates every microblock other nodes gossip (DESIGN.md section 5) and stores it;
+    an invalid batch is rejected, which penalises the peer that sent it; a gap is asked
+    for on the mesh;
+  - on a validator of the mesh's genesis, runs the consensus engine on the epoch timer:
+    proposals, votes and signatures over gossip, finality certificates stored in the
+    ledger as they are made (see dsm checkpoint show).
+The peer id comes from libp2p.key and survives restarts. When it is listening the daemon
+writes run.json (pid, peer id, addresses) in the data dir, and removes it on exit.
+
+SIGTERM or SIGINT stops it gracefully (last batch sent, consensus stopped, ledger
+closed); a second signal exits at once.
+
+Not yet in this build: the /dsm/sync/1 and /dsm/finality/1 request/response protocols
+(gaps and missed certificates are asked for over gossip instead), the connection gater,
+attestation challenges over the mesh, the control socket, metrics, and edges keeping
+the certificates of their own microblocks.
+
+EXAMPLES
+  dsm run --data-dir /var/lib/dsm
+  DSM_GOSSIP_BOOTSTRAP_NODES=/ip4/10.0.0.2/tcp/7946/p2p/12D3KooW... dsm run`,
+  args: { ...commonArgs },
+  async run({ args }) {
+    const ctx = context(args);
+    await withNode(ctx, async (node) => {
+      const daemon = await Daemon.start(node, (line) => warn(line));
+      await new Promise<void>((resolve) => {
+        let signals = 0;
+        const onSignal = (sig: string) => {
+          signals++;
+          if (signals > 1) process.exit(130);
+          warn(`dsm run: ${sig}: stopping (again to exit at once)`);
+          daemon.stop().then(resolve, resolve);
+        };
+        process.on("SIGINT", () => onSignal("SIGINT"));
+        process.on("SIGTERM", () => onSignal("SIGTERM"));
+      });
+    });
+  },
+});

@@ -1,0 +1,297 @@
+// `dsm run`: the long-running node on the mesh (DESIGN.md section 8). It gossips the
+// microblocks this node's ledger gains (written by `dsm ingest` in another process, same
+// SQLite file) in batches, validates and stores what other nodes gossip (a gossip validator
+// that rejects invalid messages, so the sender is penalised), and on a validator runs the
+// consensus engine over the checkpoint topic.
+//
+// Topics: dsm/<mesh[0:16]>/mb/1 carries batches of exchange lines (key certificates and
+// microblocks with payloads, the `dsm export` format) and "want" requests for a node's
+// microblocks from a seq; dsm/<mesh[0:16]>/cp/1 carries P, V, S, E and F messages and
+// certificate requests.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { KeyCertRejected, Receiver } from "../chain/accept.ts";
+import { certificateLine, microblockLine, parseExchangeLine } from "../chain/exchange.ts";
+import { MicroblockRejected } from "../chain/microblock.ts";
+import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
+import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import type { FinalityCertificate } from "../log/builder.ts";
+import type { DSMNode } from "../node/node.ts";
+import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
+import { MeshNet, type Verdict } from "./p2p.ts";
+
+const ENC = new TextEncoder();
+const DEC = new TextDecoder("utf-8", { fatal: true });
+
+export interface DaemonLog {
+  (line: string): void;
+}
+
+export interface DaemonStatus {
+  peer_id: string;
+  addrs: string[];
+  peers: number;
+  role: "edge" | "validator";
+  published: number;
+  received: number;
+  rejected: Record<string, number>;
+  last_finalized_epoch: number | null;
+}
+
+export class Daemon {
+  #net!: MeshNet;
+  #validator: DSMValidator | null = null;
+  #engine: ConsensusEngine | null = null;
+  #receiver: Receiver;
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #lastSeq = 0;
+  #stopping = false;
+  #published = 0;
+  #received = 0;
+  #rejected: Record<string, number> = {};
+  #lastFinalized: number | null = null;
+  #wants = new Map<string, number>();
+  #served = new Map<number, number>();
+  readonly mbTopic: string;
+  readonly cpTopic: string;
+
+  private constructor(
+    readonly node: DSMNode,
+    private readonly log: DaemonLog,
+  ) {
+    this.mbTopic = `dsm/${node.mesh.slice(0, 16)}/mb/1`;
+    this.cpTopic = `dsm/${node.mesh.slice(0, 16)}/cp/1`;
+    this.#receiver = new Receiver(node.ledger, node.policy, { maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000 });
+  }
+
+  static async start(node: DSMNode, log: DaemonLog): Promise<Daemon> {
+    const d = new Daemon(node, log);
+    await d.#start();
+    return d;
+  }
+
+  async #start(): Promise<void> {
+    const cfg = this.node.config.gossip;
+    try {
+      this.#validator = DSMValidator.open(this.node);
+    } catch (e) {
+      if (!(e instanceof ValidatorKeyError)) throw e;
+    }
+    const bootstrap = cfg.bootstrap_nodes.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    this.#net = await MeshNet.start({
+      privateKey: new Uint8Array(readSecretFile(this.node.layout.libp2pKey)),
+      listen: [`/ip4/${cfg.host}/tcp/${cfg.port}`],
+      bootstrap,
+      maxMessageBytes: cfg.max_message_bytes,
+    });
+    this.#net.subscribe(this.mbTopic, (data, from) => this.#onMicroblocks(data, from), () => {});
+    this.#net.subscribe(this.cpTopic, (data) => this.#checkConsensus(data), (data) => this.#onConsensus(data));
+    // Everything of this node's chain is offered once at start: peers keep what they lack.
+    this.#lastSeq = 0;
+    this.#timer = setInterval(() => void this.#publishNew(), cfg.batch_max_ms);
+    if (this.#validator) {
+      this.#lastFinalized = this.#validator.builder.latest()?.checkpoint.epoch ?? null;
+      this.#engine = this.#validator.engine({
+        transport: {
+          broadcast: (m) => void this.#publishJson(this.cpTopic, m),
+          requestCertificates: (after) => void this.#publishJson(this.cpTopic, { type: "R", after }),
+          fetchMicroblocks: (ranges) => {
+            for (const [nodeId, [from]] of Object.entries(ranges)) this.#want(nodeId, from);
+          },
+        },
+        onEvent: (e) => this.#onEngineEvent(e),
+      });
+      this.#engine.start();
+    }
+    const info = { pid: process.pid, peer_id: this.#net.peerId, addrs: this.#net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
+    writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });
+    this.log(`dsm run: ${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`);
+  }
+
+  status(): DaemonStatus {
+    return {
+      peer_id: this.#net.peerId,
+      addrs: this.#net.addrs(),
+      peers: this.#net.peers().length,
+      role: this.#validator ? "validator" : "edge",
+      published: this.#published,
+      received: this.#received,
+      rejected: { ...this.#rejected },
+      last_finalized_epoch: this.#lastFinalized,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#engine?.stop();
+    await this.#publishNew().catch(() => {});
+    await this.#net.stop();
+    this.#validator?.close();
+    fs.rmSync(path.join(this.node.layout.dir, "run.json"), { force: true });
+  }
+
+  // --- microblocks out --------------------------------------------------------------
+
+  #publishing = false;
+
+  /** New microblocks of this node's own chain, in batches bounded by max_message_bytes. */
+  async #publishNew(fromSeq?: number): Promise<void> {
+    if (this.#publishing && fromSeq === undefined) return;
+    this.#publishing = true;
+    try {
+      const limit = this.node.config.gossip.max_message_bytes;
+      let batch = "";
+      const keys = new Set<string>();
+      const flush = async () => {
+        if (batch === "") return;
+        await this.#net.publish(this.mbTopic, ENC.encode(batch)).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+        batch = "";
+        keys.clear();
+      };
+      const start = fromSeq ?? this.#lastSeq + 1;
+      for (const page of this.node.ledger.listPages({ nodeId: this.node.nodeId, fromSeq: start }, 500)) {
+        for (const mb of page) {
+          if (mb.mesh !== this.node.mesh) continue;
+          let lines = "";
+          if (!keys.has(mb.key)) {
+            const cert = this.node.ledger.keyCert(mb.key);
+            if (cert !== null) lines += certificateLine(cert);
+          }
+          lines += microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
+          if (batch.length + lines.length > limit - 1024) await flush();
+          if (!keys.has(mb.key)) keys.add(mb.key);
+          batch += lines;
+          if (fromSeq === undefined) this.#lastSeq = Math.max(this.#lastSeq, mb.seq);
+          this.#published++;
+        }
+      }
+      await flush();
+    } finally {
+      if (fromSeq === undefined) this.#publishing = false;
+      else this.#publishing = false;
+    }
+  }
+
+  /** Asks the mesh for a node's microblocks from a seq (at most once a second per node). */
+  #want(nodeId: string, fromSeq: number): void {
+    const now = Date.now();
+    if ((this.#wants.get(nodeId) ?? 0) > now - 1000) return;
+    this.#wants.set(nodeId, now);
+    void this.#net.publish(this.mbTopic, ENC.encode(JSON.stringify({ kind: "want", node_id: nodeId, from_seq: fromSeq }) + "\n")).catch(() => {});
+  }
+
+  // --- microblocks in ---------------------------------------------------------------
+
+  #reject(reason: string): Verdict {
+    this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
+    return "reject";
+  }
+
+  /** Validates and stores a batch as the gossip validator: a batch with an invalid item is rejected. */
+  #onMicroblocks(data: Uint8Array, _from: string): Verdict {
+    let text: string;
+    try {
+      text = DEC.decode(data);
+    } catch {
+      return this.#reject("encoding");
+    }
+    const lines = text.split("\n").filter((l) => l !== "");
+    if (lines.length === 1 && lines[0]!.startsWith('{"kind":"want"')) return this.#onWant(lines[0]!);
+    let stored = 0;
+    let verdict: Verdict = "accept";
+    this.node.ledger.immediate(() => {
+      for (const [i, line] of lines.entries()) {
+        try {
+          const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
+          if (rec.kind === "key_certificate") this.#receiver.acceptKeyCert(rec.certificate);
+          else {
+            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
+            if (out.status === "stored") stored++;
+            else if (out.status === "gap") this.#want(out.microblock.node_id, out.have + 1);
+          }
+        } catch (e) {
+          if (e instanceof MicroblockRejected) verdict = this.#reject(e.reason);
+          else if (e instanceof KeyCertRejected) verdict = this.#reject(e.reason);
+          else verdict = this.#reject("malformed");
+          return;
+        }
+      }
+    });
+    if (stored > 0) {
+      this.#received += stored;
+      this.#engine?.logChanged();
+    }
+    return verdict;
+  }
+
+  #onWant(line: string): Verdict {
+    let w: { node_id?: unknown; from_seq?: unknown };
+    try {
+      w = JSON.parse(line);
+    } catch {
+      return this.#reject("malformed");
+    }
+    if (w.node_id !== this.node.nodeId) return "accept"; // someone else's chain: its owner answers
+    if (typeof w.from_seq !== "number" || !Number.isSafeInteger(w.from_seq) || w.from_seq < 1) return this.#reject("malformed");
+    const seq = w.from_seq;
+    const now = Date.now();
+    if ((this.#served.get(seq) ?? 0) > now - 1000) return "accept";
+    this.#served.set(seq, now);
+    void this.#publishNew(seq);
+    return "accept";
+  }
+
+  // --- consensus --------------------------------------------------------------------
+
+  async #publishJson(topic: string, value: unknown): Promise<void> {
+    await this.#net.publish(topic, ENC.encode(JSON.stringify(value))).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+  }
+
+  #checkConsensus(data: Uint8Array): Verdict {
+    try {
+      const v = JSON.parse(DEC.decode(data));
+      return typeof v === "object" && v !== null && typeof v.type === "string" ? "accept" : this.#reject("malformed");
+    } catch {
+      return this.#reject("malformed");
+    }
+  }
+
+  #onConsensus(data: Uint8Array): void {
+    const v = JSON.parse(DEC.decode(data)) as { type: string; after?: unknown };
+    if (v.type === "R") {
+      if (!this.#validator || typeof v.after !== "number") return;
+      const after = v.after;
+      const now = Date.now();
+      if ((this.#served.get(-1 - after) ?? 0) > now - 1000) return;
+      this.#served.set(-1 - after, now);
+      for (const c of this.#validator.builder.since(after)) void this.#publishJson(this.cpTopic, c);
+      return;
+    }
+    this.#engine?.receive(v);
+  }
+
+  #onEngineEvent(e: EngineEvent): void {
+    switch (e.kind) {
+      case "finalized": {
+        const c: FinalityCertificate = e.certificate;
+        this.#lastFinalized = c.checkpoint.epoch;
+        this.log(`dsm run: epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`);
+        return;
+      }
+      case "evidence":
+        this.log(`dsm run: EQUIVOCATION by validator ${e.validator}: evidence stored and broadcast`);
+        return;
+      case "conflict":
+      case "refused":
+        this.log(`dsm run: ${e.kind}: ${e.reason}`);
+        return;
+      case "rejected":
+        this.#rejected[`consensus`] = (this.#rejected.consensus ?? 0) + 1;
+        return;
+      default:
+        return;
+    }
+  }
+}
