@@ -9,6 +9,7 @@ import { evidenceProblem, makeEvidence, parseSigned, type Signed, signingDigest,
 import { type ConsensusMessage, MemorySignedStore } from "../src/consensus/ports.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";
 import { quorumOf, signerIndices, signersBitfield, ValidatorSet } from "../src/consensus/validators.ts";
+import type { ConsensusEngine } from "../src/consensus/engine.ts";
 import { BYZANTINE_KINDS, type ByzantineKind, GENESIS_MS, loneEngine, memoSigner, pushRound, SimClock, simMesh, simulate, type SimResult, twoBodies } from "./helpers/consensus-sim.ts";
 import { prng } from "./helpers/prng.ts";
 
@@ -235,5 +236,42 @@ describe("one signature per epoch, across a restart", () => {
     // Its own prevote and precommit for b in round 3 were allowed (they may change by round); its signature was not.
     expect(sent.some((x) => x.type === "V" && x.validator === 0 && x.round === round && x.phase === "precommit" && x.checkpoint === checkpointDigestHex(b))).toBe(true);
     expect(fromHex((sent.find((x) => x.type === "S") as Signed).sig).length).toBe(96);
+  });
+});
+
+describe("liveness corner cases found in review", () => {
+  test("a byzantine proposer that lets one honest validator lock alone does not stall the height", async () => {
+    // n = 4, validator 0 byzantine, every honest message delivered in 10 ms. Round 0: it shows
+    // a valid body A to validators 1 and 2 and its prevote for A to validator 1 only, then goes
+    // silent: 1 locks on A, 2 and 3 never saw A's quorum. Only messages sent again (the polka
+    // behind 1's lock) let the others accept 1's re-proposal of A.
+    const m = await simMesh(4);
+    const clock = new SimClock(GENESIS_MS);
+    const { a, b } = twoBodies(m, "lock-alone", 3);
+    const engines: ConsensusEngine[] = [];
+    const finalized = new Map<number, string>();
+    for (const i of [1, 2, 3]) {
+      const { src } = twoBodies(m, "lock-alone", 3);
+      const toOthers = (x: ConsensusMessage) => {
+        for (const j of [1, 2, 3]) if (j !== i) clock.schedule(10, ((c) => () => engines[j]!.receive(c))(JSON.parse(JSON.stringify(x))));
+      };
+      engines[i] = loneEngine(m, i, src, new MemorySignedStore(), clock, toOthers, (e) => {
+        if (e.kind === "finalized" && !finalized.has(i)) finalized.set(i, checkpointDigestHex(e.certificate.checkpoint));
+      });
+    }
+    expect(checkpointDigestHex(b)).not.toBe(checkpointDigestHex(a));
+    for (const i of [1, 2, 3]) engines[i]!.start();
+    const seal = (u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, 0)(signingDigest(u))) });
+    const P = seal({ v: 1, type: "P", mesh: m.mesh, round: 0, valid_round: -1, checkpoint: b, validator: 0 });
+    const V = seal({ v: 1, type: "V", mesh: m.mesh, prev: b.prev, round: 0, phase: "prevote", checkpoint: checkpointDigestHex(b), validator: 0 });
+    clock.schedule(10_005, () => {
+      engines[1]!.receive(structuredClone(P));
+      engines[2]!.receive(structuredClone(P));
+    });
+    clock.schedule(10_030, () => engines[1]!.receive(structuredClone(V)));
+    clock.run(GENESIS_MS + 10_000 + 120_000, () => finalized.size === 3);
+    for (const e of engines.slice(1)) e.stop();
+    expect(finalized.size).toBe(3);
+    expect(new Set(finalized.values()).size).toBe(1);
   });
 });

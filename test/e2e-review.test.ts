@@ -145,10 +145,10 @@ describe("12. identity.kind tpm is refused, never silently signed with the softw
       await node.ok(["emit", "--event-type", "test.event", "--payload", "{}"]);
       const tpm = { env: { DSM_IDENTITY_KIND: "tpm" } };
       const emit = await node.run(["emit", "--event-type", "test.event", "--payload", '{"n":2}'], tpm);
-      expectOneLineError(emit, "emit", /identity\.kind "tpm" is not available/);
+      expectOneLineError(emit, "emit", /identity\.kind is tpm, but the node in .* has a software identity key/);
       expect(emit.stdout).toBe("");
       const mit = await node.run(["mitigation", "--action", "block", "--target", "x"], tpm);
-      expectOneLineError(mit, "mitigation", /identity\.kind "tpm" is not available/);
+      expectOneLineError(mit, "mitigation", /identity\.kind is tpm, but the node in .* has a software identity key/);
       expect(await microblockCount(node)).toBe(1);
     });
   });

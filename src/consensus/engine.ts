@@ -73,6 +73,7 @@ type Validity = "valid" | "invalid" | "pending";
 
 const MAX_BUFFERED = 4096;
 const MAX_ROUNDS_AHEAD = 256;
+const MAX_BUFFERED_PER_VALIDATOR = 64;
 
 export class ConsensusEngine {
   readonly #o: EngineOptions;
@@ -104,6 +105,8 @@ export class ConsensusEngine {
   #validity = new Map<string, Validity>();
   #fired = new Set<string>();
   #graceUntil = new Map<string, number>();
+  #farAhead = new Map<number, number>();
+  #bufferedBy = new Map<number, number>();
   #timers: (() => void)[] = [];
   #future = new Map<string, unknown[]>();
   #futureCount = 0;
@@ -141,13 +144,29 @@ export class ConsensusEngine {
    */
   #heartbeat(): void {
     if (this.#stopped) return;
-    if (this.#step !== "idle") {
-      for (const m of this.#seen.values()) {
-        if (m.validator !== this.#o.index) continue;
-        if (m.type === "S" || m.round === this.#round) this.#o.transport.broadcast(m);
+    if (this.#step !== "idle") for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
+    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
+  }
+
+  /**
+   * What is sent again every round timeout: every message of the current round (anyone's),
+   * the signatures, and the proposal and prevotes that made validValue valid. Algorithm 1's
+   * liveness assumes a message one correct validator got reaches every correct validator
+   * eventually; a lock on a body others never saw a quorum for would otherwise stall the
+   * height forever (the locked validator prevotes nothing else, the others cannot check its
+   * re-proposal).
+   */
+  #relaySet(): Set<Signed> {
+    const out = new Set<Signed>();
+    for (const m of this.#seen.values()) {
+      if (m.type === "S") out.add(m);
+      else if (m.round === this.#round) out.add(m);
+      else if (this.#validValue !== null && m.round === this.#validRound) {
+        if (m.type === "V" && m.phase === "prevote" && m.checkpoint === this.#validValue) out.add(m);
+        if (m.type === "P" && checkpointDigestHex(m.checkpoint) === this.#validValue) out.add(m);
       }
     }
-    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
+    return out;
   }
 
   stop(): void {
@@ -241,6 +260,7 @@ export class ConsensusEngine {
     this.#fired = new Set();
     this.#pendingCert = null;
     this.#graceUntil = new Map();
+    this.#farAhead = new Map();
     if (latest) {
       const done = this.#waiters.filter((w) => w.epoch <= latest.checkpoint.epoch);
       this.#waiters = this.#waiters.filter((w) => w.epoch > latest.checkpoint.epoch);
@@ -251,6 +271,7 @@ export class ConsensusEngine {
     const buffered = this.#future.get(this.#prev) ?? [];
     this.#future = new Map();
     this.#futureCount = 0;
+    this.#bufferedBy = new Map();
     for (const m of buffered) this.receive(m);
     this.#maybeActivate();
     this.#evaluate();
@@ -258,11 +279,14 @@ export class ConsensusEngine {
 
   /** After a restart: what this validator signed at this height binds it again. */
   #resume(): void {
-    const mine = this.#o.store.ofHeight(this.#prev);
-    if (mine.length === 0) return;
+    const stored = this.#o.store.ofHeight(this.#prev);
+    if (stored.length === 0) return;
+    // Stored messages were verified before they were stored: recorded as they are. Others'
+    // messages among them are the proposal and prevotes that justified this validator's lock.
+    for (const m of stored) this.#record(m);
+    const mine = stored.filter((m) => m.validator === this.#o.index);
     let round = 0;
     for (const m of mine) {
-      this.#record(m);
       if (m.type !== "S") round = Math.max(round, m.round);
       if (m.type === "V" && m.phase === "precommit" && m.checkpoint !== null && m.round > this.#lockedRound) {
         this.#lockedRound = m.round;
@@ -270,11 +294,16 @@ export class ConsensusEngine {
       }
       if (m.type === "S") this.#decided = slotOf(m).value;
     }
+    // validRound >= lockedRound holds in the paper: the lock is a valid value with its polka.
+    if (this.#lockedValue !== null && this.#bodies.has(this.#lockedValue)) {
+      this.#validValue = this.#lockedValue;
+      this.#validRound = this.#lockedRound;
+    }
     this.#round = round;
     const signedVote = (phase: Phase) => mine.some((m) => m.type === "V" && m.round === round && m.phase === phase);
     this.#step = signedVote("precommit") ? "precommit" : signedVote("prevote") ? "prevote" : "propose";
     this.#heard = true;
-    for (const m of mine) this.#o.transport.broadcast(m);
+    for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
     this.#scheduleRoundTimeouts();
   }
 
@@ -348,8 +377,19 @@ export class ConsensusEngine {
     if (phase === "precommit" && value !== null) {
       this.#lockedValue = value;
       this.#lockedRound = this.#round;
+      this.#keepJustification(this.#round, value);
     }
     this.#evaluate();
+  }
+
+  /** Stores the proposal and prevotes behind a lock, so a restart can re-propose the locked body with its proof. */
+  #keepJustification(round: number, value: string): void {
+    for (const m of this.#seen.values()) {
+      if (m.validator === this.#o.index) continue;
+      const isPolka = m.type === "V" && m.round === round && m.phase === "prevote" && m.checkpoint === value;
+      const isBody = m.type === "P" && checkpointDigestHex(m.checkpoint) === value;
+      if (isPolka || isBody) this.#o.store.claim([`L/${this.#prev}/${round}/${slotOf(m).slot}/${m.validator}`], m);
+    }
   }
 
   /** Signs, records durably, then sends. Null when the store already holds a different message for the slot. */
@@ -375,8 +415,18 @@ export class ConsensusEngine {
       this.#buffer(height, m);
       return;
     }
-    // A round far ahead is no honest validator's yet: checking its signature would be work for nothing.
-    if (m.type !== "S" && m.round > this.#round + MAX_ROUNDS_AHEAD) return this.#emit({ kind: "rejected", reason: `round ${m.round} is too far ahead`, validator: m.validator });
+    // The same message again (gossip, heartbeats): nothing to verify.
+    const held = this.#seen.get(`${m.validator}/${slotOf(m).slot}`);
+    if (held && held.sig === m.sig && slotOf(held).value === slotOf(m).value) return;
+    if (m.type !== "S" && m.round > this.#round + MAX_ROUNDS_AHEAD) {
+      // Far ahead: kept only as "this validator has reached round R" (one number per
+      // validator, so memory stays bounded), which the round-skip rule counts.
+      if (m.round <= (this.#farAhead.get(m.validator) ?? -1)) return;
+      if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+      this.#farAhead.set(m.validator, m.round);
+      this.#heard = true;
+      return this.#evaluate();
+    }
     if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
     if (!this.#checkEquivocation(m)) return;
     if (!this.#record(m)) return;
@@ -387,6 +437,13 @@ export class ConsensusEngine {
 
   /** A message of another height: perhaps one after a certificate this validator missed. */
   #buffer(height: string, m: unknown): void {
+    // At most a few rounds' worth per validator: one peer cannot crowd out the others.
+    const from = (m as { validator?: unknown }).validator;
+    if (typeof from === "number") {
+      const count = this.#bufferedBy.get(from) ?? 0;
+      if (count >= MAX_BUFFERED_PER_VALIDATOR) return this.#requestCatchUp();
+      this.#bufferedBy.set(from, count + 1);
+    }
     if (this.#futureCount < MAX_BUFFERED) {
       const list = this.#future.get(height) ?? [];
       list.push(m);
@@ -505,7 +562,8 @@ export class ConsensusEngine {
     if (body.mesh !== this.#o.mesh || body.prev !== this.#prev || body.epoch < this.#baseEpoch) v = "invalid";
     else if (endMs > now + this.#o.maxClockSkewMs) {
       // Not closed yet by this clock: valid later, perhaps.
-      if (this.#once(`closes/${digest}`)) this.#after(endMs - this.#o.maxClockSkewMs - now, () => this.#evaluate());
+      // Not a round timer: a round change must not cancel it.
+      if (this.#once(`closes/${digest}`)) this.#o.clock.schedule(endMs - this.#o.maxClockSkewMs - now, () => this.#evaluate());
       return "pending";
     } else {
       const r = this.#o.source.check(body);
@@ -584,10 +642,12 @@ export class ConsensusEngine {
     this.#maybeCertify();
     if (this.#prev !== prev || this.#step === "idle") return;
 
-    // Round skip: f+1 validators already in a later round.
-    for (const [round, senders] of this.#roundSenders) {
-      if (round > r && senders.size >= this.#f + 1) return this.#startRound(round);
-    }
+    // Round skip: f+1 validators already at round R or later, so at least one honest one is.
+    const highest = new Map<number, number>(this.#farAhead);
+    for (const [round, senders] of this.#roundSenders) for (const v of senders) highest.set(v, Math.max(highest.get(v) ?? -1, round));
+    const rounds = [...highest.values()].sort((a, b) => b - a);
+    const reached = rounds[this.#f];
+    if (reached !== undefined && reached > r) return this.#startRound(reached);
 
     const proposal = this.#proposals.get(r);
     if (this.#step === "propose" && proposal) {

@@ -60,9 +60,9 @@ export interface SignedStore {
    * (fsynced) before it returns, so a message is only ever sent after it is on disk.
    */
   claim(slots: readonly string[], msg: Signed): Signed;
-  /** This validator's messages for the height that follows `prev`. */
+  /** This validator's messages for the height that follows `prev`, and the ones kept to justify its lock. */
   ofHeight(prev: string): Signed[];
-  /** Keeps verified evidence; false when it was already known. */
+  /** Keeps verified evidence, one piece per validator (one proves it); false when it adds nothing. */
   addEvidence(e: Evidence, slot: string): boolean;
 }
 
@@ -82,14 +82,13 @@ export class MemorySignedStore implements SignedStore {
 
   ofHeight(prev: string): Signed[] {
     const out = new Set<Signed>();
-    for (const [slot, m] of this.#slots) if (slot.startsWith(`P/${prev}/`) || slot.startsWith(`V/${prev}/`) || slot === `S@${prev}`) out.add(m);
+    for (const [slot, m] of this.#slots) if (slot.startsWith(`P/${prev}/`) || slot.startsWith(`V/${prev}/`) || slot.startsWith(`L/${prev}/`) || slot === `S@${prev}`) out.add(m);
     return [...out];
   }
 
   addEvidence(e: Evidence, slot: string): boolean {
-    const k = `${e.validator}/${slot}`;
-    if (this.evidence.has(k)) return false;
-    this.evidence.set(k, e);
+    if ([...this.evidence.keys()].some((k) => k.startsWith(`${e.validator}/`))) return false;
+    this.evidence.set(`${e.validator}/${slot}`, e);
     return true;
   }
 }

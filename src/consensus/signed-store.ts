@@ -33,13 +33,15 @@ export class LedgerSignedStore implements SignedStore {
 
   ofHeight(prev: string): Signed[] {
     const rows = this.ledger.db
-      .query("SELECT DISTINCT message FROM consensus_signed WHERE mesh = ? AND (slot GLOB ? OR slot GLOB ? OR slot = ?)")
-      .all(this.#mesh, `P/${prev}/*`, `V/${prev}/*`, `S@${prev}`) as { message: Uint8Array }[];
+      .query("SELECT DISTINCT message FROM consensus_signed WHERE mesh = ? AND (slot GLOB ? OR slot GLOB ? OR slot GLOB ? OR slot = ?)")
+      .all(this.#mesh, `P/${prev}/*`, `V/${prev}/*`, `L/${prev}/*`, `S@${prev}`) as { message: Uint8Array }[];
     return rows.map((r) => JSON.parse(Buffer.from(r.message).toString("utf8")) as Signed);
   }
 
   addEvidence(e: Evidence, slot: string): boolean {
     return this.ledger.immediate(() => {
+      // One piece per validator proves it equivocated; more would only let it grow our disk.
+      if (this.ledger.db.query("SELECT 1 FROM consensus_evidence WHERE mesh = ? AND validator = ?").get(this.#mesh, e.validator)) return false;
       const r = this.ledger.db
         .query("INSERT INTO consensus_evidence (mesh, validator, slot, evidence, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
         .run(this.#mesh, e.validator, slot, Buffer.from(canonicalize(e)), Date.now());

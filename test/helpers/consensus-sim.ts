@@ -564,8 +564,17 @@ export function twoBodies(m: SimMesh, tag: string, count: number): { src: Memory
   return { src, a, b: src.variant(a)! };
 }
 
-/** One engine on its own, everything it sends collected in `sent`. */
-export function loneEngine(m: SimMesh, index: number, source: CheckpointSource, store: SignedStore, clock: Clock, sent: ConsensusMessage[], onEvent?: (e: EngineEvent) => void): ConsensusEngine {
+/** One engine with a hand-wired network: everything it sends is collected in `sent` or handed to it. */
+export function loneEngine(
+  m: SimMesh,
+  index: number,
+  source: CheckpointSource,
+  store: SignedStore,
+  clock: Clock,
+  sent: ConsensusMessage[] | ((x: ConsensusMessage) => void),
+  onEvent?: (e: EngineEvent) => void,
+): ConsensusEngine {
+  const out = typeof sent === "function" ? sent : (x: ConsensusMessage) => void sent.push(x);
   return new ConsensusEngine({
     genesis: m.genesis,
     mesh: m.mesh,
@@ -577,7 +586,7 @@ export function loneEngine(m: SimMesh, index: number, source: CheckpointSource, 
     clock,
     roundTimeoutMs: 1000,
     maxClockSkewMs: 0,
-    transport: { broadcast: (x) => sent.push(x), requestCertificates: () => {}, fetchMicroblocks: () => {} },
+    transport: { broadcast: out, requestCertificates: () => {}, fetchMicroblocks: () => {} },
     onEvent,
   });
 }

@@ -1,0 +1,148 @@
+// The mesh across processes: four validators and an edge, each `dist/dsm run` in its own
+// process on 127.0.0.1 with ephemeral ports. Events piped into the edge's `dsm ingest`
+// reach every validator by gossip; an epoch finalizes with one identical certificate
+// everywhere; an inclusion proof verifies offline. Then one validator is killed and
+// finality goes on with three of four.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Subprocess } from "bun";
+import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
+
+const N = 4;
+let root: string;
+let env: Record<string, string>;
+let genesisFile: string;
+const V: string[] = [];
+let E: string;
+const procs = new Map<string, Subprocess>();
+const logs = new Map<string, string>();
+
+async function ok(args: string[]): Promise<string> {
+  const r = await runDsm(args, env);
+  if (r.code !== 0) throw new Error(`dsm ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Starts `dsm run` for a data dir, bootstrapped to the given peers; resolves once it listens. */
+async function start(dir: string, bootstrap: string[]): Promise<string> {
+  fs.rmSync(path.join(dir, "run.json"), { force: true });
+  const p = Bun.spawn([DSM, "run", "--data-dir", dir], { env: { ...env, DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(",") }, stdout: "ignore", stderr: "pipe" });
+  procs.set(dir, p);
+  logs.set(dir, "");
+  void (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of p.stderr as ReadableStream<Uint8Array>) logs.set(dir, logs.get(dir)! + dec.decode(chunk));
+  })();
+  for (let i = 0; i < 200; i++) {
+    if (fs.existsSync(path.join(dir, "run.json"))) {
+      const info = JSON.parse(fs.readFileSync(path.join(dir, "run.json"), "utf8")) as { addrs: string[]; peer_id: string };
+      return `${info.addrs[0]}/p2p/${info.peer_id}`;
+    }
+    if (p.exitCode !== null) break;
+    await Bun.sleep(50);
+  }
+  throw new Error(`dsm run in ${dir} did not start: ${logs.get(dir)}`);
+}
+
+async function stop(dir: string, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<number | null> {
+  const p = procs.get(dir);
+  if (!p) return null;
+  p.kill(signal);
+  await p.exited;
+  procs.delete(dir);
+  return p.exitCode;
+}
+
+async function ingest(n: number, tag: string): Promise<void> {
+  const lines = Array.from({ length: n }, (_, i) => JSON.stringify({ event_type: "alert", src_ip: "10.1.2.3", alert: { signature: `${tag} ${i}` } })).join("\n") + "\n";
+  const r = await runDsm(["ingest", "--data-dir", E, "--format", "json"], env, { stdin: lines });
+  if (r.code !== 0) throw new Error(`ingest: ${r.stderr}`);
+}
+
+interface Cert {
+  checkpoint: { epoch: number; tree_size: number };
+  signers: string;
+}
+
+/** Polls until every listed validator's latest certificate covers `size` leaves. */
+async function finalizedEverywhere(dirs: string[], size: number, timeoutMs: number): Promise<Cert[]> {
+  const until = Date.now() + timeoutMs;
+  let last: (Cert | null)[] = [];
+  while (Date.now() < until) {
+    last = await Promise.all(
+      dirs.map(async (d) => {
+        const r = await runDsm(["checkpoint", "show", "--data-dir", d, "--json"], env);
+        return r.code === 0 ? (JSON.parse(r.stdout) as Cert) : null;
+      }),
+    );
+    if (last.every((c) => c !== null && c.checkpoint.tree_size >= size)) return last as Cert[];
+    await Bun.sleep(300);
+  }
+  throw new Error(`no finality over ${size} leaves in ${timeoutMs} ms: ${JSON.stringify(last.map((c) => c?.checkpoint))}\n${[...logs].map(([d, l]) => `--- ${path.basename(d)}\n${l}`).join("\n")}`);
+}
+
+beforeAll(async () => {
+  requireBinary();
+  root = tempDir();
+  env = cleanEnv(root, { DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_CONSENSUS_SIGNATURE_TIMEOUT_S: "2" });
+  const cards: string[] = [];
+  for (let i = 0; i < N; i++) {
+    const d = path.join(root, `v${i}`);
+    V.push(d);
+    await ok(["init", "--data-dir", d, "--role", "validator"]);
+    const card = path.join(root, `v${i}.card`);
+    fs.writeFileSync(card, await ok(["card", "--data-dir", d, "--json"]));
+    cards.push(card);
+  }
+  genesisFile = path.join(root, "genesis.json");
+  const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 2000).toISOString();
+  await ok(["genesis", "--name", "four", ...cards.flatMap((c) => ["--validator", c]), "--admission", "open", "--epoch-duration", "2", "--genesis-time", t0, "-o", genesisFile]);
+  env.DSM_MESH_GENESIS = genesisFile;
+  E = path.join(root, "edge");
+  await ok(["init", "--data-dir", E, "--genesis", genesisFile, "--role", "edge"]);
+  const boot: string[] = [];
+  for (const d of [...V, E]) boot.push(await start(d, boot));
+}, 60_000);
+
+afterAll(async () => {
+  for (const d of [...procs.keys()]) await stop(d, "SIGKILL");
+  cleanupTempDirs();
+});
+
+describe("four validators and an edge, each its own dsm run process", () => {
+  test("the edge's events reach every validator and finalize with one identical certificate", async () => {
+    await ingest(40, "first");
+    const certs = await finalizedEverywhere(V, 40, 30_000);
+    const shown = await Promise.all(V.map((d) => ok(["checkpoint", "show", String(certs[0]!.checkpoint.epoch), "--data-dir", d, "--json"])));
+    for (const s of shown) expect(s).toBe(shown[0]!);
+    // Every validator stored all forty microblocks, each verified.
+    for (const d of V) {
+      const status = JSON.parse(await ok(["status", "--data-dir", d, "--json"]));
+      expect(status.ledger.microblocks).toBe(40);
+    }
+  }, 60_000);
+
+  test("an inclusion proof from a validator verifies offline against the genesis", async () => {
+    const last = JSON.parse((await ok(["log", "--data-dir", E, "--json", "--limit", "0"])).trim().split("\n").at(-1)!) as { id: string };
+    const bundle = path.join(root, "proof.json");
+    await ok(["proof", "inclusion", last.id, "--data-dir", V[1]!, "-o", bundle]);
+    const r = await runDsm(["verify-proof", bundle, "--genesis", genesisFile], env);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^OK: /);
+  }, 30_000);
+
+  test("a validator is killed: the other three go on finalizing", async () => {
+    expect(await stop(V[3]!, "SIGKILL")).not.toBe(0);
+    await ingest(10, "second");
+    const certs = await finalizedEverywhere(V.slice(0, 3), 50, 40_000);
+    expect(new Set(certs.map((c) => c.signers)).size).toBe(1);
+    expect(certs[0]!.signers).toBe("e0"); // validators 0, 1 and 2
+  }, 60_000);
+
+  test("SIGTERM stops a daemon gracefully: exit 0, run.json removed", async () => {
+    expect(await stop(E)).toBe(0);
+    expect(fs.existsSync(path.join(E, "run.json"))).toBe(false);
+  }, 20_000);
+});
