@@ -28,6 +28,7 @@ const subCommands: Record<string, () => Promise<DsmCommand>> = {
   export: () => load(import("../src/cli/export.ts"))(),
   import: () => load(import("../src/cli/import.ts"))(),
   run: () => load(import("../src/cli/run.ts"))(),
+  peers: () => load(import("../src/cli/peers.ts"))(),
   attest: () => load(import("../src/cli/attest.ts"))(),
   quarantine: () => load(import("../src/cli/quarantine.ts"))(),
   demo: () => load(import("../src/cli/demo.ts"))(),

@@ -24,6 +24,7 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   mesh: { genesis: "", max_clock_skew_s: 60 },
   consensus: { signature_timeout_s: 30, quorum_threshold: 0 },
   gossip: { host: "0.0.0.0", port: 7946, bootstrap_nodes: "", max_message_bytes: 1048576, batch_max_ms: 100 },
+  metrics: { port: 0 },
 };
 
 /** Runs fn, which must throw a ConfigError, and returns its message. */

@@ -146,6 +146,6 @@ describe("four validators over real ledgers", () => {
     requireBinary();
     const r = Bun.spawnSync([DSM, "checkpoint", "--data-dir", path.join(root, "v1")], { env: { ...process.env, HOME: root, DSM_MESH_GENESIS: genesisFile } });
     expect(r.exitCode).toBe(1);
-    expect(r.stderr.toString()).toMatch(/4 validators: a checkpoint is final only with 3 of their signatures/);
+    expect(r.stderr.toString()).toMatch(/4 validators: a checkpoint is final only with 3 of their signatures.*start the daemon \(dsm run\)/);
   });
 });

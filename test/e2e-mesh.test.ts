@@ -7,7 +7,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
+import { generateKeyPair, privateKeyToProtobuf } from "@libp2p/crypto/keys";
+import { MeshClient } from "../src/mesh/client.ts";
+import { MeshNet } from "../src/mesh/p2p.ts";
+import { parseGenesis } from "../src/mesh/genesis.ts";
 import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { freePort } from "./helpers/net.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 const N = 4;
@@ -16,6 +21,8 @@ let env: Record<string, string>;
 let genesisFile: string;
 const V: string[] = [];
 let E: string;
+let metricsPort = 0;
+const boot: string[] = [];
 const procs = new Map<string, Subprocess>();
 const logs = new Map<string, string>();
 
@@ -26,9 +33,9 @@ async function ok(args: string[]): Promise<string> {
 }
 
 /** Starts `dsm run` for a data dir, bootstrapped to the given peers; resolves once it listens. */
-async function start(dir: string, bootstrap: string[]): Promise<string> {
+async function start(dir: string, bootstrap: string[], extra: Record<string, string> = {}): Promise<string> {
   fs.rmSync(path.join(dir, "run.json"), { force: true });
-  const p = Bun.spawn([DSM, "run", "--data-dir", dir], { env: { ...env, DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(",") }, stdout: "ignore", stderr: "pipe" });
+  const p = Bun.spawn([DSM, "run", "--data-dir", dir], { env: { ...env, DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(","), ...extra }, stdout: "ignore", stderr: "pipe" });
   procs.set(dir, p);
   logs.set(dir, "");
   void (async () => {
@@ -102,8 +109,8 @@ beforeAll(async () => {
   env.DSM_MESH_GENESIS = genesisFile;
   E = path.join(root, "edge");
   await ok(["init", "--data-dir", E, "--genesis", genesisFile, "--role", "edge"]);
-  const boot: string[] = [];
-  for (const d of [...V, E]) boot.push(await start(d, boot));
+  metricsPort = await freePort();
+  for (const d of [...V, E]) boot.push(await start(d, [...boot], d === V[0] ? { DSM_METRICS_PORT: String(metricsPort) } : {}));
 }, 60_000);
 
 afterAll(async () => {
@@ -124,6 +131,56 @@ describe("four validators and an edge, each its own dsm run process", () => {
     }
   }, 60_000);
 
+  test("the daemon answers: dsm peers, dsm status, dsm checkpoint --wait, the client class, /metrics", async () => {
+    const peers = JSON.parse(await ok(["peers", "--data-dir", V[0]!, "--json"]));
+    expect(peers.validators.map((v: { connected: boolean }) => v.connected)).toEqual([true, true, true, true]);
+    expect(peers.peers.length).toBeGreaterThanOrEqual(3);
+    const status = JSON.parse(await ok(["status", "--data-dir", V[2]!, "--json"]));
+    expect(status.daemon).toMatchObject({ role: "validator", last_finalized_epoch: expect.any(Number) });
+    expect(status.daemon.received).toBe(40);
+    const cert = JSON.parse(await ok(["checkpoint", "--wait", "20", "--data-dir", V[1]!, "--json"]));
+    expect(cert.checkpoint.tree_size).toBeGreaterThanOrEqual(40);
+    // The seed's query interface, over the control socket.
+    const client = MeshClient.forDataDir(V[1]!)!;
+    const edgeId = (JSON.parse(await ok(["card", "--data-dir", E, "--json"])) as { node_id: string }).node_id;
+    const mbs = await client.getMicroblocks(edgeId, 3, 7);
+    expect(mbs.map((m) => m.seq)).toEqual([3, 4, 5, 6, 7]);
+    expect((await client.getCheckpoint()).checkpoint.tree_size).toBeGreaterThanOrEqual(40);
+    const summary = await client.verifyBlockInCheckpoint(mbs[0]!.id, parseGenesis(JSON.parse(fs.readFileSync(genesisFile, "utf8"))));
+    expect(summary.type).toBe("inclusion");
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^dsm_microblocks_received_total 40$/m);
+    expect(metrics).toMatch(/^dsm_peers [1-9]/m);
+    expect(metrics).toMatch(/^dsm_last_finalized_epoch \d+$/m);
+    expect(metrics).toMatch(/^dsm_build_info\{version="[^"]+",role="validator"\} 1$/m);
+  }, 40_000);
+
+  test("forged gossip is rejected while honest traffic goes on", async () => {
+    // A rogue libp2p node joins and publishes an edge's microblock with a changed payload.
+    const rogue = await MeshNet.start({ privateKey: privateKeyToProtobuf(await generateKeyPair("Ed25519")), listen: ["/ip4/127.0.0.1/tcp/0"], bootstrap: [boot[0]!], maxMessageBytes: 1 << 20 });
+    try {
+      const mesh = (JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])) as { mesh: string }).mesh;
+      const topic = `dsm/${mesh.slice(0, 16)}/mb/1`;
+      rogue.subscribe(topic, () => "accept", () => {});
+      const exported = path.join(root, "edge-export.ndjson");
+      fs.rmSync(exported, { force: true });
+      await ok(["export", "--data-dir", E, "-o", exported]);
+      const [cert, first] = fs.readFileSync(exported, "utf8").split("\n");
+      const forged = JSON.parse(first!);
+      forged.microblock.seq = 999;
+      const before = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
+      for (let i = 0; i < 20 && JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon.rejected.id === undefined; i++) {
+        await rogue.publish(topic, new TextEncoder().encode(`${cert}\n${JSON.stringify(forged)}\n`));
+        await Bun.sleep(250);
+      }
+      const after = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
+      expect(Object.values(after.rejected as Record<string, number>).reduce((a, b) => a + b, 0)).toBeGreaterThan(Object.values(before.rejected as Record<string, number>).reduce((a, b) => a + b, 0));
+      expect(after.received).toBe(before.received);
+    } finally {
+      await rogue.stop();
+    }
+  }, 30_000);
+
   test("an inclusion proof from a validator verifies offline against the genesis", async () => {
     const last = JSON.parse((await ok(["log", "--data-dir", E, "--json", "--limit", "0"])).trim().split("\n").at(-1)!) as { id: string };
     const bundle = path.join(root, "proof.json");
@@ -139,6 +196,13 @@ describe("four validators and an edge, each its own dsm run process", () => {
     const certs = await finalizedEverywhere(V.slice(0, 3), 50, 40_000);
     expect(new Set(certs.map((c) => c.signers)).size).toBe(1);
     expect(certs[0]!.signers).toBe("e0"); // validators 0, 1 and 2
+  }, 60_000);
+
+  test("the killed validator restarts and catches up from the mesh alone", async () => {
+    await start(V[3]!, boot.slice(0, 3));
+    const certs = await finalizedEverywhere([V[3]!], 50, 40_000);
+    const shown = await ok(["checkpoint", "show", String(certs[0]!.checkpoint.epoch), "--data-dir", V[0]!, "--json"]);
+    expect(JSON.parse(shown).checkpoint).toEqual(certs[0]!.checkpoint);
   }, 60_000);
 
   test("SIGTERM stops a daemon gracefully: exit 0, run.json removed", async () => {

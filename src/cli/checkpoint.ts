@@ -1,4 +1,5 @@
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import { MeshClient } from "../mesh/client.ts";
 import { type BuildResult, CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
 import { epochAt, epochBounds } from "../log/checkpoint.ts";
 import { checkpointNote } from "../log/note.ts";
@@ -36,6 +37,10 @@ tlog-checkpoint signed note (origin hookprobe.dsm/<mesh id>, tree size, base64 r
 its signature line uses a non-standard key type (BLS12-381 aggregate over the checkpoint
 digest), so note verifiers report an unknown key but can read the body.
 
+With a daemon (dsm run) on the data dir, the mesh makes checkpoints: dsm checkpoint asks
+the daemon for the certificate of the last closed epoch (or --epoch N, or a later one),
+waking its consensus; --wait SECONDS waits that long for it. Cron-friendly either way.
+
 EXIT STATUS  0 a new checkpoint was made (show: printed), 4 nothing new, or the epoch's
 checkpoint already existed (printed again), 1 error (not a validator, epoch not closed,
 no such checkpoint, ...).
@@ -53,6 +58,7 @@ EXAMPLES
     epoch: { type: "string", description: "Build (or show) this closed epoch instead of the last closed one", valueHint: "N" },
     now: { type: "boolean", description: "Build the last closed epoch (the default, stated explicitly)" },
     format: { type: "enum", options: ["json", "note"], description: "With show: json (default) or a C2SP signed note" },
+    wait: { type: "string", description: "With a running daemon: wait up to this long for the epoch's certificate", valueHint: "SECONDS" },
   },
   async run({ args }) {
     const ctx = context(args);
@@ -65,9 +71,26 @@ EXAMPLES
     if (args.format !== undefined) throw new CliError("--format applies to dsm checkpoint show");
     if (args.now && args.epoch !== undefined) throw new CliError("--epoch and --now exclude each other");
     const wanted = intArg(args.epoch === undefined ? undefined : String(args.epoch), "epoch", 0);
+    const wait = intArg(args.wait === undefined ? undefined : String(args.wait), "wait", 0) ?? 0;
+    const client = MeshClient.forDataDir(ctx.dataDir);
+    if (client) return fromDaemon(ctx, client, wanted, wait);
+    if (args.wait !== undefined) throw new CliError(`--wait needs the dsm daemon running on ${ctx.dataDir} (dsm run)`);
     await withNode(ctx, (node) => build(ctx, node, wanted));
   },
 });
+
+/** A daemon runs on the data dir: it makes checkpoints with the mesh; ask it. */
+async function fromDaemon(ctx: Context, client: MeshClient, wanted: number | undefined, wait: number): Promise<void> {
+  let cert: FinalityCertificate;
+  try {
+    cert = await client.waitForCheckpoint(wait, wanted);
+  } catch (e) {
+    throw new CliError(`the daemon has no certificate for epoch ${wanted ?? "(last closed)"}${wait ? ` after ${wait} s` : " yet (use --wait SECONDS)"}: ${(e as Error).message}`);
+  }
+  const c = cert.checkpoint;
+  warn(`checkpoint epoch ${c.epoch} (from the running daemon): tree_size ${c.tree_size}, root ${c.root}`);
+  printCertificate(ctx, cert);
+}
 
 function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
   const genesis = node.genesis;
@@ -81,7 +104,7 @@ function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
   if (validator.validators.n > 1) {
     const { n, quorum } = validator.validators;
     throw new CliError(
-      `mesh "${genesis.name}" has ${n} validators: a checkpoint is final only with ${quorum} of their signatures, which the validators agree on over the mesh (the dsm daemon); this build signs checkpoints alone only in a one-validator mesh`,
+      `mesh "${genesis.name}" has ${n} validators: a checkpoint is final only with ${quorum} of their signatures, which the validators agree on over the mesh; start the daemon (dsm run) and run dsm checkpoint [--wait SECONDS] again`,
     );
   }
   const nowMs = Date.now();

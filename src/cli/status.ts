@@ -1,4 +1,6 @@
 import * as fs from "node:fs";
+import { MeshClient } from "../mesh/client.ts";
+import type { DaemonStatus } from "../mesh/daemon.ts";
 import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
 
 export default command({
@@ -6,6 +8,9 @@ export default command({
   help: `Shows the node id, the kind of identity key (a software key is flagged loudly: it
 can be copied off the box, a TPM key cannot), the mesh and genesis name, the ledger's
 counts (microblocks, payloads, key certificates, fork evidence) and this node's chain head.
+When dsm run is running on the data dir, also the mesh as it sees it: peers, the last
+finalized epoch and how many closed epochs behind it is, the validators connected, and
+consensus (round, step, validators caught equivocating).
 
 EXAMPLES
   dsm status
@@ -13,6 +18,15 @@ EXAMPLES
   args: { ...commonArgs },
   async run({ args }) {
     const ctx = context(args);
+    const client = MeshClient.forDataDir(ctx.dataDir);
+    let daemon: DaemonStatus | null = null;
+    if (client) {
+      try {
+        daemon = await client.status();
+      } catch {
+        daemon = null; // a stale socket: the daemon is gone
+      }
+    }
     await withNode(ctx, (node) => {
       const counts = node.ledger.counts();
       const head = node.ledger.head(node.mesh, node.nodeId);
@@ -30,6 +44,7 @@ EXAMPLES
         ledger: { path: node.ledger.path, bytes: size, ...counts },
         head,
         anonymize_ips: node.config.privacy.anonymize_ips,
+        daemon,
       };
       if (ctx.json) return printJson(status);
       print(
@@ -44,6 +59,13 @@ EXAMPLES
           `            ${counts.microblocks} microblocks in ${counts.chains} chains, ${counts.payloads} payloads, ${counts.keyCerts} key certificates, ${counts.forkEvidence} fork evidence`,
           `head        ${head ? `seq ${head.seq}  ${head.timestamp}  ${head.id}` : "(no microblocks yet)"}`,
           `privacy     anonymize_ips ${status.anonymize_ips ? "on" : "off"}`,
+          daemon
+            ? [
+                `daemon      running as ${daemon.role}, peer ${daemon.peer_id}, ${daemon.peers} peers`,
+                `            finalized epoch ${daemon.last_finalized_epoch ?? "none yet"}${daemon.lag_epochs ? `, ${daemon.lag_epochs} closed epochs behind` : ""}; ${daemon.validators.filter((v) => v.connected).length} of ${daemon.validators.length} validators connected`,
+                `            gossip: ${daemon.published} microblocks sent, ${daemon.received} received, ${Object.values(daemon.rejected).reduce((a, b) => a + b, 0)} rejected`,
+              ].join("\n")
+            : "daemon      not running",
         ].join("\n"),
       );
     }, { readonly: true });

@@ -201,8 +201,9 @@ export class ConsensusEngine {
     if (this.#latest && this.#latest.checkpoint.epoch >= body.epoch) return Promise.resolve(this.#latest);
     return new Promise((resolve) => {
       this.#waiters.push({ epoch: body.epoch, resolve });
-      this.#heard = true;
-      this.#maybeActivate();
+      // Wake the engine only when there is something to agree on: empty rounds cost
+      // signatures and grow the round timeouts for when something does arrive.
+      if (this.#o.source.propose(this.#latestClosed()) !== null) this.#maybeActivate();
     });
   }
 
@@ -249,7 +250,7 @@ export class ConsensusEngine {
     this.#validValue = null;
     this.#validRound = -1;
     this.#decided = null;
-    this.#heard = this.#waiters.length > 0;
+    this.#heard = false;
     this.#bodies = new Map();
     this.#proposals = new Map();
     this.#votes = new Map();

@@ -15,7 +15,13 @@ import { certificateLine, microblockLine, parseExchangeLine } from "../chain/exc
 import { MicroblockRejected } from "../chain/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
-import type { FinalityCertificate } from "../log/builder.ts";
+import { CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
+import { epochAt, epochBounds } from "../log/checkpoint.ts";
+import { signerIndices } from "../consensus/validators.ts";
+import { CONTROL_SOCKET, startControl, startMetrics } from "./control.ts";
+import pkg from "../../package.json" with { type: "json" };
+
+const VERSION: string = pkg.version;
 import type { DSMNode } from "../node/node.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { MeshNet, type Verdict } from "./p2p.ts";
@@ -28,6 +34,8 @@ export interface DaemonLog {
 }
 
 export interface DaemonStatus {
+  node_id: string;
+  mesh: string;
   peer_id: string;
   addrs: string[];
   peers: number;
@@ -35,7 +43,17 @@ export interface DaemonStatus {
   published: number;
   received: number;
   rejected: Record<string, number>;
+  gossip_bytes_out: number;
+  gossip_bytes_in: number;
   last_finalized_epoch: number | null;
+  /** From the end of the last finalized epoch to its certificate here. */
+  finality_latency_ms: number | null;
+  /** Signers of the last certificate / genesis validators. */
+  participation: number | null;
+  /** Closed epochs since the last finalized one. */
+  lag_epochs: number | null;
+  validators: { index: number; node_id: string; peer_id: string; connected: boolean; signed_last: boolean }[];
+  consensus: { round: number; step: string; base_epoch: number; flagged: number[] } | null;
 }
 
 export class Daemon {
@@ -44,12 +62,20 @@ export class Daemon {
   #engine: ConsensusEngine | null = null;
   #receiver: Receiver;
   #timer: ReturnType<typeof setInterval> | null = null;
+  #syncTimer: ReturnType<typeof setInterval> | null = null;
   #lastSeq = 0;
   #stopping = false;
   #published = 0;
   #received = 0;
   #rejected: Record<string, number> = {};
   #lastFinalized: number | null = null;
+  #lastCert: FinalityCertificate | null = null;
+  #finalityLatency: number | null = null;
+  #bytesIn = 0;
+  #bytesOut = 0;
+  #control: ReturnType<typeof startControl> | null = null;
+  #metrics: ReturnType<typeof startMetrics> | null = null;
+  readonly builder: CheckpointBuilder;
   #wants = new Map<string, number>();
   #served = new Map<number, number>();
   readonly mbTopic: string;
@@ -62,6 +88,7 @@ export class Daemon {
     this.mbTopic = `dsm/${node.mesh.slice(0, 16)}/mb/1`;
     this.cpTopic = `dsm/${node.mesh.slice(0, 16)}/cp/1`;
     this.#receiver = new Receiver(node.ledger, node.policy, { maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000 });
+    this.builder = new CheckpointBuilder(node.ledger, node.policy);
   }
 
   static async start(node: DSMNode, log: DaemonLog): Promise<Daemon> {
@@ -89,8 +116,9 @@ export class Daemon {
     // Everything of this node's chain is offered once at start: peers keep what they lack.
     this.#lastSeq = 0;
     this.#timer = setInterval(() => void this.#publishNew(), cfg.batch_max_ms);
+    this.#lastCert = this.builder.latest();
+    this.#lastFinalized = this.#lastCert?.checkpoint.epoch ?? null;
     if (this.#validator) {
-      this.#lastFinalized = this.#validator.builder.latest()?.checkpoint.epoch ?? null;
       this.#engine = this.#validator.engine({
         transport: {
           broadcast: (m) => void this.#publishJson(this.cpTopic, m),
@@ -102,34 +130,77 @@ export class Daemon {
         onEvent: (e) => this.#onEngineEvent(e),
       });
       this.#engine.start();
+      // Catch-up: ask for certificates after ours every 2 s (peers answer only with newer
+      // ones, so this costs a few bytes once caught up). A request sent before the first
+      // peer connects, or while a certificate's microblocks were missing, is not lost.
+      this.#syncTimer = setInterval(() => {
+        const after = this.builder.latest()?.checkpoint.epoch ?? -1;
+        void this.#publishJson(this.cpTopic, { type: "R", after });
+      }, 2000);
     }
+    this.#control = startControl(this);
+    if (this.node.config.metrics.port !== 0) this.#metrics = startMetrics(this, this.node.config.metrics.port, VERSION);
     const info = { pid: process.pid, peer_id: this.#net.peerId, addrs: this.#net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
     writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });
     this.log(`dsm run: ${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`);
   }
 
+  peers(): string[] {
+    return this.#net.peers();
+  }
+
   status(): DaemonStatus {
+    const genesis = this.node.genesis;
+    const connected = new Set(this.#net.peers());
+    const signed = new Set(this.#lastCert ? signerIndices(this.#lastCert.signers) : []);
+    const closed = epochAt(genesis, Date.now()) - 1;
+    const st = this.#engine?.status();
     return {
+      node_id: this.node.nodeId,
+      mesh: this.node.mesh,
       peer_id: this.#net.peerId,
       addrs: this.#net.addrs(),
-      peers: this.#net.peers().length,
+      peers: connected.size,
       role: this.#validator ? "validator" : "edge",
       published: this.#published,
       received: this.#received,
       rejected: { ...this.#rejected },
+      gossip_bytes_out: this.#bytesOut,
+      gossip_bytes_in: this.#bytesIn,
       last_finalized_epoch: this.#lastFinalized,
+      finality_latency_ms: this.#finalityLatency,
+      participation: this.#lastCert ? signed.size / genesis.validators.length : null,
+      lag_epochs: this.#lastFinalized === null ? null : Math.max(0, closed - this.#lastFinalized),
+      validators: genesis.validators.map((c, i) => ({ index: i, node_id: c.node_id, peer_id: c.peer_id, connected: connected.has(c.peer_id) || c.node_id === this.node.nodeId, signed_last: signed.has(i) })),
+      consensus: st ? { round: st.round, step: st.step, base_epoch: st.baseEpoch, flagged: st.flagged } : null,
     };
+  }
+
+  /** The certificate of `epoch` (default: the last closed one) or a later one, waiting up to ms. */
+  async waitForCertificate(epoch: number | undefined, ms: number): Promise<FinalityCertificate | null> {
+    const target = epoch ?? epochAt(this.node.genesis, Date.now()) - 1;
+    const have = this.builder.latest();
+    if (have && have.checkpoint.epoch >= target) return have;
+    // Nothing new up to that epoch: the latest certificate already covers it.
+    if (this.builder.propose(target) === null) return have;
+    if (!this.#engine || ms === 0) return null;
+    const body = { epoch: target } as FinalityCertificate["checkpoint"];
+    return Promise.race([this.#engine.collectValidatorSignatures(body), Bun.sleep(ms).then(() => null)]);
   }
 
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#syncTimer) clearInterval(this.#syncTimer);
     this.#engine?.stop();
+    this.#control?.stop(true);
+    this.#metrics?.stop(true);
     await this.#publishNew().catch(() => {});
     await this.#net.stop();
     this.#validator?.close();
     fs.rmSync(path.join(this.node.layout.dir, "run.json"), { force: true });
+    fs.rmSync(path.join(this.node.layout.dir, CONTROL_SOCKET), { force: true });
   }
 
   // --- microblocks out --------------------------------------------------------------
@@ -146,7 +217,9 @@ export class Daemon {
       const keys = new Set<string>();
       const flush = async () => {
         if (batch === "") return;
-        await this.#net.publish(this.mbTopic, ENC.encode(batch)).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+        const bytes = ENC.encode(batch);
+        this.#bytesOut += bytes.length;
+        await this.#net.publish(this.mbTopic, bytes).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
         batch = "";
         keys.clear();
       };
@@ -191,6 +264,7 @@ export class Daemon {
 
   /** Validates and stores a batch as the gossip validator: a batch with an invalid item is rejected. */
   #onMicroblocks(data: Uint8Array, _from: string): Verdict {
+    this.#bytesIn += data.length;
     let text: string;
     try {
       text = DEC.decode(data);
@@ -246,10 +320,13 @@ export class Daemon {
   // --- consensus --------------------------------------------------------------------
 
   async #publishJson(topic: string, value: unknown): Promise<void> {
-    await this.#net.publish(topic, ENC.encode(JSON.stringify(value))).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+    const bytes = ENC.encode(JSON.stringify(value));
+    this.#bytesOut += bytes.length;
+    await this.#net.publish(topic, bytes).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
   }
 
   #checkConsensus(data: Uint8Array): Verdict {
+    this.#bytesIn += data.length;
     try {
       const v = JSON.parse(DEC.decode(data));
       return typeof v === "object" && v !== null && typeof v.type === "string" ? "accept" : this.#reject("malformed");
@@ -277,6 +354,8 @@ export class Daemon {
       case "finalized": {
         const c: FinalityCertificate = e.certificate;
         this.#lastFinalized = c.checkpoint.epoch;
+        this.#lastCert = c;
+        this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, c.checkpoint.epoch).endMs;
         this.log(`dsm run: epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`);
         return;
       }

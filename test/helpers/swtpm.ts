@@ -5,6 +5,9 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { freePort } from "./net.ts";
+
+export { freePort };
 
 export interface Swtpm {
   port: number;
@@ -19,18 +22,6 @@ export interface Swtpm {
 /** True when swtpm is installed (CI installs it; .ci/run does). */
 export function haveSwtpm(): boolean {
   return Bun.which("swtpm") !== null;
-}
-
-/** A free loopback port (bound, then released): also a port nothing listens on. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Two consecutive free ports (swtpm's server and control). */

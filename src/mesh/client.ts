@@ -1,0 +1,79 @@
+// A client of a running daemon's control socket: the seed's query interface
+// (getMicroblocks, getCheckpoint, verifyBlockInCheckpoint) and what the CLI asks a daemon.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Microblock } from "../chain/microblock.ts";
+import type { FinalityCertificate } from "../log/builder.ts";
+import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/bundle.ts";
+import type { Genesis } from "./genesis.ts";
+import { CONTROL_SOCKET, MAX_WAIT_S } from "./control.ts";
+import type { DaemonStatus } from "./daemon.ts";
+
+export class MeshClientError extends Error {}
+
+export class MeshClient {
+  constructor(readonly socket: string) {}
+
+  /** The client of the daemon running on a data dir, or null when none is running there. */
+  static forDataDir(dir: string): MeshClient | null {
+    const file = path.join(dir, CONTROL_SOCKET);
+    return fs.existsSync(file) ? new MeshClient(file) : null;
+  }
+
+  async #get<T>(pathAndQuery: string, timeoutMs = 10_000): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`http://dsm${pathAndQuery}`, { unix: this.socket, signal: AbortSignal.timeout(timeoutMs) } as RequestInit);
+    } catch (e) {
+      throw new MeshClientError(`the dsm daemon at ${this.socket} does not answer (${(e as Error).message}); is dsm run still running?`);
+    }
+    const body = (await res.json().catch(() => ({ error: `HTTP ${res.status}` }))) as T & { error?: string };
+    if (!res.ok) throw new MeshClientError(body.error ?? `HTTP ${res.status}`);
+    return body;
+  }
+
+  status(): Promise<DaemonStatus> {
+    return this.#get("/status");
+  }
+
+  async peers(): Promise<string[]> {
+    return (await this.#get<{ peers: string[] }>("/peers")).peers;
+  }
+
+  async getMicroblocks(nodeId: string, fromSeq = 1, toSeq?: number): Promise<Microblock[]> {
+    const q = new URLSearchParams({ node: nodeId, from: String(fromSeq) });
+    if (toSeq !== undefined) q.set("to", String(toSeq));
+    return (await this.#get<{ microblocks: Microblock[] }>(`/microblocks?${q}`)).microblocks;
+  }
+
+  /** The certificate of an epoch, or the latest. */
+  getCheckpoint(epoch?: number): Promise<FinalityCertificate> {
+    return this.#get(epoch === undefined ? "/checkpoint" : `/checkpoint?epoch=${epoch}`);
+  }
+
+  proof(id: string, epoch?: number): Promise<InclusionBundle> {
+    return this.#get(`/proof?id=${id}${epoch === undefined ? "" : `&epoch=${epoch}`}`);
+  }
+
+  /** Fetches an inclusion proof from the daemon and checks it against the genesis alone. Throws BundleError. */
+  async verifyBlockInCheckpoint(id: string, genesis: Genesis, epoch?: number): Promise<BundleSummary> {
+    return verifyBundle(await this.proof(id, epoch), genesis);
+  }
+
+  /**
+   * Wakes the daemon's consensus and waits up to `seconds` for the certificate of the epoch
+   * (default: the last closed one) or a later one; with nothing new since the latest
+   * certificate, that one. Throws MeshClientError when none comes in time.
+   */
+  async waitForCheckpoint(seconds: number, epoch?: number): Promise<FinalityCertificate> {
+    const until = Date.now() + seconds * 1000;
+    for (;;) {
+      const left = Math.max(0, Math.min(MAX_WAIT_S, Math.ceil((until - Date.now()) / 1000)));
+      try {
+        return await this.#get<FinalityCertificate>(`/checkpoint/wait?seconds=${left}${epoch === undefined ? "" : `&epoch=${epoch}`}`, (left + 5) * 1000);
+      } catch (e) {
+        if (Date.now() >= until || !(e instanceof MeshClientError) || !/^no certificate within/.test(e.message)) throw e;
+      }
+    }
+  }
+}
