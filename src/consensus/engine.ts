@@ -150,7 +150,8 @@ export class ConsensusEngine {
 
   /**
    * What is sent again every round timeout: every message of the current round (anyone's),
-   * the signatures, and the proposal and prevotes that made validValue valid. Algorithm 1's
+   * this validator's own of the round before, the signatures, and the proposal and
+   * prevotes that made validValue valid. Algorithm 1's
    * liveness assumes a message one correct validator got reaches every correct validator
    * eventually; a lock on a body others never saw a quorum for would otherwise stall the
    * height forever (the locked validator prevotes nothing else, the others cannot check its
@@ -161,6 +162,8 @@ export class ConsensusEngine {
     for (const m of this.#seen.values()) {
       if (m.type === "S") out.add(m);
       else if (m.round === this.#round) out.add(m);
+      // A validator one round behind waits for our last round's votes to time that round out.
+      else if (m.validator === this.#o.index && m.round === this.#round - 1) out.add(m);
       else if (this.#validValue !== null && m.round === this.#validRound) {
         if (m.type === "V" && m.phase === "prevote" && m.checkpoint === this.#validValue) out.add(m);
         if (m.type === "P" && checkpointDigestHex(m.checkpoint) === this.#validValue) out.add(m);
