@@ -156,8 +156,17 @@ describe("four validators and an edge, each its own dsm run process", () => {
   }, 40_000);
 
   test("forged gossip is rejected while honest traffic goes on", async () => {
-    // A rogue libp2p node joins and publishes an edge's microblock with a changed payload.
-    const rogue = await MeshNet.start({ privateKey: privateKeyToProtobuf(await generateKeyPair("Ed25519")), listen: ["/ip4/127.0.0.1/tcp/0"], bootstrap: [boot[0]!], maxMessageBytes: 1 << 20 });
+    // A rogue node, admitted (open admission, a valid card), publishes an edge's microblock
+    // with a changed seq: its id no longer recomputes.
+    const R = path.join(root, "rogue");
+    await ok(["init", "--data-dir", R, "--genesis", genesisFile, "--role", "edge"]);
+    const rogue = await MeshNet.start({
+      privateKey: new Uint8Array(fs.readFileSync(path.join(R, "libp2p.key"))),
+      listen: ["/ip4/127.0.0.1/tcp/0"],
+      bootstrap: [boot[0]!],
+      maxMessageBytes: 1 << 20,
+      cards: { own: JSON.parse(fs.readFileSync(path.join(R, "card.json"), "utf8")), admit: () => null, timeoutMs: 5000 },
+    });
     try {
       const mesh = (JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])) as { mesh: string }).mesh;
       const topic = `dsm/${mesh.slice(0, 16)}/mb/1`;
@@ -178,6 +187,23 @@ describe("four validators and an edge, each its own dsm run process", () => {
       expect(after.received).toBe(before.received);
     } finally {
       await rogue.stop();
+    }
+  }, 30_000);
+
+  test("a peer with no node card is disconnected and refused", async () => {
+    const stranger = await MeshNet.start({ privateKey: privateKeyToProtobuf(await generateKeyPair("Ed25519")), listen: ["/ip4/127.0.0.1/tcp/0"], bootstrap: [boot[0]!], maxMessageBytes: 1 << 20 });
+    try {
+      let daemon = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
+      for (let i = 0; i < 40 && (daemon.rejected.peer ?? 0) === 0; i++) {
+        await Bun.sleep(250);
+        daemon = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
+      }
+      expect(daemon.rejected.peer).toBeGreaterThanOrEqual(1);
+      const peers = JSON.parse(await ok(["peers", "--data-dir", V[0]!, "--json"])).peers as string[];
+      expect(peers).not.toContain(stranger.peerId);
+      expect(logs.get(V[0]!)).toContain(`peer ${stranger.peerId} refused: no node card`);
+    } finally {
+      await stranger.stop();
     }
   }, 30_000);
 

@@ -25,6 +25,8 @@ const VERSION: string = pkg.version;
 import type { DSMNode } from "../node/node.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { MeshNet, type Verdict } from "./p2p.ts";
+import { parseCard } from "../identity/card.ts";
+import { canonicalize } from "../encoding/jcs.ts";
 
 const ENC = new TextEncoder();
 const DEC = new TextDecoder("utf-8", { fatal: true });
@@ -110,6 +112,15 @@ export class Daemon {
       listen: [`/ip4/${cfg.host}/tcp/${cfg.port}`],
       bootstrap,
       maxMessageBytes: cfg.max_message_bytes,
+      cards: {
+        own: this.node.card(),
+        admit: (card, peerId) => admitCard(this.node, card, peerId),
+        timeoutMs: 5000,
+        onRefused: (peerId, reason) => {
+          this.#rejected.peer = (this.#rejected.peer ?? 0) + 1;
+          this.log(`dsm run: peer ${peerId} refused: ${reason}`);
+        },
+      },
     });
     this.#net.subscribe(this.mbTopic, (data, from) => this.#onMicroblocks(data, from), () => {});
     this.#net.subscribe(this.cpTopic, (data) => this.#checkConsensus(data), (data) => this.#onConsensus(data));
@@ -373,4 +384,26 @@ export class Daemon {
         return;
     }
   }
+}
+
+/**
+ * Why a peer's node card does not admit it to this mesh, or null when it does: the card
+ * must verify under its identity key, name the connection's peer id, and belong to a
+ * validator of the genesis (exactly the card listed there) or a node the admission policy
+ * admits (with a TPM when the genesis requires attestation).
+ */
+export function admitCard(node: DSMNode, value: unknown, peerId: string): string | null {
+  let card;
+  try {
+    card = parseCard(value, "peer card", { checkPop: false });
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (card.peer_id !== peerId) return `its card names peer ${card.peer_id}, not the connected peer`;
+  const genesis = node.genesis;
+  const listed = genesis.validators.find((c) => c.node_id === card.node_id);
+  if (listed) return canonicalize(listed) === canonicalize(card) ? null : `node ${card.node_id.slice(0, 16)}… shows a card other than its genesis card`;
+  if (!node.policy.isAdmitted(card.node_id)) return `node ${card.node_id.slice(0, 16)}… is not admitted by the mesh's ${genesis.admission.policy} policy`;
+  if (genesis.attestation.required && !card.tpm) return `node ${card.node_id.slice(0, 16)}… has no TPM, and the mesh requires attestation`;
+  return null;
 }

@@ -13,6 +13,7 @@ import { yamux } from "@libp2p/yamux";
 import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p, type Libp2p } from "libp2p";
 import { peerIdFromString } from "@libp2p/peer-id";
+import { lpStream } from "@libp2p/utils";
 
 export type Verdict = "accept" | "reject" | "ignore";
 
@@ -25,19 +26,29 @@ export interface MeshNetOptions {
   bootstrap: string[];
   /** Largest gossip message accepted, bytes. */
   maxMessageBytes: number;
-  /** Peers allowed to stay connected (null: any). Checked once the remote peer id is known. */
-  allowPeer?: (peerId: string) => boolean;
+  /**
+   * The card handshake (/dsm/card/1): this node's card, sent to every peer that asks, and
+   * the check each peer's card must pass (null when admitted, else why not). A peer whose
+   * card fails, or that shows none within timeoutMs, is disconnected and refused from then on.
+   */
+  cards?: { own: unknown; admit: (card: unknown, peerId: string) => string | null; timeoutMs: number; onRefused?: (peerId: string, reason: string) => void };
 }
 
+export const CARD_PROTOCOL = "/dsm/card/1";
+
 export class MeshNet {
+  /** Peers whose card was checked and admitted, and peers refused (never let back in). */
+  readonly admitted = new Set<string>();
+
   private constructor(
     readonly node: Libp2p<{ pubsub: ReturnType<ReturnType<typeof gossipsub>>; identify: unknown }>,
     private readonly maxMessageBytes: number,
+    readonly refused: Map<string, string>,
   ) {}
 
   static async start(opts: MeshNetOptions): Promise<MeshNet> {
     const privateKey = privateKeyFromProtobuf(opts.privateKey);
-    const allow = opts.allowPeer;
+    const refused = new Map<string, string>();
     const node = await createLibp2p({
       privateKey,
       addresses: { listen: opts.listen },
@@ -47,12 +58,12 @@ export class MeshNet {
       ],
       streamMuxers: [yamux()],
       connectionMonitor: { abortConnectionOnPingFailure: false },
-      connectionGater: allow
-        ? {
-            denyInboundEncryptedConnection: (peerId) => !allow(peerId.toString()),
-            denyOutboundEncryptedConnection: (peerId) => !allow(peerId.toString()),
-          }
-        : {},
+      // The first point where the remote peer id is known: refused peers stay out.
+      connectionGater: {
+        denyInboundEncryptedConnection: (peerId) => refused.has(peerId.toString()),
+        denyOutboundEncryptedConnection: (peerId) => refused.has(peerId.toString()),
+        denyDialPeer: (peerId) => refused.has(peerId.toString()),
+      },
       services: {
         identify: identify(),
         pubsub: gossipsub({
@@ -62,9 +73,45 @@ export class MeshNet {
         }),
       },
     });
-    const net = new MeshNet(node as never, opts.maxMessageBytes);
+    const net = new MeshNet(node as never, opts.maxMessageBytes, refused);
+    if (opts.cards) await net.#cardHandshake(opts.cards);
     for (const addr of opts.bootstrap) await net.addBootstrap(addr);
     return net;
+  }
+
+  async #cardHandshake(cards: NonNullable<MeshNetOptions["cards"]>): Promise<void> {
+    const own = new TextEncoder().encode(JSON.stringify(cards.own));
+    await this.node.handle(CARD_PROTOCOL, async (stream) => {
+      const lp = lpStream(stream);
+      await lp.write(own);
+      await stream.close().catch(() => {});
+    });
+    this.node.addEventListener("peer:connect", (evt) => {
+      const peerId = evt.detail.toString();
+      if (this.admitted.has(peerId)) return;
+      void this.#checkCard(peerId, cards);
+    });
+  }
+
+  async #checkCard(peerId: string, cards: NonNullable<MeshNetOptions["cards"]>): Promise<void> {
+    let reason: string | null;
+    try {
+      const signal = AbortSignal.timeout(cards.timeoutMs);
+      const stream = await this.node.dialProtocol(peerIdFromString(peerId), CARD_PROTOCOL, { signal });
+      const lp = lpStream(stream, { maxDataLength: 64 * 1024 });
+      const frame = await lp.read({ signal });
+      await stream.close().catch(() => {});
+      reason = cards.admit(JSON.parse(new TextDecoder().decode(frame.subarray())), peerId);
+    } catch (e) {
+      reason = `no node card within ${cards.timeoutMs} ms (${(e as Error).message})`;
+    }
+    if (reason === null) {
+      this.admitted.add(peerId);
+      return;
+    }
+    this.refused.set(peerId, reason);
+    cards.onRefused?.(peerId, reason);
+    await this.node.hangUp(peerIdFromString(peerId)).catch(() => {});
   }
 
   get peerId(): string {
