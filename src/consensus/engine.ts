@@ -74,6 +74,7 @@ type Validity = "valid" | "invalid" | "pending";
 const MAX_BUFFERED = 4096;
 const MAX_ROUNDS_AHEAD = 256;
 const MAX_BUFFERED_PER_VALIDATOR = 64;
+const MAX_EXTRA_PER_SLOT = 3;
 
 export class ConsensusEngine {
   readonly #o: EngineOptions;
@@ -98,7 +99,10 @@ export class ConsensusEngine {
 
   #bodies = new Map<string, CheckpointBody>();
   #proposals = new Map<number, Proposal>();
-  #votes = new Map<string, Map<number, string | null>>();
+  /** round/phase → validator → the values it voted (more than one only for an equivocator). */
+  #votes = new Map<string, Map<number, (string | null)[]>>();
+  /** Verified messages that conflict with a validator's first one for a slot (V and S only). */
+  #extra = new Map<string, Signed[]>();
   #sigs = new Map<string, Map<number, string>>();
   #roundSenders = new Map<number, Set<number>>();
   #seen = new Map<string, Signed>();
@@ -159,7 +163,7 @@ export class ConsensusEngine {
    */
   #relaySet(): Set<Signed> {
     const out = new Set<Signed>();
-    for (const m of this.#seen.values()) {
+    for (const m of [...this.#seen.values(), ...[...this.#extra.values()].flat()]) {
       if (m.type === "S") out.add(m);
       else if (m.round === this.#round) out.add(m);
       // A validator one round behind waits for our last round's votes to time that round out.
@@ -257,6 +261,7 @@ export class ConsensusEngine {
     this.#bodies = new Map();
     this.#proposals = new Map();
     this.#votes = new Map();
+    this.#extra = new Map();
     this.#sigs = new Map();
     this.#roundSenders = new Map();
     this.#seen = new Map();
@@ -388,7 +393,7 @@ export class ConsensusEngine {
 
   /** Stores the proposal and prevotes behind a lock, so a restart can re-propose the locked body with its proof. */
   #keepJustification(round: number, value: string): void {
-    for (const m of this.#seen.values()) {
+    for (const m of [...this.#seen.values(), ...[...this.#extra.values()].flat()]) {
       if (m.validator === this.#o.index) continue;
       const isPolka = m.type === "V" && m.round === round && m.phase === "prevote" && m.checkpoint === value;
       const isBody = m.type === "P" && checkpointDigestHex(m.checkpoint) === value;
@@ -420,8 +425,10 @@ export class ConsensusEngine {
       return;
     }
     // The same message again (gossip, heartbeats): nothing to verify.
-    const held = this.#seen.get(`${m.validator}/${slotOf(m).slot}`);
+    const key = `${m.validator}/${slotOf(m).slot}`;
+    const held = this.#seen.get(key);
     if (held && held.sig === m.sig && slotOf(held).value === slotOf(m).value) return;
+    if (this.#extra.get(key)?.some((x) => x.sig === m.sig)) return;
     if (m.type !== "S" && m.round > this.#round + MAX_ROUNDS_AHEAD) {
       // Far ahead: kept only as "this validator has reached round R" (one number per
       // validator, so memory stays bounded), which the round-skip rule counts.
@@ -432,8 +439,12 @@ export class ConsensusEngine {
       return this.#evaluate();
     }
     if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
-    if (!this.#checkEquivocation(m)) return;
-    if (!this.#record(m)) return;
+    if (!this.#checkEquivocation(m)) {
+      // An equivocator's second vote (or signature) still counts for its own value, as a
+      // byzantine vote may: otherwise validators that got its two votes in different orders
+      // would count different polkas, and a lock on one of them could never be shared.
+      if (m.type === "P" || !this.#recordExtra(key, m)) return;
+    } else if (!this.#record(m)) return;
     this.#heard = true;
     if (this.#step === "idle") this.#maybeActivate();
     this.#evaluate();
@@ -484,6 +495,27 @@ export class ConsensusEngine {
     return true;
   }
 
+  /** Records a verified vote or signature that conflicts with its signer's first; at most a few per slot. */
+  #recordExtra(key: string, m: Signed): boolean {
+    const list = this.#extra.get(key) ?? [];
+    if (list.length >= MAX_EXTRA_PER_SLOT || list.some((x) => slotOf(x).value === slotOf(m).value)) return false;
+    list.push(m);
+    this.#extra.set(key, list);
+    if (m.type === "V") {
+      const votes = this.#votes.get(`${m.round}/${m.phase}`);
+      const mine = votes?.get(m.validator);
+      if (!mine || mine.includes(m.checkpoint)) return false;
+      mine.push(m.checkpoint);
+    } else if (m.type === "S") {
+      const d = checkpointDigestHex(m.checkpoint);
+      this.#bodies.set(d, m.checkpoint);
+      let sigs = this.#sigs.get(d);
+      if (!sigs) this.#sigs.set(d, (sigs = new Map()));
+      sigs.set(m.validator, m.sig);
+    }
+    return true;
+  }
+
   /** Adds a verified message to the round state; false when it adds nothing. */
   #record(m: Signed): boolean {
     for (const { slot } of slotsOf(m)) {
@@ -501,7 +533,7 @@ export class ConsensusEngine {
       const k = `${m.round}/${m.phase}`;
       let votes = this.#votes.get(k);
       if (!votes) this.#votes.set(k, (votes = new Map()));
-      votes.set(m.validator, m.checkpoint);
+      votes.set(m.validator, [m.checkpoint]);
       this.#senders(m.round).add(m.validator);
     } else {
       const d = checkpointDigestHex(m.checkpoint);
@@ -589,7 +621,7 @@ export class ConsensusEngine {
     if (!votes) return 0;
     if (value === undefined) return votes.size;
     let c = 0;
-    for (const v of votes.values()) if (v === value) c++;
+    for (const vs of votes.values()) if (vs.includes(value)) c++;
     return c;
   }
 
@@ -598,7 +630,7 @@ export class ConsensusEngine {
     const votes = this.#votes.get(`${round}/${phase}`);
     if (!votes || votes.size < this.#set.quorum) return [];
     const counts = new Map<string | null, number>();
-    for (const v of votes.values()) counts.set(v, (counts.get(v) ?? 0) + 1);
+    for (const vs of votes.values()) for (const v of vs) counts.set(v, (counts.get(v) ?? 0) + 1);
     return [...counts].filter(([, c]) => c >= this.#set.quorum).map(([v]) => v);
   }
 
