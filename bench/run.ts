@@ -10,6 +10,7 @@ import { runIngest } from "./ingest.ts";
 import { cleanupTempDirs, envInt, now, say } from "./lib.ts";
 import { runVerify } from "./verify.ts";
 import { runLog } from "./log.ts";
+import { runMesh } from "./mesh.ts";
 import { runTpm } from "./tpm.ts";
 
 const root = path.resolve(import.meta.dir, "..");
@@ -29,6 +30,7 @@ try {
   const log = await runLog();
   const consensus = await runConsensus();
   const tpm = await runTpm();
+  const mesh = await runMesh();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
@@ -37,6 +39,7 @@ try {
     log,
     consensus,
     tpm,
+    mesh,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),

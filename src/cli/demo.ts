@@ -1,5 +1,6 @@
 // The README's first command: a throwaway node, the bundled samples piped through the
-// real ingest path, a full verify, a summary, and nothing left behind.
+// real ingest path, a full verify; then a local mesh of separate processes finalizing a
+// checkpoint and a proof checked offline; a summary, and nothing left behind.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -11,23 +12,33 @@ import { verifyLedger } from "../ledger/verify.ts";
 import { MitigationLogger } from "../node/handlers.ts";
 import { DSMNode } from "../node/node.ts";
 import { CliError, command, EXIT, print, printJson } from "./common.ts";
+import { meshDemo, type MeshDemoResult } from "./demo-mesh.ts";
 
 export default command({
-  meta: { name: "demo", description: "Run the whole edge-node story on a throwaway node and bundled samples" },
-  help: `Creates a temporary node, pipes the bundled Suricata EVE and Zeek samples through
-the same ingest path as \`dsm ingest\`, records a mitigation linked to the worst alert,
-verifies the whole ledger, prints a summary, and removes the node (--keep keeps it and
-prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
+  meta: { name: "demo", description: "Run the whole story on throwaway nodes and bundled samples: one edge, then a local mesh" },
+  help: `Part 1, one edge node: creates a temporary node, pipes the bundled Suricata EVE and
+Zeek samples through the same ingest path as \`dsm ingest\`, records a mitigation linked to
+the worst alert, verifies the whole ledger, then changes one byte and shows verify catch it.
+
+Part 2, the mesh: four validators and two edges, each \`dsm run\` in its own process on
+127.0.0.1 (ephemeral ports, 2 s epochs): the samples are ingested at the edges, gossiped,
+validated and stored by every validator, one epoch is finalized by a quorum of BLS
+signatures aggregated into one certificate, and an inclusion proof for an edge's event is
+checked offline against the genesis alone. --no-mesh skips this part.
+
+Everything is removed at the end, or on Ctrl-C (--keep keeps the data dirs and prints
+where, so you can try \`dsm log --data-dir DIR\` and friends).`,
   args: {
     json: { type: "boolean", description: "Print the summary as JSON" },
     keep: { type: "boolean", description: "Keep the demo node's data dir" },
+    mesh: { type: "boolean", default: true, description: "Run part 2, the local mesh (--no-mesh: only the edge node)" },
   },
   async run({ args }) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-demo-"));
     const cleanup = () => {
       if (!args.keep) fs.rmSync(dir, { recursive: true, force: true });
     };
-    process.once("SIGINT", () => (cleanup(), process.exit(130)));
+    process.once("SIGINT", () => setTimeout(() => (cleanup(), process.exit(130)), 100));
     try {
       const config = parseConfig(DEFAULT_CONFIG_TEXT, "built-in defaults", {});
       const init = await DSMNode.init({ dataDir: dir, config });
@@ -62,6 +73,18 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           Buffer.from(victim.payload_hash, "hex"),
         ]);
         const tampered = await verifyLedger(node.ledger, { ownNodeId: node.nodeId, policy: node.policy });
+        let meshResult: MeshDemoResult | null = null;
+        const meshLines: string[] = [];
+        if (args.mesh !== false) {
+          meshResult = await meshDemo(
+            path.join(dir, "mesh"),
+            [
+              { name: "samples/suricata-eve.ndjson", text: suricataSample },
+              { name: "samples/zeek-notice.ndjson", text: zeekSample },
+            ],
+            (l) => meshLines.push(l),
+          );
+        }
         const summary = {
           node_id: init.card.node_id,
           mesh: init.mesh,
@@ -73,6 +96,7 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           verify: { ok: report.problemCount === 0, microblocks: report.microblocks, key_certificates: report.keyCerts, problems: report.problems },
           tamper_check: { altered: `one byte of the payload of seq ${victim.seq}`, detected: tampered.problemCount > 0, first_problem: tampered.problems[0]?.message ?? null },
           head: node.ledger.head(node.mesh, node.nodeId),
+          mesh_demo: meshResult,
         };
         if (args.json) printJson(summary);
         else {
@@ -85,9 +109,14 @@ prints its data dir, so you can try \`dsm log --data-dir DIR\` and friends).`,
           print(`  verify: ${summary.verify.ok ? "OK" : "FAILED"}, ${report.microblocks} microblocks, ids, links, signatures, key certificate and payload hashes re-checked`);
           print(`  tamper check: changed one byte of the payload of seq ${victim.seq}; verify now says:`);
           print(`    ${tampered.problems[0]?.message ?? "nothing (THIS IS A BUG)"}`);
+          if (meshResult) {
+            print(`dsm demo, part 2: a local mesh`);
+            for (const l of meshLines) print(l);
+          }
           if (args.keep) print(`  kept: dsm log --data-dir ${dir} (its ledger now holds the altered payload)`);
         }
         if (!summary.verify.ok || !summary.tamper_check.detected) throw new CliError("demo ledger failed verification", EXIT.verifyFailed);
+        if (meshResult && !meshResult.proof.verified) throw new CliError("demo mesh: the inclusion proof did not verify", EXIT.verifyFailed);
       } finally {
         node.close();
       }

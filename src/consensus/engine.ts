@@ -30,6 +30,7 @@ import {
   type Phase,
   parseSigned,
   type Proposal,
+  type Signature,
   type Signed,
   type Unsigned,
   signatureValid,
@@ -506,14 +507,16 @@ export class ConsensusEngine {
       const mine = votes?.get(m.validator);
       if (!mine || mine.includes(m.checkpoint)) return false;
       mine.push(m.checkpoint);
-    } else if (m.type === "S") {
-      const d = checkpointDigestHex(m.checkpoint);
-      this.#bodies.set(d, m.checkpoint);
-      let sigs = this.#sigs.get(d);
-      if (!sigs) this.#sigs.set(d, (sigs = new Map()));
-      sigs.set(m.validator, m.sig);
-    }
+    } else if (m.type === "S") this.#addSignature(m);
     return true;
+  }
+
+  #addSignature(m: Signature): void {
+    const d = checkpointDigestHex(m.checkpoint);
+    this.#bodies.set(d, m.checkpoint);
+    let sigs = this.#sigs.get(d);
+    if (!sigs) this.#sigs.set(d, (sigs = new Map()));
+    sigs.set(m.validator, m.sig);
   }
 
   /** Adds a verified message to the round state; false when it adds nothing. */
@@ -535,13 +538,7 @@ export class ConsensusEngine {
       if (!votes) this.#votes.set(k, (votes = new Map()));
       votes.set(m.validator, [m.checkpoint]);
       this.#senders(m.round).add(m.validator);
-    } else {
-      const d = checkpointDigestHex(m.checkpoint);
-      this.#bodies.set(d, m.checkpoint);
-      let sigs = this.#sigs.get(d);
-      if (!sigs) this.#sigs.set(d, (sigs = new Map()));
-      sigs.set(m.validator, m.sig);
-    }
+    } else this.#addSignature(m);
     return true;
   }
 

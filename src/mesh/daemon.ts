@@ -29,6 +29,8 @@ import { parseCard } from "../identity/card.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 
 const ENC = new TextEncoder();
+/** Batches sent in answer to one want. */
+const WANT_BATCHES = 4;
 const DEC = new TextDecoder("utf-8", { fatal: true });
 
 export interface DaemonLog {
@@ -220,19 +222,33 @@ export class Daemon {
 
   /** New microblocks of this node's own chain, in batches bounded by max_message_bytes. */
   async #publishNew(fromSeq?: number): Promise<void> {
-    if (this.#publishing && fromSeq === undefined) return;
-    this.#publishing = true;
+    // The timer's run is one at a time; a run answering a want is separate and bounded.
+    const timed = fromSeq === undefined;
+    if (timed && this.#publishing) return;
+    if (timed) this.#publishing = true;
     try {
       const limit = this.node.config.gossip.max_message_bytes;
       let batch = "";
+      let batchLast = 0;
+      let batches = 0;
       const keys = new Set<string>();
-      const flush = async () => {
-        if (batch === "") return;
+      /** False when nobody received the batch: the timer then offers it again next tick. */
+      const flush = async (): Promise<boolean> => {
+        if (batch === "") return true;
         const bytes = ENC.encode(batch);
         this.#bytesOut += bytes.length;
-        await this.#net.publish(this.mbTopic, bytes).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+        let sent = 0;
+        try {
+          sent = await this.#net.publish(this.mbTopic, bytes);
+        } catch (e) {
+          this.log(`dsm run: gossip: ${(e as Error).message}`);
+        }
+        batches++;
         batch = "";
         keys.clear();
+        if (sent === 0) return false;
+        if (timed) this.#lastSeq = Math.max(this.#lastSeq, batchLast);
+        return true;
       };
       const start = fromSeq ?? this.#lastSeq + 1;
       for (const page of this.node.ledger.listPages({ nodeId: this.node.nodeId, fromSeq: start }, 500)) {
@@ -244,17 +260,20 @@ export class Daemon {
             if (cert !== null) lines += certificateLine(cert);
           }
           lines += microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
-          if (batch.length + lines.length > limit - 1024) await flush();
-          if (!keys.has(mb.key)) keys.add(mb.key);
+          if (batch.length + lines.length > limit - 1024) {
+            if (!(await flush())) return;
+            // A want is answered with a few batches; the asker asks again for the rest.
+            if (!timed && batches >= WANT_BATCHES) return;
+          }
+          keys.add(mb.key);
           batch += lines;
-          if (fromSeq === undefined) this.#lastSeq = Math.max(this.#lastSeq, mb.seq);
+          batchLast = mb.seq;
           this.#published++;
         }
       }
       await flush();
     } finally {
-      if (fromSeq === undefined) this.#publishing = false;
-      else this.#publishing = false;
+      if (timed) this.#publishing = false;
     }
   }
 

@@ -165,9 +165,11 @@ export class MeshNet {
     pubsub.subscribe(topic);
   }
 
-  async publish(topic: string, data: Uint8Array): Promise<void> {
+  /** Publishes; resolves to the number of peers it was sent to (0: nobody subscribed yet). */
+  async publish(topic: string, data: Uint8Array): Promise<number> {
     if (data.length > this.maxMessageBytes) throw new Error(`gossip message of ${data.length} bytes is over the ${this.maxMessageBytes}-byte limit`);
-    await this.node.services.pubsub.publish(topic, data);
+    const r = await this.node.services.pubsub.publish(topic, data);
+    return r.recipients.length;
   }
 
   async stop(): Promise<void> {
