@@ -26,8 +26,8 @@ const boot: string[] = [];
 const procs = new Map<string, Subprocess>();
 const logs = new Map<string, string>();
 
-async function ok(args: string[]): Promise<string> {
-  const r = await runDsm(args, env);
+async function ok(args: string[], extra: Record<string, string | undefined> = {}): Promise<string> {
+  const r = await runDsm(args, env, { env: extra });
   if (r.code !== 0) throw new Error(`dsm ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
@@ -178,11 +178,23 @@ describe("four validators and an edge, each its own dsm run process", () => {
       const forged = JSON.parse(first!);
       forged.microblock.seq = 999;
       const before = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
-      for (let i = 0; i < 20 && JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon.rejected.id === undefined; i++) {
+      const rejectedTotal = (d: { rejected: Record<string, number> }) => Object.values(d.rejected).reduce((a, b) => a + b, 0);
+      for (let i = 0; i < 20 && rejectedTotal(JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon) === rejectedTotal(before); i++) {
         await rogue.publish(topic, new TextEncoder().encode(`${cert}\n${JSON.stringify(forged)}\n`));
         await Bun.sleep(250);
       }
+      // And microblocks of another mesh (a node's own local mesh): refused as such.
+      const X = path.join(root, "elsewhere");
+      await ok(["init", "--data-dir", X, "--role", "edge"], { DSM_MESH_GENESIS: "" });
+      await ok(["emit", "--data-dir", X, "--event-type", "alert", "--payload", "{}"], { DSM_MESH_GENESIS: "" });
+      const foreign = path.join(root, "foreign.ndjson");
+      await ok(["export", "--data-dir", X, "-o", foreign], { DSM_MESH_GENESIS: "" });
+      for (let i = 0; i < 20 && JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon.rejected.mesh === undefined; i++) {
+        await rogue.publish(topic, fs.readFileSync(foreign));
+        await Bun.sleep(250);
+      }
       const after = JSON.parse(await ok(["status", "--data-dir", V[0]!, "--json"])).daemon;
+      expect(after.rejected.mesh).toBeGreaterThanOrEqual(1);
       expect(Object.values(after.rejected as Record<string, number>).reduce((a, b) => a + b, 0)).toBeGreaterThan(Object.values(before.rejected as Record<string, number>).reduce((a, b) => a + b, 0));
       expect(after.received).toBe(before.received);
     } finally {
@@ -229,6 +241,14 @@ describe("four validators and an edge, each its own dsm run process", () => {
     const certs = await finalizedEverywhere([V[3]!], 50, 40_000);
     const shown = await ok(["checkpoint", "show", String(certs[0]!.checkpoint.epoch), "--data-dir", V[0]!, "--json"]);
     expect(JSON.parse(shown).checkpoint).toEqual(certs[0]!.checkpoint);
+  }, 60_000);
+
+  test("an edge offline for two epochs comes back, and what it stored meanwhile is finalized", async () => {
+    expect(await stop(E)).toBe(0);
+    await ingest(5, "offline");
+    await Bun.sleep(4200); // two 2 s epochs go by without the edge's daemon
+    boot[4] = await start(E, boot.slice(0, 4));
+    await finalizedEverywhere(V, 55, 40_000);
   }, 60_000);
 
   test("SIGTERM stops a daemon gracefully: exit 0, run.json removed", async () => {
