@@ -26,6 +26,8 @@ import type { DSMNode } from "../node/node.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { MeshNet, type Verdict } from "./p2p.ts";
 import { parseCard } from "../identity/card.ts";
+import { toHex } from "../encoding/hex.ts";
+import { parseQuarantine, quarantineDigest, type QuarantineRecord } from "./quarantine.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 
 const ENC = new TextEncoder();
@@ -67,6 +69,7 @@ export class Daemon {
   #receiver: Receiver;
   #timer: ReturnType<typeof setInterval> | null = null;
   #syncTimer: ReturnType<typeof setInterval> | null = null;
+  #quarantineTimer: ReturnType<typeof setInterval> | null = null;
   #lastSeq = 0;
   #stopping = false;
   #published = 0;
@@ -82,6 +85,8 @@ export class Daemon {
   readonly builder: CheckpointBuilder;
   #wants = new Map<string, number>();
   #served = new Map<number, number>();
+  #sentRecords = new Set<string>();
+  #ticks = 0;
   readonly mbTopic: string;
   readonly cpTopic: string;
 
@@ -129,6 +134,7 @@ export class Daemon {
     // Everything of this node's chain is offered once at start: peers keep what they lack.
     this.#lastSeq = 0;
     this.#timer = setInterval(() => void this.#publishNew(), cfg.batch_max_ms);
+    this.#quarantineTimer = setInterval(() => this.#gossipQuarantine(this.#ticks++ % 15 === 0), 2000);
     this.#lastCert = this.builder.latest();
     this.#lastFinalized = this.#lastCert?.checkpoint.epoch ?? null;
     if (this.#validator) {
@@ -206,6 +212,7 @@ export class Daemon {
     this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#syncTimer) clearInterval(this.#syncTimer);
+    if (this.#quarantineTimer) clearInterval(this.#quarantineTimer);
     this.#engine?.stop();
     this.#control?.stop(true);
     this.#metrics?.stop(true);
@@ -367,6 +374,7 @@ export class Daemon {
 
   #onConsensus(data: Uint8Array): void {
     const v = JSON.parse(DEC.decode(data)) as { type: string; after?: unknown };
+    if (v.type === "Q") return this.#onQuarantine(v);
     if (v.type === "R") {
       if (!this.#validator || typeof v.after !== "number") return;
       const after = v.after;
@@ -377,6 +385,33 @@ export class Daemon {
       return;
     }
     this.#engine?.receive(v);
+  }
+
+  /** A quarantine record from the mesh: checked against the genesis validators, stored, honoured. */
+  #onQuarantine(value: unknown): void {
+    let record: QuarantineRecord;
+    try {
+      record = parseQuarantine(value, this.node.mesh, DSMValidator.validatorsOf(this.node));
+    } catch {
+      this.#rejected.quarantine = (this.#rejected.quarantine ?? 0) + 1;
+      return;
+    }
+    const digest = toHex(quarantineDigest(record));
+    this.#sentRecords.add(digest);
+    if (this.builder.quarantine.add(record)) {
+      this.log(`dsm run: quarantine record from validator ${record.validator}: node ${record.node_id.slice(0, 16)}… ${record.action}${record.action === "quarantine" ? ` from seq ${record.from_seq}` : ""} (${record.reason})`);
+      this.#engine?.logChanged();
+    }
+  }
+
+  /** Gossips the quarantine records this node holds that it has not sent yet (every 2 s), and all of them now and then for nodes that joined later. */
+  #gossipQuarantine(all: boolean): void {
+    for (const r of this.builder.quarantine.records()) {
+      const digest = toHex(quarantineDigest(r));
+      if (!all && this.#sentRecords.has(digest)) continue;
+      this.#sentRecords.add(digest);
+      void this.#publishJson(this.cpTopic, r);
+    }
   }
 
   #onEngineEvent(e: EngineEvent): void {
