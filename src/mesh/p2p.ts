@@ -31,7 +31,13 @@ export interface MeshNetOptions {
    * the check each peer's card must pass (null when admitted, else why not). A peer whose
    * card fails, or that shows none within timeoutMs, is disconnected and refused from then on.
    */
-  cards?: { own: unknown; admit: (card: unknown, peerId: string) => string | null; timeoutMs: number; onRefused?: (peerId: string, reason: string) => void };
+  cards?: {
+    own: unknown;
+    admit: (card: unknown, peerId: string) => string | null;
+    timeoutMs: number;
+    onRefused?: (peerId: string, reason: string) => void;
+    onAdmitted?: (peerId: string, card: unknown) => void;
+  };
 }
 
 export const CARD_PROTOCOL = "/dsm/card/1";
@@ -79,13 +85,43 @@ export class MeshNet {
     return net;
   }
 
-  async #cardHandshake(cards: NonNullable<MeshNetOptions["cards"]>): Promise<void> {
-    const own = new TextEncoder().encode(JSON.stringify(cards.own));
-    await this.node.handle(CARD_PROTOCOL, async (stream) => {
-      const lp = lpStream(stream);
-      await lp.write(own);
+  /**
+   * Serves a JSON request/response protocol: one length-prefixed request frame in, one
+   * response frame out. The handler gets the parsed request and the remote peer id.
+   */
+  async serve(protocol: string, handler: (request: unknown, peerId: string) => Promise<unknown> | unknown, maxBytes = 64 * 1024): Promise<void> {
+    await this.node.handle(protocol, async (stream, connection) => {
+      try {
+        const lp = lpStream(stream, { maxDataLength: maxBytes });
+        const frame = await lp.read({ signal: AbortSignal.timeout(10_000) });
+        const response = await handler(JSON.parse(new TextDecoder().decode(frame.subarray())), connection.remotePeer.toString());
+        await lp.write(new TextEncoder().encode(JSON.stringify(response)));
+      } catch {
+        // a malformed or slow request gets no answer
+      }
       await stream.close().catch(() => {});
     });
+  }
+
+  /** One request to a peer over a protocol served by serve(); throws on timeout or a bad answer. */
+  async request(peerId: string, protocol: string, request: unknown, timeoutMs: number, maxBytes = 64 * 1024): Promise<unknown> {
+    const signal = AbortSignal.timeout(timeoutMs);
+    const stream = await this.node.dialProtocol(peerIdFromString(peerId), protocol, { signal });
+    try {
+      const lp = lpStream(stream, { maxDataLength: maxBytes });
+      await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal });
+      const frame = await lp.read({ signal });
+      return JSON.parse(new TextDecoder().decode(frame.subarray()));
+    } finally {
+      await stream.close().catch(() => {});
+    }
+  }
+
+  /** Cards of admitted peers, by peer id. */
+  readonly cards = new Map<string, unknown>();
+
+  async #cardHandshake(cards: NonNullable<MeshNetOptions["cards"]>): Promise<void> {
+    await this.serve(CARD_PROTOCOL, () => cards.own);
     this.node.addEventListener("peer:connect", (evt) => {
       const peerId = evt.detail.toString();
       if (this.admitted.has(peerId)) return;
@@ -95,18 +131,17 @@ export class MeshNet {
 
   async #checkCard(peerId: string, cards: NonNullable<MeshNetOptions["cards"]>): Promise<void> {
     let reason: string | null;
+    let card: unknown = null;
     try {
-      const signal = AbortSignal.timeout(cards.timeoutMs);
-      const stream = await this.node.dialProtocol(peerIdFromString(peerId), CARD_PROTOCOL, { signal });
-      const lp = lpStream(stream, { maxDataLength: 64 * 1024 });
-      const frame = await lp.read({ signal });
-      await stream.close().catch(() => {});
-      reason = cards.admit(JSON.parse(new TextDecoder().decode(frame.subarray())), peerId);
+      card = await this.request(peerId, CARD_PROTOCOL, {}, cards.timeoutMs);
+      reason = cards.admit(card, peerId);
     } catch (e) {
       reason = `no node card within ${cards.timeoutMs} ms (${(e as Error).message})`;
     }
     if (reason === null) {
       this.admitted.add(peerId);
+      this.cards.set(peerId, card);
+      cards.onAdmitted?.(peerId, card);
       return;
     }
     this.refused.set(peerId, reason);

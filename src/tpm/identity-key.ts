@@ -25,14 +25,18 @@ export interface Quote {
   akPublic: Uint8Array;
 }
 
+/**
+ * The key holds no TPM connection between operations: each one connects, works, and
+ * disconnects (a few ms). So the daemon and `dsm ingest` can share a TPM that takes one
+ * client at a time (swtpm without a resource manager), and a TPM restart costs nothing.
+ */
 export class TpmIdentityKey implements IdentityKey {
   readonly kind = "tpm" as const;
   readonly publicKey: Uint8Array;
-  #ak: { handle: number; publicArea: Uint8Array } | null = null;
+  #akPublic: Uint8Array | null = null;
 
   private constructor(
-    readonly tpm: Tpm,
-    readonly handle: number,
+    readonly tcti: string,
     readonly persistentHandle: number,
     publicArea: Uint8Array,
   ) {
@@ -47,8 +51,7 @@ export class TpmIdentityKey implements IdentityKey {
    */
   static create(tcti: string, persistentHandle = DEFAULT_TPM_HANDLE, force = false): TpmIdentityKey {
     checkHandle(persistentHandle);
-    const tpm = Tpm.open(tcti);
-    try {
+    return withTpm(tcti, (tpm) => {
       let existing: number | null = null;
       try {
         existing = tpm.loadPersistent(persistentHandle);
@@ -59,44 +62,27 @@ export class TpmIdentityKey implements IdentityKey {
         if (!force) throw new TpmError(`TPM handle ${handleHex(persistentHandle)} already holds a key; use --force to replace it (the node gets a new identity) or choose identity.tpm_handle`);
         tpm.persist(existing, persistentHandle); // EvictControl on a persistent object removes it
       }
-      // Random `unique`: a new identity, not the owner seed's one key for this template
+      // Random \`unique\`: a new identity, not the owner seed's one key for this template
       // (it is persisted, so nothing ever needs to derive it again).
       const made = tpm.createPrimary("owner", eccSigningTemplate(false, crypto.getRandomValues(new Uint8Array(32))));
       tpm.persist(made.handle, persistentHandle);
       tpm.flush(made.handle);
-      return new TpmIdentityKey(tpm, tpm.loadPersistent(persistentHandle), persistentHandle, made.publicArea);
-    } catch (e) {
-      tpm.close();
-      throw e;
-    }
+      return new TpmIdentityKey(tcti, persistentHandle, made.publicArea);
+    });
   }
 
   /** The identity key persisted at a handle; a clear error when the handle is empty. */
   static load(tcti: string, persistentHandle = DEFAULT_TPM_HANDLE): TpmIdentityKey {
     checkHandle(persistentHandle);
-    const tpm = Tpm.open(tcti);
-    try {
-      let handle: number;
-      try {
-        handle = tpm.loadPersistent(persistentHandle);
-      } catch (e) {
-        if (e instanceof TpmError && (e.rc! & 0xfff) === TPM2_RC_HANDLE_EMPTY) {
-          throw new TpmError(`TPM handle ${handleHex(persistentHandle)} is empty: this TPM holds no dsm identity key there (was the TPM cleared, or is identity.tpm_handle wrong? dsm init --tpm creates one)`, e.rc);
-        }
-        throw e;
-      }
-      return new TpmIdentityKey(tpm, handle, persistentHandle, tpm.readPublic(handle));
-    } catch (e) {
-      tpm.close();
-      throw e;
-    }
+    return withTpm(tcti, (tpm) => new TpmIdentityKey(tcti, persistentHandle, tpm.readPublic(loadHandle(tpm, persistentHandle))));
   }
 
   /** Same contract as the software key: ECDSA-SHA256 with the 32-byte domain digest as the message. */
   async sign(digest: Uint8Array): Promise<Uint8Array> {
     if (!(digest instanceof Uint8Array) || digest.length !== 32) throw new TpmError("the identity key signs 32-byte digests only");
     // ECDSA-SHA256 hashes its message; the TPM signs a hash it is given, so it gets sha256(digest).
-    const sig = parseSignatureEcdsa(this.tpm.sign(this.handle, sha256(digest)));
+    const wire = withTpm(this.tcti, (tpm) => tpm.sign(loadHandle(tpm, this.persistentHandle), sha256(digest)));
+    const sig = parseSignatureEcdsa(wire);
     const rs = new Uint8Array(64);
     rs.set(sig.r, 0);
     rs.set(sig.s, 32);
@@ -104,9 +90,14 @@ export class TpmIdentityKey implements IdentityKey {
     return normaliseLowS(rs);
   }
 
-  /** TPMT_PUBLIC of the attestation key (derived from the endorsement seed on first use). */
+  /** TPMT_PUBLIC of the attestation key (derived from the endorsement seed, the same every time). */
   attestationPublic(): Uint8Array {
-    return this.#attestationKey().publicArea;
+    this.#akPublic ??= withTpm(this.tcti, (tpm) => {
+      const ak = tpm.createPrimary("endorsement", eccSigningTemplate(true));
+      tpm.flush(ak.handle);
+      return ak.publicArea;
+    });
+    return this.#akPublic;
   }
 
   /** SEC1 compressed public key of the attestation key, as the card names it. */
@@ -116,29 +107,43 @@ export class TpmIdentityKey implements IdentityKey {
 
   /** TPM2_Quote over sha256 PCRs with the attestation key. */
   quote(nonce: Uint8Array, pcrs: readonly number[]): Quote {
-    const ak = this.#attestationKey();
-    return { ...this.tpm.quote(ak.handle, nonce, pcrs), akPublic: ak.publicArea };
+    return withTpm(this.tcti, (tpm) => {
+      const ak = tpm.createPrimary("endorsement", eccSigningTemplate(true));
+      try {
+        this.#akPublic ??= ak.publicArea;
+        return { ...tpm.quote(ak.handle, nonce, pcrs), akPublic: ak.publicArea };
+      } finally {
+        tpm.flush(ak.handle);
+      }
+    });
   }
 
   pcrRead(pcrs: readonly number[]): Uint8Array[] {
-    return this.tpm.pcrRead(pcrs);
+    return withTpm(this.tcti, (tpm) => tpm.pcrRead(pcrs));
   }
 
-  #attestationKey(): { handle: number; publicArea: Uint8Array } {
-    this.#ak ??= this.tpm.createPrimary("endorsement", eccSigningTemplate(true));
-    return this.#ak;
-  }
+  /** Kept for callers that close what they open: there is no connection to close. */
+  close(): void {}
+}
 
-  close(): void {
-    if (this.#ak) {
-      try {
-        this.tpm.flush(this.#ak.handle);
-      } catch {
-        // the context is going away anyway
-      }
-      this.#ak = null;
+/** Runs fn on a fresh connection to the TPM, closed afterwards whatever happens. */
+export function withTpm<T>(tcti: string, fn: (tpm: Tpm) => T): T {
+  const tpm = Tpm.open(tcti);
+  try {
+    return fn(tpm);
+  } finally {
+    tpm.close();
+  }
+}
+
+function loadHandle(tpm: Tpm, persistentHandle: number): number {
+  try {
+    return tpm.loadPersistent(persistentHandle);
+  } catch (e) {
+    if (e instanceof TpmError && (e.rc! & 0xfff) === TPM2_RC_HANDLE_EMPTY) {
+      throw new TpmError(`TPM handle ${handleHex(persistentHandle)} is empty: this TPM holds no dsm identity key there (was the TPM cleared, or is identity.tpm_handle wrong? dsm init --tpm creates one)`, e.rc);
     }
-    this.tpm.close();
+    throw e;
   }
 }
 
