@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 import { haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
@@ -168,4 +168,47 @@ describe("attestation and quarantine with real TPMs", () => {
     const cp = await checkpoint();
     expect(cp.ranges[e1]).toEqual([3, 4]);
   }, 30_000);
+
+  test("over the mesh: the validator's daemon challenges each node as it connects; the changed edge is quarantined, the healthy one passes", async () => {
+    const e1 = await nodeId("e1");
+    const procs: ReturnType<typeof Bun.spawn>[] = [];
+    const start = async (d: string, bootstrap: string[]) => {
+      fs.rmSync(path.join(d, "run.json"), { force: true });
+      const p = Bun.spawn([DSM, "run", "--data-dir", d], {
+        env: { ...env, ...inMesh(), DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(","), DSM_ATTESTATION_INTERVAL_EPOCHS: "2" },
+        stdout: "ignore",
+        stderr: "ignore",
+      });
+      procs.push(p);
+      for (let i = 0; i < 200 && !fs.existsSync(path.join(d, "run.json")); i++) await Bun.sleep(50);
+      const info = JSON.parse(fs.readFileSync(path.join(d, "run.json"), "utf8")) as { addrs: string[]; peer_id: string };
+      return `${info.addrs[0]}/p2p/${info.peer_id}`;
+    };
+    try {
+      const v = await start(dir("v"), []);
+      await start(dir("e1"), [v]);
+      await start(dir("e2"), [v]);
+      let status: { attestation: { passed: number; failed: number } } | null = null;
+      for (let i = 0; i < 80; i++) {
+        status = JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"], inMesh())).daemon;
+        if (status!.attestation.failed >= 1 && status!.attestation.passed >= 1) break;
+        await Bun.sleep(250);
+      }
+      expect(status!.attestation.failed).toBeGreaterThanOrEqual(1); // e1: PCR 7 still extended
+      expect(status!.attestation.passed).toBeGreaterThanOrEqual(1); // e2
+      const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+      expect(list.quarantined.map((q: { node_id: string }) => q.node_id)).toEqual([e1]);
+      expect(list.records.at(-1)).toMatchObject({ node_id: e1, action: "quarantine", reason: "attestation_failed", detail: expect.stringContaining("pcr-digest") });
+      // The record reaches the edges by gossip.
+      let onEdge: { quarantined: { node_id: string }[] } = { quarantined: [] };
+      for (let i = 0; i < 40 && onEdge.quarantined.length === 0; i++) {
+        onEdge = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("e2"), "--json"], inMesh()));
+        await Bun.sleep(250);
+      }
+      expect(onEdge.quarantined.map((q) => q.node_id)).toEqual([e1]);
+    } finally {
+      for (const p of procs) p.kill("SIGTERM");
+      await Promise.all(procs.map((p) => p.exited));
+    }
+  }, 60_000);
 });

@@ -25,12 +25,15 @@ const VERSION: string = pkg.version;
 import type { DSMNode } from "../node/node.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { MeshNet, type Verdict } from "./p2p.ts";
-import { parseCard } from "../identity/card.ts";
+import { type NodeCard, parseCard } from "../identity/card.ts";
+import { TpmIdentityKey } from "../tpm/identity-key.ts";
+import { answerChallenge, newNonce, verifyAttestation } from "../tpm/attestation.ts";
 import { toHex } from "../encoding/hex.ts";
 import { parseQuarantine, quarantineDigest, type QuarantineRecord } from "./quarantine.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 
 const ENC = new TextEncoder();
+export const ATTEST_PROTOCOL = "/dsm/attest/1";
 /** Batches sent in answer to one want. */
 const WANT_BATCHES = 4;
 const DEC = new TextDecoder("utf-8", { fatal: true });
@@ -60,6 +63,7 @@ export interface DaemonStatus {
   lag_epochs: number | null;
   validators: { index: number; node_id: string; peer_id: string; connected: boolean; signed_last: boolean }[];
   consensus: { round: number; step: string; base_epoch: number; flagged: number[] } | null;
+  attestation: { challenging: boolean; passed: number; failed: number };
 }
 
 export class Daemon {
@@ -70,6 +74,10 @@ export class Daemon {
   #timer: ReturnType<typeof setInterval> | null = null;
   #syncTimer: ReturnType<typeof setInterval> | null = null;
   #quarantineTimer: ReturnType<typeof setInterval> | null = null;
+  #attestTimer: ReturnType<typeof setInterval> | null = null;
+  #attesting = false;
+  #attested = 0;
+  #attestationFailures = 0;
   #lastSeq = 0;
   #stopping = false;
   #published = 0;
@@ -123,12 +131,24 @@ export class Daemon {
         own: this.node.card(),
         admit: (card, peerId) => admitCard(this.node, card, peerId),
         timeoutMs: 5000,
+        onAdmitted: (peerId, card) => {
+          if (this.#attesting) void this.#challenge(peerId, card as NodeCard);
+        },
         onRefused: (peerId, reason) => {
           this.#rejected.peer = (this.#rejected.peer ?? 0) + 1;
           this.log(`dsm run: peer ${peerId} refused: ${reason}`);
         },
       },
     });
+    // Every node answers attestation challenges (with a TPM; without one it says so).
+    await this.#net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
+    this.#attesting = this.#validator !== null && this.node.genesis.attestation.required;
+    const every = this.node.config.attestation.interval_epochs;
+    if (this.#attesting && every > 0) {
+      this.#attestTimer = setInterval(() => {
+        for (const [peerId, card] of this.#net.cards) void this.#challenge(peerId, card as NodeCard);
+      }, every * this.node.genesis.epoch_duration * 1000);
+    }
     this.#net.subscribe(this.mbTopic, (data, from) => this.#onMicroblocks(data, from), () => {});
     this.#net.subscribe(this.cpTopic, (data) => this.#checkConsensus(data), (data) => this.#onConsensus(data));
     // Everything of this node's chain is offered once at start: peers keep what they lack.
@@ -192,6 +212,7 @@ export class Daemon {
       lag_epochs: this.#lastFinalized === null ? null : Math.max(0, closed - this.#lastFinalized),
       validators: genesis.validators.map((c, i) => ({ index: i, node_id: c.node_id, peer_id: c.peer_id, connected: connected.has(c.peer_id) || c.node_id === this.node.nodeId, signed_last: signed.has(i) })),
       consensus: st ? { round: st.round, step: st.step, base_epoch: st.baseEpoch, flagged: st.flagged } : null,
+      attestation: { challenging: this.#attesting, passed: this.#attested, failed: this.#attestationFailures },
     };
   }
 
@@ -213,6 +234,7 @@ export class Daemon {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#syncTimer) clearInterval(this.#syncTimer);
     if (this.#quarantineTimer) clearInterval(this.#quarantineTimer);
+    if (this.#attestTimer) clearInterval(this.#attestTimer);
     this.#engine?.stop();
     this.#control?.stop(true);
     this.#metrics?.stop(true);
@@ -385,6 +407,54 @@ export class Daemon {
       return;
     }
     this.#engine?.receive(v);
+  }
+
+  /** The answer to a validator's challenge: a quote of the asked PCRs over its nonce. */
+  #answer(req: unknown): unknown {
+    const r = req as { nonce?: unknown; pcrs?: unknown };
+    if (typeof r.nonce !== "string" || !/^[0-9a-f]{64}$/.test(r.nonce)) return { error: "nonce must be 32 bytes of hex" };
+    if (!Array.isArray(r.pcrs) || r.pcrs.length === 0 || r.pcrs.length > 24 || !r.pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23)) return { error: "pcrs must list PCR indices 0-23" };
+    if (!(this.node.identity instanceof TpmIdentityKey)) return { error: "this node has no TPM (software identity key)" };
+    try {
+      return answerChallenge(this.node.identity, this.node.card(), this.node.mesh, r.nonce, r.pcrs as number[]);
+    } catch (e) {
+      return { error: `TPM: ${(e as Error).message}` };
+    }
+  }
+
+  /**
+   * Challenges a peer (DESIGN.md section 7): a fresh nonce, a quote of the genesis PCRs back,
+   * checked against the genesis. A failed or missing answer makes this validator sign a
+   * quarantine record, which gossip carries to every node.
+   */
+  async #challenge(peerId: string, card: NodeCard): Promise<void> {
+    if (!this.#validator || this.#stopping) return;
+    if (this.builder.quarantine.quarantinedFrom(card.node_id) !== undefined) return; // already held back
+    const nonce = newNonce();
+    const timeoutMs = this.node.config.attestation.timeout_s * 1000;
+    let answer: unknown;
+    let missed = false;
+    try {
+      answer = await this.#net.request(peerId, ATTEST_PROTOCOL, { nonce, pcrs: this.node.genesis.attestation.pcrs }, timeoutMs, 64 * 1024);
+    } catch (e) {
+      missed = true;
+      answer = { error: (e as Error).message };
+    }
+    if (this.#stopping) return;
+    const error = (answer as { error?: unknown })?.error;
+    const r = typeof error === "string" ? { ok: false as const, check: "no_answer", reason: error } : verifyAttestation(answer, this.node.genesis, nonce);
+    if (r.ok) {
+      this.#attested++;
+      return;
+    }
+    this.#attestationFailures++;
+    const record = this.#validator.quarantine(card.node_id, {
+      action: "quarantine",
+      reason: missed ? "attestation_missed" : "attestation_failed",
+      detail: `${r.check}: ${r.reason}`,
+    });
+    this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`);
+    this.#engine?.logChanged();
   }
 
   /** A quarantine record from the mesh: checked against the genesis validators, stored, honoured. */
