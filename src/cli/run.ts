@@ -21,10 +21,16 @@ writes run.json (pid, peer id, addresses) in the data dir, and removes it on exi
 SIGTERM or SIGINT stops it gracefully (last batch sent, consensus stopped, ledger
 closed); a second signal exits at once.
 
+Every connection starts with a node-card handshake: a peer whose card does not verify,
+or is not admitted by the genesis, is disconnected and refused. In a mesh that requires
+attestation, validators challenge each node (a TPM quote over a fresh nonce) when it
+connects and every attestation.interval_epochs; a failure is a signed quarantine record,
+gossiped like every quarantine record. The control socket (control.sock) answers dsm
+status, dsm peers and dsm checkpoint; metrics.port serves Prometheus metrics.
+
 Not yet in this build: the /dsm/sync/1 and /dsm/finality/1 request/response protocols
-(gaps and missed certificates are asked for over gossip instead), the connection gater,
-attestation challenges over the mesh, the control socket, metrics, and edges keeping
-the certificates of their own microblocks.
+(gaps and missed certificates are asked for over gossip instead), and edges keeping the
+certificates of their own microblocks.
 
 EXAMPLES
   dsm run --data-dir /var/lib/dsm
