@@ -10,8 +10,8 @@ Yamux), dials gossip.bootstrap_nodes and keeps them dialled, and then:
     mitigation write to the same ledger from other processes), with its key certificate
     and payload;
   - validates every microblock other nodes gossip (DESIGN.md section 5) and stores it;
-    an invalid batch is rejected, which penalises the peer that sent it; a gap is asked
-    for on the mesh;
+    an invalid batch is rejected, which penalises the peer that sent it; a gap is
+    fetched with /dsm/sync/1;
   - on a validator of the mesh's genesis, runs the consensus engine on the epoch timer:
     proposals, votes and signatures over gossip, finality certificates stored in the
     ledger as they are made (see dsm checkpoint show).
@@ -28,9 +28,11 @@ connects and every attestation.interval_epochs; a failure is a signed quarantine
 gossiped like every quarantine record. The control socket (control.sock) answers dsm
 status, dsm peers and dsm checkpoint; metrics.port serves Prometheus metrics.
 
-Not yet in this build: the /dsm/sync/1 and /dsm/finality/1 request/response protocols
-(gaps and missed certificates are asked for over gossip instead), and edges keeping the
-certificates of their own microblocks.
+Gaps are fetched with /dsm/sync/1 and missed certificates with /dsm/finality/1, so a
+node that was offline catches up with those alone.
+
+Not yet in this build: edges keeping the certificates of their own microblocks (an edge
+stores every node's microblocks instead).
 
 EXAMPLES
   dsm run --data-dir /var/lib/dsm

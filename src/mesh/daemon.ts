@@ -34,8 +34,11 @@ import { canonicalize } from "../encoding/jcs.ts";
 
 const ENC = new TextEncoder();
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
-/** Batches sent in answer to one want. */
-const WANT_BATCHES = 4;
+export const SYNC_PROTOCOL = "/dsm/sync/1";
+export const FINALITY_PROTOCOL = "/dsm/finality/1";
+/** Bytes of exchange lines in one /dsm/sync/1 answer, and answers fetched per peer per want. */
+const SYNC_CHUNK_BYTES = 512 * 1024;
+const SYNC_ROUNDS = 8;
 const DEC = new TextDecoder("utf-8", { fatal: true });
 
 export interface DaemonLog {
@@ -92,7 +95,6 @@ export class Daemon {
   #metrics: ReturnType<typeof startMetrics> | null = null;
   readonly builder: CheckpointBuilder;
   #wants = new Map<string, number>();
-  #served = new Map<number, number>();
   #sentRecords = new Set<string>();
   #ticks = 0;
   readonly mbTopic: string;
@@ -142,6 +144,8 @@ export class Daemon {
     });
     // Every node answers attestation challenges (with a TPM; without one it says so).
     await this.#net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
+    await this.#net.serve(SYNC_PROTOCOL, (req) => this.#serveSync(req), 4096);
+    await this.#net.serve(FINALITY_PROTOCOL, (req) => this.#serveFinality(req), 4096);
     this.#attesting = this.#validator !== null && this.node.genesis.attestation.required;
     const every = this.node.config.attestation.interval_epochs;
     if (this.#attesting && every > 0) {
@@ -161,21 +165,17 @@ export class Daemon {
       this.#engine = this.#validator.engine({
         transport: {
           broadcast: (m) => void this.#publishJson(this.cpTopic, m),
-          requestCertificates: (after) => void this.#publishJson(this.cpTopic, { type: "R", after }),
+          requestCertificates: () => void this.#catchUp(),
           fetchMicroblocks: (ranges) => {
-            for (const [nodeId, [from]] of Object.entries(ranges)) this.#want(nodeId, from);
+            for (const [nodeId, [from]] of Object.entries(ranges)) void this.#want(nodeId, from);
           },
         },
         onEvent: (e) => this.#onEngineEvent(e),
       });
       this.#engine.start();
-      // Catch-up: ask for certificates after ours every 2 s (peers answer only with newer
-      // ones, so this costs a few bytes once caught up). A request sent before the first
-      // peer connects, or while a certificate's microblocks were missing, is not lost.
-      this.#syncTimer = setInterval(() => {
-        const after = this.builder.latest()?.checkpoint.epoch ?? -1;
-        void this.#publishJson(this.cpTopic, { type: "R", after });
-      }, 2000);
+      // Catch-up with /dsm/finality/1 every 2 s (an answer with nothing newer costs a few
+      // bytes), so a validator that was down, or missed a certificate, needs nothing else.
+      this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
     }
     this.#control = startControl(this);
     if (this.node.config.metrics.port !== 0) this.#metrics = startMetrics(this, this.node.config.metrics.port, VERSION);
@@ -249,22 +249,46 @@ export class Daemon {
 
   #publishing = false;
 
+  /**
+   * A node's microblocks from a seq as exchange lines (each key certificate before the first
+   * microblock that uses it), in chunks of at most maxBytes: the gossip batches and the
+   * /dsm/sync/1 answers are the same text.
+   */
+  *#chunks(nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
+    let text = "";
+    let lastSeq = 0;
+    let count = 0;
+    const keys = new Set<string>();
+    for (const page of this.node.ledger.listPages({ nodeId, fromSeq }, 500)) {
+      for (const mb of page) {
+        if (mb.mesh !== this.node.mesh) continue;
+        const cert = this.node.ledger.keyCert(mb.key);
+        const certLine = cert === null ? "" : certificateLine(cert);
+        const mbLine = microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
+        if (text !== "" && text.length + certLine.length + mbLine.length > maxBytes) {
+          yield { text, lastSeq, count };
+          text = "";
+          count = 0;
+          keys.clear();
+        }
+        // Each chunk stands alone: it carries the certificate of every key it uses.
+        if (!keys.has(mb.key)) text += certLine;
+        keys.add(mb.key);
+        text += mbLine;
+        lastSeq = mb.seq;
+        count++;
+      }
+    }
+    if (text !== "") yield { text, lastSeq, count };
+  }
+
   /** New microblocks of this node's own chain, in batches bounded by max_message_bytes. */
-  async #publishNew(fromSeq?: number): Promise<void> {
-    // The timer's run is one at a time; a run answering a want is separate and bounded.
-    const timed = fromSeq === undefined;
-    if (timed && this.#publishing) return;
-    if (timed) this.#publishing = true;
+  async #publishNew(): Promise<void> {
+    if (this.#publishing) return;
+    this.#publishing = true;
     try {
-      const limit = this.node.config.gossip.max_message_bytes;
-      let batch = "";
-      let batchLast = 0;
-      let batches = 0;
-      const keys = new Set<string>();
-      /** False when nobody received the batch: the timer then offers it again next tick. */
-      const flush = async (): Promise<boolean> => {
-        if (batch === "") return true;
-        const bytes = ENC.encode(batch);
+      for (const chunk of this.#chunks(this.node.nodeId, this.#lastSeq + 1, this.node.config.gossip.max_message_bytes - 1024)) {
+        const bytes = ENC.encode(chunk.text);
         this.#bytesOut += bytes.length;
         let sent = 0;
         try {
@@ -272,46 +296,79 @@ export class Daemon {
         } catch (e) {
           this.log(`dsm run: gossip: ${(e as Error).message}`);
         }
-        batches++;
-        batch = "";
-        keys.clear();
-        if (sent === 0) return false;
-        if (timed) this.#lastSeq = Math.max(this.#lastSeq, batchLast);
-        return true;
-      };
-      const start = fromSeq ?? this.#lastSeq + 1;
-      for (const page of this.node.ledger.listPages({ nodeId: this.node.nodeId, fromSeq: start }, 500)) {
-        for (const mb of page) {
-          if (mb.mesh !== this.node.mesh) continue;
-          let lines = "";
-          if (!keys.has(mb.key)) {
-            const cert = this.node.ledger.keyCert(mb.key);
-            if (cert !== null) lines += certificateLine(cert);
-          }
-          lines += microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
-          if (batch.length + lines.length > limit - 1024) {
-            if (!(await flush())) return;
-            // A want is answered with a few batches; the asker asks again for the rest.
-            if (!timed && batches >= WANT_BATCHES) return;
-          }
-          keys.add(mb.key);
-          batch += lines;
-          batchLast = mb.seq;
-          this.#published++;
-        }
+        // Nobody got it (no peer subscribed yet): offered again on the next tick.
+        if (sent === 0) return;
+        this.#lastSeq = Math.max(this.#lastSeq, chunk.lastSeq);
+        this.#published += chunk.count;
       }
-      await flush();
     } finally {
-      if (timed) this.#publishing = false;
+      this.#publishing = false;
     }
   }
 
-  /** Asks the mesh for a node's microblocks from a seq (at most once a second per node). */
-  #want(nodeId: string, fromSeq: number): void {
+  /** Serves /dsm/sync/1: a node's microblocks from a seq, one bounded chunk. */
+  #serveSync(req: unknown): unknown {
+    const r = req as { node_id?: unknown; from_seq?: unknown };
+    if (typeof r.node_id !== "string" || !/^[0-9a-f]{64}$/.test(r.node_id)) return { error: "node_id must be a 64-hex node id" };
+    if (typeof r.from_seq !== "number" || !Number.isSafeInteger(r.from_seq) || r.from_seq < 1) return { error: "from_seq must be an integer >= 1" };
+    const first = this.#chunks(r.node_id, r.from_seq, SYNC_CHUNK_BYTES).next();
+    return { lines: first.done ? "" : first.value.text };
+  }
+
+  /** Serves /dsm/finality/1: certificates after an epoch, oldest first, a bounded number. */
+  #serveFinality(req: unknown): unknown {
+    const after = (req as { after?: unknown }).after;
+    if (typeof after !== "number" || !Number.isSafeInteger(after) || after < -1) return { error: "after must be an epoch (or -1)" };
+    return { certificates: this.builder.since(after, 64) };
+  }
+
+  /** Admitted peers, in random order (validators first when `validatorsFirst`). */
+  #peersToAsk(validatorsFirst: boolean): string[] {
+    const validators = new Set(this.node.genesis.validators.map((c) => c.peer_id));
+    const peers = [...this.#net.cards.keys()].sort(() => Math.random() - 0.5);
+    return validatorsFirst ? [...peers.filter((p) => validators.has(p)), ...peers.filter((p) => !validators.has(p))] : peers;
+  }
+
+  /**
+   * Fetches a node's microblocks from a seq with /dsm/sync/1 (at most once a second per
+   * node), from the first peer that has them, chunk after chunk, through the same checks as
+   * gossip.
+   */
+  async #want(nodeId: string, fromSeq: number): Promise<void> {
     const now = Date.now();
     if ((this.#wants.get(nodeId) ?? 0) > now - 1000) return;
     this.#wants.set(nodeId, now);
-    void this.#net.publish(this.mbTopic, ENC.encode(JSON.stringify({ kind: "want", node_id: nodeId, from_seq: fromSeq }) + "\n")).catch(() => {});
+    let from = fromSeq;
+    for (const peer of this.#peersToAsk(true)) {
+      for (let round = 0; round < SYNC_ROUNDS; round++) {
+        let answer: { lines?: unknown };
+        try {
+          answer = (await this.#net.request(peer, SYNC_PROTOCOL, { node_id: nodeId, from_seq: from }, 10_000, SYNC_CHUNK_BYTES * 2)) as { lines?: unknown };
+        } catch {
+          break;
+        }
+        if (typeof answer.lines !== "string" || answer.lines === "") break;
+        const { verdict, stored, last } = this.#store(answer.lines.split("\n").filter((l) => l !== ""));
+        if (verdict !== "accept" || stored === 0) break;
+        from = last + 1;
+      }
+      if (from > fromSeq) return;
+    }
+  }
+
+  /** Certificates after ours, with /dsm/finality/1, from a validator that has them. */
+  async #catchUp(): Promise<void> {
+    if (!this.#engine) return;
+    const after = this.builder.latest()?.checkpoint.epoch ?? -1;
+    for (const peer of this.#peersToAsk(true).slice(0, 2)) {
+      try {
+        const answer = (await this.#net.request(peer, FINALITY_PROTOCOL, { after }, 10_000, 4 << 20)) as { certificates?: unknown };
+        if (Array.isArray(answer.certificates)) for (const c of answer.certificates) this.#engine.receive(c);
+        if (Array.isArray(answer.certificates) && answer.certificates.length > 0) return;
+      } catch {
+        // the next peer
+      }
+    }
   }
 
   // --- microblocks in ---------------------------------------------------------------
@@ -330,9 +387,13 @@ export class Daemon {
     } catch {
       return this.#reject("encoding");
     }
-    const lines = text.split("\n").filter((l) => l !== "");
-    if (lines.length === 1 && lines[0]!.startsWith('{"kind":"want"')) return this.#onWant(lines[0]!);
+    return this.#store(text.split("\n").filter((l) => l !== "")).verdict;
+  }
+
+  /** Validates and stores exchange lines in one transaction; an invalid line ends the batch. */
+  #store(lines: string[]): { verdict: Verdict; stored: number; last: number } {
     let stored = 0;
+    let last = 0;
     let verdict: Verdict = "accept";
     this.node.ledger.immediate(() => {
       for (const [i, line] of lines.entries()) {
@@ -342,7 +403,8 @@ export class Daemon {
           else {
             const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
             if (out.status === "stored") stored++;
-            else if (out.status === "gap") this.#want(out.microblock.node_id, out.have + 1);
+            else if (out.status === "gap") void this.#want(out.microblock.node_id, out.have + 1);
+            last = out.microblock.seq;
           }
         } catch (e) {
           if (e instanceof MicroblockRejected) verdict = this.#reject(e.reason);
@@ -356,24 +418,7 @@ export class Daemon {
       this.#received += stored;
       this.#engine?.logChanged();
     }
-    return verdict;
-  }
-
-  #onWant(line: string): Verdict {
-    let w: { node_id?: unknown; from_seq?: unknown };
-    try {
-      w = JSON.parse(line);
-    } catch {
-      return this.#reject("malformed");
-    }
-    if (w.node_id !== this.node.nodeId) return "accept"; // someone else's chain: its owner answers
-    if (typeof w.from_seq !== "number" || !Number.isSafeInteger(w.from_seq) || w.from_seq < 1) return this.#reject("malformed");
-    const seq = w.from_seq;
-    const now = Date.now();
-    if ((this.#served.get(seq) ?? 0) > now - 1000) return "accept";
-    this.#served.set(seq, now);
-    void this.#publishNew(seq);
-    return "accept";
+    return { verdict, stored, last };
   }
 
   // --- consensus --------------------------------------------------------------------
@@ -397,15 +442,6 @@ export class Daemon {
   #onConsensus(data: Uint8Array): void {
     const v = JSON.parse(DEC.decode(data)) as { type: string; after?: unknown };
     if (v.type === "Q") return this.#onQuarantine(v);
-    if (v.type === "R") {
-      if (!this.#validator || typeof v.after !== "number") return;
-      const after = v.after;
-      const now = Date.now();
-      if ((this.#served.get(-1 - after) ?? 0) > now - 1000) return;
-      this.#served.set(-1 - after, now);
-      for (const c of this.#validator.builder.since(after)) void this.#publishJson(this.cpTopic, c);
-      return;
-    }
     this.#engine?.receive(v);
   }
 
