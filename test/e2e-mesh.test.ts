@@ -226,6 +226,12 @@ describe("four validators and an edge, each its own dsm run process", () => {
     const r = await runDsm(["verify-proof", bundle, "--genesis", genesisFile], env);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^OK: /);
+    // The edge keeps the certificates too, so it proves its own event without a validator.
+    await finalizedEverywhere([E], 40, 20_000);
+    const own = path.join(root, "proof-from-edge.json");
+    await ok(["proof", "inclusion", last.id, "--data-dir", E, "-o", own]);
+    const r2 = await runDsm(["verify-proof", own, "--genesis", genesisFile], env);
+    expect(r2.code).toBe(0);
   }, 30_000);
 
   test("a validator is killed: the other three go on finalizing", async () => {

@@ -14,7 +14,7 @@ Yamux), dials gossip.bootstrap_nodes and keeps them dialled, and then:
     fetched with /dsm/sync/1;
   - on a validator of the mesh's genesis, runs the consensus engine on the epoch timer:
     proposals, votes and signatures over gossip, finality certificates stored in the
-    ledger as they are made (see dsm checkpoint show).
+    ledger as they are made (see dsm checkpoint show); edges fetch and keep them too.
 The peer id comes from libp2p.key and survives restarts. When it is listening the daemon
 writes run.json (pid, peer id, addresses) in the data dir, and removes it on exit.
 
@@ -31,8 +31,9 @@ status, dsm peers and dsm checkpoint; metrics.port serves Prometheus metrics.
 Gaps are fetched with /dsm/sync/1 and missed certificates with /dsm/finality/1, so a
 node that was offline catches up with those alone.
 
-Not yet in this build: edges keeping the certificates of their own microblocks (an edge
-stores every node's microblocks instead).
+Edges keep the finality certificates too, so dsm proof works on an edge for its own
+events. An edge still stores every node's microblocks (to check the certificates it keeps),
+which costs verification work a future build will save.
 
 EXAMPLES
   dsm run --data-dir /var/lib/dsm

@@ -16,6 +16,7 @@ import { MicroblockRejected } from "../chain/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
 import { CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
+import { verifyFinality } from "../log/bundle.ts";
 import { epochAt, epochBounds } from "../log/checkpoint.ts";
 import { signerIndices } from "../consensus/validators.ts";
 import { CONTROL_SOCKET, startControl, startMetrics } from "./control.ts";
@@ -175,6 +176,10 @@ export class Daemon {
       this.#engine.start();
       // Catch-up with /dsm/finality/1 every 2 s (an answer with nothing newer costs a few
       // bytes), so a validator that was down, or missed a certificate, needs nothing else.
+      this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
+    } else {
+      // An edge keeps the certificates too (it holds the microblocks they cover), so it can
+      // prove its own events: dsm proof inclusion works on the edge itself.
       this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
     }
     this.#control = startControl(this);
@@ -358,12 +363,11 @@ export class Daemon {
 
   /** Certificates after ours, with /dsm/finality/1, from a validator that has them. */
   async #catchUp(): Promise<void> {
-    if (!this.#engine) return;
     const after = this.builder.latest()?.checkpoint.epoch ?? -1;
     for (const peer of this.#peersToAsk(true).slice(0, 2)) {
       try {
         const answer = (await this.#net.request(peer, FINALITY_PROTOCOL, { after }, 10_000, 4 << 20)) as { certificates?: unknown };
-        if (Array.isArray(answer.certificates)) for (const c of answer.certificates) this.#engine.receive(c);
+        if (Array.isArray(answer.certificates)) for (const c of answer.certificates) this.#onCertificate(c);
         if (Array.isArray(answer.certificates) && answer.certificates.length > 0) return;
       } catch {
         // the next peer
@@ -442,7 +446,36 @@ export class Daemon {
   #onConsensus(data: Uint8Array): void {
     const v = JSON.parse(DEC.decode(data)) as { type: string; after?: unknown };
     if (v.type === "Q") return this.#onQuarantine(v);
+    if (v.type === "F") return this.#onCertificate(v);
     this.#engine?.receive(v);
+  }
+
+  /**
+   * A finality certificate: a validator's engine checks and applies it; an edge checks the
+   * quorum against the genesis, and stores it when it extends its latest and its body
+   * recomputes from the microblocks it holds (fetching any it lacks).
+   */
+  #onCertificate(value: unknown): void {
+    if (this.#engine) return this.#engine.receive(value);
+    let cert: FinalityCertificate;
+    try {
+      verifyFinality(value, this.node.genesis, "certificate", this.node.config.consensus.quorum_threshold);
+      cert = value as FinalityCertificate;
+    } catch {
+      this.#rejected.certificate = (this.#rejected.certificate ?? 0) + 1;
+      return;
+    }
+    const latest = this.builder.latest();
+    if (latest && cert.checkpoint.epoch <= latest.checkpoint.epoch) return;
+    const r = this.builder.check(cert.checkpoint);
+    if (!r.ok) {
+      if (r.missing) for (const [nodeId, [from]] of Object.entries(r.missing)) void this.#want(nodeId, from);
+      return; // not the next one, or microblocks still missing: the next catch-up retries
+    }
+    this.builder.commit(cert);
+    this.#lastCert = cert;
+    this.#lastFinalized = cert.checkpoint.epoch;
+    this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, cert.checkpoint.epoch).endMs;
   }
 
   /** The answer to a validator's challenge: a quote of the asked PCRs over its nonce. */
