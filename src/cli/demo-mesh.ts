@@ -45,7 +45,8 @@ export async function meshDemo(root: string, samples: { name: string; text: stri
 
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("DSM_")) env[k] = v;
-  Object.assign(env, { DSM_MESH_GENESIS: genesisFile, DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_CONSENSUS_SIGNATURE_TIMEOUT_S: "2" });
+  // The daemons stop by themselves if this process dies without stopping them (kill -9).
+  Object.assign(env, { DSM_RUN_PARENT_PID: String(process.pid), DSM_MESH_GENESIS: genesisFile, DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_CONSENSUS_SIGNATURE_TIMEOUT_S: "2" });
   const procs: Subprocess[] = [];
   const stopAll = async () => {
     for (const p of procs) p.kill("SIGTERM");

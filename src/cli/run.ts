@@ -53,6 +53,19 @@ EXAMPLES
         };
         process.on("SIGINT", () => onSignal("SIGINT"));
         process.on("SIGTERM", () => onSignal("SIGTERM"));
+        // Started by a parent that owns this daemon (dsm demo): stop when that parent is
+        // gone, even if it was killed before it could stop its children.
+        const parent = Number(process.env.DSM_RUN_PARENT_PID ?? "");
+        if (Number.isSafeInteger(parent) && parent > 1) {
+          const watch = setInterval(() => {
+            try {
+              process.kill(parent, 0);
+            } catch {
+              clearInterval(watch);
+              onSignal("parent exited");
+            }
+          }, 1000);
+        }
       });
     });
   },
