@@ -2,6 +2,7 @@
 // `cat file | dist/dsm ingest` of N lines, process start and stdin pipe included.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { envWithoutDsm } from "../src/runtime/env.ts";
 import { eveLines, fmtRate, note, now, removeTempDir, say, table, tempDir } from "./lib.ts";
 
 export interface BinarySummary {
@@ -12,12 +13,6 @@ export interface BinarySummary {
   binaryAgeMin: number;
 }
 
-/** The environment without DSM_* variables, so the binary runs on its built-in defaults. */
-function cleanEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("DSM_")) env[k] = v;
-  return env;
-}
 
 async function run(cmd: string[], env: Record<string, string>): Promise<{ code: number; stderr: string; ms: number }> {
   const t0 = now();
@@ -38,7 +33,7 @@ export async function runBinary(root: string, n: number): Promise<BinarySummary 
     const file = path.join(dir, "eve.json");
     const dataDir = path.join(dir, "node");
     fs.writeFileSync(file, eveLines(n, 0xb1).join("\n") + "\n");
-    const env = cleanEnv();
+    const env = envWithoutDsm();
     const init = await run([bin, "init", "--data-dir", dataDir], env);
     if (init.code !== 0) throw new Error(`dsm init failed (${init.code}): ${init.stderr.trim()}`);
     // Process start alone: an empty input.

@@ -9,6 +9,7 @@ import { Database } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
+import { envWithoutDsm } from "../src/runtime/env.ts";
 import { freePort } from "../test/helpers/net.ts";
 import { MeshClient } from "../src/mesh/client.ts";
 import type { DaemonStatus } from "../src/mesh/daemon.ts";
@@ -53,9 +54,7 @@ export interface MeshSummary {
 
 /** The caller's environment minus DSM_*, HOME in the bench dir (never a real ~/.dsm). */
 function baseEnv(home: string, extra: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("DSM_")) env[k] = v;
-  return { ...env, HOME: home, ...extra };
+  return envWithoutDsm({ HOME: home, ...extra });
 }
 
 async function dsm(bin: string, args: string[], env: Record<string, string>): Promise<string> {

@@ -11,6 +11,7 @@ import type { FinalityCertificate } from "../log/builder.ts";
 import { MeshClient } from "../mesh/client.ts";
 import { buildGenesis } from "../mesh/genesis.ts";
 import { DSMNode } from "../node/node.ts";
+import { envWithoutDsm } from "../runtime/env.ts";
 
 export interface MeshDemoResult {
   validators: number;
@@ -43,10 +44,8 @@ export async function meshDemo(root: string, samples: { name: string; text: stri
   for (const d of eDirs) await DSMNode.init({ dataDir: d, config, role: "edge", genesisFile });
   say(`  mesh: 4 validators, 2 edges, 2 s epochs, genesis ${genesisFile}`);
 
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("DSM_")) env[k] = v;
   // The daemons stop by themselves if this process dies without stopping them (kill -9).
-  Object.assign(env, { DSM_RUN_PARENT_PID: String(process.pid), DSM_MESH_GENESIS: genesisFile, DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_CONSENSUS_SIGNATURE_TIMEOUT_S: "2" });
+  const env = envWithoutDsm({ DSM_RUN_PARENT_PID: String(process.pid), DSM_MESH_GENESIS: genesisFile, DSM_GOSSIP_HOST: "127.0.0.1", DSM_GOSSIP_PORT: "0", DSM_CONSENSUS_SIGNATURE_TIMEOUT_S: "2" });
   const procs: Subprocess[] = [];
   const stopAll = async () => {
     for (const p of procs) p.kill("SIGTERM");

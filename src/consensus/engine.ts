@@ -87,7 +87,6 @@ export class ConsensusEngine {
   #latest: FinalityCertificate | null = null;
   #prev = ZERO_HASH;
   #baseEpoch = 0;
-  #heightStart = 0;
 
   #round = 0;
   #step: Step = "idle";
@@ -250,7 +249,6 @@ export class ConsensusEngine {
     this.#latest = latest;
     this.#prev = latest ? checkpointDigestHex(latest.checkpoint) : ZERO_HASH;
     this.#baseEpoch = latest ? latest.checkpoint.epoch + 1 : 0;
-    this.#heightStart = this.#o.clock.now();
     this.#round = 0;
     this.#step = "idle";
     this.#lockedValue = null;
@@ -784,10 +782,5 @@ export class ConsensusEngine {
 
   #emit(e: EngineEvent): void {
     this.#o.onEvent?.(e);
-  }
-
-  /** Time since this height began (for finality latency). */
-  get heightAgeMs(): number {
-    return this.#o.clock.now() - this.#heightStart;
   }
 }

@@ -48,10 +48,4 @@ export class LedgerSignedStore implements SignedStore {
       return r.changes > 0;
     });
   }
-
-  /** Stored evidence, oldest first. */
-  evidence(): Evidence[] {
-    const rows = this.ledger.db.query("SELECT evidence FROM consensus_evidence WHERE mesh = ? ORDER BY received_at").all(this.#mesh) as { evidence: Uint8Array }[];
-    return rows.map((r) => JSON.parse(Buffer.from(r.evidence).toString("utf8")) as Evidence);
-  }
 }

@@ -86,10 +86,6 @@ export class ValidatorSet {
     });
   }
 
-  indexOf(nodeId: string): number {
-    return this.nodeIds.indexOf(nodeId);
-  }
-
   /** BLS verification of validator i's signature (96 bytes hex) over a 32-byte message. Never throws. */
   verify(i: number, message: Uint8Array, sigHex: string): boolean {
     if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{192}$/.test(sigHex)) return false;

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Subprocess } from "bun";
+import { envWithoutDsm } from "../../src/runtime/env.ts";
 
 /** Absolute path of the compiled binary under test. */
 export const DSM = fileURLToPath(new URL("../../dist/dsm", import.meta.url));
@@ -40,11 +41,7 @@ export interface RunOptions {
  * HOME pointed at `home` so a test can never touch a real ~/.dsm.
  */
 export function cleanEnv(home: string, extra: Record<string, string | undefined> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("DSM_")) env[k] = v;
-  }
-  env.HOME = home;
+  const env = envWithoutDsm({ HOME: home });
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
     else env[k] = v;
