@@ -119,7 +119,12 @@ async function stopProc(p: Subprocess): Promise<void> {
 async function startDaemon(bin: string, name: string, role: Daemon["role"], dir: string, env: Record<string, string>): Promise<Daemon> {
   fs.rmSync(path.join(dir, "run.json"), { force: true });
   const log = path.join(path.dirname(dir), `${name}.log`);
-  const proc = Bun.spawn([bin, "run", "--data-dir", dir], { env, stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) });
+  // BENCH_MESH_PROFILE=DIR: validator 0 and edge 0 run from source under Bun's CPU profiler.
+  const prof = process.env.BENCH_MESH_PROFILE;
+  const cmd = prof && (name === "validator 0" || name === "edge 0")
+    ? [process.execPath, "--cpu-prof-md", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${name.replace(" ", "-")}.md`, path.resolve(import.meta.dir, "../bin/dsm.ts"), "run", "--data-dir", dir]
+    : [bin, "run", "--data-dir", dir];
+  const proc = Bun.spawn(cmd, { env, stdin: "ignore", stdout: "ignore", stderr: Bun.file(log) });
   live.add(proc);
   const until = Date.now() + 15_000;
   while (Date.now() < until) {

@@ -7,13 +7,12 @@ import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identi
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
 import {
+  checkMicroblock,
+  identifyMicroblock,
   type Microblock,
-  microblockId,
   MicroblockRejected,
-  parseMicroblock,
   type SigningKeyInfo,
   type ValidationContext,
-  validateMicroblock,
 } from "./microblock.ts";
 
 export type AcceptOutcome =
@@ -74,22 +73,23 @@ export class Receiver {
    */
   acceptMicroblock(value: unknown, payload?: unknown): AcceptOutcome {
     const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
-    // Already stored: a duplicate, whatever happened to its node since (a quarantine must
-    // not turn a re-import of what we hold into rejections). The id is recomputed first.
-    const known = this.#alreadyStored(value);
-    if (known) return { status: "duplicate", microblock: known };
-    const mb = validateMicroblock(value, this.#context(), payloadCanonical);
-    return this.ledger.immediate(() => {
+    const { mb, idBytes } = identifyMicroblock(value, this.policy.mesh);
+    // Every check comes before the first write, so inside a caller's transaction (a gossip
+    // batch) a rejection leaves nothing behind without a savepoint per microblock.
+    const place = (): AcceptOutcome => {
       const existing = this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq);
+      // Already stored: a duplicate, whatever happened to its node since (a quarantine must
+      // not turn a re-import of what we hold into rejections).
+      if (existing?.id === mb.id) return { status: "duplicate", microblock: mb };
+      checkMicroblock(mb, idBytes, this.#context(), payloadCanonical);
       if (existing) {
-        if (existing.id === mb.id) return { status: "duplicate", microblock: mb } as const;
         const first = canonicalize(withoutLocalFields(existing));
         this.ledger.insertForkEvidence(mb, first, canonicalize(mb), this.#now());
-        return { status: "fork", microblock: mb, existing: existing.id } as const;
+        return { status: "fork", microblock: mb, existing: existing.id };
       }
       const head = this.ledger.head(mb.mesh, mb.node_id);
       const have = head?.seq ?? 0;
-      if (mb.seq > have + 1) return { status: "gap", microblock: mb, have } as const;
+      if (mb.seq > have + 1) return { status: "gap", microblock: mb, have };
       const where = `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
       if (mb.prev !== (head?.id ?? ZERO_HASH)) throw new MicroblockRejected("chain", `${where}: prev does not link to the stored seq ${have}`);
       if (head && Date.parse(mb.timestamp) < Date.parse(head.timestamp)) {
@@ -97,20 +97,9 @@ export class Receiver {
       }
       if (payloadCanonical !== undefined) this.ledger.insertPayload(mb.payload_hash, payloadCanonical);
       this.ledger.insertMicroblock(mb, this.#now());
-      return { status: "stored", microblock: mb } as const;
-    });
-  }
-
-  #alreadyStored(value: unknown): Microblock | null {
-    let mb: Microblock;
-    try {
-      mb = parseMicroblock(value);
-    } catch {
-      return null; // validateMicroblock reports it
-    }
-    if (microblockId(mb) !== mb.id) return null;
-    const stored = this.ledger.byId(mb.id);
-    return stored && stored.mesh === mb.mesh ? mb : null;
+      return { status: "stored", microblock: mb };
+    };
+    return this.ledger.db.inTransaction ? place() : this.ledger.immediate(place);
   }
 
   #now(): number {

@@ -128,28 +128,47 @@ export interface ValidationContext {
  * Throws MicroblockRejected with a reason code and a precise message.
  */
 export function validateMicroblock(value: unknown, ctx: ValidationContext, payloadCanonical?: string): Microblock {
+  const { mb, idBytes } = identifyMicroblock(value, ctx.mesh);
+  checkMicroblock(mb, idBytes, ctx, payloadCanonical);
+  return mb;
+}
+
+/**
+ * The first half of validateMicroblock, which needs no key: exact schema, our mesh, and
+ * the id recomputed from the body. What it returns is known to be the microblock its id
+ * names, not yet that the node signed it.
+ */
+export function identifyMicroblock(value: unknown, mesh: string): { mb: Microblock; idBytes: Uint8Array } {
   let mb: Microblock;
   try {
     mb = parseMicroblock(value);
   } catch (e) {
     throw new MicroblockRejected("schema", (e as Error).message);
   }
-  const where = `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
-  if (mb.mesh !== ctx.mesh) throw new MicroblockRejected("mesh", `${where}: belongs to mesh ${mb.mesh.slice(0, 16)}…, not ours`);
+  if (mb.mesh !== mesh) throw new MicroblockRejected("mesh", `${where(mb)}: belongs to mesh ${mb.mesh.slice(0, 16)}…, not ours`);
   const idBytes = microblockIdBytes(mb);
-  if (toHex(idBytes) !== mb.id) throw new MicroblockRejected("id", `${where}: id does not match its body`);
-  if (!ctx.isAdmitted(mb.node_id)) throw new MicroblockRejected("not_admitted", `${where}: node is not admitted to this mesh`);
-  if (ctx.isQuarantined(mb.node_id)) throw new MicroblockRejected("quarantined", `${where}: node is quarantined`);
+  if (toHex(idBytes) !== mb.id) throw new MicroblockRejected("id", `${where(mb)}: id does not match its body`);
+  return { mb, idBytes };
+}
+
+/** The second half: admission, quarantine, key certificate, signature, clock and payload. */
+export function checkMicroblock(mb: Microblock, idBytes: Uint8Array, ctx: ValidationContext, payloadCanonical?: string): void {
+  const at = where(mb);
+  if (!ctx.isAdmitted(mb.node_id)) throw new MicroblockRejected("not_admitted", `${at}: node is not admitted to this mesh`);
+  if (ctx.isQuarantined(mb.node_id)) throw new MicroblockRejected("quarantined", `${at}: node is quarantined`);
   const key = ctx.signingKey(mb.key);
-  if (!key) throw new MicroblockRejected("unknown_key", `${where}: no key certificate for signing key ${mb.key.slice(0, 16)}…`);
-  checkKeyUse(mb, key, where);
-  if (!verify(key.publicKey, idBytes, fromHex(mb.sig))) throw new MicroblockRejected("signature", `${where}: signature does not verify`);
+  if (!key) throw new MicroblockRejected("unknown_key", `${at}: no key certificate for signing key ${mb.key.slice(0, 16)}…`);
+  checkKeyUse(mb, key, at);
+  if (!verify(key.publicKey, idBytes, fromHex(mb.sig))) throw new MicroblockRejected("signature", `${at}: signature does not verify`);
   const ts = Date.parse(mb.timestamp);
   if (ts > ctx.nowMs + ctx.maxClockSkewMs) {
-    throw new MicroblockRejected("future_timestamp", `${where}: timestamp ${mb.timestamp} is more than ${ctx.maxClockSkewMs / 1000}s ahead`);
+    throw new MicroblockRejected("future_timestamp", `${at}: timestamp ${mb.timestamp} is more than ${ctx.maxClockSkewMs / 1000}s ahead`);
   }
-  if (payloadCanonical !== undefined) checkPayload(mb, payloadCanonical, where);
-  return mb;
+  if (payloadCanonical !== undefined) checkPayload(mb, payloadCanonical, at);
+}
+
+function where(mb: MicroblockBody): string {
+  return `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
 }
 
 /** The key certificate's limits: same node, not before first_seq, not after not_after. */

@@ -310,6 +310,22 @@ export class Ledger {
     }
   }
 
+  /**
+   * One chain's microblocks from a seq, in seq order, a page at a time, through the
+   * (chain, seq) index: the cost follows the rows returned, not the size of the ledger.
+   */
+  *chainPages(mesh: string, nodeId: string, fromSeq: number, pageSize = 500): Generator<StoredMicroblock[]> {
+    const chain = this.chainOf(mesh, nodeId, false);
+    if (chain === undefined) return;
+    const q = this.db.query(`${SELECT_MB} WHERE m.chain = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?`);
+    for (let from = fromSeq; ; ) {
+      const page = (q.all(chain, from, pageSize) as Row[]).map(toMicroblock);
+      if (page.length === 0) return;
+      yield page;
+      from = page[page.length - 1]!.seq + 1;
+    }
+  }
+
   /** Streams every microblock in arrival order without holding them in memory. */
   *iterateMicroblocks(): Generator<StoredMicroblock> {
     for (const row of this.db.query(`${SELECT_MB} ORDER BY m.rowid`).iterate() as IterableIterator<Row>) yield toMicroblock(row);

@@ -264,20 +264,27 @@ export class Daemon {
     let lastSeq = 0;
     let count = 0;
     const keys = new Set<string>();
-    for (const page of this.node.ledger.listPages({ nodeId, fromSeq }, 500)) {
+    const certLines = new Map<string, string>();
+    const certLineOf = (key: string): string => {
+      let line = certLines.get(key);
+      if (line === undefined) {
+        const cert = this.node.ledger.keyCert(key);
+        line = cert === null ? "" : certificateLine(cert);
+        certLines.set(key, line);
+      }
+      return line;
+    };
+    for (const page of this.node.ledger.chainPages(this.node.mesh, nodeId, fromSeq)) {
       for (const mb of page) {
-        if (mb.mesh !== this.node.mesh) continue;
-        const cert = this.node.ledger.keyCert(mb.key);
-        const certLine = cert === null ? "" : certificateLine(cert);
         const mbLine = microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
-        if (text !== "" && text.length + certLine.length + mbLine.length > maxBytes) {
+        if (text !== "" && text.length + mbLine.length + (keys.has(mb.key) ? 0 : certLineOf(mb.key).length) > maxBytes) {
           yield { text, lastSeq, count };
           text = "";
           count = 0;
           keys.clear();
         }
         // Each chunk stands alone: it carries the certificate of every key it uses.
-        if (!keys.has(mb.key)) text += certLine;
+        if (!keys.has(mb.key)) text += certLineOf(mb.key);
         keys.add(mb.key);
         text += mbLine;
         lastSeq = mb.seq;
