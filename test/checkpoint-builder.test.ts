@@ -117,3 +117,58 @@ test("microblocks after the epoch end wait for the next checkpoint", async () =>
     node.close();
   }
 }, 30_000);
+
+test("a ledger holding part of the log keeps a certificate with leaf ids from elsewhere, only when they recompute and match what it holds", async () => {
+  const { dir, config, blsSecret } = await nodeWithShortEpochs("leaves");
+  const node = DSMNode.open(dir, config);
+  const lightDir = path.join(root, "leaves-light");
+  try {
+    for (let i = 0; i < 7; i++) await node.createMicroblock({ eventType: "test.event", payload: { i } });
+    // The copy holds seqs 1..7 of the chain; the full ledger goes on to 12.
+    node.ledger.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    fs.cpSync(dir, lightDir, { recursive: true });
+    const more = [];
+    for (let i = 7; i < 12; i++) more.push(await node.createMicroblock({ eventType: "test.event", payload: { i } }));
+    const e = epochAt(node.genesis, Date.parse(more.at(-1)!.timestamp));
+    await closeEpoch();
+    const full = new CheckpointBuilder(node.ledger, node.policy);
+    const r = full.build(e, blsSecret, 0);
+    if (r.status !== "created") throw new Error(`build: ${r.status}`);
+    const cert = r.certificate;
+    const ids = full.tree.idsIn(0, 12);
+    expect(ids.map(toHex)).toEqual(Array.from({ length: 12 }, (_, i) => toHex(full.tree.idAt(i)!)));
+
+    const light = DSMNode.open(lightDir, config);
+    try {
+      const lb = new CheckpointBuilder(light.ledger, light.policy);
+      expect(() => lb.commitLeaves(cert, ids.slice(0, 11))).toThrow(/do not recompute/);
+      const swapped = [...ids];
+      [swapped[9], swapped[10]] = [swapped[10]!, swapped[9]!];
+      expect(() => lb.commitLeaves(cert, swapped)).toThrow(/do not recompute/);
+      // A body whose root does recompute from other ids, with a leaf where this ledger holds
+      // another microblock: refused (a quorum could only sign it by forging this node's chain).
+      const forged = [...ids];
+      forged[3] = new Uint8Array(32).fill(7);
+      const forgedBody = { ...cert.checkpoint, root: toHex(rootOf(forged.map((id) => leafHash(id)))) };
+      expect(() => lb.commitLeaves({ ...cert, checkpoint: forgedBody }, forged)).toThrow(/is not the microblock this ledger holds/);
+      expect(lb.latest()).toBeNull();
+      expect(lb.tree.size()).toBe(0);
+
+      lb.commitLeaves(cert, ids);
+      expect(canonicalize(lb.latest())).toBe(canonicalize(cert));
+      expect(toHex(lb.tree.root())).toBe(cert.checkpoint.root);
+      lb.commitLeaves(cert, ids); // the same certificate again: a no-op
+      expect(lb.tree.size()).toBe(12);
+      // It proves the microblocks it holds; those it does not hold have no leaf index here.
+      const held = light.ledger.bySeq(light.mesh, light.nodeId, 4)!;
+      expect(lb.leafIndexOf(held.id)).toBe(3);
+      verifyInclusion(leafHash(fromHex(held.id)), 3, 12, lb.tree.inclusionProof(3, 12), fromHex(cert.checkpoint.root));
+      expect(lb.leafIndexOf(more[0]!.id)).toBeNull();
+      expect(() => lb.commitLeaves({ ...cert, checkpoint: forgedBody }, forged)).toThrow(/already has a different finalized checkpoint/);
+    } finally {
+      light.close();
+    }
+  } finally {
+    node.close();
+  }
+});

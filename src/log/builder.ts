@@ -104,11 +104,8 @@ export class CheckpointBuilder implements CheckpointSource {
 
   #leaves(body: CheckpointBody): { result: CheckResult; ids: string[] } {
     const fail = (reason: string) => ({ result: { ok: false as const, reason }, ids: [] });
-    if (body.mesh !== this.policy.mesh) return fail("checkpoint of another mesh");
-    const latest = this.latest();
-    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
-    if (body.prev !== prev) return fail(`prev ${body.prev.slice(0, 12)}… is not the latest finalized checkpoint ${prev.slice(0, 12)}…`);
-    if (latest && body.epoch <= latest.checkpoint.epoch) return fail(`epoch ${body.epoch} is not after the latest checkpoint's epoch ${latest.checkpoint.epoch}`);
+    const problem = this.#successorProblem(body);
+    if (problem) return fail(problem);
     const r = leavesOf(body, this.#view(), epochBounds(this.policy.genesis, body.epoch).endMs);
     if (!r.ok) return { result: r, ids: [] };
     const next = this.tree.rootAfter(r.ids.map((id) => fromHex(id, 32)));
@@ -135,6 +132,51 @@ export class CheckpointBuilder implements CheckpointSource {
     });
   }
 
+  /**
+   * Stores a certificate whose leaves this node does not all hold (an edge keeps only its own
+   * chain): the leaf ids come from a peer, and are trusted only as far as they recompute the
+   * certificate's tree_size and root on top of this node's tree. Every leaf of a chain this
+   * ledger holds must be that chain's microblock at that seq. The caller has checked the
+   * certificate's quorum against the genesis; committing the stored certificate again is a no-op.
+   */
+  commitLeaves(cert: FinalityCertificate, ids: readonly Uint8Array[]): void {
+    this.ledger.immediate(() => {
+      const body = cert.checkpoint;
+      const existing = this.byEpoch(body.epoch);
+      if (existing) {
+        if (checkpointDigestHex(existing.checkpoint) === checkpointDigestHex(body)) return;
+        throw new Error(`epoch ${body.epoch} already has a different finalized checkpoint`);
+      }
+      const problem = this.#successorProblem(body);
+      if (problem) throw new Error(problem);
+      const next = this.tree.rootAfter(ids);
+      if (next.size !== body.tree_size || toHex(next.root) !== body.root) {
+        throw new Error(`checkpoint epoch ${body.epoch}: the ${ids.length} leaf ids given do not recompute its tree_size and root`);
+      }
+      const named = Object.values(body.ranges).reduce((n, [from, to]) => n + to - from + 1, 0);
+      if (named !== ids.length) throw new Error(`checkpoint epoch ${body.epoch}: its ranges name ${named} leaves, not ${ids.length}`);
+      let leaf = 0;
+      for (const nodeId of Object.keys(body.ranges).sort()) {
+        const [from, to] = body.ranges[nodeId]!;
+        for (const r of this.#view().rows(nodeId, from, to)) {
+          if (toHex(ids[leaf + r.seq - from]!) !== r.id) throw new Error(`checkpoint epoch ${body.epoch}: leaf for ${nodeId.slice(0, 12)}…:${r.seq} is not the microblock this ledger holds`);
+        }
+        leaf += to - from + 1;
+      }
+      this.#store(cert, ids.map(toHex));
+    });
+  }
+
+  /** Why a body cannot follow the latest stored certificate, or null when it can. */
+  #successorProblem(body: CheckpointBody): string | null {
+    if (body.mesh !== this.policy.mesh) return "checkpoint of another mesh";
+    const latest = this.latest();
+    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
+    if (body.prev !== prev) return `prev ${body.prev.slice(0, 12)}… is not the latest finalized checkpoint ${prev.slice(0, 12)}…`;
+    if (latest && body.epoch <= latest.checkpoint.epoch) return `epoch ${body.epoch} is not after the latest checkpoint's epoch ${latest.checkpoint.epoch}`;
+    return null;
+  }
+
   #store(cert: FinalityCertificate, ids: string[]): void {
     const before = this.tree.size();
     this.tree.append(ids.map((id) => fromHex(id, 32)));
@@ -146,7 +188,8 @@ export class CheckpointBuilder implements CheckpointSource {
     let firstLeaf = before;
     for (const nodeId of Object.keys(body.ranges).sort()) {
       const [from, to] = body.ranges[nodeId]!;
-      const chain = this.ledger.chainOf(this.policy.mesh, nodeId, false)!;
+      // A node whose microblocks this ledger does not hold (an edge's view) still gets a chain row.
+      const chain = this.ledger.chainOf(this.policy.mesh, nodeId, true)!;
       this.ledger.db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq").run(chain, to);
       this.ledger.db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)").run(firstLeaf, chain, from, to);
       firstLeaf += to - from + 1;

@@ -164,6 +164,20 @@ export class TreeStore {
     return row && row.ids.length >= off + HASH_SIZE ? new Uint8Array(row.ids.subarray(off, off + HASH_SIZE)) : null;
   }
 
+  /** Leaf ids [from, to), read a block of 16 at a time; throws unless 0 <= from <= to <= size. */
+  idsIn(from: number, to: number): Uint8Array[] {
+    if (!isSize(from) || !isSize(to) || from > to || to > this.size()) throw new RangeError(`tree-store: leaves [${from}, ${to}) are not in the tree`);
+    const out: Uint8Array[] = [];
+    for (let block = Math.floor(from / LEAVES_PER_BLOCK); block * LEAVES_PER_BLOCK < to; block++) {
+      const ids = (this.#st.idAt.get(block) as IdRow).ids;
+      for (let i = Math.max(from, block * LEAVES_PER_BLOCK); i < Math.min(to, (block + 1) * LEAVES_PER_BLOCK); i++) {
+        const off = (i % LEAVES_PER_BLOCK) * HASH_SIZE;
+        out.push(new Uint8Array(ids.subarray(off, off + HASH_SIZE)));
+      }
+    }
+    return out;
+  }
+
   /** RFC 9162 2.1.3.1 inclusion proof for leaf `index` in the tree of `size` leaves; leaf-to-root. */
   inclusionProof(index: number, size: number): Uint8Array[] {
     this.#checkSize("inclusionProof", size);

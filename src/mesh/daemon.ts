@@ -17,7 +17,7 @@ import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
 import { CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
 import { verifyFinality } from "../log/bundle.ts";
-import { epochAt, epochBounds } from "../log/checkpoint.ts";
+import { checkpointDigestHex, epochAt, epochBounds } from "../log/checkpoint.ts";
 import { signerIndices } from "../consensus/validators.ts";
 import { CONTROL_SOCKET, startControl, startMetrics } from "./control.ts";
 import pkg from "../../package.json" with { type: "json" };
@@ -29,7 +29,7 @@ import { MeshNet, type Verdict } from "./p2p.ts";
 import { type NodeCard, parseCard } from "../identity/card.ts";
 import { TpmIdentityKey } from "../tpm/identity-key.ts";
 import { answerChallenge, newNonce, verifyAttestation } from "../tpm/attestation.ts";
-import { toHex } from "../encoding/hex.ts";
+import { fromHex, toHex } from "../encoding/hex.ts";
 import { parseQuarantine, quarantineDigest, type QuarantineRecord } from "./quarantine.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 
@@ -37,6 +37,9 @@ const ENC = new TextEncoder();
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
 export const SYNC_PROTOCOL = "/dsm/sync/1";
 export const FINALITY_PROTOCOL = "/dsm/finality/1";
+export const LEAVES_PROTOCOL = "/dsm/leaves/1";
+/** Leaf ids in one /dsm/leaves/1 answer (64 hex characters each: 512 KiB). */
+const LEAVES_PER_ANSWER = 8192;
 /** Bytes of exchange lines in one /dsm/sync/1 answer, and answers fetched per peer per want. */
 const SYNC_CHUNK_BYTES = 512 * 1024;
 const SYNC_ROUNDS = 8;
@@ -147,6 +150,7 @@ export class Daemon {
     await this.#net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
     await this.#net.serve(SYNC_PROTOCOL, (req) => this.#serveSync(req), 4096);
     await this.#net.serve(FINALITY_PROTOCOL, (req) => this.#serveFinality(req), 4096);
+    await this.#net.serve(LEAVES_PROTOCOL, (req) => this.#serveLeaves(req), 4096);
     this.#attesting = this.#validator !== null && this.node.genesis.attestation.required;
     const every = this.node.config.attestation.interval_epochs;
     if (this.#attesting && every > 0) {
@@ -154,7 +158,10 @@ export class Daemon {
         for (const [peerId, card] of this.#net.cards) void this.#challenge(peerId, card as NodeCard);
       }, every * this.node.genesis.epoch_duration * 1000);
     }
-    this.#net.subscribe(this.mbTopic, (data, from) => this.#onMicroblocks(data, from), () => {});
+    // Validators take every microblock in; an edge only publishes its own (gossipsub's fanout
+    // reaches the validators) and keeps the certificates, with the log's leaf ids from
+    // /dsm/leaves/1, so it never spends a signature check or a row on another node's event.
+    if (this.#validator) this.#net.subscribe(this.mbTopic, (data, from) => this.#onMicroblocks(data, from), () => {});
     this.#net.subscribe(this.cpTopic, (data) => this.#checkConsensus(data), (data) => this.#onConsensus(data));
     // Everything of this node's chain is offered once at start: peers keep what they lack.
     this.#lastSeq = 0;
@@ -178,8 +185,8 @@ export class Daemon {
       // bytes), so a validator that was down, or missed a certificate, needs nothing else.
       this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
     } else {
-      // An edge keeps the certificates too (it holds the microblocks they cover), so it can
-      // prove its own events: dsm proof inclusion works on the edge itself.
+      // An edge keeps the certificates too, with the tree they commit to, so it can prove its
+      // own events: dsm proof inclusion works on the edge itself.
       this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
     }
     this.#control = startControl(this);
@@ -334,6 +341,36 @@ export class Daemon {
     return { certificates: this.builder.since(after, 64) };
   }
 
+  /** Serves /dsm/leaves/1: the log's leaf ids [from, to), hex, at most LEAVES_PER_ANSWER. */
+  #serveLeaves(req: unknown): unknown {
+    const { from, to } = req as { from?: unknown; to?: unknown };
+    if (typeof from !== "number" || typeof to !== "number" || !Number.isSafeInteger(from) || !Number.isSafeInteger(to)) return { error: "from and to must be leaf indices" };
+    if (from < 0 || to <= from || to - from > LEAVES_PER_ANSWER) return { error: `need 0 <= from < to <= from + ${LEAVES_PER_ANSWER}` };
+    if (to > this.builder.tree.size()) return { error: `this node's log has ${this.builder.tree.size()} leaves` };
+    return { ids: this.builder.tree.idsIn(from, to).map(toHex).join("") };
+  }
+
+  /** The log's leaf ids [from, to) from the first peer that has them all, or null. */
+  async #fetchLeaves(from: number, to: number): Promise<Uint8Array[] | null> {
+    for (const peer of this.#peersToAsk(true)) {
+      const ids: Uint8Array[] = [];
+      try {
+        while (from + ids.length < to) {
+          const a = from + ids.length;
+          const b = Math.min(to, a + LEAVES_PER_ANSWER);
+          const answer = (await this.#net.request(peer, LEAVES_PROTOCOL, { from: a, to: b }, 10_000, LEAVES_PER_ANSWER * 64 + 1024)) as { ids?: unknown };
+          if (typeof answer.ids !== "string" || answer.ids.length !== (b - a) * 64) throw new Error("no such leaves");
+          const bytes = fromHex(answer.ids, (b - a) * 32);
+          for (let i = 0; i < b - a; i++) ids.push(bytes.subarray(i * 32, i * 32 + 32));
+        }
+        return ids;
+      } catch {
+        // the next peer
+      }
+    }
+    return null;
+  }
+
   /** Admitted peers, in random order (validators first when `validatorsFirst`). */
   #peersToAsk(validatorsFirst: boolean): string[] {
     const validators = new Set(this.node.genesis.validators.map((c) => c.peer_id));
@@ -459,8 +496,7 @@ export class Daemon {
 
   /**
    * A finality certificate: a validator's engine checks and applies it; an edge checks the
-   * quorum against the genesis, and stores it when it extends its latest and its body
-   * recomputes from the microblocks it holds (fetching any it lacks).
+   * quorum against the genesis and keeps it, in order, with the leaf ids it commits to.
    */
   #onCertificate(value: unknown): void {
     if (this.#engine) return this.#engine.receive(value);
@@ -474,12 +510,25 @@ export class Daemon {
     }
     const latest = this.builder.latest();
     if (latest && cert.checkpoint.epoch <= latest.checkpoint.epoch) return;
-    const r = this.builder.check(cert.checkpoint);
-    if (!r.ok) {
-      if (r.missing) for (const [nodeId, [from]] of Object.entries(r.missing)) void this.#want(nodeId, from);
-      return; // not the next one, or microblocks still missing: the next catch-up retries
+    // One at a time, oldest first: a catch-up answer's certificates each follow the one before.
+    this.#keeping = this.#keeping.then(() => this.#keepCertificate(cert)).catch((e) => this.log(`dsm run: certificate: ${(e as Error).message}`));
+  }
+
+  #keeping: Promise<void> = Promise.resolve();
+
+  async #keepCertificate(cert: FinalityCertificate): Promise<void> {
+    const latest = this.builder.latest();
+    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
+    if (this.#stopping || cert.checkpoint.prev !== prev) return; // not the next one: the next catch-up brings those between
+    const ids = await this.#fetchLeaves(this.builder.tree.size(), cert.checkpoint.tree_size);
+    if (ids === null || this.#stopping) return; // no peer has them yet: the next catch-up retries
+    try {
+      this.builder.commitLeaves(cert, ids);
+    } catch (e) {
+      this.#rejected.certificate = (this.#rejected.certificate ?? 0) + 1;
+      this.log(`dsm run: certificate of epoch ${cert.checkpoint.epoch} not kept: ${(e as Error).message}`);
+      return;
     }
-    this.builder.commit(cert);
     this.#lastCert = cert;
     this.#lastFinalized = cert.checkpoint.epoch;
     this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, cert.checkpoint.epoch).endMs;
