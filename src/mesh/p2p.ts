@@ -15,6 +15,8 @@ import { createLibp2p, type Libp2p } from "libp2p";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { lpStream } from "@libp2p/utils";
 
+const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 export type Verdict = "accept" | "reject" | "ignore";
 
 export interface MeshNetOptions {
@@ -181,14 +183,20 @@ export class MeshNet {
    */
   subscribe(topic: string, validate: (data: Uint8Array, from: string) => Verdict, handle: (data: Uint8Array, from: string) => void): void {
     const pubsub = this.node.services.pubsub;
-    pubsub.topicValidators.set(topic, (peer, msg) => {
+    pubsub.topicValidators.set(topic, async (peer, msg) => {
       if (msg.data.length > this.maxMessageBytes) return TopicValidatorResult.Reject;
+      // Yield to the event loop before and after the (synchronous) check: the IDONTWANT that
+      // gossipsub queued on receipt goes out first, and the peers' IDONTWANTs that came in
+      // meanwhile are read before this message is forwarded, so a batch that every validator
+      // already has directly from its edge is not sent to them all over again.
+      await nextTick();
       let v: Verdict;
       try {
         v = validate(msg.data, peer.toString());
       } catch {
         v = "reject";
       }
+      await nextTick();
       return v === "accept" ? TopicValidatorResult.Accept : v === "reject" ? TopicValidatorResult.Reject : TopicValidatorResult.Ignore;
     });
     pubsub.addEventListener("message", (evt) => {
