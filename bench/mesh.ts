@@ -4,7 +4,8 @@
 // over each daemon's control socket, the `daemon` block of `dsm status --json`); finality
 // after the end of the last event's epoch; CPU and RSS of every process. Baselines in the
 // same run: the same 4 x N lines into 4 `dsm ingest` processes with no mesh at all, and one
-// `dsm ingest` alone. BENCH_MESH_N sets the lines per edge (default 25000).
+// `dsm ingest` alone. BENCH_MESH_N sets the lines per edge (default 2000), BENCH_MESH_EPOCH_S
+// the epoch (default 2 s: a consensus height every 2 s, 150 times the default epoch's rate).
 import { Database } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -17,8 +18,8 @@ import { envInt, eveLines, fmtRate, fmtRatio, note, now, removeTempDir, say, tab
 
 const VALIDATORS = 4;
 const EDGES = 4;
-const EPOCH_S = 2;
-const POLL_MS = 100;
+const EPOCH_S = envInt("BENCH_MESH_EPOCH_S", 2);
+const POLL_MS = 250; // each poll asks all 8 daemons for their status: kept light
 
 export interface MeshProcessFigures {
   name: string;
@@ -284,11 +285,6 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       await Bun.sleep(POLL_MS);
     }
     const setupS = (now() - tStart) / 1000;
-    // Idle cost: the 8 daemons with nothing to gossip, for comparison with the loaded window.
-    const idleMs = 2000;
-    const idle0 = daemons.map((d) => cpuSeconds(d.proc.pid));
-    await Bun.sleep(idleMs);
-    const idleCpu = daemons.map((d, i) => cpuSeconds(d.proc.pid) - idle0[i]!);
     const base = EDGES;
     const target = base + total;
 
@@ -317,6 +313,7 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       sampleRss(daemons);
       for (const [i, s] of last.entries()) if (s && s.last_finalized_epoch !== null && s.finality_latency_ms !== null) latencies.set(`${i}/${s.last_finalized_epoch}`, s.finality_latency_ms);
       counts = vals.map((d) => ledgerCount(d.dir));
+      if (process.env.BENCH_MESH_TRACE) note(`t=${((now() - t0) / 1000).toFixed(2)} s validators hold ${counts.join("/")}; edges published ${(await statuses(edges)).map((st) => st?.published ?? "?").join("/")}`);
       if (counts.every((c) => c >= target)) {
         tAll = now();
         break;
@@ -348,6 +345,11 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       await Bun.sleep(POLL_MS);
     }
     const tFinalWall = Date.now() - (now() - tFinal);
+    // Idle cost: the 8 daemons once every event is final and nothing new comes, over 3 s.
+    const idleMs = 3000;
+    const idle0 = daemons.map((d) => cpuSeconds(d.proc.pid));
+    await Bun.sleep(idleMs);
+    const idleCpu = daemons.map((d, i) => cpuSeconds(d.proc.pid) - idle0[i]!);
     const allStatus = await statuses(daemons);
     const finalStatus = allStatus.slice(0, VALIDATORS);
     for (const [i, s] of finalStatus.entries()) if (s && s.last_finalized_epoch !== null && s.finality_latency_ms !== null) latencies.set(`${i}/${s.last_finalized_epoch}`, s.finality_latency_ms);
@@ -404,7 +406,7 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
     say(
       table(
         `   Processes: CPU seconds in the measured ${s(windowMs)} (${navigator.hardwareConcurrency} CPUs: ${((navigator.hardwareConcurrency * windowMs) / 1000).toFixed(0)} CPU s available), RSS at the end and peak (VmHWM)`,
-        ["process", "CPU s", "CPU %", "idle CPU %", "RSS MiB", "peak MiB", "received / published"],
+        ["process", "CPU s", "CPU %", "idle CPU % (after)", "RSS MiB", "peak MiB", "received / published"],
         procs.map((p, i) => {
           const st = allStatus[i] ?? null;
           return [
@@ -414,7 +416,7 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
             Number.isFinite(p.idle_cpu_pct) ? `${p.idle_cpu_pct.toFixed(0)}%` : "-",
             Number.isFinite(p.rss_mib) ? p.rss_mib.toFixed(0) : "-",
             Number.isFinite(p.rss_peak_mib) ? p.rss_peak_mib.toFixed(0) : "-",
-            st ? `${st.received - base} / ${st.published}` : "-",
+            st ? `${p.role === "edge" ? "-" : st.received - base} / ${st.published}` : "-",
           ];
         }),
       ),

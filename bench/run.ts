@@ -1,7 +1,8 @@
 // `bun run bench`: ingest and verify throughput, each as a ratio against a baseline
 // measured in the same run, then the compiled binary for reference. Sizes scale with
 // BENCH_N (ingest lines, default 50000); BENCH_M sets the verify ledger (default 2 x N);
-// BENCH_REPS the interleaved ingest repetitions (default 2). Ends with one JSON line.
+// BENCH_REPS the interleaved ingest repetitions (default 2); BENCH_RECEIVE_N the gossiped
+// microblocks for the receive path (default 20000). Ends with one JSON line.
 import * as os from "node:os";
 import * as path from "node:path";
 import { runBinary } from "./binary.ts";
@@ -9,6 +10,7 @@ import { runConsensus } from "./consensus.ts";
 import { runIngest } from "./ingest.ts";
 import { cleanupTempDirs, envInt, now, say } from "./lib.ts";
 import { runVerify } from "./verify.ts";
+import { runReceive } from "./receive.ts";
 import { runLog } from "./log.ts";
 import { runMesh } from "./mesh.ts";
 import { runTpm } from "./tpm.ts";
@@ -26,6 +28,7 @@ const r3 = (x: number) => Number(x.toPrecision(3));
 try {
   const ingest = await runIngest(n, reps);
   const verify = await runVerify(m);
+  const receive = await runReceive(envInt("BENCH_RECEIVE_N", 20_000));
   const binary = await runBinary(root, n);
   const log = await runLog();
   const consensus = await runConsensus();
@@ -57,6 +60,13 @@ try {
       rows_per_s_half: Math.round(verify.verifyHalfRps),
       bytes_per_row: Math.round(verify.bytesPerRow),
       rss_peak_growth_mib: verify.rss.map((r) => ({ rows: r.rows, rss: r3(r.peakMiB - r.beforeMiB), heap: r3(r.heapGrowthMiB) })),
+    },
+    receive: {
+      n: receive.n,
+      events_per_s: Math.round(receive.receiveEps),
+      baseline_verify_per_s: Math.round(receive.baselineVerifyEps),
+      ratio: r3(receive.ratio),
+      stages_us: receive.stagesUs,
     },
     binary: binary && { n: binary.n, events_per_s: Math.round(binary.eps), startup_ms: Math.round(binary.startupMs) },
     total_s: Math.round(totalS),

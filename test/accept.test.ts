@@ -14,6 +14,7 @@ import { DSMNode } from "../src/node/node.ts";
 import { makeLocalGenesis, type Genesis } from "../src/mesh/genesis.ts";
 import { verifyLedger } from "../src/ledger/verify.ts";
 import { withoutLocalFields } from "../src/ledger/ledger.ts";
+import { certificateLine, microblockLine, parseExchangeLine } from "../src/chain/exchange.ts";
 
 let root: string;
 let config: DsmConfig;
@@ -190,5 +191,51 @@ describe("Receiver", () => {
     expect(r.acceptMicroblock(storedFirst).status).toBe("duplicate");
     // The evidence proves itself.
     expect((await verifyLedger(validator.ledger, { ownNodeId: validator.nodeId })).problems).toEqual([]);
+  });
+});
+
+describe("gossip lines through Receiver.batch", () => {
+  test("the payload as sent is stored when it hashes to payload_hash; anything else is canonicalized and checked", async () => {
+    const dir = await initNode("edge-lines");
+    const e2 = DSMNode.open(dir, config);
+    try {
+      const mbs: Microblock[] = [];
+      // Keys out of order and a non-ASCII string: the canonical text differs from a naive one.
+      for (let i = 0; i < 4; i++) mbs.push(await e2.createMicroblock({ eventType: "test.event", payload: { z: i, a: "é\u2028", n: [1.5, -0, 1e21] } }));
+      const canonical = (mb: Microblock) => e2.ledger.payload(mb.payload_hash)!;
+      const lines = [certificateLine(e2.ledger.keyCert(mbs[0]!.key)!), ...mbs.map((mb) => microblockLine(mb, canonical(mb)))].map((l) => l.trimEnd());
+      const recs = lines.map((l, i) => parseExchangeLine(l, `line ${i + 1}`));
+      const first = recs[1]!;
+      if (first.kind !== "microblock") throw new Error("not a microblock line");
+      expect(first.payloadText).toBe(canonical(mbs[0]!));
+      // Another layout (keys reordered) gives no text; the parsed payload is used instead.
+      const reordered = JSON.stringify({ payload: JSON.parse(canonical(mbs[1]!)), microblock: withoutLocalFields(mbs[1]!), kind: "microblock" });
+      const rec2 = parseExchangeLine(reordered, "reordered");
+      expect(rec2.kind === "microblock" && rec2.payloadText).toBeNull();
+      // Our layout, with the payload's text spaced out: same value, bytes that do not hash.
+      const spaced = lines[3]!.replace(canonical(mbs[2]!), JSON.stringify(JSON.parse(canonical(mbs[2]!)), null, 1));
+      const rec3 = parseExchangeLine(spaced, "spaced");
+      expect(rec3.kind === "microblock" && rec3.payloadText).not.toBe(canonical(mbs[2]!));
+      // Our layout with another value in the payload's place: refused, nothing stored.
+      const tampered = parseExchangeLine(lines[4]!.replace('"z":3', '"z":4'), "tampered");
+
+      const r = receiver();
+      const outs = r.batch(() => {
+        r.acceptKeyCert((recs[0] as { certificate: unknown }).certificate);
+        const o1 = r.acceptMicroblock(first.microblock, first.payload, first.payloadText);
+        const o2 = rec2.kind === "microblock" ? r.acceptMicroblock(rec2.microblock, rec2.payload, rec2.payloadText) : null;
+        const o3 = rec3.kind === "microblock" ? r.acceptMicroblock(rec3.microblock, rec3.payload, rec3.payloadText) : null;
+        return [o1, o2, o3].map((o) => o?.status);
+      });
+      expect(outs).toEqual(["stored", "stored", "stored"]);
+      for (const mb of mbs.slice(0, 3)) expect(validator.ledger.payload(mb.payload_hash)).toBe(canonical(mb));
+      if (tampered.kind !== "microblock") throw new Error("not a microblock line");
+      const before = validator.ledger.counts();
+      expectRejected(() => r.batch(() => r.acceptMicroblock(tampered.microblock, tampered.payload, tampered.payloadText)), "payload_hash");
+      expect(validator.ledger.counts()).toEqual(before);
+      expect(validator.ledger.head(e2.mesh, e2.nodeId)?.seq).toBe(3);
+    } finally {
+      e2.close();
+    }
   });
 });

@@ -4,13 +4,14 @@
 import { ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
-import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
+import { type ChainHead, type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
 import {
   checkMicroblock,
   identifyMicroblock,
   type Microblock,
   MicroblockRejected,
+  payloadMatches,
   type SigningKeyInfo,
   type ValidationContext,
 } from "./microblock.ts";
@@ -35,6 +36,10 @@ export class KeyCertRejected extends Error {
 
 export class Receiver {
   #keys = new Map<string, SigningKeyInfo>();
+  /** Certificates verified before, by canonical text: a batch repeats its certificates. */
+  #certs = new Map<string, KeyCert>();
+  /** Within batch(): chain heads and fork flags as this transaction has them. */
+  #batch: { heads: Map<string, ChainHead | null>; forked: Map<string, boolean> } | null = null;
 
   constructor(
     private readonly ledger: Ledger,
@@ -43,10 +48,28 @@ export class Receiver {
   ) {}
 
   /** A key certificate from another node: parsed, checked against our mesh and admission, stored. */
+  /**
+   * Runs fn in one write transaction, in which the receiver keeps the chain heads and fork
+   * flags it reads and writes: no other writer can change them until it commits.
+   */
+  batch<T>(fn: () => T): T {
+    if (this.#batch) return fn();
+    return this.ledger.immediate(() => {
+      this.#batch = { heads: new Map(), forked: new Map() };
+      try {
+        return fn();
+      } finally {
+        this.#batch = null;
+      }
+    });
+  }
+
   acceptKeyCert(value: unknown): KeyCert {
     let cert: KeyCert;
+    let canonical: string;
     try {
-      cert = parseKeyCert(value);
+      canonical = canonicalize(value);
+      cert = this.#certs.get(canonical) ?? parseKeyCert(value);
     } catch (e) {
       throw new KeyCertRejected("key_certificate", (e as Error).message);
     }
@@ -55,7 +78,6 @@ export class Receiver {
       throw new KeyCertRejected("not_admitted", `key certificate: node ${cert.node_id.slice(0, 12)}… is not admitted`);
     }
     const name = keyNameOf(cert.signing_pub);
-    const canonical = canonicalize(cert);
     // One signing key, one certificate: a second, different certificate for the same key
     // (another node claiming a key it saw on the wire) is refused, never silently dropped.
     const stored = this.ledger.keyCert(name);
@@ -63,7 +85,8 @@ export class Receiver {
       throw new KeyCertRejected("conflict", `key certificate: signing key ${name.slice(0, 16)}… is already certified differently`);
     }
     if (stored === null) this.ledger.immediate(() => this.ledger.insertKeyCert(cert.mesh, cert.node_id, name, cert.first_seq, canonical, this.#now()));
-    this.#keys.set(name, signingKeyInfo(cert));
+    if (!this.#keys.has(name)) this.#keys.set(name, signingKeyInfo(cert));
+    if (this.#certs.size < 4096) this.#certs.set(canonical, cert);
     return cert;
   }
 
@@ -71,13 +94,16 @@ export class Receiver {
    * Validates and places one microblock (with its payload, unless withheld). Throws
    * MicroblockRejected for anything that fails a rule; never stores a partial result.
    */
-  acceptMicroblock(value: unknown, payload?: unknown): AcceptOutcome {
-    const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
+  acceptMicroblock(value: unknown, payload?: unknown, payloadText?: string | null): AcceptOutcome {
+    const payloadCanonical = payload === undefined ? undefined : this.#payloadBytes(value, payload, payloadText);
     const { mb, idBytes } = identifyMicroblock(value, this.policy.mesh);
     // Every check comes before the first write, so inside a caller's transaction (a gossip
     // batch) a rejection leaves nothing behind without a savepoint per microblock.
     const place = (): AcceptOutcome => {
-      const existing = this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq);
+      const head = this.#head(mb.node_id);
+      const have = head?.seq ?? 0;
+      // A chain is stored without holes, 1..head: only a seq up to the head can be held.
+      const existing = mb.seq <= have ? this.ledger.bySeq(mb.mesh, mb.node_id, mb.seq) : null;
       // Already stored: a duplicate, whatever happened to its node since (a quarantine must
       // not turn a re-import of what we hold into rejections).
       if (existing?.id === mb.id) return { status: "duplicate", microblock: mb };
@@ -85,10 +111,9 @@ export class Receiver {
       if (existing) {
         const first = canonicalize(withoutLocalFields(existing));
         this.ledger.insertForkEvidence(mb, first, canonicalize(mb), this.#now());
+        this.#batch?.forked.set(mb.node_id, true);
         return { status: "fork", microblock: mb, existing: existing.id };
       }
-      const head = this.ledger.head(mb.mesh, mb.node_id);
-      const have = head?.seq ?? 0;
       if (mb.seq > have + 1) return { status: "gap", microblock: mb, have };
       const where = `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
       if (mb.prev !== (head?.id ?? ZERO_HASH)) throw new MicroblockRejected("chain", `${where}: prev does not link to the stored seq ${have}`);
@@ -97,9 +122,37 @@ export class Receiver {
       }
       if (payloadCanonical !== undefined) this.ledger.insertPayload(mb.payload_hash, payloadCanonical);
       this.ledger.insertMicroblock(mb, this.#now());
+      this.#batch?.heads.set(mb.node_id, { seq: mb.seq, id: mb.id, timestamp: mb.timestamp });
       return { status: "stored", microblock: mb };
     };
     return this.ledger.db.inTransaction ? place() : this.ledger.immediate(place);
+  }
+
+  /**
+   * The payload text to check and store: the bytes as sent when they are what the node
+   * hashed (its signed payload_hash), which spares canonicalizing every gossiped payload
+   * again; otherwise the parsed payload's canonical form, which must then hash to it.
+   */
+  #payloadBytes(value: unknown, payload: unknown, payloadText: string | null | undefined): string {
+    const hash = (value as { payload_hash?: unknown } | null)?.payload_hash;
+    if (payloadText && typeof hash === "string" && payloadMatches(hash, payloadText)) return payloadText;
+    return canonicalOrReject(payload);
+  }
+
+  #head(nodeId: string): ChainHead | null {
+    const cached = this.#batch?.heads.get(nodeId);
+    if (cached !== undefined) return cached;
+    const head = this.ledger.head(this.policy.mesh, nodeId);
+    this.#batch?.heads.set(nodeId, head);
+    return head;
+  }
+
+  #quarantined(nodeId: string): boolean {
+    const cached = this.#batch?.forked.get(nodeId);
+    if (cached !== undefined) return cached;
+    const forked = this.ledger.hasForkEvidence(this.policy.mesh, nodeId);
+    this.#batch?.forked.set(nodeId, forked);
+    return forked;
   }
 
   #now(): number {
@@ -114,7 +167,7 @@ export class Receiver {
       signingKey: (name) => this.#signingKey(name),
       isAdmitted: (nodeId) => this.policy.isAdmitted(nodeId),
       // Until signed quarantine records exist (type Q), fork evidence is what quarantines a node.
-      isQuarantined: (nodeId) => this.ledger.hasForkEvidence(this.policy.mesh, nodeId),
+      isQuarantined: (nodeId) => this.#quarantined(nodeId),
     };
   }
 

@@ -8,14 +8,24 @@
 // only frames and unframes lines: every signature, chain and admission rule is the
 // Receiver's (src/chain/accept.ts), which the importer runs on each record.
 import type { Microblock } from "./microblock.ts";
-import { withoutLocalFields } from "../ledger/ledger.ts";
+import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 
 /** A line longer than this is rejected unread (a payload is at most ingest.max_line_bytes). */
 export const MAX_EXCHANGE_LINE_BYTES = 8 * 1024 * 1024;
 
 export type ExchangeRecord =
   | { kind: "key_certificate"; certificate: Record<string, unknown> }
-  | { kind: "microblock"; microblock: Record<string, unknown>; payload: Record<string, unknown> | null };
+  | {
+      kind: "microblock";
+      microblock: Record<string, unknown>;
+      payload: Record<string, unknown> | null;
+      /**
+       * The payload's text as it stands in the line, when the line has the layout
+       * microblockLine writes: the receiver may store these bytes as they are when they hash
+       * to the signed payload_hash, instead of canonicalizing the parsed payload again.
+       */
+      payloadText: string | null;
+    };
 
 export class ExchangeLineError extends Error {
   constructor(readonly line: string, readonly reason: string) {
@@ -36,6 +46,61 @@ export function microblockLine(mb: Microblock, payloadJson: string | null): stri
   // Only the stored/sent fields, whatever local bookkeeping the caller's object carries.
   const sent = withoutLocalFields(mb);
   return `{"kind":"microblock","microblock":${JSON.stringify(sent)},"payload":${payloadJson ?? "null"}}\n`;
+}
+
+/**
+ * A node's microblocks from a seq as exchange lines, in chunks of at most maxBytes (a
+ * single line over it goes alone). Each chunk stands alone: it carries the certificate of
+ * every key it uses before that key's first microblock. The mesh's gossip batches and its
+ * /dsm/sync/1 answers are this text.
+ */
+export function* exchangeChunks(ledger: Ledger, mesh: string, nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
+  let text = "";
+  let lastSeq = 0;
+  let count = 0;
+  const keys = new Set<string>();
+  const certLines = new Map<string, string>();
+  const certLineOf = (key: string): string => {
+    let line = certLines.get(key);
+    if (line === undefined) {
+      const cert = ledger.keyCert(key);
+      line = cert === null ? "" : certificateLine(cert);
+      certLines.set(key, line);
+    }
+    return line;
+  };
+  for (const page of ledger.chainPages(mesh, nodeId, fromSeq)) {
+    for (const mb of page) {
+      const mbLine = microblockLine(mb, ledger.payload(mb.payload_hash));
+      if (text !== "" && text.length + mbLine.length + (keys.has(mb.key) ? 0 : certLineOf(mb.key).length) > maxBytes) {
+        yield { text, lastSeq, count };
+        text = "";
+        count = 0;
+        keys.clear();
+      }
+      if (!keys.has(mb.key)) text += certLineOf(mb.key);
+      keys.add(mb.key);
+      text += mbLine;
+      lastSeq = mb.seq;
+      count++;
+    }
+  }
+  if (text !== "") yield { text, lastSeq, count };
+}
+
+const MB_PREFIX = `{"kind":"microblock","microblock":{`;
+const PAYLOAD_KEY = `,"payload":`;
+
+/**
+ * The text after "payload": in a line laid out as microblockLine writes it, or null. A
+ * microblock has no nested object and no '}' in any valid field, so its first '}' ends it;
+ * a line where that does not hold yields a text that cannot hash to the signed payload_hash.
+ */
+function payloadTextOf(line: string): string | null {
+  if (!line.startsWith(MB_PREFIX) || !line.endsWith("}")) return null;
+  const end = line.indexOf("}", MB_PREFIX.length);
+  if (end < 0 || !line.startsWith(PAYLOAD_KEY, end + 1)) return null;
+  return line.slice(end + 1 + PAYLOAD_KEY.length, line.length - 1);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -73,7 +138,7 @@ export function parseExchangeLine(text: string, where: string, maxBytes = MAX_EX
       exactKeys(value, where, ["kind", "microblock", "payload"]);
       if (!isObject(value.microblock)) throw new ExchangeLineError(where, `"microblock" must be a JSON object`);
       if (value.payload !== null && !isObject(value.payload)) throw new ExchangeLineError(where, `"payload" must be a JSON object or null`);
-      return { kind: "microblock", microblock: value.microblock, payload: value.payload };
+      return { kind: "microblock", microblock: value.microblock, payload: value.payload, payloadText: value.payload === null ? null : payloadTextOf(text) };
     }
     default:
       throw new ExchangeLineError(where, `"kind" must be "key_certificate" or "microblock"`);

@@ -69,14 +69,7 @@ export class Ledger {
   readonly path: string;
   #chainIds = new Map<string, number>();
   #savepoints = 0;
-  #st: {
-    chainId: Statement;
-    insertChain: Statement;
-    head: Statement;
-    insertMb: Statement;
-    insertPayload: Statement;
-    insertCert: Statement;
-  };
+  #st: Record<"chainId" | "insertChain" | "head" | "insertMb" | "insertPayload" | "insertCert" | "bySeq" | "keyCert" | "payload" | "forkEvidence", Statement>;
 
   private constructor(file: string, db: Database) {
     this.path = file;
@@ -93,6 +86,11 @@ export class Ledger {
       insertCert: db.prepare(
         "INSERT INTO key_certs (key, chain, first_seq, body, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
       ),
+      // The receive path's reads, once per gossiped microblock: prepared once.
+      bySeq: db.prepare(`${SELECT_MB} WHERE m.chain = ? AND m.seq = ?`),
+      keyCert: db.prepare("SELECT body FROM key_certs WHERE key = ?"),
+      payload: db.prepare("SELECT body FROM payloads WHERE hash = ?"),
+      forkEvidence: db.prepare("SELECT 1 FROM fork_evidence WHERE chain = ? LIMIT 1"),
     };
   }
 
@@ -236,12 +234,12 @@ export class Ledger {
   }
 
   keyCert(key: string): string | null {
-    const row = this.db.query("SELECT body FROM key_certs WHERE key = ?").get(fromHex(key, 32)) as { body: Uint8Array } | null;
+    const row = this.#st.keyCert.get(fromHex(key, 32)) as { body: Uint8Array } | null;
     return row ? Buffer.from(row.body).toString("utf8") : null;
   }
 
   payload(hash: string): string | null {
-    const row = this.db.query("SELECT body FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) as { body: Uint8Array } | null;
+    const row = this.#st.payload.get(fromHex(hash, 32)) as { body: Uint8Array } | null;
     return row ? Buffer.from(row.body).toString("utf8") : null;
   }
 
@@ -260,7 +258,7 @@ export class Ledger {
   bySeq(mesh: string, nodeId: string, seq: number): StoredMicroblock | null {
     const chain = this.chainOf(mesh, nodeId, false);
     if (chain === undefined) return null;
-    const row = this.db.query(`${SELECT_MB} WHERE m.chain = ? AND m.seq = ?`).get(chain, seq) as Row | null;
+    const row = this.#st.bySeq.get(chain, seq) as Row | null;
     return row ? toMicroblock(row) : null;
   }
 
@@ -366,7 +364,7 @@ export class Ledger {
 
   hasForkEvidence(mesh: string, nodeId: string): boolean {
     const chain = this.chainOf(mesh, nodeId, false);
-    return chain !== undefined && this.db.query("SELECT 1 FROM fork_evidence WHERE chain = ? LIMIT 1").get(chain) !== null;
+    return chain !== undefined && this.#st.forkEvidence.get(chain) !== null;
   }
 
   hasPayload(hash: string): boolean {

@@ -11,7 +11,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { KeyCertRejected, Receiver } from "../chain/accept.ts";
-import { certificateLine, microblockLine, parseExchangeLine } from "../chain/exchange.ts";
+import { exchangeChunks, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../chain/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
@@ -261,49 +261,16 @@ export class Daemon {
 
   #publishing = false;
 
-  /**
-   * A node's microblocks from a seq as exchange lines (each key certificate before the first
-   * microblock that uses it), in chunks of at most maxBytes: the gossip batches and the
-   * /dsm/sync/1 answers are the same text.
-   */
-  *#chunks(nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
-    let text = "";
-    let lastSeq = 0;
-    let count = 0;
-    const keys = new Set<string>();
-    const certLines = new Map<string, string>();
-    const certLineOf = (key: string): string => {
-      let line = certLines.get(key);
-      if (line === undefined) {
-        const cert = this.node.ledger.keyCert(key);
-        line = cert === null ? "" : certificateLine(cert);
-        certLines.set(key, line);
-      }
-      return line;
-    };
-    for (const page of this.node.ledger.chainPages(this.node.mesh, nodeId, fromSeq)) {
-      for (const mb of page) {
-        const mbLine = microblockLine(mb, this.node.ledger.payload(mb.payload_hash));
-        if (text !== "" && text.length + mbLine.length + (keys.has(mb.key) ? 0 : certLineOf(mb.key).length) > maxBytes) {
-          yield { text, lastSeq, count };
-          text = "";
-          count = 0;
-          keys.clear();
-        }
-        // Each chunk stands alone: it carries the certificate of every key it uses.
-        if (!keys.has(mb.key)) text += certLineOf(mb.key);
-        keys.add(mb.key);
-        text += mbLine;
-        lastSeq = mb.seq;
-        count++;
-      }
-    }
-    if (text !== "") yield { text, lastSeq, count };
+  /** A node's microblocks from a seq as exchange lines: gossip batches and /dsm/sync/1 answers. */
+  #chunks(nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
+    return exchangeChunks(this.node.ledger, this.node.mesh, nodeId, fromSeq, maxBytes);
   }
 
   /** New microblocks of this node's own chain, in batches bounded by max_message_bytes. */
   async #publishNew(): Promise<void> {
     if (this.#publishing) return;
+    // The common case on a validator (no chain of its own) and between batches: one lookup.
+    if ((this.node.ledger.head(this.node.mesh, this.node.nodeId)?.seq ?? 0) <= this.#lastSeq) return;
     this.#publishing = true;
     try {
       for (const chunk of this.#chunks(this.node.nodeId, this.#lastSeq + 1, this.node.config.gossip.max_message_bytes - 1024)) {
@@ -443,13 +410,13 @@ export class Daemon {
     let stored = 0;
     let last = 0;
     let verdict: Verdict = "accept";
-    this.node.ledger.immediate(() => {
+    this.#receiver.batch(() => {
       for (const [i, line] of lines.entries()) {
         try {
           const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
           if (rec.kind === "key_certificate") this.#receiver.acceptKeyCert(rec.certificate);
           else {
-            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
+            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined, rec.payloadText);
             if (out.status === "stored") stored++;
             else if (out.status === "gap") void this.#want(out.microblock.node_id, out.have + 1);
             last = out.microblock.seq;
