@@ -19,7 +19,10 @@ import { envInt, eveLines, fmtRate, fmtRatio, note, now, removeTempDir, say, tab
 const VALIDATORS = 4;
 const EDGES = 4;
 const EPOCH_S = envInt("BENCH_MESH_EPOCH_S", 2);
-const POLL_MS = 250; // each poll asks all 8 daemons for their status: kept light
+const POLL_MS = 250;
+/** The sustained phase: below the mesh's capacity, so finality is the protocol's, not a backlog's. */
+const PACED_RATE = envInt("BENCH_MESH_PACED_RATE", 400);
+const PACED_S = envInt("BENCH_MESH_PACED_S", 10); // each poll asks all 8 daemons for their status: kept light
 
 export interface MeshProcessFigures {
   name: string;
@@ -45,6 +48,7 @@ export interface MeshSummary {
   finality_latency_ms: (number | null)[];
   finality_latency_max_ms_under_load: number | null;
   finality_target_ms: number;
+  sustained: { events_per_s: number; seconds: number; finality_median_ms: number | null; finality_max_ms: number | null; certificates: number };
   processes: MeshProcessFigures[];
   setup_s: number;
   total_s: number;
@@ -158,6 +162,60 @@ async function ingest(bin: string, dir: string, file: string, env: Record<string
   if (code !== 0) throw new Error(`dsm ingest (${path.basename(dir)}) exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}`);
   const ru = p.resourceUsage();
   return { ms, cpuS: ru ? Number(ru.cpuTime.total) / 1e6 : NaN, maxRssMiB: ru ? ru.maxRSS / (1024 * 1024) : NaN, said: err.trim().split("\n").pop() ?? "" };
+}
+
+/**
+ * Sustained ingest below capacity: `rate` events/s in all, spread over the edges' `dsm
+ * ingest` processes fed through pipes every 100 ms for `seconds`, then until every
+ * validator's certificate covers it all. Finality is read per certificate from the daemons
+ * (finality_latency_ms: from its epoch's end to the certificate on that validator).
+ */
+async function paced(bin: string, edges: Daemon[], vals: Daemon[], env: Record<string, string>, rate: number, seconds: number, have: number): Promise<{ events: number; latencies: number[]; lastEpochMs: number | null; coveredAfterMs: number | null }> {
+  const perEdge = Math.round((rate * seconds) / edges.length);
+  const lines = edges.map((_, e) => eveLines(perEdge, 0x9a0 + e));
+  const procs = edges.map((d) => Bun.spawn([bin, "ingest", "--data-dir", d.dir], { env, stdin: "pipe", stdout: "ignore", stderr: "pipe" }));
+  for (const p of procs) live.add(p);
+  const latencies = new Map<string, number>();
+  const before = (await statuses(vals)).map((st) => st?.last_finalized_epoch ?? -1);
+  const record = async () => {
+    for (const [i, st] of (await statuses(vals)).entries()) {
+      if (st && st.last_finalized_epoch !== null && st.last_finalized_epoch > before[i]! && st.finality_latency_ms !== null) latencies.set(`${i}/${st.last_finalized_epoch}`, st.finality_latency_ms);
+    }
+  };
+  const ticks = seconds * 10;
+  const t0 = now();
+  let lastWrite = 0;
+  for (let tick = 0; tick < ticks; tick++) {
+    for (const [e, p] of procs.entries()) {
+      const from = Math.round((perEdge * tick) / ticks);
+      const to = Math.round((perEdge * (tick + 1)) / ticks);
+      if (to > from) p.stdin.write(lines[e]!.slice(from, to).join("\n") + "\n");
+      p.stdin.flush();
+    }
+    lastWrite = Date.now();
+    if (tick % 3 === 0) await record();
+    const wait = t0 + (tick + 1) * 100 - now();
+    if (wait > 0) await Bun.sleep(wait);
+  }
+  for (const p of procs) p.stdin.end();
+  await Promise.all(procs.map(async (p) => {
+    await p.exited;
+    live.delete(p);
+  }));
+  const target = have + perEdge * edges.length;
+  let coveredAt: number | null = null;
+  const until = now() + 30_000;
+  while (now() < until) {
+    await record();
+    const certs = await Promise.all(vals.map((d) => Promise.race([d.client.getCheckpoint().catch(() => null), Bun.sleep(1000).then(() => null)])));
+    if (certs.every((c) => c !== null && c.checkpoint.tree_size >= target)) {
+      coveredAt = Date.now();
+      break;
+    }
+    await Bun.sleep(POLL_MS);
+  }
+  await record();
+  return { events: perEdge * edges.length, latencies: [...latencies.values()], lastEpochMs: lastWrite, coveredAfterMs: coveredAt === null ? null : coveredAt - lastWrite };
 }
 
 // ---------------------------------------------------------------------------
@@ -345,11 +403,6 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       await Bun.sleep(POLL_MS);
     }
     const tFinalWall = Date.now() - (now() - tFinal);
-    // Idle cost: the 8 daemons once every event is final and nothing new comes, over 3 s.
-    const idleMs = 3000;
-    const idle0 = daemons.map((d) => cpuSeconds(d.proc.pid));
-    await Bun.sleep(idleMs);
-    const idleCpu = daemons.map((d, i) => cpuSeconds(d.proc.pid) - idle0[i]!);
     const allStatus = await statuses(daemons);
     const finalStatus = allStatus.slice(0, VALIDATORS);
     for (const [i, s] of finalStatus.entries()) if (s && s.last_finalized_epoch !== null && s.finality_latency_ms !== null) latencies.set(`${i}/${s.last_finalized_epoch}`, s.finality_latency_ms);
@@ -365,6 +418,14 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
     const vShow = await Promise.all(vals.map(async (d) => JSON.parse(await dsm(bin, ["checkpoint", "show", "--data-dir", d.dir, "--json"], meshEnv)) as { checkpoint: { epoch: number; tree_size: number } }));
     const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text()).catch(() => "");
     const metric = (name: string) => /^(\S+) (\S+)$/m.exec(metrics.split("\n").filter((l) => l.startsWith(name)).join("\n"))?.[2] ?? "?";
+
+    // Idle cost: the 8 daemons once every event is final and nothing new comes, over 3 s.
+    const idleMs = 3000;
+    const idle0 = daemons.map((d) => cpuSeconds(d.proc.pid));
+    await Bun.sleep(idleMs);
+    const idleCpu = daemons.map((d, i) => cpuSeconds(d.proc.pid) - idle0[i]!);
+    note(`mesh: sustained ${PACED_RATE} events/s at the edges for ${PACED_S} s, finality per certificate`);
+    const steady = await paced(bin, edges, vals, meshEnv, PACED_RATE, PACED_S, target);
 
     // Processes: CPU in the measured window, RSS now and peak.
     const procs: MeshProcessFigures[] = daemons.map((d, i) => {
@@ -398,6 +459,13 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
     say(
       `   daemon.finality_latency_ms, last certificate per validator: ${finalityLatency.map((x) => (x === null ? "-" : x)).join(" / ")}; ` +
         `max over ${latencyValues.length} epoch certificates seen under load ${latencyValues.length ? Math.max(...latencyValues) : "-"} ms`,
+    );
+    const sorted = [...steady.latencies].sort((a, b) => a - b);
+    const pct = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : NaN);
+    say(
+      `   sustained ${PACED_RATE}/s for ${PACED_S} s (${steady.events} events): finality after each epoch's end, ${sorted.length} certificates on the validators: ` +
+        (sorted.length ? `median ${pct(0.5)} ms, max ${sorted.at(-1)} ms (target <= 2000 ms)` : "none seen") +
+        `; every event covered ${steady.coveredAfterMs === null ? "not within 30 s" : `${(steady.coveredAfterMs / 1000).toFixed(2)} s after the last write`}`,
     );
     say(
       `   dsm status: validators' ledgers ${vStatus.map((v) => v.ledger.microblocks).join(" / ")} microblocks; dsm checkpoint show: epoch ${vShow.map((v) => v.checkpoint.epoch).join("/")}, tree_size ${vShow.map((v) => v.checkpoint.tree_size).join("/")}; ` +
@@ -439,6 +507,7 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       finality_latency_ms: finalityLatency,
       finality_latency_max_ms_under_load: latencyValues.length ? Math.max(...latencyValues) : null,
       finality_target_ms: 2000,
+      sustained: { events_per_s: PACED_RATE, seconds: PACED_S, finality_median_ms: sorted.length ? pct(0.5) : null, finality_max_ms: sorted.at(-1) ?? null, certificates: sorted.length },
       processes: procs.map((p) => ({ ...p, cpu_s: r3(p.cpu_s), idle_cpu_pct: r3(p.idle_cpu_pct), rss_mib: r3(p.rss_mib), rss_peak_mib: r3(p.rss_peak_mib) })),
       setup_s: r3(setupS),
       total_s: r3(totalS),
