@@ -34,6 +34,7 @@ import {
   type Signed,
   type Unsigned,
   signatureValid,
+  signingDigest,
   slotOf,
   slotsOf,
 } from "./messages.ts";
@@ -76,12 +77,16 @@ const MAX_BUFFERED = 4096;
 const MAX_ROUNDS_AHEAD = 256;
 const MAX_BUFFERED_PER_VALIDATOR = 64;
 const MAX_EXTRA_PER_SLOT = 3;
+/** How long a vote or signature may wait for others to be verified with it. */
+const VERIFY_BATCH_MS = 10;
 
 export class ConsensusEngine {
   readonly #o: EngineOptions;
   readonly #set: ValidatorSet;
   readonly #f: number;
   #stopped = false;
+  #unverified: { m: Signed; key: string; height: string }[] = [];
+  #verifyTimer: (() => void) | null = null;
 
   // The height: the checkpoint after #latest.
   #latest: FinalityCertificate | null = null;
@@ -179,6 +184,9 @@ export class ConsensusEngine {
   stop(): void {
     this.#stopped = true;
     this.#cancelTimers();
+    this.#verifyTimer?.();
+    this.#verifyTimer = null;
+    this.#unverified = [];
     this.#waiters = [];
   }
 
@@ -437,7 +445,42 @@ export class ConsensusEngine {
       this.#heard = true;
       return this.#evaluate();
     }
-    if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+    if (m.type === "P") {
+      if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+      return this.#admit(m, key);
+    }
+    this.#queueForVerification(m, key);
+  }
+
+  /**
+   * Votes and signatures wait VERIFY_BATCH_MS (or until n are waiting) to be checked
+   * together: the votes of one step sign one digest, so a batch costs about one pairing
+   * check instead of one per vote. Nothing counts a message before its signature verifies.
+   */
+  #queueForVerification(m: Signed, key: string): void {
+    if (m.mesh !== this.#o.mesh || (m.type !== "V" && m.checkpoint.mesh !== this.#o.mesh)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+    if (this.#unverified.some((u) => u.key === key && u.m.sig === m.sig)) return;
+    this.#unverified.push({ m, key, height: this.#prev });
+    if (this.#unverified.length >= this.#set.n) return this.#verifyQueued();
+    if (this.#verifyTimer === null) this.#verifyTimer = this.#o.clock.schedule(VERIFY_BATCH_MS, () => this.#verifyQueued());
+  }
+
+  #verifyQueued(): void {
+    this.#verifyTimer?.();
+    this.#verifyTimer = null;
+    const queued = this.#unverified.filter((u) => u.height === this.#prev); // others: a height since left
+    this.#unverified = [];
+    if (this.#stopped || queued.length === 0) return;
+    const valid = this.#set.verifyMany(queued.map(({ m }) => ({ i: m.validator, message: signingDigest(m), sigHex: m.sig })));
+    for (const [j, { m, key }] of queued.entries()) {
+      if (this.#prev !== queued[j]!.height) return; // admitting one finished the height
+      if (!valid[j]) this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+      else this.#admit(m, key);
+    }
+  }
+
+  /** A message whose signature verified: equivocation check, then the round state. */
+  #admit(m: Signed, key: string): void {
     if (!this.#checkEquivocation(m)) {
       // An equivocator's second vote (or signature) still counts for its own value, as a
       // byzantine vote may: otherwise validators that got its two votes in different orders

@@ -236,18 +236,23 @@ export function blsBatchVerify(sets: readonly BlsSignatureSet[]): boolean {
   try {
     const rnd = new BigUint64Array(sets.length);
     crypto.getRandomValues(rnd);
-    const pairs: { g1: G1Point; g2: G2Point }[] = [];
+    // Sets over one message share its pairing: e(r1*pk1, H(m)) * e(r2*pk2, H(m)) = e(r1*pk1 + r2*pk2, H(m)).
+    const byMessage = new Map<string, { g1: G1Point; message: Uint8Array }>();
     let sigAcc = G2.ZERO;
     for (let i = 0; i < sets.length; i++) {
       const set = sets[i];
       if (set === null || typeof set !== "object") return false;
       const p = asPublicKey(set.pk);
       const s = asSignature(set.sig);
-      if (p === null || s === null || s.is0() || !(set.message instanceof Uint8Array)) return false;
+      if (p === null || s === null || p.is0() || s.is0() || !(set.message instanceof Uint8Array)) return false;
       const r = rnd[i]! | 1n; // nonzero
-      pairs.push({ g1: p.multiply(r), g2: bls.hash(set.message, SIG_DST) });
+      const k = Buffer.from(set.message).toString("hex");
+      const acc = byMessage.get(k);
+      if (acc) acc.g1 = acc.g1.add(p.multiply(r));
+      else byMessage.set(k, { g1: p.multiply(r), message: set.message });
       sigAcc = sigAcc.add(s.multiply(r));
     }
+    const pairs = [...byMessage.values()].map(({ g1, message }) => ({ g1, g2: hashCached(message, SIG_DST) }));
     pairs.push({ g1: G1.BASE.negate(), g2: sigAcc });
     return Fp12.eql(bls12_381.pairingBatch(pairs), Fp12.ONE);
   } catch {
