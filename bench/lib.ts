@@ -44,13 +44,15 @@ export function tempDir(label: string): string {
 }
 
 export function removeTempDir(dir: string): void {
-  fs.rmSync(dir, { recursive: true, force: true });
+  // BENCH_KEEP=1 leaves the data dirs and daemon logs for a look afterwards.
+  if (!process.env.BENCH_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  else console.error(`[bench] kept ${dir}`);
   const i = tempDirs.indexOf(dir);
   if (i >= 0) tempDirs.splice(i, 1);
 }
 
 export function cleanupTempDirs(): void {
-  for (const dir of tempDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  for (const dir of tempDirs.splice(0)) removeTempDir(dir);
 }
 
 // A crash or ^C must not leave hundreds of MB of ledgers in /tmp.
