@@ -49,7 +49,7 @@ describe("quorum and validator set", () => {
 });
 
 describe("messages and evidence", () => {
-  test("a vote's signed digest names no validator (votes for one value aggregate); a proposal's does", async () => {
+  test("a vote's signed digest names no validator; a proposal's does", async () => {
     const m = await simMesh(4);
     const base = { v: 1 as const, type: "V" as const, mesh: m.mesh, prev: "00".repeat(32), round: 2, phase: "prevote" as const, checkpoint: null };
     expect(toHex(signingDigest({ ...base, validator: 0 }))).toBe(toHex(signingDigest({ ...base, validator: 3 })));
@@ -58,11 +58,13 @@ describe("messages and evidence", () => {
 
   test("parseSigned refuses malformed messages with a reason", () => {
     expect(() => parseSigned({ type: "X" }, 4)).toThrow(/"type" must be "P", "V" or "S"/);
-    const vote = { v: 1, type: "V", mesh: "ab".repeat(32), prev: "00".repeat(32), round: 0, phase: "prevote", checkpoint: null, validator: 4, sig: "00".repeat(96) };
+    const vote = { v: 1, type: "V", mesh: "ab".repeat(32), prev: "00".repeat(32), round: 0, phase: "prevote", checkpoint: null, validator: 4, sig: "00".repeat(64) };
     expect(() => parseSigned(vote, 4)).toThrow(/"validator" must be an integer from 0 to 3/);
     expect(() => parseSigned({ ...vote, validator: 1, phase: "commit" }, 4)).toThrow(/"phase"/);
     expect(() => parseSigned({ ...vote, validator: 1, extra: 1 }, 4)).toThrow(/unexpected field "extra"/);
     expect(parseSigned({ ...vote, validator: 1 }, 4).type).toBe("V");
+    // Votes carry Ed25519 signatures (64 bytes), S a BLS one (96 bytes): the other size is refused.
+    expect(() => parseSigned({ ...vote, validator: 1, sig: "00".repeat(96) }, 4)).toThrow(/"sig"/);
   });
 
   test("evidence of two signed bodies for one epoch verifies from the two messages alone, and nothing else does", async () => {
@@ -70,7 +72,7 @@ describe("messages and evidence", () => {
     const { a, b } = twoBodies(m, "evidence", 3);
     expect(checkpointDigestHex(a)).not.toBe(checkpointDigestHex(b));
     const sign = memoSigner(m, 2);
-    const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(signingDigest(u))) }) as Signed;
+    const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(u)) }) as Signed;
     const sa = seal({ v: 1, type: "S", mesh: m.mesh, checkpoint: a, validator: 2 });
     const sb = seal({ v: 1, type: "S", mesh: m.mesh, checkpoint: b, validator: 2 });
     const e = makeEvidence(sa, sb);
@@ -263,7 +265,7 @@ describe("liveness corner cases found in review", () => {
     }
     expect(checkpointDigestHex(b)).not.toBe(checkpointDigestHex(a));
     for (const i of [1, 2, 3]) engines[i]!.start();
-    const seal = (u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, 0)(signingDigest(u))) });
+    const seal = (u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, 0)(u)) });
     const P = seal({ v: 1, type: "P", mesh: m.mesh, round: 0, valid_round: -1, checkpoint: b, validator: 0 });
     const V = seal({ v: 1, type: "V", mesh: m.mesh, prev: b.prev, round: 0, phase: "prevote", checkpoint: checkpointDigestHex(b), validator: 0 });
     clock.schedule(10_005, () => {

@@ -57,8 +57,8 @@ export interface EngineOptions {
   validators: ValidatorSet;
   /** This validator's index in genesis order. */
   index: number;
-  /** BLS signature (96 bytes) over a 32-byte message with this validator's key. */
-  sign: (message: Uint8Array) => Uint8Array;
+  /** The signature of a message with this validator's keys (signMessage). */
+  sign: (message: Unsigned) => Uint8Array;
   source: CheckpointSource;
   store: SignedStore;
   transport: ConsensusTransport;
@@ -77,7 +77,7 @@ const MAX_BUFFERED = 4096;
 const MAX_ROUNDS_AHEAD = 256;
 const MAX_BUFFERED_PER_VALIDATOR = 64;
 const MAX_EXTRA_PER_SLOT = 3;
-/** How long a vote or signature may wait for others to be verified with it. */
+/** How long a BLS signature may wait for others to be verified with it. */
 const VERIFY_BATCH_MS = 10;
 
 export class ConsensusEngine {
@@ -445,7 +445,7 @@ export class ConsensusEngine {
       this.#heard = true;
       return this.#evaluate();
     }
-    if (m.type === "P") {
+    if (m.type !== "S") {
       if (!signatureValid(m, this.#o.mesh, this.#set)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
       return this.#admit(m, key);
     }
@@ -453,9 +453,9 @@ export class ConsensusEngine {
   }
 
   /**
-   * Votes and signatures wait VERIFY_BATCH_MS (or until n are waiting) to be checked
-   * together: the votes of one step sign one digest, so a batch costs about one pairing
-   * check instead of one per vote. Nothing counts a message before its signature verifies.
+   * BLS signatures wait VERIFY_BATCH_MS (or until n are waiting) to be checked together:
+   * they sign one checkpoint digest, so a batch costs about one pairing check instead of
+   * one per signature. Nothing counts a signature before it verifies.
    */
   #queueForVerification(m: Signed, key: string): void {
     if (m.mesh !== this.#o.mesh || (m.type !== "V" && m.checkpoint.mesh !== this.#o.mesh)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });

@@ -3,13 +3,13 @@
 // the same value gives the stored message back (a restart re-sends it); a different value
 // means this validator already signed something else there, and it refuses.
 import { toHex } from "../encoding/hex.ts";
-import { type Signed, signingDigest, slotsOf, type Unsigned } from "./messages.ts";
+import { type Signed, slotsOf, type Unsigned } from "./messages.ts";
 import type { SignedStore } from "./ports.ts";
 
 export type SignOnce = { ok: true; message: Signed } | { ok: false; held: Signed; slot: string };
 
-export function signOnce(store: SignedStore, unsigned: Unsigned, sign: (message: Uint8Array) => Uint8Array): SignOnce {
-  const msg = { ...unsigned, sig: toHex(sign(signingDigest(unsigned))) } as Signed;
+export function signOnce(store: SignedStore, unsigned: Unsigned, sign: (message: Unsigned) => Uint8Array): SignOnce {
+  const msg = { ...unsigned, sig: toHex(sign(unsigned)) } as Signed;
   const wanted = slotsOf(msg);
   const held = store.claim(
     wanted.map((s) => s.slot),

@@ -1,7 +1,11 @@
 // A validator over a node's data dir: its BLS key (checked against the genesis), its
 // checkpoint log and durable signature store in the ledger, and the consensus engine wired
 // to them. The transport is the caller's: the mesh daemon passes libp2p, tests a simulation.
+import type { KeyObject } from "node:crypto";
 import { toHex } from "../encoding/hex.ts";
+import { ed25519PrivateKey } from "../crypto/ed25519.ts";
+import { loadLibp2pKey } from "../identity/libp2p-key.ts";
+import { signMessage } from "./messages.ts";
 import { blsPublicKey, blsSign } from "../crypto/bls.ts";
 import { readSecretFile } from "../fs/files.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
@@ -20,12 +24,16 @@ export class DSMValidator {
   readonly store: LedgerSignedStore;
   readonly validators: ValidatorSet;
   readonly #secret: Uint8Array;
+  /** The libp2p Ed25519 key, which signs this validator's proposals and votes. */
+  readonly #vote: KeyObject;
 
   private constructor(
     readonly node: DSMNode,
     readonly index: number,
     secret: Uint8Array,
+    vote: KeyObject,
   ) {
+    this.#vote = vote;
     this.#secret = secret;
     this.builder = new CheckpointBuilder(node.ledger, node.policy);
     this.store = new LedgerSignedStore(node.ledger, node.mesh);
@@ -63,7 +71,16 @@ export class DSMValidator {
     if (pub !== genesis.validators[index]!.bls_pub) {
       throw new ValidatorKeyError(`${node.layout.blsKey} does not match this node's bls_pub in the genesis of mesh ${node.mesh.slice(0, 16)}…`);
     }
-    return new DSMValidator(node, index, secret);
+    let vote: KeyObject;
+    try {
+      const k = loadLibp2pKey(node.layout.libp2pKey);
+      if (k.peerId !== genesis.validators[index]!.peer_id) throw new Error(`it is the key of peer ${k.peerId}, not of this validator's peer_id in the genesis`);
+      vote = ed25519PrivateKey(k.privateKey);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new ValidatorKeyError(`${node.layout.libp2pKey}: ${code ? `cannot read it: ${code}` : (e as Error).message}`);
+    }
+    return new DSMValidator(node, index, secret, vote);
   }
 
   /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new. The seed's API. */
@@ -89,7 +106,7 @@ export class DSMValidator {
       mesh: this.node.mesh,
       validators: this.validators,
       index: this.index,
-      sign: (m) => this.sign(m),
+      sign: (m) => signMessage(m, { bls: this.#secret, vote: this.#vote }),
       source: this.builder,
       store: this.store,
       transport: opts.transport,

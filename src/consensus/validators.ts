@@ -6,6 +6,9 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { blsAggregateSignatures, blsBatchVerify, blsFastAggregateVerify, blsVerify, type G1Point, type G2Point, parsePublicKey, parseSignature } from "../crypto/bls.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
+import { ed25519PublicKey, ed25519Verify } from "../crypto/ed25519.ts";
+import { ed25519OfPeerId } from "../identity/libp2p-key.ts";
+import type { KeyObject } from "node:crypto";
 import type { Genesis } from "../mesh/genesis.ts";
 
 /** q = n - floor((n - 1) / 3): the BFT quorum of DESIGN.md section 6. */
@@ -63,6 +66,9 @@ export class ValidatorSet {
   readonly keys: readonly G1Point[];
   readonly keyHex: readonly string[];
   readonly nodeIds: readonly string[];
+  /** Vote keys: the Ed25519 keys the genesis cards' peer ids name. */
+  readonly peerIds: readonly string[];
+  readonly voteKeys: readonly KeyObject[];
 
   /**
    * threshold: a configured quorum_threshold; it may raise the BFT quorum, never lower it.
@@ -78,12 +84,29 @@ export class ValidatorSet {
     if (threshold !== 0 && threshold < q) throw new RangeError(`quorum_threshold ${threshold} is below the Byzantine quorum ${q} of ${this.n} validators; it may only raise it`);
     this.quorum = Math.max(q, threshold);
     this.keyHex = genesis.validators.map((c) => c.bls_pub!);
+    this.peerIds = genesis.validators.map((c) => c.peer_id);
+    this.voteKeys = this.peerIds.map((id, i) => {
+      const raw = ed25519OfPeerId(id);
+      if (raw === null) throw new RangeError(`genesis validator ${i}: peer_id ${id} does not name an Ed25519 key`);
+      return ed25519PublicKey(raw);
+    });
     this.nodeIds = genesis.validators.map((c) => c.node_id);
     this.keys = this.keyHex.map((hex, i) => {
       const p = parsePublicKey(fromHex(hex, 48));
       if (p === null) throw new RangeError(`genesis validator ${i}: bls_pub is not a valid BLS12-381 public key`);
       return p;
     });
+  }
+
+  /** Ed25519 verification of validator i's vote signature (64 bytes hex) under the key its card's peer id names. Never throws. */
+  verifyVote(i: number, message: Uint8Array, sigHex: string): boolean {
+    if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{128}$/.test(sigHex)) return false;
+    const k = `vote|${this.peerIds[i]}${toHex(message)}${sigHex}`;
+    const hit = sharedMemo.get(k);
+    if (hit !== undefined) return hit;
+    const ok = ed25519Verify(this.voteKeys[i]!, message, fromHex(sigHex, 64));
+    sharedMemo.set(k, ok);
+    return ok;
   }
 
   /** BLS verification of validator i's signature (96 bytes hex) over a 32-byte message. Never throws. */

@@ -2,6 +2,7 @@
 // code exists. Stored as libp2p's protobuf PrivateKey (what privateKeyFromProtobuf
 // reads), and the peer id derived the way libp2p does, without pulling libp2p in yet.
 import * as crypto from "node:crypto";
+import { ed25519PublicOf } from "../crypto/ed25519.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 
 const KEY_TYPE_ED25519 = 1;
@@ -34,13 +35,6 @@ export function loadLibp2pKey(file: string): Libp2pKey {
   return { privateKey: new Uint8Array(seed), publicKey: new Uint8Array(pub), peerId: peerIdOf(pub) };
 }
 
-/** PKCS#8 wrapping of a raw Ed25519 seed (RFC 8410), so node:crypto derives the public key. */
-function ed25519PublicOf(seed: Uint8Array): Uint8Array {
-  const der = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]);
-  const jwk = crypto.createPublicKey(crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" })).export({ format: "jwk" });
-  return new Uint8Array(Buffer.from(jwk.x!, "base64url"));
-}
-
 function protobufKey(data: Uint8Array): Uint8Array {
   // message { KeyType Type = 1; bytes Data = 2; } with Data of 32 or 64 bytes (one-byte varint length)
   return new Uint8Array([0x08, KEY_TYPE_ED25519, 0x12, data.length, ...data]);
@@ -50,6 +44,23 @@ function protobufKey(data: Uint8Array): Uint8Array {
 export function peerIdOf(publicKey: Uint8Array): string {
   const pb = protobufKey(publicKey);
   return base58btc(new Uint8Array([0x00, pb.length, ...pb]));
+}
+
+/**
+ * The Ed25519 public key a peer id names (identity multihash of the protobuf key), or
+ * null when the id is not of that form.
+ */
+export function ed25519OfPeerId(peerId: string): Uint8Array | null {
+  if (typeof peerId !== "string" || !/^[1-9A-HJ-NP-Za-km-z]+$/.test(peerId)) return null;
+  let n = 0n;
+  for (const c of peerId) n = n * 58n + BigInt(ALPHABET.indexOf(c));
+  const hex = n.toString(16).padStart(2 * 38, "0");
+  if (hex.length !== 2 * 38) return null;
+  const bytes = Buffer.from(hex, "hex");
+  // 0x00 (identity multihash), 36 (length), then the protobuf key: 08 01 12 20 <32 bytes>.
+  if (!bytes.subarray(0, 6).equals(Buffer.from([0x00, 36, 0x08, KEY_TYPE_ED25519, 0x12, 32]))) return null;
+  const pub = new Uint8Array(bytes.subarray(6));
+  return peerIdOf(pub) === peerId ? pub : null;
 }
 
 const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";

@@ -8,6 +8,7 @@ import { blsSign } from "../crypto/bls.ts";
 import type { CheckpointSource, CheckResult } from "../consensus/ports.ts";
 import { LedgerSignedStore } from "../consensus/signed-store.ts";
 import { signOnce } from "../consensus/sign-once.ts";
+import { signingDigest } from "../consensus/messages.ts";
 import { signersBitfield } from "../consensus/validators.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import type { MeshPolicy } from "../mesh/genesis.ts";
@@ -216,7 +217,7 @@ export class CheckpointBuilder implements CheckpointSource {
       const earlier = store.ofHeight(latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64)).find((m) => m.type === "S");
       if (earlier && earlier.type === "S" && this.check(earlier.checkpoint).ok) body = earlier.checkpoint;
       if (body === null) return { status: "nothing-new", epoch };
-      const signed = signOnce(store, { v: 1, type: "S", mesh: this.policy.mesh, checkpoint: body, validator: validatorIndex }, (m) => blsSign(blsSecret, m));
+      const signed = signOnce(store, { v: 1, type: "S", mesh: this.policy.mesh, checkpoint: body, validator: validatorIndex }, (m) => blsSign(blsSecret, signingDigest(m)));
       if (!signed.ok) throw new Error(`this validator already signed another checkpoint (${signed.slot}); refusing to sign a second`);
       const certificate: FinalityCertificate = {
         v: 1,

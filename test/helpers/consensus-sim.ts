@@ -8,7 +8,9 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fromHex, toHex } from "../../src/encoding/hex.ts";
-import { blsKeygen, blsPopProve, blsPublicKey, blsSign } from "../../src/crypto/bls.ts";
+import type { KeyObject } from "node:crypto";
+import { blsKeygen, blsPopProve, blsPublicKey } from "../../src/crypto/bls.ts";
+import { ed25519PrivateKey } from "../../src/crypto/ed25519.ts";
 import { sha256 } from "../../src/crypto/sha256.ts";
 import { makeCard } from "../../src/identity/card.ts";
 import { SoftwareIdentityKey } from "../../src/identity/identity-key.ts";
@@ -26,7 +28,7 @@ import {
 } from "../../src/log/checkpoint.ts";
 import { leafHash, rootOf } from "../../src/log/merkle.ts";
 import { ConsensusEngine, type EngineEvent } from "../../src/consensus/engine.ts";
-import { type Evidence, type Signed, signingDigest, slotOf, type Unsigned } from "../../src/consensus/messages.ts";
+import { type Evidence, type Signed, signingDigest, signMessage, slotOf, type Unsigned } from "../../src/consensus/messages.ts";
 import { type CheckpointSource, type CheckResult, type Clock, type ConsensusMessage, MemorySignedStore, type SignedStore } from "../../src/consensus/ports.ts";
 import { ValidatorSet } from "../../src/consensus/validators.ts";
 import { prng } from "./prng.ts";
@@ -117,6 +119,8 @@ export interface SimMesh {
   mesh: string;
   set: ValidatorSet;
   secrets: Uint8Array[];
+  /** Each validator's libp2p Ed25519 key: it signs proposals and votes. */
+  voteKeys: KeyObject[];
 }
 
 const meshes = new Map<string, SimMesh>();
@@ -129,16 +133,18 @@ export async function simMesh(n: number, epochSeconds = 10): Promise<SimMesh> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-sim-"));
   try {
     const secrets: Uint8Array[] = [];
+    const voteKeys: KeyObject[] = [];
     const cards = [];
     for (let i = 0; i < n; i++) {
       const sk = blsKeygen(sha256(`dsm simulation validator ${i}`));
       secrets.push(sk);
       const identity = SoftwareIdentityKey.create(path.join(dir, `id${i}.pem`), false);
       const p2p = createLibp2pKey(path.join(dir, `p2p${i}.key`), false);
+      voteKeys.push(ed25519PrivateKey(p2p.privateKey));
       cards.push(await makeCard(identity, { role: "validator", peerId: p2p.peerId, nowMs: GENESIS_MS, blsPub: toHex(blsPublicKey(sk)), blsPop: toHex(blsPopProve(sk)) }));
     }
     const genesis = buildGenesis({ name: `sim-${n}`, genesisTimeMs: GENESIS_MS, epochDurationS: epochSeconds, validators: cards, admission: "open" });
-    const m = { genesis, mesh: meshIdOf(genesis), set: new ValidatorSet(genesis), secrets };
+    const m = { genesis, mesh: meshIdOf(genesis), set: new ValidatorSet(genesis), secrets, voteKeys };
     meshes.set(k, m);
     return m;
   } finally {
@@ -148,14 +154,14 @@ export async function simMesh(n: number, epochSeconds = 10): Promise<SimMesh> {
 
 const signMemo = new Map<string, Uint8Array>();
 
-/** BLS signing, memoised by (validator, message): a BLS signature is deterministic. */
-export function memoSigner(mesh: SimMesh, index: number): (message: Uint8Array) => Uint8Array {
-  const sk = mesh.secrets[index]!;
+/** Validator index's signature of a message (signMessage), memoised: both kinds are deterministic. */
+export function memoSigner(mesh: SimMesh, index: number): (message: Unsigned) => Uint8Array {
+  const keys = { bls: mesh.secrets[index]!, vote: mesh.voteKeys[index]! };
   return (message) => {
-    const k = `${index}/${mesh.mesh}/${toHex(message)}`;
+    const k = `${index}/${mesh.mesh}/${message.type}/${toHex(signingDigest(message))}`;
     let s = signMemo.get(k);
     if (!s) {
-      s = blsSign(sk, message);
+      s = signMessage(message, keys);
       signMemo.set(k, s);
     }
     return s;
@@ -448,7 +454,8 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
       case "invalid-signature": {
         if (m.type === "F" || m.type === "E") return sendAll(i, m);
         const forged = { ...m } as Signed;
-        if (rand() < 0.5) forged.sig = toHex(sha256(`garbage ${rand()}`)) + toHex(sha256(`more ${rand()}`)) + toHex(sha256(`end ${rand()}`));
+        // Garbage of the right size (BLS for S, Ed25519 for P and V), so the schema lets it through to the signature check.
+        if (rand() < 0.5) forged.sig = (toHex(sha256(`garbage ${rand()}`)) + toHex(sha256(`more ${rand()}`)) + toHex(sha256(`end ${rand()}`))).slice(0, m.type === "S" ? 192 : 128);
         else forged.validator = honest[Math.floor(rand() * honest.length)]!; // claims an honest validator's name with its own signature
         return sendAll(i, forged);
       }
@@ -480,7 +487,7 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
   /** A second, conflicting message for the same slot, properly signed by validator i. */
   function twinOf(i: number, m: Signed): Signed | null {
     const sign = memoSigner(mesh, i);
-    const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(signingDigest(u))) }) as Signed;
+    const seal = (u: Unsigned) => ({ ...u, sig: toHex(sign(u)) }) as Signed;
     const src = sources[i]!;
     if (m.type === "P" || m.type === "S") {
       const alt = src.variant(m.checkpoint);
@@ -593,7 +600,7 @@ export function loneEngine(
 
 /** Validators `from` push body b through one round at engine: proposal, prevotes, precommits. */
 export function pushRound(m: SimMesh, engine: ConsensusEngine, round: number, proposer: number, from: number[], b: CheckpointBody): void {
-  const seal = (i: number, u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, i)(signingDigest(u))) });
+  const seal = (i: number, u: Unsigned) => ({ ...u, sig: toHex(memoSigner(m, i)(u)) });
   engine.receive(seal(proposer, { v: 1, type: "P", mesh: m.mesh, round, valid_round: -1, checkpoint: b, validator: proposer }));
   for (const phase of ["prevote", "precommit"] as const) {
     for (const i of from) engine.receive(seal(i, { v: 1, type: "V", mesh: m.mesh, prev: b.prev, round, phase, checkpoint: checkpointDigestHex(b), validator: i }));
