@@ -10,6 +10,7 @@ import { ConsensusEngine, type EngineEvent } from "../src/consensus/engine.ts";
 import { DSMValidator } from "../src/consensus/validator.ts";
 import type { ConsensusMessage } from "../src/consensus/ports.ts";
 import { signerIndices } from "../src/consensus/validators.ts";
+import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
 import type { Microblock } from "../src/chain/microblock.ts";
 import type { FinalityCertificate } from "../src/log/builder.ts";
 import { inclusionBundle, verifyBundle } from "../src/log/bundle.ts";
@@ -140,6 +141,19 @@ describe("four validators over real ledgers", () => {
     const bad = Bun.spawnSync([DSM, "verify-proof", file, "--genesis", genesisFile], { env: { ...process.env, HOME: root } });
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr.toString()).toContain("1 of 4 validators signed, quorum is 3");
+  });
+
+  test("a validator whose libp2p key is not the one its genesis card names cannot run", () => {
+    const file = path.join(root, "v2", "libp2p.key");
+    const saved = fs.readFileSync(file);
+    try {
+      fs.rmSync(file);
+      createLibp2pKey(file, false);
+      expect(() => DSMValidator.open(validators[2]!)).toThrow(/libp2p\.key: it is the key of peer 12D3KooW\w+, not of this validator's peer_id in the genesis/);
+    } finally {
+      fs.writeFileSync(file, saved, { mode: 0o600 });
+    }
+    DSMValidator.open(validators[2]!).close();
   });
 
   test("dsm checkpoint on a validator of a four-validator mesh refuses to sign alone", () => {

@@ -16,7 +16,8 @@ import { FileExistsError } from "../src/fs/files.ts";
 import { nodeIdOf, SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import { issueKeyCert, type KeyCert, keyNameOf, parseKeyCert } from "../src/identity/keycert.ts";
 import { makeCard, type NodeCard, parseCard } from "../src/identity/card.ts";
-import { createLibp2pKey, loadLibp2pKey, peerIdOf } from "../src/identity/libp2p-key.ts";
+import { createLibp2pKey, ed25519OfPeerId, loadLibp2pKey, peerIdOf } from "../src/identity/libp2p-key.ts";
+import { ed25519PrivateKey, ed25519PublicKey, ed25519Sign, ed25519Verify } from "../src/crypto/ed25519.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, meshIdOf, parseGenesis } from "../src/mesh/genesis.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
@@ -316,6 +317,21 @@ describe("libp2p key", () => {
     expect(toHex(k.publicKey)).toBe(pub);
     expect(k.peerId).toBe("12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq");
     expect(peerIdOf(fromHex(pub))).toBe(k.peerId);
+  });
+
+  test("a peer id gives back its Ed25519 key (the spec vector); other ids give none", () => {
+    const pub = "1ed1e8fae2c4a144b8be8fd4b47bf3d3b34b871c3cacf6010f0e42d474fce27e";
+    expect(toHex(ed25519OfPeerId("12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3pq")!)).toBe(pub);
+    // A CIDv0-style RSA/sha256 peer id, a truncated one, and non-base58 text.
+    expect(ed25519OfPeerId("QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N")).toBeNull();
+    expect(ed25519OfPeerId("12D3KooWBtg3aaRMjxwedh83aGiUkwSxDwUZkzuJcfaqUmo7R3p")).toBeNull();
+    expect(ed25519OfPeerId("12D3KooW0OIl")).toBeNull();
+    // Its key verifies what the libp2p key file's seed signs.
+    const k = createLibp2pKey(path.join(dir, "p2p-vote.key"), false);
+    const msg = new Uint8Array(32).fill(9);
+    const sig = ed25519Sign(ed25519PrivateKey(k.privateKey), msg);
+    expect(ed25519Verify(ed25519PublicKey(ed25519OfPeerId(k.peerId)!), msg, sig)).toBe(true);
+    expect(ed25519Verify(ed25519PublicKey(ed25519OfPeerId(k.peerId)!), new Uint8Array(32), sig)).toBe(false);
   });
 
   test("a corrupted key file is rejected", () => {
