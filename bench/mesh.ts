@@ -48,6 +48,7 @@ export interface MeshSummary {
   finality_latency_ms: (number | null)[];
   finality_latency_max_ms_under_load: number | null;
   finality_target_ms: number;
+  validator_cpu_us_per_event: number;
   sustained: { events_per_s: number; seconds: number; finality_median_ms: number | null; finality_max_ms: number | null; certificates: number };
   processes: MeshProcessFigures[];
   setup_s: number;
@@ -452,6 +453,10 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       ),
     );
     say(`   mesh ${fmtRate(meshEps)} vs target 10.0k/s (${fmtRatio(meshEps / 10_000)}); mesh/single-process ${fmtRatio(ratio)} (vs ${EDGES} x ingest), ${fmtRatio(meshEps / base1Eps)} (vs 1 x ingest)`);
+    // Every validator checks and stores every event: their CPU per event bounds the mesh on this machine.
+    const vCpuUs = (1e6 * procs.filter((p) => p.role === "validator").reduce((a, p) => a + p.cpu_s, 0)) / VALIDATORS / Math.max(1, total);
+    const cores = navigator.hardwareConcurrency;
+    say(`   validator CPU per event: ${vCpuUs.toFixed(0)} us (all of it: receive, gossip, consensus); ${VALIDATORS} validators on ${cores} CPUs can take at most ${fmtRate((cores * 1e6) / (VALIDATORS * vCpuUs))} with nothing else running`);
     say(
       `   finality: last event in epoch ${lastEpoch} (ends ${new Date(lastEpochEnd).toISOString().slice(11, 23)}); stored everywhere ${((tAllWall - lastEpochEnd) / 1000).toFixed(2)} s after its end; ` +
         (finalityAfterEnd === null ? "no certificate covering every event within 30 s" : `every validator's certificate covers all ${target} leaves ${(finalityAfterEnd / 1000).toFixed(2)} s after it (target <= 2 s)`),
@@ -507,6 +512,7 @@ export async function runMesh(root = path.resolve(import.meta.dir, "..")): Promi
       finality_latency_ms: finalityLatency,
       finality_latency_max_ms_under_load: latencyValues.length ? Math.max(...latencyValues) : null,
       finality_target_ms: 2000,
+      validator_cpu_us_per_event: r3(vCpuUs),
       sustained: { events_per_s: PACED_RATE, seconds: PACED_S, finality_median_ms: sorted.length ? pct(0.5) : null, finality_max_ms: sorted.at(-1) ?? null, certificates: sorted.length },
       processes: procs.map((p) => ({ ...p, cpu_s: r3(p.cpu_s), idle_cpu_pct: r3(p.idle_cpu_pct), rss_mib: r3(p.rss_mib), rss_peak_mib: r3(p.rss_peak_mib) })),
       setup_s: r3(setupS),
