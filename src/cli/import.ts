@@ -80,6 +80,7 @@ EXAMPLES
 interface Held {
   microblock: Record<string, unknown>;
   payload: Record<string, unknown> | null;
+  payloadText: string | null;
   where: string;
 }
 
@@ -122,11 +123,10 @@ export class Importer {
   async consume(stream: ReadableStream<Uint8Array>, source: string): Promise<void> {
     const splitter = new LineSplitter(MAX_EXCHANGE_LINE_BYTES);
     const onLine = (e: { no: number; text: string } | { no: number; error: string }) => this.#line(e, source);
-    // One commit (one fsync) per chunk read, not per line: each line's own writes are a
-    // savepoint inside it, so a rejected line still leaves nothing behind.
-    const ledger = this.node.ledger;
-    for await (const chunk of stream) ledger.immediate(() => splitter.push(chunk, onLine));
-    ledger.immediate(() => splitter.end(onLine));
+    // One commit (one fsync) per chunk read, not per line: the receiver checks a line fully
+    // before it writes anything, so a rejected line still leaves nothing behind.
+    for await (const chunk of stream) this.#receiver.batch(() => splitter.push(chunk, onLine));
+    this.#receiver.batch(() => splitter.end(onLine));
   }
 
   #line(e: { no: number; text: string } | { no: number; error: string }, source: string): void {
@@ -145,7 +145,7 @@ export class Importer {
       throw err;
     }
     if (rec.kind === "key_certificate") this.#certificate(rec.certificate, where);
-    else this.#process({ microblock: rec.microblock, payload: rec.payload, where });
+    else this.#process({ microblock: rec.microblock, payload: rec.payload, payloadText: rec.payloadText, where });
   }
 
   #certificate(value: Record<string, unknown>, where: string): void {
@@ -189,7 +189,7 @@ export class Importer {
   #attempt(h: Held, wasHeld: boolean): AcceptOutcome | null {
     let o: AcceptOutcome;
     try {
-      o = this.#receiver.acceptMicroblock(h.microblock, h.payload ?? undefined);
+      o = this.#receiver.acceptMicroblock(h.microblock, h.payload ?? undefined, h.payloadText);
     } catch (err) {
       if (!(err instanceof MicroblockRejected)) throw err;
       const key = h.microblock.key;
