@@ -20,7 +20,7 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   keys: { signing_key_lifetime_s: 86400 },
   ledger: { file: "ledger.sqlite", batch_max_events: 1000, batch_max_ms: 50, busy_timeout_ms: 10000 },
   ingest: { format: "auto", max_line_bytes: 1048576 },
-  privacy: { anonymize_ips: false },
+  privacy: { anonymize_ips: false, withhold_payloads: false },
   mesh: { genesis: "", max_clock_skew_s: 60 },
   consensus: { signature_timeout_s: 30, quorum_threshold: 0 },
   gossip: { host: "0.0.0.0", port: 7946, bootstrap_nodes: "", max_message_bytes: 1048576, batch_max_ms: 100 },
@@ -132,7 +132,7 @@ describe("validation errors", () => {
 
   test("unknown key with no near name lists the section's keys", () => {
     expect(parseError("privacy:\n  encrypt: true\n")).toBe(
-      "config /etc/dsm.yaml: privacy.encrypt: unknown key; known keys in privacy: anonymize_ips",
+      "config /etc/dsm.yaml: privacy.encrypt: unknown key; known keys in privacy: anonymize_ips, withhold_payloads",
     );
   });
 

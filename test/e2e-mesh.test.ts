@@ -274,6 +274,24 @@ describe("four validators and an edge, each its own dsm run process", () => {
     await finalizedEverywhere(V, 55, 40_000);
   }, 60_000);
 
+  test("an edge with privacy.withhold_payloads: validators check and finalize its microblocks without ever getting the payloads", async () => {
+    expect(await stop(E)).toBe(0);
+    boot[4] = await start(E, boot.slice(0, 4), { DSM_PRIVACY_WITHHOLD_PAYLOADS: "true" });
+    await ingest(3, "private");
+    await finalizedEverywhere(V, 58, 40_000);
+    const edgeId = (JSON.parse(await ok(["card", "--data-dir", E, "--json"])) as { node_id: string }).node_id;
+    const head = (JSON.parse(await ok(["status", "--data-dir", E, "--json"])) as { head: { seq: number } }).head.seq;
+    const shown = async (seq: number) => JSON.parse(await ok(["show", `${edgeId}:${seq}`, "--data-dir", V[1]!, "--json"])) as { microblock: { seq: number }; payload: unknown };
+    for (const seq of [head - 2, head - 1, head]) {
+      const s = await shown(seq);
+      expect(s.microblock.seq).toBe(seq);
+      expect(s.payload).toBeNull();
+    }
+    // Sent before the setting: its payload came along. And the edge still holds its own.
+    expect((await shown(head - 3)).payload).not.toBeNull();
+    expect((JSON.parse(await ok(["show", `${edgeId}:${head}`, "--data-dir", E, "--json"])) as { payload: unknown }).payload).not.toBeNull();
+  }, 60_000);
+
   test("SIGTERM stops a daemon gracefully: exit 0, run.json removed", async () => {
     expect(await stop(E)).toBe(0);
     expect(fs.existsSync(path.join(E, "run.json"))).toBe(false);

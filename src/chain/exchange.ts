@@ -54,7 +54,15 @@ export function microblockLine(mb: Microblock, payloadJson: string | null): stri
  * every key it uses before that key's first microblock. The mesh's gossip batches and its
  * /dsm/sync/1 answers are this text.
  */
-export function* exchangeChunks(ledger: Ledger, mesh: string, nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
+export function* exchangeChunks(
+  ledger: Ledger,
+  mesh: string,
+  nodeId: string,
+  fromSeq: number,
+  maxBytes: number,
+  opts: { payloads?: boolean } = {},
+): Generator<{ text: string; lastSeq: number; count: number }> {
+  const payloads = opts.payloads ?? true;
   let text = "";
   let lastSeq = 0;
   let count = 0;
@@ -71,7 +79,7 @@ export function* exchangeChunks(ledger: Ledger, mesh: string, nodeId: string, fr
   };
   for (const page of ledger.chainPages(mesh, nodeId, fromSeq)) {
     for (const mb of page) {
-      const mbLine = microblockLine(mb, ledger.payload(mb.payload_hash));
+      const mbLine = microblockLine(mb, payloads ? ledger.payload(mb.payload_hash) : null);
       if (text !== "" && text.length + mbLine.length + (keys.has(mb.key) ? 0 : certLineOf(mb.key).length) > maxBytes) {
         yield { text, lastSeq, count };
         text = "";

@@ -12,7 +12,7 @@ export interface DsmConfig {
   keys: { signing_key_lifetime_s: number };
   ledger: { file: string; batch_max_events: number; batch_max_ms: number; busy_timeout_ms: number };
   ingest: { format: "auto" | "suricata" | "zeek" | "json"; max_line_bytes: number };
-  privacy: { anonymize_ips: boolean };
+  privacy: { anonymize_ips: boolean; withhold_payloads: boolean };
   mesh: { genesis: string; max_clock_skew_s: number };
   consensus: { signature_timeout_s: number; quorum_threshold: number };
   gossip: { host: string; port: number; bootstrap_nodes: string; max_message_bytes: number; batch_max_ms: number };
@@ -57,7 +57,7 @@ const SCHEMA: Schema = {
   keys: { signing_key_lifetime_s: int(60, 31_536_000) },
   ledger: { file: STR, batch_max_events: int(1, 100_000), batch_max_ms: int(1, 60_000), busy_timeout_ms: int(0, 600_000) },
   ingest: { format: oneOf("auto", "suricata", "zeek", "json"), max_line_bytes: int(1024, 67_108_864) },
-  privacy: { anonymize_ips: BOOL },
+  privacy: { anonymize_ips: BOOL, withhold_payloads: BOOL },
   mesh: { genesis: STR, max_clock_skew_s: int(0, 86_400) },
   consensus: { signature_timeout_s: int(1, 3600), quorum_threshold: int(0, 1024) },
   gossip: { host: STR, port: int(0, 65535), bootstrap_nodes: STR, max_message_bytes: int(65536, 16_777_216), batch_max_ms: int(1, 10_000) },

@@ -263,7 +263,9 @@ export class Daemon {
 
   /** A node's microblocks from a seq as exchange lines: gossip batches and /dsm/sync/1 answers. */
   #chunks(nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
-    return exchangeChunks(this.node.ledger, this.node.mesh, nodeId, fromSeq, maxBytes);
+    // privacy.withhold_payloads keeps this node's own payloads home; others' go on as held.
+    const payloads = !(this.node.config.privacy.withhold_payloads && nodeId === this.node.nodeId);
+    return exchangeChunks(this.node.ledger, this.node.mesh, nodeId, fromSeq, maxBytes, { payloads });
   }
 
   /** New microblocks of this node's own chain, in batches bounded by max_message_bytes. */
