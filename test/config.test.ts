@@ -25,6 +25,7 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   consensus: { signature_timeout_s: 30, quorum_threshold: 0 },
   gossip: { host: "0.0.0.0", port: 7946, bootstrap_nodes: "", max_message_bytes: 1048576, batch_max_ms: 100 },
   metrics: { port: 0 },
+  control: { port: 0 },
   attestation: { interval_epochs: 12, timeout_s: 10 },
 };
 

@@ -22,6 +22,7 @@ let genesisFile: string;
 const V: string[] = [];
 let E: string;
 let metricsPort = 0;
+let controlPort = 0;
 const boot: string[] = [];
 const procs = new Map<string, Subprocess>();
 const logs = new Map<string, string>();
@@ -110,7 +111,8 @@ beforeAll(async () => {
   E = path.join(root, "edge");
   await ok(["init", "--data-dir", E, "--genesis", genesisFile, "--role", "edge"]);
   metricsPort = await freePort();
-  for (const d of [...V, E]) boot.push(await start(d, [...boot], d === V[0] ? { DSM_METRICS_PORT: String(metricsPort) } : {}));
+  controlPort = await freePort();
+  for (const d of [...V, E]) boot.push(await start(d, [...boot], d === V[0] ? { DSM_METRICS_PORT: String(metricsPort), DSM_CONTROL_PORT: String(controlPort) } : {}));
 }, 60_000);
 
 afterAll(async () => {
@@ -131,7 +133,7 @@ describe("four validators and an edge, each its own dsm run process", () => {
     }
   }, 60_000);
 
-  test("the daemon answers: dsm peers, dsm status, dsm checkpoint --wait, the client class, /metrics", async () => {
+  test("the daemon answers: dsm peers, dsm status, dsm checkpoint --wait, the client class, /metrics, control.port", async () => {
     const peers = JSON.parse(await ok(["peers", "--data-dir", V[0]!, "--json"]));
     expect(peers.validators.map((v: { connected: boolean }) => v.connected)).toEqual([true, true, true, true]);
     expect(peers.peers.length).toBeGreaterThanOrEqual(3);
@@ -153,6 +155,12 @@ describe("four validators and an edge, each its own dsm run process", () => {
     expect(metrics).toMatch(/^dsm_peers [1-9]/m);
     expect(metrics).toMatch(/^dsm_last_finalized_epoch \d+$/m);
     expect(metrics).toMatch(/^dsm_build_info\{version="[^"]+",role="validator"\} 1$/m);
+    // control.port: the same API on 127.0.0.1, errors as JSON with a 4xx status.
+    const overTcp = (await (await fetch(`http://127.0.0.1:${controlPort}/status`)).json()) as { node_id: string; role: string };
+    expect(overTcp).toMatchObject({ node_id: JSON.parse(await ok(["card", "--data-dir", V[0]!, "--json"])).node_id, role: "validator" });
+    const bad = await fetch(`http://127.0.0.1:${controlPort}/microblocks?node=zz`);
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ error: "node must be a 64-hex node id" });
   }, 40_000);
 
   test("forged gossip is rejected while honest traffic goes on", async () => {

@@ -17,6 +17,7 @@ export interface DsmConfig {
   consensus: { signature_timeout_s: number; quorum_threshold: number };
   gossip: { host: string; port: number; bootstrap_nodes: string; max_message_bytes: number; batch_max_ms: number };
   metrics: { port: number };
+  control: { port: number };
   attestation: { interval_epochs: number; timeout_s: number };
 }
 
@@ -62,6 +63,7 @@ const SCHEMA: Schema = {
   consensus: { signature_timeout_s: int(1, 3600), quorum_threshold: int(0, 1024) },
   gossip: { host: STR, port: int(0, 65535), bootstrap_nodes: STR, max_message_bytes: int(65536, 16_777_216), batch_max_ms: int(1, 10_000) },
   metrics: { port: int(0, 65535) },
+  control: { port: int(0, 65535) },
   attestation: { interval_epochs: int(0, 1_000_000), timeout_s: int(1, 600) },
 };
 

@@ -1,6 +1,6 @@
 // The running daemon's local query and control API: HTTP over a unix socket in the data dir
-// (control.sock, 0600: only the node's own user reaches it), and Prometheus text metrics on
-// an optional 127.0.0.1 port. JSON in, JSON out; every error is {"error": "..."} with a
+// (control.sock, 0600: only the node's own user reaches it) and, when control.port is set,
+// on 127.0.0.1; Prometheus text metrics on an optional 127.0.0.1 port. JSON in, JSON out; every error is {"error": "..."} with a
 // 4xx/5xx status.
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -31,19 +31,23 @@ function intParam(url: URL, name: string, min: number): number | undefined {
 export function startControl(daemon: Daemon): Server<undefined> {
   const file = path.join(daemon.node.layout.dir, CONTROL_SOCKET);
   fs.rmSync(file, { force: true });
-  const server = Bun.serve({
-    unix: file,
-    fetch: (req) => {
-      try {
-        return route(daemon, req);
-      } catch (e) {
-        if (e instanceof RangeError || e instanceof BundleUnavailable) return error((e as Error).message, 400);
-        return error((e as Error).message, 500);
-      }
-    },
-  });
+  const server = Bun.serve({ unix: file, fetch: (req) => answer(daemon, req) });
   fs.chmodSync(file, 0o600);
   return server;
+}
+
+/** The same API on 127.0.0.1:port (control.port), for tools that cannot speak to a unix socket. */
+export function startControlPort(daemon: Daemon, port: number): Server<undefined> {
+  return Bun.serve({ hostname: "127.0.0.1", port, fetch: (req) => answer(daemon, req) });
+}
+
+async function answer(daemon: Daemon, req: Request): Promise<Response> {
+  try {
+    return await route(daemon, req);
+  } catch (e) {
+    if (e instanceof RangeError || e instanceof BundleUnavailable) return error((e as Error).message, 400);
+    return error((e as Error).message, 500);
+  }
 }
 
 async function route(daemon: Daemon, req: Request): Promise<Response> {

@@ -19,7 +19,7 @@ import { CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
 import { verifyFinality } from "../log/bundle.ts";
 import { checkpointDigestHex, epochAt, epochBounds } from "../log/checkpoint.ts";
 import { signerIndices } from "../consensus/validators.ts";
-import { CONTROL_SOCKET, startControl, startMetrics } from "./control.ts";
+import { CONTROL_SOCKET, startControl, startControlPort, startMetrics } from "./control.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 const VERSION: string = pkg.version;
@@ -97,6 +97,7 @@ export class Daemon {
   #bytesOut = 0;
   #control: ReturnType<typeof startControl> | null = null;
   #metrics: ReturnType<typeof startMetrics> | null = null;
+  #controlPort: ReturnType<typeof startControlPort> | null = null;
   readonly builder: CheckpointBuilder;
   #wants = new Map<string, number>();
   #sentRecords = new Set<string>();
@@ -191,6 +192,7 @@ export class Daemon {
     }
     this.#control = startControl(this);
     if (this.node.config.metrics.port !== 0) this.#metrics = startMetrics(this, this.node.config.metrics.port, VERSION);
+    if (this.node.config.control.port !== 0) this.#controlPort = startControlPort(this, this.node.config.control.port);
     const info = { pid: process.pid, peer_id: this.#net.peerId, addrs: this.#net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
     writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });
     this.log(`dsm run: ${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`);
@@ -250,6 +252,7 @@ export class Daemon {
     this.#engine?.stop();
     this.#control?.stop(true);
     this.#metrics?.stop(true);
+    this.#controlPort?.stop(true);
     await this.#publishNew().catch(() => {});
     await this.#net.stop();
     this.#validator?.close();
