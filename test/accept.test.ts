@@ -216,6 +216,9 @@ describe("gossip lines through Receiver.batch", () => {
       const spaced = lines[3]!.replace(canonical(mbs[2]!), JSON.stringify(JSON.parse(canonical(mbs[2]!)), null, 1));
       const rec3 = parseExchangeLine(spaced, "spaced");
       expect(rec3.kind === "microblock" && rec3.payloadText).not.toBe(canonical(mbs[2]!));
+      // A second "payload" member after ours: the text after the first is no JSON object alone.
+      const doubled = parseExchangeLine(lines[2]!.slice(0, -1) + `,"payload":{"z":1}}`, "doubled");
+      expect(doubled.kind === "microblock" && doubled.payloadText).toBeNull();
       // Our layout with another value in the payload's place: refused, nothing stored.
       const tampered = parseExchangeLine(lines[4]!.replace('"z":3', '"z":4'), "tampered");
 

@@ -108,7 +108,14 @@ function payloadTextOf(line: string): string | null {
   if (!line.startsWith(MB_PREFIX) || !line.endsWith("}")) return null;
   const end = line.indexOf("}", MB_PREFIX.length);
   if (end < 0 || !line.startsWith(PAYLOAD_KEY, end + 1)) return null;
-  return line.slice(end + 1 + PAYLOAD_KEY.length, line.length - 1);
+  const text = line.slice(end + 1 + PAYLOAD_KEY.length, line.length - 1);
+  // It must stand alone as a JSON object: a line with a second "payload" key, say, would
+  // otherwise hand over two members' worth of text.
+  try {
+    return isObject(JSON.parse(text)) ? text : null;
+  } catch {
+    return null;
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
