@@ -157,12 +157,20 @@ interface IngestRun {
 async function ingest(bin: string, dir: string, file: string, env: Record<string, string>, t0: number): Promise<IngestRun> {
   const p = Bun.spawn([bin, "ingest", "--data-dir", dir], { env, stdin: Bun.file(file), stdout: "ignore", stderr: "pipe" });
   live.add(p);
+  // The child's own peak (VmHWM), sampled while it runs: resourceUsage() after exit can
+  // report the largest of the bench's earlier children instead.
+  let peak = rss(p.pid).peak;
+  const sampler = setInterval(() => {
+    const r = rss(p.pid).peak;
+    if (Number.isFinite(r)) peak = Math.max(Number.isFinite(peak) ? peak : 0, r);
+  }, 25);
   const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  clearInterval(sampler);
   const ms = now() - t0;
   live.delete(p);
   if (code !== 0) throw new Error(`dsm ingest (${path.basename(dir)}) exited ${code}: ${err.trim().split("\n").slice(-3).join(" | ")}`);
   const ru = p.resourceUsage();
-  return { ms, cpuS: ru ? Number(ru.cpuTime.total) / 1e6 : NaN, maxRssMiB: ru ? ru.maxRSS / (1024 * 1024) : NaN, said: err.trim().split("\n").pop() ?? "" };
+  return { ms, cpuS: ru ? Number(ru.cpuTime.total) / 1e6 : NaN, maxRssMiB: peak, said: err.trim().split("\n").pop() ?? "" };
 }
 
 /**

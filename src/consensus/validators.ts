@@ -66,9 +66,9 @@ export class ValidatorSet {
   readonly keys: readonly G1Point[];
   readonly keyHex: readonly string[];
   readonly nodeIds: readonly string[];
-  /** Vote keys: the Ed25519 keys the genesis cards' peer ids name. */
+  /** Vote keys: the Ed25519 keys the genesis cards' peer ids name, decoded on first use (a light client checking F needs none). */
   readonly peerIds: readonly string[];
-  readonly voteKeys: readonly KeyObject[];
+  #voteKeys = new Map<number, KeyObject | null>();
 
   /**
    * threshold: a configured quorum_threshold; it may raise the BFT quorum, never lower it.
@@ -85,11 +85,6 @@ export class ValidatorSet {
     this.quorum = Math.max(q, threshold);
     this.keyHex = genesis.validators.map((c) => c.bls_pub!);
     this.peerIds = genesis.validators.map((c) => c.peer_id);
-    this.voteKeys = this.peerIds.map((id, i) => {
-      const raw = ed25519OfPeerId(id);
-      if (raw === null) throw new RangeError(`genesis validator ${i}: peer_id ${id} does not name an Ed25519 key`);
-      return ed25519PublicKey(raw);
-    });
     this.nodeIds = genesis.validators.map((c) => c.node_id);
     this.keys = this.keyHex.map((hex, i) => {
       const p = parsePublicKey(fromHex(hex, 48));
@@ -104,7 +99,13 @@ export class ValidatorSet {
     const k = `vote|${this.peerIds[i]}${toHex(message)}${sigHex}`;
     const hit = sharedMemo.get(k);
     if (hit !== undefined) return hit;
-    const ok = ed25519Verify(this.voteKeys[i]!, message, fromHex(sigHex, 64));
+    let key = this.#voteKeys.get(i);
+    if (key === undefined) {
+      const raw = ed25519OfPeerId(this.peerIds[i]!);
+      key = raw === null ? null : ed25519PublicKey(raw); // not an Ed25519 peer id: its votes never verify
+      this.#voteKeys.set(i, key);
+    }
+    const ok = key !== null && ed25519Verify(key, message, fromHex(sigHex, 64));
     sharedMemo.set(k, ok);
     return ok;
   }
