@@ -69,7 +69,7 @@ function receiveAll(node: DSMNode, batches: readonly string[], config: DsmConfig
         const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
         if (rec.kind === "key_certificate") receiver.acceptKeyCert(rec.certificate);
         else {
-          const out = receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined, rec.payloadText);
+          const out = receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
           if (out.status !== "stored") throw new Error(`receive: microblock ${out.microblock.seq} was ${out.status}`);
           stored++;
         }

@@ -11,7 +11,6 @@ import {
   identifyMicroblock,
   type Microblock,
   MicroblockRejected,
-  payloadMatches,
   type SigningKeyInfo,
   type ValidationContext,
 } from "./microblock.ts";
@@ -94,8 +93,11 @@ export class Receiver {
    * Validates and places one microblock (with its payload, unless withheld). Throws
    * MicroblockRejected for anything that fails a rule; never stores a partial result.
    */
-  acceptMicroblock(value: unknown, payload?: unknown, payloadText?: string | null): AcceptOutcome {
-    const payloadCanonical = payload === undefined ? undefined : this.#payloadBytes(value, payload, payloadText);
+  acceptMicroblock(value: unknown, payload?: unknown): AcceptOutcome {
+    // Always the canonical form (DESIGN.md section 5: payload_hash = sha256(JCS(payload))):
+    // bytes as sent that merely hash right could be a node's non-canonical text, such as
+    // duplicate keys that parsers read differently.
+    const payloadCanonical = payload === undefined ? undefined : canonicalOrReject(payload);
     const { mb, idBytes } = identifyMicroblock(value, this.policy.mesh);
     // Every check comes before the first write, so inside a caller's transaction (a gossip
     // batch) a rejection leaves nothing behind without a savepoint per microblock.
@@ -126,17 +128,6 @@ export class Receiver {
       return { status: "stored", microblock: mb };
     };
     return this.ledger.db.inTransaction ? place() : this.ledger.immediate(place);
-  }
-
-  /**
-   * The payload text to check and store: the bytes as sent when they are what the node
-   * hashed (its signed payload_hash), which spares canonicalizing every gossiped payload
-   * again; otherwise the parsed payload's canonical form, which must then hash to it.
-   */
-  #payloadBytes(value: unknown, payload: unknown, payloadText: string | null | undefined): string {
-    const hash = (value as { payload_hash?: unknown } | null)?.payload_hash;
-    if (payloadText && typeof hash === "string" && payloadMatches(hash, payloadText)) return payloadText;
-    return canonicalOrReject(payload);
   }
 
   #head(nodeId: string): ChainHead | null {

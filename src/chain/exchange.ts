@@ -15,17 +15,7 @@ export const MAX_EXCHANGE_LINE_BYTES = 8 * 1024 * 1024;
 
 export type ExchangeRecord =
   | { kind: "key_certificate"; certificate: Record<string, unknown> }
-  | {
-      kind: "microblock";
-      microblock: Record<string, unknown>;
-      payload: Record<string, unknown> | null;
-      /**
-       * The payload's text as it stands in the line, when the line has the layout
-       * microblockLine writes: the receiver may store these bytes as they are when they hash
-       * to the signed payload_hash, instead of canonicalizing the parsed payload again.
-       */
-      payloadText: string | null;
-    };
+  | { kind: "microblock"; microblock: Record<string, unknown>; payload: Record<string, unknown> | null };
 
 export class ExchangeLineError extends Error {
   constructor(readonly line: string, readonly reason: string) {
@@ -96,28 +86,6 @@ export function* exchangeChunks(
   if (text !== "") yield { text, lastSeq, count };
 }
 
-const MB_PREFIX = `{"kind":"microblock","microblock":{`;
-const PAYLOAD_KEY = `,"payload":`;
-
-/**
- * The text after "payload": in a line laid out as microblockLine writes it, or null. A
- * microblock has no nested object and no '}' in any valid field, so its first '}' ends it;
- * a line where that does not hold yields a text that cannot hash to the signed payload_hash.
- */
-function payloadTextOf(line: string): string | null {
-  if (!line.startsWith(MB_PREFIX) || !line.endsWith("}")) return null;
-  const end = line.indexOf("}", MB_PREFIX.length);
-  if (end < 0 || !line.startsWith(PAYLOAD_KEY, end + 1)) return null;
-  const text = line.slice(end + 1 + PAYLOAD_KEY.length, line.length - 1);
-  // It must stand alone as a JSON object: a line with a second "payload" key, say, would
-  // otherwise hand over two members' worth of text.
-  try {
-    return isObject(JSON.parse(text)) ? text : null;
-  } catch {
-    return null;
-  }
-}
-
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -153,7 +121,7 @@ export function parseExchangeLine(text: string, where: string, maxBytes = MAX_EX
       exactKeys(value, where, ["kind", "microblock", "payload"]);
       if (!isObject(value.microblock)) throw new ExchangeLineError(where, `"microblock" must be a JSON object`);
       if (value.payload !== null && !isObject(value.payload)) throw new ExchangeLineError(where, `"payload" must be a JSON object or null`);
-      return { kind: "microblock", microblock: value.microblock, payload: value.payload, payloadText: value.payload === null ? null : payloadTextOf(text) };
+      return { kind: "microblock", microblock: value.microblock, payload: value.payload };
     }
     default:
       throw new ExchangeLineError(where, `"kind" must be "key_certificate" or "microblock"`);

@@ -80,7 +80,6 @@ EXAMPLES
 interface Held {
   microblock: Record<string, unknown>;
   payload: Record<string, unknown> | null;
-  payloadText: string | null;
   where: string;
 }
 
@@ -145,7 +144,7 @@ export class Importer {
       throw err;
     }
     if (rec.kind === "key_certificate") this.#certificate(rec.certificate, where);
-    else this.#process({ microblock: rec.microblock, payload: rec.payload, payloadText: rec.payloadText, where });
+    else this.#process({ microblock: rec.microblock, payload: rec.payload, where });
   }
 
   #certificate(value: Record<string, unknown>, where: string): void {
@@ -189,7 +188,7 @@ export class Importer {
   #attempt(h: Held, wasHeld: boolean): AcceptOutcome | null {
     let o: AcceptOutcome;
     try {
-      o = this.#receiver.acceptMicroblock(h.microblock, h.payload ?? undefined, h.payloadText);
+      o = this.#receiver.acceptMicroblock(h.microblock, h.payload ?? undefined);
     } catch (err) {
       if (!(err instanceof MicroblockRejected)) throw err;
       const key = h.microblock.key;

@@ -421,7 +421,7 @@ export class Daemon {
           const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
           if (rec.kind === "key_certificate") this.#receiver.acceptKeyCert(rec.certificate);
           else {
-            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined, rec.payloadText);
+            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
             if (out.status === "stored") stored++;
             else if (out.status === "gap") void this.#want(out.microblock.node_id, out.have + 1);
             last = out.microblock.seq;
