@@ -18,7 +18,7 @@ import { issueKeyCert, type KeyCert, keyNameOf, parseKeyCert } from "../src/iden
 import { makeCard, type NodeCard, parseCard } from "../src/identity/card.ts";
 import { createLibp2pKey, ed25519OfPeerId, loadLibp2pKey, peerIdOf } from "../src/identity/libp2p-key.ts";
 import { ed25519PrivateKey, ed25519PublicKey, ed25519Sign, ed25519Verify } from "../src/crypto/ed25519.ts";
-import { type Genesis, makeLocalGenesis, MeshPolicy, meshIdOf, parseGenesis } from "../src/mesh/genesis.ts";
+import { buildGenesis, type Genesis, makeLocalGenesis, MeshPolicy, meshIdOf, parseGenesis } from "../src/mesh/genesis.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 const sha256Hex = (b: Uint8Array | string) => crypto.createHash("sha256").update(b).digest("hex");
@@ -382,8 +382,19 @@ describe("genesis and mesh policy", () => {
 
   beforeAll(async () => {
     cardA = await makeCard(idA, { role: "both", peerId: peerA, nowMs: NOW, blsPub: blsA.pub, blsPop: blsA.pop });
-    cardB = await makeCard(idB, { role: "validator", peerId: peerA, nowMs: NOW, blsPub: blsB.pub, blsPop: blsB.pop });
+    cardB = await makeCard(idB, { role: "validator", peerId: createLibp2pKey(path.join(dir, "b.p2p"), true).peerId, nowMs: NOW, blsPub: blsB.pub, blsPop: blsB.pop });
     genesis = makeLocalGenesis(cardA, NOW);
+  });
+
+  test("validators' peer ids must name Ed25519 keys, one each: votes are checked under them", async () => {
+    const sharing = await makeCard(idB, { role: "validator", peerId: peerA, nowMs: NOW, blsPub: blsB.pub, blsPop: blsB.pop });
+    expect(() => buildGenesis({ name: "shared", validators: [cardA, sharing], admission: "open", nowMs: NOW })).toThrow(/card 2: peer_id 12D3KooW\w+ is already another validator's/);
+    const twoGood = buildGenesis({ name: "two", validators: [cardA, cardB], admission: "open", nowMs: NOW });
+    const forged = clone(twoGood);
+    forged.validators[1] = sharing;
+    expect(() => parseGenesis(forged)).toThrow(/genesis validator 1: peer_id 12D3KooW\w+ is already another validator's/);
+    const rsa = await makeCard(idB, { role: "validator", peerId: "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N", nowMs: NOW, blsPub: blsB.pub, blsPop: blsB.pop });
+    expect(() => buildGenesis({ name: "rsa", validators: [cardA, rsa], admission: "open", nowMs: NOW })).toThrow(/does not name an Ed25519 key/);
   });
 
   test("makeLocalGenesis → JSON → parseGenesis round trip", () => {

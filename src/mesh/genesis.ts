@@ -1,5 +1,6 @@
 // The genesis (type G, DESIGN.md section 3) fixes a mesh; its hash is the mesh id that
 // every signed object names. A node without a mesh gets a one-node local genesis at init.
+import { ed25519OfPeerId } from "../identity/libp2p-key.ts";
 import { fromHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
@@ -43,6 +44,18 @@ export function makeLocalGenesis(card: NodeCard, nowMs: number): Genesis {
   };
 }
 
+/**
+ * A validator signs its proposals and votes with the Ed25519 key its peer id names
+ * (docs/PROTOCOL.md "Consensus"), so the peer id must name one, and no other validator's:
+ * a shared key would let one validator's vote be relabelled as another's.
+ */
+function voteKeyProblem(peerId: string, taken: Set<string>): string | null {
+  if (ed25519OfPeerId(peerId) === null) return `peer_id ${peerId} does not name an Ed25519 key, so its votes could not be checked`;
+  if (taken.has(peerId)) return `peer_id ${peerId} is already another validator's`;
+  taken.add(peerId);
+  return null;
+}
+
 /** checkPop: see parseCard. Every validator must carry a BLS key: a validator votes with it. */
 export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}): Genesis {
   const what = "genesis";
@@ -58,12 +71,15 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   }
   const seen = new Set<string>();
   const blsKeys = new Set<string>();
+  const peerIds = new Set<string>();
   o.validators.forEach((c, i) => {
     const card = parseCard(c, `genesis validator ${i}`, opts);
     if (!card.bls_pub) throw new SchemaError(`genesis validator ${i}: card has no bls_pub/bls_pop, so it cannot vote`);
     if (seen.has(card.node_id)) throw new SchemaError(`${what}: validator ${card.node_id} is listed twice`);
     // One BLS key counted twice would let one secret supply two votes toward a quorum.
     if (blsKeys.has(card.bls_pub)) throw new SchemaError(`genesis validator ${i}: bls_pub is already another validator's`);
+    const vote = voteKeyProblem(card.peer_id, peerIds);
+    if (vote) throw new SchemaError(`genesis validator ${i}: ${vote}`);
     seen.add(card.node_id);
     blsKeys.add(card.bls_pub);
   });
@@ -153,6 +169,7 @@ export function buildGenesis(opts: {
   const label = (i: number) => `card ${i + 1}${opts.sources?.[i] !== undefined ? ` (${opts.sources[i]})` : ""}`;
   const byNode = new Map<string, number>();
   const byBls = new Map<string, number>();
+  const peerIds = new Set<string>();
   const validators = opts.validators.map((raw, i) => {
     const card = parseCard(raw, label(i), { checkPop: true });
     if (!card.bls_pub) throw new SchemaError(`${label(i)}: card has no bls_pub/bls_pop, so it cannot vote (init the node with --role validator)`);
@@ -164,6 +181,8 @@ export function buildGenesis(opts: {
     if (n !== undefined) throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} is already ${label(n)}: duplicate validator`);
     const b = byBls.get(card.bls_pub);
     if (b !== undefined) throw new SchemaError(`${label(i)}: bls_pub is already that of ${label(b)}`);
+    const vote = voteKeyProblem(card.peer_id, peerIds);
+    if (vote) throw new SchemaError(`${label(i)}: ${vote}`);
     byNode.set(card.node_id, i);
     byBls.set(card.bls_pub, i);
     return card;
