@@ -161,6 +161,9 @@ describe("four validators and an edge, each its own dsm run process", () => {
     const bad = await fetch(`http://127.0.0.1:${controlPort}/microblocks?node=zz`);
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ error: "node must be a 64-hex node id" });
+    // What a web page could make a browser send: another Host name (DNS rebinding), an Origin.
+    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { host: `evil.example:${controlPort}` } })).status).toBe(403);
+    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { origin: "http://evil.example" } })).status).toBe(403);
   }, 40_000);
 
   test("forged gossip is rejected while honest traffic goes on", async () => {

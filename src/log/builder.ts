@@ -36,6 +36,9 @@ export interface FinalityCertificate {
   agg_sig: string;
 }
 
+/** A certificate that cannot hold in this ledger whatever is fetched again: it contradicts what the ledger holds. */
+export class CheckpointConflict extends Error {}
+
 export type BuildResult =
   | { status: "created"; certificate: FinalityCertificate; leaves: number }
   | { status: "exists"; certificate: FinalityCertificate }
@@ -155,12 +158,12 @@ export class CheckpointBuilder implements CheckpointSource {
         throw new Error(`checkpoint epoch ${body.epoch}: the ${ids.length} leaf ids given do not recompute its tree_size and root`);
       }
       const named = Object.values(body.ranges).reduce((n, [from, to]) => n + to - from + 1, 0);
-      if (named !== ids.length) throw new Error(`checkpoint epoch ${body.epoch}: its ranges name ${named} leaves, not ${ids.length}`);
+      if (named !== ids.length) throw new CheckpointConflict(`checkpoint epoch ${body.epoch}: its ranges name ${named} leaves, not ${ids.length}`);
       let leaf = 0;
       for (const nodeId of Object.keys(body.ranges).sort()) {
         const [from, to] = body.ranges[nodeId]!;
         for (const r of this.#view().rows(nodeId, from, to)) {
-          if (toHex(ids[leaf + r.seq - from]!) !== r.id) throw new Error(`checkpoint epoch ${body.epoch}: leaf for ${nodeId.slice(0, 12)}…:${r.seq} is not the microblock this ledger holds`);
+          if (toHex(ids[leaf + r.seq - from]!) !== r.id) throw new CheckpointConflict(`checkpoint epoch ${body.epoch}: leaf for ${nodeId.slice(0, 12)}…:${r.seq} is not the microblock this ledger holds`);
         }
         leaf += to - from + 1;
       }

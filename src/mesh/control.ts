@@ -36,9 +36,23 @@ export function startControl(daemon: Daemon): Server<undefined> {
   return server;
 }
 
-/** The same API on 127.0.0.1:port (control.port), for tools that cannot speak to a unix socket. */
+/**
+ * The same API on 127.0.0.1:port (control.port), for tools that cannot speak to a unix
+ * socket. A browser can be made to send requests there (DNS rebinding, cross-site
+ * requests), so a request must name this very host and port and carry no Origin.
+ */
 export function startControlPort(daemon: Daemon, port: number): Server<undefined> {
-  return Bun.serve({ hostname: "127.0.0.1", port, fetch: (req) => answer(daemon, req) });
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port,
+    fetch: (req) => {
+      const host = req.headers.get("host");
+      const ours = [`127.0.0.1:${server.port}`, `localhost:${server.port}`];
+      if (req.headers.get("origin") !== null || host === null || !ours.includes(host)) return error("requests from browsers or for other host names are refused", 403);
+      return answer(daemon, req);
+    },
+  });
+  return server;
 }
 
 async function answer(daemon: Daemon, req: Request): Promise<Response> {

@@ -15,7 +15,7 @@ import { exchangeChunks, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../chain/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
-import { CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
+import { CheckpointBuilder, CheckpointConflict, type FinalityCertificate } from "../log/builder.ts";
 import { verifyFinality } from "../log/bundle.ts";
 import { checkpointDigestHex, epochAt, epochBounds } from "../log/checkpoint.ts";
 import { signerIndices } from "../consensus/validators.ts";
@@ -322,8 +322,8 @@ export class Daemon {
     return { ids: this.builder.tree.idsIn(from, to).map(toHex).join("") };
   }
 
-  /** The log's leaf ids [from, to) from the first peer that has them all, or null. */
-  async #fetchLeaves(from: number, to: number): Promise<Uint8Array[] | null> {
+  /** The log's leaf ids [from, to) from the first peer whose answer passes `fits`, or null. */
+  async #fetchLeaves(from: number, to: number, fits: (ids: Uint8Array[]) => boolean): Promise<Uint8Array[] | null> {
     for (const peer of this.#peersToAsk(true)) {
       const ids: Uint8Array[] = [];
       try {
@@ -335,7 +335,8 @@ export class Daemon {
           const bytes = fromHex(answer.ids, (b - a) * 32);
           for (let i = 0; i < b - a; i++) ids.push(bytes.subarray(i * 32, i * 32 + 32));
         }
-        return ids;
+        if (fits(ids)) return ids; // a peer that sent ids of another tree: the next one
+        this.#rejected.leaves = (this.#rejected.leaves ?? 0) + 1;
       } catch {
         // the next peer
       }
@@ -482,23 +483,37 @@ export class Daemon {
     }
     const latest = this.builder.latest();
     if (latest && cert.checkpoint.epoch <= latest.checkpoint.epoch) return;
+    const digest = checkpointDigestHex(cert.checkpoint);
+    // Each certificate once in the queue, and never again one this ledger contradicts.
+    if (this.#queued.has(digest) || this.#contradicted.has(digest)) return;
+    this.#queued.add(digest);
     // One at a time, oldest first: a catch-up answer's certificates each follow the one before.
-    this.#keeping = this.#keeping.then(() => this.#keepCertificate(cert)).catch((e) => this.log(`dsm run: certificate: ${(e as Error).message}`));
+    this.#keeping = this.#keeping
+      .then(() => this.#keepCertificate(cert, digest))
+      .catch((e) => this.log(`dsm run: certificate: ${(e as Error).message}`))
+      .finally(() => this.#queued.delete(digest));
   }
 
   #keeping: Promise<void> = Promise.resolve();
+  #queued = new Set<string>();
+  #contradicted = new Set<string>();
 
-  async #keepCertificate(cert: FinalityCertificate): Promise<void> {
+  async #keepCertificate(cert: FinalityCertificate, digest: string): Promise<void> {
     const latest = this.builder.latest();
     const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
     if (this.#stopping || cert.checkpoint.prev !== prev) return; // not the next one: the next catch-up brings those between
-    const ids = await this.#fetchLeaves(this.builder.tree.size(), cert.checkpoint.tree_size);
+    const root = cert.checkpoint.root;
+    const fits = (ids: Uint8Array[]) => toHex(this.builder.tree.rootAfter(ids).root) === root;
+    const ids = await this.#fetchLeaves(this.builder.tree.size(), cert.checkpoint.tree_size, fits);
     if (ids === null || this.#stopping) return; // no peer has them yet: the next catch-up retries
     try {
       this.builder.commitLeaves(cert, ids);
     } catch (e) {
+      // The leaves recompute the root a quorum signed, yet this ledger disagrees (its own
+      // chain differs from what the mesh finalized): loud, once, and no more downloads.
+      if (e instanceof CheckpointConflict) this.#contradicted.add(digest);
       this.#rejected.certificate = (this.#rejected.certificate ?? 0) + 1;
-      this.log(`dsm run: certificate of epoch ${cert.checkpoint.epoch} not kept: ${(e as Error).message}`);
+      this.log(`dsm run: certificate of epoch ${cert.checkpoint.epoch} NOT KEPT: ${(e as Error).message}`);
       return;
     }
     this.#lastCert = cert;

@@ -190,6 +190,7 @@ export class MeshNet {
       // meanwhile are read before this message is forwarded, so a batch that every validator
       // already has directly from its edge is not sent to them all over again.
       await nextTick();
+      if (this.#stopping) return TopicValidatorResult.Ignore; // the ledger may be closing: no verdict on the peer
       let v: Verdict;
       try {
         v = validate(msg.data, peer.toString());
@@ -215,7 +216,10 @@ export class MeshNet {
     return r.recipients.length;
   }
 
+  #stopping = false;
+
   async stop(): Promise<void> {
+    this.#stopping = true;
     await this.node.stop();
   }
 }
