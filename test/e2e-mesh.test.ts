@@ -308,3 +308,67 @@ describe("four validators and an edge, each its own dsm run process", () => {
     expect(fs.existsSync(path.join(E, "run.json"))).toBe(false);
   }, 20_000);
 });
+
+describe("a validator whose disk fills up", () => {
+  // Its data dir on a real 3 MiB tmpfs (mounting needs root, as CI and this workplace run;
+  // elsewhere the test says why it cannot run). One validator, one edge, their own mesh.
+  let mnt = "";
+  let mounted = false;
+  let VF = "";
+  let EF = "";
+  let meshEnv: Record<string, string> = {};
+
+  beforeAll(async () => {
+    mnt = path.join(root, "full");
+    fs.mkdirSync(mnt, { recursive: true });
+    const r = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", mnt], { stderr: "pipe" });
+    mounted = r.exitCode === 0;
+    if (!mounted) console.warn(`full-disk mesh test needs root to mount a tmpfs: ${r.stderr.toString().trim()}`);
+  });
+
+  afterAll(async () => {
+    for (const d of [VF, EF]) if (d) await stop(d, "SIGKILL");
+    if (mounted) Bun.spawnSync(["umount", "-l", mnt]);
+  });
+
+  test("it keeps running, blames no peer, keeps nothing half-stored, and its ledger still verifies", async () => {
+    expect(mounted).toBe(true);
+    VF = path.join(mnt, "v");
+    EF = path.join(root, "edge-full");
+    await ok(["init", "--data-dir", VF, "--role", "validator"], { DSM_MESH_GENESIS: "" });
+    const card = path.join(root, "vf.card");
+    fs.writeFileSync(card, await ok(["card", "--data-dir", VF, "--json"], { DSM_MESH_GENESIS: "" }));
+    const genesis = path.join(root, "genesis-full.json");
+    await ok(["genesis", "--name", "full", "--validator", card, "--admission", "open", "--epoch-duration", "2", "-o", genesis]);
+    meshEnv = { DSM_MESH_GENESIS: genesis };
+    await ok(["init", "--data-dir", EF, "--genesis", genesis, "--role", "edge"], meshEnv);
+    const vAddr = await start(VF, [], meshEnv);
+    await start(EF, [vAddr], meshEnv);
+    // About 2 KB per event: 3000 of them cannot fit in 3 MiB.
+    const pad = "x".repeat(1500);
+    const lines = Array.from({ length: 3000 }, (_, i) => JSON.stringify({ event_type: "alert", src_ip: "10.9.8.7", alert: { signature: `fill ${i} ${pad}` } })).join("\n") + "\n";
+    const r = await runDsm(["ingest", "--data-dir", EF, "--format", "json"], env, { stdin: lines, env: meshEnv });
+    expect(r.code).toBe(0);
+    let daemon: { rejected: Record<string, number>; received: number } | null = null;
+    for (let i = 0; i < 120 && !(daemon && (daemon.rejected.storage ?? 0) > 0); i++) {
+      await Bun.sleep(250);
+      daemon = JSON.parse(await ok(["status", "--data-dir", VF, "--json"], meshEnv)).daemon;
+    }
+    expect(daemon!.rejected.storage).toBeGreaterThanOrEqual(1);
+    expect(daemon!.received).toBeGreaterThan(0);
+    // Only storage counts: nothing the edge sent was judged invalid.
+    expect(Object.keys(daemon!.rejected).filter((k) => k !== "storage")).toEqual([]);
+    expect(logs.get(VF)).toContain("could not store a gossip batch, nothing of it kept");
+    // Still up and answering a while later; the edge still connected to it.
+    await Bun.sleep(2500);
+    expect(JSON.parse(await ok(["status", "--data-dir", VF, "--json"], meshEnv)).daemon).not.toBeNull();
+    const vPeer = vAddr.split("/p2p/")[1]!;
+    expect(JSON.parse(await ok(["peers", "--data-dir", EF, "--json"], meshEnv)).peers).toContain(vPeer);
+    // Nothing thrown out of a handler or a timer (a checkpoint it could not store included).
+    expect(logs.get(VF)).not.toContain("SQLiteError");
+    expect(await stop(VF)).toBe(0);
+    const verify = await runDsm(["verify", "--data-dir", VF], env, { env: meshEnv });
+    expect(verify.code).toBe(0);
+  }, 90_000);
+});
+

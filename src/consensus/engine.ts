@@ -49,7 +49,9 @@ export type EngineEvent =
   | { kind: "evidence"; validator: number; evidence: Evidence }
   | { kind: "rejected"; reason: string; validator?: number }
   | { kind: "refused"; reason: string }
-  | { kind: "conflict"; reason: string };
+  | { kind: "conflict"; reason: string }
+  /** A write to this validator's ledger failed (disk full, say): retried later, nothing sent that is not stored. */
+  | { kind: "store-failed"; reason: string };
 
 export interface EngineOptions {
   genesis: Genesis;
@@ -153,6 +155,11 @@ export class ConsensusEngine {
    */
   #heartbeat(): void {
     if (this.#stopped) return;
+    if (this.#pendingCert) {
+      const c = this.#pendingCert;
+      this.#pendingCert = null;
+      this.#finalize(c);
+    }
     if (this.#step !== "idle") for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
     this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
@@ -408,9 +415,25 @@ export class ConsensusEngine {
     }
   }
 
+  /**
+   * A write to this validator's store. When it fails (a full disk, say) the engine goes on
+   * without it: the caller does what it does when nothing was written, and the failure is
+   * reported, never thrown out of a timer or a message handler.
+   */
+  #stored<T>(what: string, write: () => T): { value: T } | null {
+    try {
+      return { value: write() };
+    } catch (e) {
+      this.#emit({ kind: "store-failed", reason: `${what} not stored: ${(e as Error).message}` });
+      return null;
+    }
+  }
+
   /** Signs, records durably, then sends. Null when the store already holds a different message for the slot. */
   #signAndSend(unsigned: Unsigned): Signed | null {
-    const r = signOnce(this.#o.store, unsigned, this.#o.sign);
+    const w = this.#stored("signature", () => signOnce(this.#o.store, unsigned, this.#o.sign));
+    if (w === null) return null; // not recorded, so not sent
+    const r = w.value;
     if (!r.ok) {
       this.#emit({ kind: "refused", reason: `already signed ${r.slot} for another value; not signing a second` });
       return null;
@@ -527,7 +550,7 @@ export class ConsensusEngine {
       if (conflicting(first, m)) {
         const e = makeEvidence(first, m);
         this.#flagged.add(m.validator);
-        if (this.#o.store.addEvidence(e, slot)) {
+        if (this.#stored("evidence", () => this.#o.store.addEvidence(e, slot))?.value) {
           this.#emit({ kind: "evidence", validator: m.validator, evidence: e });
           this.#o.transport.broadcast(e);
         }
@@ -594,7 +617,7 @@ export class ConsensusEngine {
     if (problem !== null) return this.#emit({ kind: "rejected", reason: `evidence: ${problem}` });
     const e = value as Evidence;
     this.#flagged.add(e.validator);
-    if (this.#o.store.addEvidence(e, slotOf(e.first).slot)) this.#emit({ kind: "evidence", validator: e.validator, evidence: e });
+    if (this.#stored("evidence", () => this.#o.store.addEvidence(e, slotOf(e.first).slot))?.value) this.#emit({ kind: "evidence", validator: e.validator, evidence: e });
   }
 
   #onCertificate(cert: FinalityCertificate): void {
@@ -617,7 +640,10 @@ export class ConsensusEngine {
       else this.#emit({ kind: "conflict", reason: `a quorum finalized epoch ${cp.epoch}, but this validator's log rejects it: ${r.reason}` });
       return;
     }
-    this.#o.source.commit(cert);
+    if (this.#stored("certificate", () => this.#o.source.commit(cert)) === null) {
+      this.#pendingCert = cert; // tried again when the log changes and at every heartbeat
+      return;
+    }
     this.#o.transport.broadcast(cert);
     this.#emit({ kind: "finalized", certificate: cert, round: this.#round });
     this.#enterHeight(cert);

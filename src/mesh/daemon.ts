@@ -11,7 +11,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { KeyCertRejected, Receiver } from "../chain/accept.ts";
-import { exchangeChunks, parseExchangeLine } from "../chain/exchange.ts";
+import { ExchangeLineError, exchangeChunks, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../chain/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
@@ -411,30 +411,45 @@ export class Daemon {
     return this.#store(text.split("\n").filter((l) => l !== "")).verdict;
   }
 
-  /** Validates and stores exchange lines in one transaction; an invalid line ends the batch. */
+  /**
+   * Validates and stores exchange lines in one transaction; an invalid line ends the batch
+   * (what came before it is kept). When this node cannot store (disk full, a damaged or
+   * locked database), nothing of the batch is kept and the sender is not blamed: the
+   * verdict is "ignore", and a later gap fetch brings the microblocks again.
+   */
   #store(lines: string[]): { verdict: Verdict; stored: number; last: number } {
     let stored = 0;
     let last = 0;
     let verdict: Verdict = "accept";
-    this.#receiver.batch(() => {
-      for (const [i, line] of lines.entries()) {
-        try {
-          const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
-          if (rec.kind === "key_certificate") this.#receiver.acceptKeyCert(rec.certificate);
-          else {
-            const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
-            if (out.status === "stored") stored++;
-            else if (out.status === "gap") void this.#want(out.microblock.node_id, out.have + 1);
-            last = out.microblock.seq;
+    try {
+      this.#receiver.batch(() => {
+        for (const [i, line] of lines.entries()) {
+          try {
+            const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
+            if (rec.kind === "key_certificate") this.#receiver.acceptKeyCert(rec.certificate);
+            else {
+              const out = this.#receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
+              if (out.status === "stored") stored++;
+              else if (out.status === "gap") void this.#want(out.microblock.node_id, out.have + 1);
+              last = out.microblock.seq;
+            }
+          } catch (e) {
+            if (e instanceof MicroblockRejected) verdict = this.#reject(e.reason);
+            else if (e instanceof KeyCertRejected) verdict = this.#reject(e.reason);
+            else if (e instanceof ExchangeLineError) verdict = this.#reject("malformed");
+            else throw e; // ours, not the sender's: the whole batch is undone below
+            return;
           }
-        } catch (e) {
-          if (e instanceof MicroblockRejected) verdict = this.#reject(e.reason);
-          else if (e instanceof KeyCertRejected) verdict = this.#reject(e.reason);
-          else verdict = this.#reject("malformed");
-          return;
         }
+      });
+    } catch (e) {
+      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
+      if (Date.now() - this.#storageLoggedAt > 10_000) {
+        this.#storageLoggedAt = Date.now();
+        this.log(`dsm run: could not store a gossip batch, nothing of it kept (${(e as Error).message}); it will be fetched again`);
       }
-    });
+      return { verdict: "ignore", stored: 0, last: 0 };
+    }
     if (stored > 0) {
       this.#received += stored;
       this.#engine?.logChanged();
@@ -495,6 +510,7 @@ export class Daemon {
   }
 
   #keeping: Promise<void> = Promise.resolve();
+  #storageLoggedAt = 0;
   #queued = new Set<string>();
   #contradicted = new Set<string>();
 
@@ -579,8 +595,16 @@ export class Daemon {
       return;
     }
     const digest = toHex(quarantineDigest(record));
+    let added: boolean;
+    try {
+      added = this.builder.quarantine.add(record);
+    } catch (e) {
+      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
+      this.log(`dsm run: quarantine record not stored: ${(e as Error).message}`);
+      return; // not marked as sent: it comes again
+    }
     this.#sentRecords.add(digest);
-    if (this.builder.quarantine.add(record)) {
+    if (added) {
       this.log(`dsm run: quarantine record from validator ${record.validator}: node ${record.node_id.slice(0, 16)}… ${record.action}${record.action === "quarantine" ? ` from seq ${record.from_seq}` : ""} (${record.reason})`);
       this.#engine?.logChanged();
     }
@@ -612,6 +636,10 @@ export class Daemon {
       case "conflict":
       case "refused":
         this.log(`dsm run: ${e.kind}: ${e.reason}`);
+        return;
+      case "store-failed":
+        this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
+        this.log(`dsm run: consensus: ${e.reason}; this validator takes part again once it can write`);
         return;
       case "rejected":
         this.#rejected[`consensus`] = (this.#rejected.consensus ?? 0) + 1;
