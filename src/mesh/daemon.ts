@@ -576,11 +576,19 @@ export class Daemon {
       return;
     }
     this.#attestationFailures++;
-    const record = this.#validator.quarantine(card.node_id, {
-      action: "quarantine",
-      reason: missed ? "attestation_missed" : "attestation_failed",
-      detail: `${r.check}: ${r.reason}`,
-    });
+    let record: QuarantineRecord;
+    try {
+      record = this.#validator.quarantine(card.node_id, {
+        action: "quarantine",
+        reason: missed ? "attestation_missed" : "attestation_failed",
+        detail: `${r.check}: ${r.reason}`,
+      });
+    } catch (e) {
+      // Not stored, so not sent: the next challenge (attestation.interval_epochs) tries again.
+      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
+      this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}), but its quarantine record could not be stored: ${(e as Error).message}`);
+      return;
+    }
     this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`);
     this.#engine?.logChanged();
   }
