@@ -131,19 +131,11 @@ export class Receiver {
   }
 
   #head(nodeId: string): ChainHead | null {
-    const cached = this.#batch?.heads.get(nodeId);
-    if (cached !== undefined) return cached;
-    const head = this.ledger.head(this.policy.mesh, nodeId);
-    this.#batch?.heads.set(nodeId, head);
-    return head;
+    return inBatch(this.#batch?.heads, nodeId, () => this.ledger.head(this.policy.mesh, nodeId));
   }
 
   #quarantined(nodeId: string): boolean {
-    const cached = this.#batch?.forked.get(nodeId);
-    if (cached !== undefined) return cached;
-    const forked = this.ledger.hasForkEvidence(this.policy.mesh, nodeId);
-    this.#batch?.forked.set(nodeId, forked);
-    return forked;
+    return inBatch(this.#batch?.forked, nodeId, () => this.ledger.hasForkEvidence(this.policy.mesh, nodeId));
   }
 
   #now(): number {
@@ -177,6 +169,14 @@ export class Receiver {
       return undefined; // a stored certificate that no longer verifies certifies nothing
     }
   }
+}
+
+/** A value read once per batch: from the batch's map when it has it, else read (and kept when in a batch). */
+function inBatch<T>(map: Map<string, T> | undefined, key: string, read: () => T): T {
+  if (map?.has(key)) return map.get(key)!;
+  const value = read();
+  map?.set(key, value);
+  return value;
 }
 
 function canonicalOrReject(payload: unknown): string {

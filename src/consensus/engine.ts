@@ -33,6 +33,7 @@ import {
   type Signature,
   type Signed,
   type Unsigned,
+  ofMesh,
   signatureValid,
   signingDigest,
   slotOf,
@@ -155,11 +156,7 @@ export class ConsensusEngine {
    */
   #heartbeat(): void {
     if (this.#stopped) return;
-    if (this.#pendingCert) {
-      const c = this.#pendingCert;
-      this.#pendingCert = null;
-      this.#finalize(c);
-    }
+    this.#retryPendingCert();
     if (this.#step !== "idle") for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
     this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
@@ -233,14 +230,18 @@ export class ConsensusEngine {
   logChanged(): void {
     if (this.#stopped) return;
     for (const [d, v] of this.#validity) if (v === "pending") this.#validity.delete(d);
-    if (this.#pendingCert) {
-      const c = this.#pendingCert;
-      this.#pendingCert = null;
-      this.#finalize(c);
-      return;
-    }
+    if (this.#retryPendingCert()) return;
     this.#maybeActivate();
     this.#evaluate();
+  }
+
+  /** A certificate that could not be committed yet (microblocks missing, a failed write): once more. */
+  #retryPendingCert(): boolean {
+    const c = this.#pendingCert;
+    if (c === null) return false;
+    this.#pendingCert = null;
+    this.#finalize(c);
+    return true;
   }
 
   /** Any consensus message from the network (P, V, S, E or F), untrusted. */
@@ -481,7 +482,7 @@ export class ConsensusEngine {
    * one per signature. Nothing counts a signature before it verifies.
    */
   #queueForVerification(m: Signed, key: string): void {
-    if (m.mesh !== this.#o.mesh || (m.type !== "V" && m.checkpoint.mesh !== this.#o.mesh)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
+    if (!ofMesh(m, this.#o.mesh)) return this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
     if (this.#unverified.some((u) => u.key === key && u.m.sig === m.sig)) return;
     this.#unverified.push({ m, key, height: this.#prev });
     if (this.#unverified.length >= this.#set.n) return this.#verifyQueued();
@@ -495,8 +496,8 @@ export class ConsensusEngine {
     this.#unverified = [];
     if (this.#stopped || queued.length === 0) return;
     const valid = this.#set.verifyMany(queued.map(({ m }) => ({ i: m.validator, message: signingDigest(m), sigHex: m.sig })));
-    for (const [j, { m, key }] of queued.entries()) {
-      if (this.#prev !== queued[j]!.height) return; // admitting one finished the height
+    for (const [j, { m, key, height }] of queued.entries()) {
+      if (this.#prev !== height) return; // admitting one finished the height
       if (!valid[j]) this.#emit({ kind: "rejected", reason: "bad signature", validator: m.validator });
       else this.#admit(m, key);
     }

@@ -152,9 +152,13 @@ export function parseSigned(value: unknown, n: number, what = "consensus message
 }
 
 /** Mesh, validator index and signature all check out. */
+/** The message, and the checkpoint it carries, are of this mesh. */
+export function ofMesh(m: Signed, mesh: string): boolean {
+  return m.mesh === mesh && (m.type === "V" || m.checkpoint.mesh === mesh);
+}
+
 export function signatureValid(m: Signed, mesh: string, set: ValidatorSet): boolean {
-  if (m.mesh !== mesh) return false;
-  if (m.type !== "V" && m.checkpoint.mesh !== mesh) return false;
+  if (!ofMesh(m, mesh)) return false;
   return m.type === "S" ? set.verify(m.validator, signingDigest(m), m.sig) : set.verifyVote(m.validator, signingDigest(m), m.sig);
 }
 

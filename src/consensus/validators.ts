@@ -95,7 +95,7 @@ export class ValidatorSet {
 
   /** Ed25519 verification of validator i's vote signature (64 bytes hex) under the key its card's peer id names. Never throws. */
   verifyVote(i: number, message: Uint8Array, sigHex: string): boolean {
-    if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{128}$/.test(sigHex)) return false;
+    if (!this.#isIndex(i) || typeof sigHex !== "string" || !/^[0-9a-f]{128}$/.test(sigHex)) return false;
     const k = `vote|${this.peerIds[i]}${toHex(message)}${sigHex}`;
     const hit = sharedMemo.get(k);
     if (hit !== undefined) return hit;
@@ -112,8 +112,8 @@ export class ValidatorSet {
 
   /** BLS verification of validator i's signature (96 bytes hex) over a 32-byte message. Never throws. */
   verify(i: number, message: Uint8Array, sigHex: string): boolean {
-    if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{192}$/.test(sigHex)) return false;
-    const k = `${this.keyHex[i]}${toHex(message)}${sigHex}`;
+    const k = this.#blsMemoKey(i, message, sigHex);
+    if (k === null) return false;
     const hit = sharedMemo.get(k);
     if (hit !== undefined) return hit;
     let ok: boolean;
@@ -133,10 +133,8 @@ export class ValidatorSet {
    * answers, except with probability about 2^-64.
    */
   verifyMany(items: readonly { i: number; message: Uint8Array; sigHex: string }[]): boolean[] {
-    const out: (boolean | undefined)[] = items.map(({ i, message, sigHex }) => {
-      if (!Number.isInteger(i) || i < 0 || i >= this.n || typeof sigHex !== "string" || !/^[0-9a-f]{192}$/.test(sigHex)) return false;
-      return sharedMemo.get(`${this.keyHex[i]}${toHex(message)}${sigHex}`);
-    });
+    const keys = items.map(({ i, message, sigHex }) => this.#blsMemoKey(i, message, sigHex));
+    const out: (boolean | undefined)[] = keys.map((k) => (k === null ? false : sharedMemo.get(k)));
     const open = items.map((_, j) => j).filter((j) => out[j] === undefined);
     if (open.length >= 2) {
       let sets: { pk: G1Point; message: Uint8Array; sig: G2Point }[] | null = [];
@@ -148,11 +146,21 @@ export class ValidatorSet {
       if (sets && blsBatchVerify(sets)) {
         for (const j of open) {
           out[j] = true;
-          sharedMemo.set(`${this.keyHex[items[j]!.i]}${toHex(items[j]!.message)}${items[j]!.sigHex}`, true);
+          sharedMemo.set(keys[j]!, true);
         }
       }
     }
     return items.map((it, j) => out[j] ?? this.verify(it.i, it.message, it.sigHex));
+  }
+
+  /** The memo key of a BLS check, or null when the index or the signature's form is wrong. */
+  #blsMemoKey(i: number, message: Uint8Array, sigHex: string): string | null {
+    if (!this.#isIndex(i) || typeof sigHex !== "string" || !/^[0-9a-f]{192}$/.test(sigHex)) return null;
+    return `${this.keyHex[i]}${toHex(message)}${sigHex}`;
+  }
+
+  #isIndex(i: number): boolean {
+    return Number.isInteger(i) && i >= 0 && i < this.n;
   }
 
   /** The aggregate of signatures that were each verified, as hex. */

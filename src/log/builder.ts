@@ -2,7 +2,7 @@
 // microblocks in, an appended Merkle log and finality certificates out. It is the consensus
 // engine's CheckpointSource over the ledger (propose, check, commit); in a one-validator mesh
 // (every local mesh) build() is the whole agreement: the node's own signature is a quorum.
-import { fromHex, toHex } from "../encoding/hex.ts";
+import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { blsSign } from "../crypto/bls.ts";
 import type { CheckpointSource, CheckResult } from "../consensus/ports.ts";
@@ -108,7 +108,7 @@ export class CheckpointBuilder implements CheckpointSource {
 
   #leaves(body: CheckpointBody): { result: CheckResult; ids: string[] } {
     const fail = (reason: string) => ({ result: { ok: false as const, reason }, ids: [] });
-    const problem = this.#successorProblem(body);
+    const problem = this.successorProblem(body);
     if (problem) return fail(problem);
     const r = leavesOf(body, this.#view(), epochBounds(this.policy.genesis, body.epoch).endMs);
     if (!r.ok) return { result: r, ids: [] };
@@ -125,11 +125,7 @@ export class CheckpointBuilder implements CheckpointSource {
    */
   commit(cert: FinalityCertificate): void {
     this.ledger.immediate(() => {
-      const existing = this.byEpoch(cert.checkpoint.epoch);
-      if (existing) {
-        if (checkpointDigestHex(existing.checkpoint) === checkpointDigestHex(cert.checkpoint)) return;
-        throw new Error(`epoch ${cert.checkpoint.epoch} already has a different finalized checkpoint`);
-      }
+      if (this.#alreadyFinal(cert.checkpoint)) return;
       const { result, ids } = this.#leaves(cert.checkpoint);
       if (!result.ok) throw new Error(`checkpoint epoch ${cert.checkpoint.epoch} does not check against this ledger: ${result.reason}`);
       this.#store(cert, ids);
@@ -146,12 +142,8 @@ export class CheckpointBuilder implements CheckpointSource {
   commitLeaves(cert: FinalityCertificate, ids: readonly Uint8Array[]): void {
     this.ledger.immediate(() => {
       const body = cert.checkpoint;
-      const existing = this.byEpoch(body.epoch);
-      if (existing) {
-        if (checkpointDigestHex(existing.checkpoint) === checkpointDigestHex(body)) return;
-        throw new Error(`epoch ${body.epoch} already has a different finalized checkpoint`);
-      }
-      const problem = this.#successorProblem(body);
+      if (this.#alreadyFinal(body)) return;
+      const problem = this.successorProblem(body);
       if (problem) throw new Error(problem);
       const next = this.tree.rootAfter(ids);
       if (next.size !== body.tree_size || toHex(next.root) !== body.root) {
@@ -171,11 +163,19 @@ export class CheckpointBuilder implements CheckpointSource {
     });
   }
 
+  /** True when this very body is stored for its epoch; throws when another one is. */
+  #alreadyFinal(body: CheckpointBody): boolean {
+    const existing = this.byEpoch(body.epoch);
+    if (!existing) return false;
+    if (checkpointDigestHex(existing.checkpoint) === checkpointDigestHex(body)) return true;
+    throw new Error(`epoch ${body.epoch} already has a different finalized checkpoint`);
+  }
+
   /** Why a body cannot follow the latest stored certificate, or null when it can. */
-  #successorProblem(body: CheckpointBody): string | null {
+  successorProblem(body: CheckpointBody): string | null {
     if (body.mesh !== this.policy.mesh) return "checkpoint of another mesh";
     const latest = this.latest();
-    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
+    const prev = latest ? checkpointDigestHex(latest.checkpoint) : ZERO_HASH;
     if (body.prev !== prev) return `prev ${body.prev.slice(0, 12)}… is not the latest finalized checkpoint ${prev.slice(0, 12)}…`;
     if (latest && body.epoch <= latest.checkpoint.epoch) return `epoch ${body.epoch} is not after the latest checkpoint's epoch ${latest.checkpoint.epoch}`;
     return null;

@@ -142,7 +142,7 @@ export class Daemon {
           if (this.#attesting) void this.#challenge(peerId, card as NodeCard);
         },
         onRefused: (peerId, reason) => {
-          this.#rejected.peer = (this.#rejected.peer ?? 0) + 1;
+          this.#count("peer");
           this.log(`dsm run: peer ${peerId} refused: ${reason}`);
         },
       },
@@ -336,7 +336,7 @@ export class Daemon {
           for (let i = 0; i < b - a; i++) ids.push(bytes.subarray(i * 32, i * 32 + 32));
         }
         if (fits(ids)) return ids; // a peer that sent ids of another tree: the next one
-        this.#rejected.leaves = (this.#rejected.leaves ?? 0) + 1;
+        this.#count("leaves");
       } catch {
         // the next peer
       }
@@ -394,10 +394,25 @@ export class Daemon {
 
   // --- microblocks in ---------------------------------------------------------------
 
-  #reject(reason: string): Verdict {
+  /** Counts something refused or failed, by reason (status and /metrics show them). */
+  #count(reason: string): void {
     this.#rejected[reason] = (this.#rejected[reason] ?? 0) + 1;
+  }
+
+  #reject(reason: string): Verdict {
+    this.#count(reason);
     return "reject";
   }
+
+  /** A write this node could not make (disk full, say): counted, and logged at most every 10 s. */
+  #storageFailed(message: string): void {
+    this.#count("storage");
+    if (Date.now() - this.#storageLoggedAt < 10_000) return;
+    this.#storageLoggedAt = Date.now();
+    this.log(`dsm run: ${message}`);
+  }
+
+  #storageLoggedAt = 0;
 
   /** Validates and stores a batch as the gossip validator: a batch with an invalid item is rejected. */
   #onMicroblocks(data: Uint8Array, _from: string): Verdict {
@@ -443,11 +458,7 @@ export class Daemon {
         }
       });
     } catch (e) {
-      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
-      if (Date.now() - this.#storageLoggedAt > 10_000) {
-        this.#storageLoggedAt = Date.now();
-        this.log(`dsm run: could not store a gossip batch, nothing of it kept (${(e as Error).message}); it will be fetched again`);
-      }
+      this.#storageFailed(`could not store a gossip batch, nothing of it kept (${(e as Error).message}); it will be fetched again`);
       return { verdict: "ignore", stored: 0, last: 0 };
     }
     if (stored > 0) {
@@ -493,7 +504,7 @@ export class Daemon {
       verifyFinality(value, this.node.genesis, "certificate", this.node.config.consensus.quorum_threshold);
       cert = value as FinalityCertificate;
     } catch {
-      this.#rejected.certificate = (this.#rejected.certificate ?? 0) + 1;
+      this.#count("certificate");
       return;
     }
     const latest = this.builder.latest();
@@ -510,14 +521,19 @@ export class Daemon {
   }
 
   #keeping: Promise<void> = Promise.resolve();
-  #storageLoggedAt = 0;
   #queued = new Set<string>();
   #contradicted = new Set<string>();
 
+  /** The newest certificate this node holds, and how long after its epoch's end it came. */
+  #noteFinalized(cert: FinalityCertificate): void {
+    this.#lastCert = cert;
+    this.#lastFinalized = cert.checkpoint.epoch;
+    this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, cert.checkpoint.epoch).endMs;
+  }
+
   async #keepCertificate(cert: FinalityCertificate, digest: string): Promise<void> {
-    const latest = this.builder.latest();
-    const prev = latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64);
-    if (this.#stopping || cert.checkpoint.prev !== prev) return; // not the next one: the next catch-up brings those between
+    // Not the next one: the next catch-up brings those between.
+    if (this.#stopping || this.builder.successorProblem(cert.checkpoint) !== null) return;
     const root = cert.checkpoint.root;
     const fits = (ids: Uint8Array[]) => toHex(this.builder.tree.rootAfter(ids).root) === root;
     const ids = await this.#fetchLeaves(this.builder.tree.size(), cert.checkpoint.tree_size, fits);
@@ -528,13 +544,11 @@ export class Daemon {
       // The leaves recompute the root a quorum signed, yet this ledger disagrees (its own
       // chain differs from what the mesh finalized): loud, once, and no more downloads.
       if (e instanceof CheckpointConflict) this.#contradicted.add(digest);
-      this.#rejected.certificate = (this.#rejected.certificate ?? 0) + 1;
+      this.#count("certificate");
       this.log(`dsm run: certificate of epoch ${cert.checkpoint.epoch} NOT KEPT: ${(e as Error).message}`);
       return;
     }
-    this.#lastCert = cert;
-    this.#lastFinalized = cert.checkpoint.epoch;
-    this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, cert.checkpoint.epoch).endMs;
+    this.#noteFinalized(cert);
   }
 
   /** The answer to a validator's challenge: a quote of the asked PCRs over its nonce. */
@@ -585,8 +599,7 @@ export class Daemon {
       });
     } catch (e) {
       // Not stored, so not sent: the next challenge (attestation.interval_epochs) tries again.
-      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
-      this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}), but its quarantine record could not be stored: ${(e as Error).message}`);
+      this.#storageFailed(`attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}), but its quarantine record could not be stored: ${(e as Error).message}`);
       return;
     }
     this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`);
@@ -599,7 +612,7 @@ export class Daemon {
     try {
       record = parseQuarantine(value, this.node.mesh, DSMValidator.validatorsOf(this.node));
     } catch {
-      this.#rejected.quarantine = (this.#rejected.quarantine ?? 0) + 1;
+      this.#count("quarantine");
       return;
     }
     const digest = toHex(quarantineDigest(record));
@@ -607,8 +620,7 @@ export class Daemon {
     try {
       added = this.builder.quarantine.add(record);
     } catch (e) {
-      this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
-      this.log(`dsm run: quarantine record not stored: ${(e as Error).message}`);
+      this.#storageFailed(`quarantine record not stored: ${(e as Error).message}`);
       return; // not marked as sent: it comes again
     }
     this.#sentRecords.add(digest);
@@ -632,9 +644,7 @@ export class Daemon {
     switch (e.kind) {
       case "finalized": {
         const c: FinalityCertificate = e.certificate;
-        this.#lastFinalized = c.checkpoint.epoch;
-        this.#lastCert = c;
-        this.#finalityLatency = Date.now() - epochBounds(this.node.genesis, c.checkpoint.epoch).endMs;
+        this.#noteFinalized(c);
         this.log(`dsm run: epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`);
         return;
       }
@@ -646,11 +656,10 @@ export class Daemon {
         this.log(`dsm run: ${e.kind}: ${e.reason}`);
         return;
       case "store-failed":
-        this.#rejected.storage = (this.#rejected.storage ?? 0) + 1;
-        this.log(`dsm run: consensus: ${e.reason}; this validator takes part again once it can write`);
+        this.#storageFailed(`consensus: ${e.reason}; this validator takes part again once it can write`);
         return;
       case "rejected":
-        this.#rejected[`consensus`] = (this.#rejected.consensus ?? 0) + 1;
+        this.#count("consensus");
         return;
       default:
         return;
