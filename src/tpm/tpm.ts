@@ -34,6 +34,8 @@ export class TpmError extends Error {
 }
 
 const TPM2_RC_INITIALIZE = 0x100; // TPM2_Startup on a started TPM: fine
+/** TSS2_TCTI_RC_IO_ERROR: the TCTI could not talk to the TPM (nothing listening, or the peer hung up). */
+const TCTI_RC_IO_ERROR = 0xa000a;
 export const TPM2_RC_HANDLE_EMPTY = 0x18b; // nothing at that persistent handle
 
 /** Big-endian wire-format writer. */
@@ -135,7 +137,12 @@ export class Tpm {
     const tctiCtx = new BigUint64Array(1);
     const conf = tcti === "" ? null : Buffer.from(`${tcti}\0`);
     let rc = lib.tcti.Tss2_TctiLdr_Initialize(conf, tctiCtx);
-    if (rc !== 0) throw new TpmError(`cannot open TCTI "${tcti || "(default)"}": ${decode(lib, rc)} (check identity.tcti; is the TPM present and its driver or simulator running?)`, rc);
+    if (rc !== 0) {
+      // An IO failure is the TPM not answering, whether it shows here or in Esys_Initialize
+      // below (a peer that accepts, then hangs up, can fail at either): say so the same way.
+      const unreachable = rc === TCTI_RC_IO_ERROR ? `TPM at "${tcti}" is not reachable: ` : "";
+      throw new TpmError(`${unreachable}cannot open TCTI "${tcti || "(default)"}": ${decode(lib, rc)} (check identity.tcti; is the TPM present and its driver or simulator running?)`, rc);
+    }
     const esysCtx = new BigUint64Array(1);
     rc = lib.esys.Esys_Initialize(esysCtx, ptrOf(tctiCtx), null);
     if (rc !== 0) {
