@@ -5,7 +5,7 @@ import { isIP } from "node:net";
 import { createIpAnonymizer } from "../src/ingest/anonymize.ts";
 import { parseJsonLine, toSecurityEvent } from "../src/ingest/records.ts";
 
-const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
+const VECTORS = new URL("vectors/events/", import.meta.url);
 const SURICATA_FILES = ["eve-small.log", "eve-alerts.log", "eve-6.0.log", "eve-dns-4.1.4.log", "eve-metadata.log"];
 const ZEEK_FILES = [
   "notice-json.log",

@@ -1,5 +1,5 @@
 // BLS12-381 (Ethereum ciphersuite) against public vectors read in place from
-// /work/shared/vectors: Ethereum consensus-spec-tests (phase0 sign / verify / aggregate /
+// test/vectors (see bls/SOURCE.md, wycheproof/SOURCE.md there): Ethereum consensus-spec-tests (phase0 sign / verify / aggregate /
 // fast_aggregate_verify / aggregate_verify, altair eth_fast_aggregate_verify /
 // eth_aggregate_pubkeys), ethereum/bls12-381-tests batch_verify, Wycheproof PoP-scheme verify,
 // aggregate verify and hash_to_G2, EIP-2333 master-key derivation; plus PoP / rogue-key properties.
@@ -30,7 +30,7 @@ import {
 } from "../src/crypto/bls.ts";
 import { fromHex, toHex } from "../src/encoding/hex.ts";
 
-const VECTORS = new URL("../../shared/vectors/", import.meta.url);
+const VECTORS = new URL("vectors/", import.meta.url);
 const R = bls12_381.fields.Fr.ORDER;
 
 /** Vector hex: optional 0x, any case. */

@@ -9,7 +9,7 @@ import pkg from "../package.json" with { type: "json" };
 import { DSM, makeNode, ndjson, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
 import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
-const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
+const VECTORS = new URL("vectors/events/", import.meta.url);
 const HEX64 = /^[0-9a-f]{64}$/;
 const TOKEN = /^ip-[0-9a-f]{32}$/;
 

@@ -1,10 +1,10 @@
 // RFC 8785 (JCS) conformance for src/encoding/jcs.ts.
-// Vectors: /work/shared/vectors/jcs (cyberphone/json-canonicalization, see its SOURCE.md); read in place.
+// Vectors: test/vectors/jcs (cyberphone/json-canonicalization, see its SOURCE.md); read in place.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { CanonicalJsonError, canonicalBytes, canonicalize } from "../src/encoding/jcs.ts";
 
-const VECTORS = new URL("../../shared/vectors/", import.meta.url);
+const VECTORS = new URL("vectors/", import.meta.url);
 const JCS = new URL("jcs/", VECTORS);
 const CASES = ["arrays", "french", "structures", "unicode", "values", "weird"] as const;
 

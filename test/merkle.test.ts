@@ -1,7 +1,7 @@
 // RFC 6962 / RFC 9162 Merkle tree: src/log/merkle.ts.
-// Vectors: /work/shared/vectors/rfc6962 (transparency-dev/merkle testdata, see its SOURCE.md), read in place.
+// Vectors: test/vectors/rfc6962 (transparency-dev/merkle testdata, see its SOURCE.md), read in place.
 // The subtree vectors (subtreeinclusion/, subtreeconsistency/) are for [start,end) range proofs, which
-// this module does not implement; they are not run here.
+// this module does not implement; they are not run here (nor carried in test/vectors).
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import {
@@ -22,7 +22,7 @@ import {
 } from "../src/log/merkle.ts";
 import { prng } from "./helpers/prng.ts";
 
-const VECTORS = new URL("../../shared/vectors/rfc6962/", import.meta.url);
+const VECTORS = new URL("vectors/rfc6962/", import.meta.url);
 
 const b64 = (s: string) => new Uint8Array(Buffer.from(s, "base64"));
 const fromHex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));

@@ -1,5 +1,5 @@
 // ECDSA P-256 (src/crypto/p256.ts): Wycheproof vectors, interop with @noble/curves, strictness, PEM.
-// Vectors: /work/shared/vectors/wycheproof (C2SP/wycheproof, see its SOURCE.md); read in place.
+// Vectors: test/vectors/wycheproof (C2SP/wycheproof, see its SOURCE.md); read in place.
 import { describe, expect, test } from "bun:test";
 import * as crypto from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -17,7 +17,7 @@ import {
   verify,
 } from "../src/crypto/p256.ts";
 
-const VECTORS = new URL("../../shared/vectors/", import.meta.url);
+const VECTORS = new URL("vectors/", import.meta.url);
 
 const N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
 const HALF_N = N >> 1n;

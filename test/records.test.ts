@@ -12,8 +12,8 @@ import {
   type Severity,
 } from "../src/ingest/records.ts";
 
-// The samples are shared, read-only fixtures beside the repo (see SOURCE.md there).
-const VECTORS = new URL("../../shared/vectors/events/", import.meta.url);
+// The samples are public fixtures carried in test/vectors/events (see SOURCE.md and LICENSE there).
+const VECTORS = new URL("vectors/events/", import.meta.url);
 
 const SURICATA_FILES = ["eve-small.log", "eve-alerts.log", "eve-6.0.log", "eve-dns-4.1.4.log", "eve-metadata.log"];
 // Zeek JSON does not name its stream, so the expected kind comes from the file name.
