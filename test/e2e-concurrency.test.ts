@@ -151,7 +151,7 @@ async function checkMerged(dataDir: string, node: InitInfo, done: Finished[]): P
 
   const v = await runDsm(["verify", "--json", "--data-dir", dataDir]);
   expect(v.code, `dsm verify: ${v.stdout} ${v.stderr}`).toBe(0);
-  expect(JSON.parse(v.stdout)).toMatchObject({ ok: true, microblocks: total, chains: 1, keyCerts: done.length, payloadsChecked: total });
+  expect(JSON.parse(v.stdout)).toMatchObject({ ok: true, microblocks: total, chains: 1, key_certificates: done.length, payloads_checked: total });
   return rows.map((r) => r.key);
 }
 

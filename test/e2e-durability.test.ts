@@ -250,8 +250,8 @@ describe("dsm ingest: every acknowledged event survives SIGKILL", () => {
       const report = JSON.parse(v.stdout);
       expect(report.ok).toBe(true);
       expect(report.microblocks).toBe(rows.length);
-      expect(report.payloadsChecked).toBe(rows.length);
-      console.log(`e2e-durability: ${total} kills (${runsWithAcks} acknowledged something), ${allAcked.size} acknowledged, ${rows.length} stored, ${report.keyCerts} key certificates`);
+      expect(report.payloads_checked).toBe(rows.length);
+      console.log(`e2e-durability: ${total} kills (${runsWithAcks} acknowledged something), ${allAcked.size} acknowledged, ${rows.length} stored, ${report.key_certificates} key certificates`);
     },
     170_000,
   );

@@ -64,7 +64,7 @@ async function importInto(d: string, files: string[], env?: Record<string, strin
 
 async function verify(d: string, env?: Record<string, string>) {
   const r = await runDsm(["verify", "--data-dir", d, "--json"], { env });
-  return { code: r.code, report: JSON.parse(r.stdout) as { ok: boolean; microblocks: number; chains: number; payloadsWithheld: number; forkEvidence: number }, stderr: r.stderr };
+  return { code: r.code, report: JSON.parse(r.stdout) as { ok: boolean; microblocks: number; chains: number; payloads_withheld: number; fork_evidence: number }, stderr: r.stderr };
 }
 
 const readLines = (f: string) => fs.readFileSync(f, "utf8").split("\n").filter((l) => l !== "");
@@ -181,7 +181,7 @@ describe("dsm export / dsm import", () => {
     expect(v.report.chains).toBe(3);
     // Payloads are stored by hash: e2's Suricata events are the same as e1's (same payload
     // bytes), so only e2's own emits lack a payload.
-    expect(v.report.payloadsWithheld).toBe(2);
+    expect(v.report.payloads_withheld).toBe(2);
 
     // Again: everything is a duplicate.
     const again = await importInto(V, [file("e1.ndjson"), file("e3.ndjson")], vEnv());
@@ -290,7 +290,7 @@ describe("dsm export / dsm import", () => {
     expect(b.summary!.reasons).toEqual({ quarantined: 3 });
     expect(b.stderr).toMatch(/fork-b\.ndjson:\d+: quarantined: /);
     const v = await verify(V, vEnv());
-    expect(v.report.forkEvidence).toBe(1);
+    expect(v.report.fork_evidence).toBe(1);
     // Even the honest copy's microblocks are refused now.
     await emit(F, "test.fork-a", 1);
     await ok(["export", "--data-dir", F, "--from-seq", "4", "-o", file("fork-a2.ndjson")]);

@@ -50,7 +50,7 @@ describe("8. read-only commands need no secrets", () => {
         const verify = await node.run(["verify", "--json"]);
         expect(verify.code).toBe(0);
         const report = JSON.parse(verify.stdout);
-        expect(report).toMatchObject({ ok: true, microblocks: 2, problemCount: 0 });
+        expect(report).toMatchObject({ ok: true, microblocks: 2, problem_count: 0 });
 
         const log = await node.run(["log", "--json"]);
         expect(log.code).toBe(0);

@@ -216,7 +216,7 @@ describe("dsm verify on a tampered ledger", () => {
     const j = await runDsm(["verify", "--json", "--data-dir", dir]);
     expect(j.code, j.stderr).toBe(0);
     const report = JSON.parse(j.stdout);
-    expect(report).toMatchObject({ ok: true, microblocks: EVENTS + 1, chains: 1, keyCerts: 2, payloadsChecked: EVENTS + 1, problemCount: 0 });
+    expect(report).toMatchObject({ ok: true, microblocks: EVENTS + 1, chains: 1, key_certificates: 2, payloads_checked: EVENTS + 1, problem_count: 0 });
     const h = await runDsm(["verify", "--data-dir", dir]);
     expect(h.code, h.stderr).toBe(0);
     expect(h.stdout).toStartWith("OK");
@@ -230,7 +230,7 @@ describe("dsm verify on a tampered ledger", () => {
       expect(j.code, `verify --json exit code; stderr: ${j.stderr}`).toBe(2);
       const report = JSON.parse(j.stdout);
       expect(report.ok).toBe(false);
-      expect(report.problemCount).toBeGreaterThanOrEqual(1 + (e.more?.length ?? 0));
+      expect(report.problem_count).toBeGreaterThanOrEqual(1 + (e.more?.length ?? 0));
       const first = report.problems[0];
       expect(first.kind).toBe(e.kind);
       if (e.rowid !== undefined) expect(first.rowid).toBe(e.rowid);

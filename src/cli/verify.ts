@@ -1,4 +1,4 @@
-import { verifyLedger } from "../ledger/verify.ts";
+import { verifyLedger, verifyReportJson } from "../ledger/verify.ts";
 import { CliError, command, commonArgs, context, EXIT, print, printJson, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
 
@@ -50,7 +50,7 @@ EXAMPLES
     if (tty) process.stderr.write("\n");
     const seconds = (performance.now() - started) / 1000;
     const ok = report.problemCount === 0;
-    if (ctx.json) printJson({ ok, ...report, seconds: Number(seconds.toFixed(3)) });
+    if (ctx.json) printJson({ ok, ...verifyReportJson(report), seconds: Number(seconds.toFixed(3)) });
     else {
       print(
         `${ok ? "OK" : "FAILED"}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +

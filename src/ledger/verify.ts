@@ -38,6 +38,20 @@ export interface VerifyReport {
   problemCount: number;
 }
 
+/** The report as `dsm verify --json` prints it (docs/JSON.md): snake_case, like all dsm output. */
+export function verifyReportJson(r: VerifyReport) {
+  return {
+    microblocks: r.microblocks,
+    chains: r.chains,
+    key_certificates: r.keyCerts,
+    payloads_checked: r.payloadsChecked,
+    payloads_withheld: r.payloadsWithheld,
+    fork_evidence: r.forkEvidence,
+    problems: r.problems,
+    problem_count: r.problemCount,
+  };
+}
+
 export interface VerifyOptions {
   /** Chains whose payloads must all be present (our own node's). */
   ownNodeId?: string;
