@@ -41,7 +41,7 @@ EXAMPLES
         local_mesh: node.genesis.name === `local-${node.nodeId.slice(0, 12)}` && node.genesis.validators.length === 1,
         data_dir: node.layout.dir,
         config: ctx.configPath,
-        ledger: { path: node.ledger.path, bytes: size, ...counts },
+        ledger: { path: node.ledger.path, bytes: size, microblocks: counts.microblocks, payloads: counts.payloads, key_certificates: counts.keyCerts, chains: counts.chains, fork_evidence: counts.forkEvidence },
         head,
         anonymize_ips: node.config.privacy.anonymize_ips,
         daemon,
