@@ -45,7 +45,7 @@ EXAMPLES
     try {
       const s = await withNode(ctx, async (node) => {
         const nodeId = args.node === "all" ? undefined : args.node ? resolveNode(node, args.node) : node.nodeId;
-        const stats = { microblocks: 0, certificates: 0, payloads: 0, withheld: 0, chains: 0, firstSeq: null as number | null, lastSeq: null as number | null };
+        const stats = { microblocks: 0, certificates: 0, payloads: 0, withheld: 0, chains: 0, first_seq: null as number | null, last_seq: null as number | null };
         const emitted = new Set<string>();
         const chains = new Set<string>();
         let buf = "";
@@ -66,8 +66,8 @@ EXAMPLES
             stats.microblocks++;
             chains.add(mb.node_id);
             if (nodeId !== undefined) {
-              stats.firstSeq ??= mb.seq;
-              stats.lastSeq = mb.seq;
+              stats.first_seq ??= mb.seq;
+              stats.last_seq = mb.seq;
             }
             if (buf.length >= CHUNK) {
               await out.write(buf);
@@ -80,7 +80,7 @@ EXAMPLES
         return stats;
       }, { readonly: true });
       await out.commit();
-      const range = s.firstSeq !== null ? `, seq ${s.firstSeq}..${s.lastSeq}` : "";
+      const range = s.first_seq !== null ? `, seq ${s.first_seq}..${s.last_seq}` : "";
       warn(
         `dsm export: ${s.microblocks} microblocks from ${s.chains} chain(s)${range}, ${s.certificates} key certificates, ` +
           `${s.payloads} payloads, ${s.withheld} withheld${args.output ? ` -> ${args.output}` : ""}`,

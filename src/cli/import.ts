@@ -67,7 +67,7 @@ EXAMPLES
           (reasons ? ` (${reasons})` : "") +
           `, ${s.gap} waiting for missing seqs` +
           (s.empty ? `, ${s.empty} empty` : "") +
-          (s.payloadsFilled ? `, ${s.payloadsFilled} withheld payloads filled in` : ""),
+          (s.payloads_filled ? `, ${s.payloads_filled} withheld payloads filled in` : ""),
       );
       const quarantined = quarantineForks(node, imp.forks);
       if (ctx.json) printJson({ ok: r.ok, ...s, missing: r.missing, forks: imp.forks, quarantine: quarantined });
@@ -105,7 +105,7 @@ export class Importer {
     fork: 0,
     rejected: 0,
     reasons: {} as Record<string, number>,
-    payloadsFilled: 0,
+    payloads_filled: 0,
   };
   readonly forks: { node_id: string; seq: number; stored: string; received: string; where: string }[] = [];
   readonly #receiver: Receiver;
@@ -216,7 +216,7 @@ export class Importer {
         if (h.payload !== null && !this.node.ledger.hasPayload(mb.payload_hash)) {
           const text = canonicalize(h.payload);
           this.node.ledger.immediate(() => this.node.ledger.insertPayload(mb.payload_hash, text));
-          this.stats.payloadsFilled++;
+          this.stats.payloads_filled++;
         }
         break;
       case "gap": {
