@@ -78,8 +78,8 @@ test("bundles verify and say what they prove", () => {
     } else if (s.type === "consistency") {
       expect(s.older.epoch).toBe(epochs[0]!);
       expect(s.newer.epoch).toBe(epochs[1]!);
-      expect(s.older.treeSize).toBe(5);
-      expect(s.newer.treeSize).toBe(11);
+      expect(s.older.tree_size).toBe(5);
+      expect(s.newer.tree_size).toBe(11);
     }
     expect(s.message.includes("\n")).toBe(false);
     void name;

@@ -51,7 +51,7 @@ export class BundleUnavailable extends Error {}
 
 export interface FinalityInfo {
   epoch: number;
-  treeSize: number;
+  tree_size: number;
   signed: number;
   validators: number;
   quorum: number;
@@ -109,7 +109,7 @@ export function verifyFinality(value: unknown, genesis: Genesis, what = "finalit
   const set = check(what, () => validatorSetOf(genesis, threshold));
   const problem = set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
   if (problem !== null) throw new BundleError(`${what}: ${problem}${problem.startsWith("aggregate") ? ` over checkpoint epoch ${cp.epoch}` : ""}`);
-  return { epoch: cp.epoch, treeSize: cp.tree_size, signed: signerIndices(cert.signers).length, validators: set.n, quorum: set.quorum };
+  return { epoch: cp.epoch, tree_size: cp.tree_size, signed: signerIndices(cert.signers).length, validators: set.n, quorum: set.quorum };
 }
 
 /** Checks every hash and signature in a bundle against the genesis. Throws BundleError. */
@@ -166,7 +166,7 @@ function verifyInclusionBundle(o: Record<string, unknown>, genesis: Genesis): Bu
     ...f,
     message:
       `microblock ${mb.id} (node ${mb.node_id.slice(0, 12)}…, seq ${mb.seq}${payload ? "" : ", payload withheld"}) is leaf ${index} of checkpoint ` +
-      `epoch ${f.epoch} (tree_size ${f.treeSize}), final with ${f.signed}/${f.validators} validators`,
+      `epoch ${f.epoch} (tree_size ${f.tree_size}), final with ${f.signed}/${f.validators} validators`,
   };
 }
 
@@ -192,7 +192,7 @@ function verifyConsistencyBundle(o: Record<string, unknown>, genesis: Genesis): 
     older,
     newer,
     message:
-      `checkpoint epoch ${newer.epoch} (tree_size ${newer.treeSize}) extends checkpoint epoch ${older.epoch} (tree_size ${older.treeSize}), ` +
+      `checkpoint epoch ${newer.epoch} (tree_size ${newer.tree_size}) extends checkpoint epoch ${older.epoch} (tree_size ${older.tree_size}), ` +
       `both final with ${older.signed}/${older.validators} and ${newer.signed}/${newer.validators} validators`,
   };
 }
