@@ -120,6 +120,7 @@ export class ConsensusEngine {
   #farAhead = new Map<number, number>();
   #bufferedBy = new Map<number, number>();
   #timers: (() => void)[] = [];
+  #armed = new Set<() => void>();
   #future = new Map<string, unknown[]>();
   #futureCount = 0;
   #pendingCert: FinalityCertificate | null = null;
@@ -146,7 +147,7 @@ export class ConsensusEngine {
   start(): void {
     this.#enterHeight(this.#o.source.latest());
     this.#requestCatchUp();
-    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
+    this.#schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
 
   /**
@@ -158,7 +159,7 @@ export class ConsensusEngine {
     if (this.#stopped) return;
     this.#retryPendingCert();
     if (this.#step !== "idle") for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
-    this.#o.clock.schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
+    this.#schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
 
   /**
@@ -188,6 +189,8 @@ export class ConsensusEngine {
   stop(): void {
     this.#stopped = true;
     this.#cancelTimers();
+    for (const cancel of this.#armed) cancel();
+    this.#armed.clear();
     this.#verifyTimer?.();
     this.#verifyTimer = null;
     this.#unverified = [];
@@ -343,7 +346,7 @@ export class ConsensusEngine {
       // Nothing new anywhere yet: look again when the next epoch closes.
       wake = epochBounds(this.#o.genesis, epochAt(this.#o.genesis, now)).endMs;
     }
-    this.#activation = this.#o.clock.schedule(wake - now, () => {
+    this.#activation = this.#schedule(wake - now, () => {
       this.#activation = null;
       this.#maybeActivate();
     });
@@ -486,7 +489,7 @@ export class ConsensusEngine {
     if (this.#unverified.some((u) => u.key === key && u.m.sig === m.sig)) return;
     this.#unverified.push({ m, key, height: this.#prev });
     if (this.#unverified.length >= this.#set.n) return this.#verifyQueued();
-    if (this.#verifyTimer === null) this.#verifyTimer = this.#o.clock.schedule(VERIFY_BATCH_MS, () => this.#verifyQueued());
+    if (this.#verifyTimer === null) this.#verifyTimer = this.#schedule(VERIFY_BATCH_MS, () => this.#verifyQueued());
   }
 
   #verifyQueued(): void {
@@ -664,7 +667,7 @@ export class ConsensusEngine {
     else if (endMs > now + this.#o.maxClockSkewMs) {
       // Not closed yet by this clock: valid later, perhaps.
       // Not a round timer: a round change must not cancel it.
-      if (this.#once(`closes/${digest}`)) this.#o.clock.schedule(endMs - this.#o.maxClockSkewMs - now, () => this.#evaluate());
+      if (this.#once(`closes/${digest}`)) this.#schedule(endMs - this.#o.maxClockSkewMs - now, () => this.#evaluate());
       return "pending";
     } else {
       const r = this.#o.source.check(body);
@@ -839,8 +842,26 @@ export class ConsensusEngine {
 
   // --- plumbing -----------------------------------------------------------------------
 
+  /**
+   * Every timer the engine arms goes through here, so stop() can cancel all of them: a
+   * heartbeat or an epoch-close check left armed keeps the daemon's process alive for up to
+   * a round timeout after SIGTERM.
+   */
+  #schedule(ms: number, fn: () => void): () => void {
+    if (this.#stopped) return () => {};
+    const cancel = this.#o.clock.schedule(ms, () => {
+      this.#armed.delete(cancel);
+      fn();
+    });
+    this.#armed.add(cancel);
+    return () => {
+      this.#armed.delete(cancel);
+      cancel();
+    };
+  }
+
   #after(ms: number, fn: () => void): void {
-    this.#timers.push(this.#o.clock.schedule(Math.max(0, ms), fn));
+    this.#timers.push(this.#schedule(Math.max(0, ms), fn));
   }
 
   #cancelTimers(): void {
