@@ -1,5 +1,6 @@
-import { Daemon } from "../mesh/daemon.ts";
-import { command, commonArgs, context, warn, withNode } from "./common.ts";
+import { Daemon, DaemonStartError } from "../mesh/daemon.ts";
+import { createLogger, type DaemonLog, type Level, LEVELS, type LogFormat } from "../mesh/daemon-log.ts";
+import { CliError, command, commonArgs, context, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "run", description: "Run the node on the mesh: gossip, validation, consensus (foreground)" },
@@ -38,35 +39,94 @@ which costs verification work a future build will save.
 EXAMPLES
   dsm run --data-dir /var/lib/dsm
   DSM_GOSSIP_BOOTSTRAP_NODES=/ip4/10.0.0.2/tcp/7946/p2p/12D3KooW... dsm run`,
-  args: { ...commonArgs },
+  args: {
+    ...commonArgs,
+    json: { type: "boolean", description: "Log lines as JSON objects (same as --log-format json)" },
+    "log-format": { type: "enum", options: ["text", "json"], description: "Log line format on stderr (default: logging.format from the config, else text)", valueHint: "text|json" },
+    "log-level": { type: "enum", options: [...LEVELS], description: "Least severe level logged (default: logging.level from the config, else info)", valueHint: "LEVEL" },
+  },
   async run({ args }) {
     const ctx = context(args);
-    await withNode(ctx, async (node) => {
-      const daemon = await Daemon.start(node, (line) => warn(line));
-      await new Promise<void>((resolve) => {
-        let signals = 0;
-        const onSignal = (sig: string) => {
-          signals++;
-          if (signals > 1) process.exit(130);
-          warn(`dsm run: ${sig}: stopping (again to exit at once)`);
-          daemon.stop().then(resolve, resolve);
-        };
-        process.on("SIGINT", () => onSignal("SIGINT"));
-        process.on("SIGTERM", () => onSignal("SIGTERM"));
-        // Started by a parent that owns this daemon (dsm demo): stop when that parent is
-        // gone, even if it was killed before it could stop its children.
-        const parent = Number(process.env.DSM_RUN_PARENT_PID ?? "");
-        if (Number.isSafeInteger(parent) && parent > 1) {
-          const watch = setInterval(() => {
-            try {
-              process.kill(parent, 0);
-            } catch {
-              clearInterval(watch);
-              onSignal("parent exited");
-            }
-          }, 1000);
-        }
-      });
+    const logging = (ctx.config as { logging?: { format?: string; level?: string } }).logging ?? {};
+    const format = (args["log-format"] ?? (args.json ? "json" : logging.format ?? "text")) as LogFormat;
+    const level = (args["log-level"] ?? logging.level ?? "info") as Level;
+    const log = createLogger({ format, level, write: (line) => void process.stderr.write(line), journal: format === "text" && Boolean(process.env.JOURNAL_STREAM) });
+    process.exitCode = await withNode(ctx, async (node) => {
+      let daemon: Daemon;
+      try {
+        daemon = await Daemon.start(node, log);
+      } catch (e) {
+        if (e instanceof DaemonStartError) throw new CliError(e.message);
+        throw e;
+      }
+      return await stopped(daemon, log);
     });
+    // Whatever a library left armed (a socket's close timer, a retry) must not hold the
+    // process past the stop: systemd's TimeoutStopSec and a test's patience both end.
+    setTimeout(() => process.exit(), EXIT_GRACE_MS).unref();
   },
 });
+
+/** Time for stop() before the process exits anyway, and for the exit after stop(). */
+const STOP_DEADLINE_MS = 2000;
+const EXIT_GRACE_MS = 500;
+
+/**
+ * Resolves with the exit code once a signal (or the parent's exit) has stopped the daemon:
+ * 0 for a graceful stop, whatever the signal. A second signal exits at once.
+ */
+function stopped(daemon: Daemon, log: DaemonLog): Promise<number> {
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    let watch: ReturnType<typeof setInterval> | undefined;
+    const onSignal = (why: string) => {
+      signals++;
+      if (signals > 1) process.exit(130);
+      if (watch) clearInterval(watch);
+      log("info", `${why}: stopping (again to exit at once)`, { reason: why });
+      // A socket torn down during the stop may report its abort as an error nobody listens
+      // for: that is the stop itself, not a failure.
+      const quiet = (e: unknown) => {
+        if (!isAbort(e)) {
+          log("error", `while stopping: ${(e as Error)?.message ?? String(e)}`);
+          process.exitCode = 1;
+        }
+      };
+      process.on("uncaughtException", quiet);
+      process.on("unhandledRejection", quiet);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<void>((done) => {
+        timer = setTimeout(() => {
+          log("warn", `stop took over ${STOP_DEADLINE_MS} ms: exiting anyway`);
+          done();
+        }, STOP_DEADLINE_MS);
+      });
+      Promise.race([daemon.stop(), deadline]).finally(() => clearTimeout(timer)).then(
+        () => resolve(0),
+        (e) => {
+          log("error", `stop failed: ${(e as Error)?.message ?? String(e)}`);
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    // Started by a parent that owns this daemon (dsm demo): stop when that parent is
+    // gone, even if it was killed before it could stop its children.
+    const parent = Number(process.env.DSM_RUN_PARENT_PID ?? "");
+    if (Number.isSafeInteger(parent) && parent > 1) {
+      watch = setInterval(() => {
+        try {
+          process.kill(parent, 0);
+        } catch {
+          onSignal("parent exited");
+        }
+      }, 1000);
+    }
+  });
+}
+
+function isAbort(e: unknown): boolean {
+  const err = e as { name?: string; code?: string } | null;
+  return err?.name === "AbortError" || err?.code === "ABORT_ERR" || err?.code === "ERR_STREAM_PREMATURE_CLOSE" || err?.code === "ECONNRESET";
+}

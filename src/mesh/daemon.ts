@@ -44,10 +44,11 @@ const LEAVES_PER_ANSWER = 8192;
 const SYNC_CHUNK_BYTES = 512 * 1024;
 const SYNC_ROUNDS = 8;
 const DEC = new TextDecoder("utf-8", { fatal: true });
+/** The longest wait before this node's chain is offered again after a batch reached no peer. */
+const PUBLISH_BACKOFF_MAX_MS = 2000;
 
-export interface DaemonLog {
-  (line: string): void;
-}
+import type { DaemonLog } from "./daemon-log.ts";
+export type { DaemonLog };
 
 export interface DaemonStatus {
   node_id: string;
@@ -94,7 +95,11 @@ export class Daemon {
   #lastCert: FinalityCertificate | null = null;
   #finalityLatency: number | null = null;
   #bytesIn = 0;
+  /** Bytes handed to peers: a message's size times the peers it went to. */
   #bytesOut = 0;
+  #publishRetryAt = 0;
+  #wroteRunJson = false;
+  #publishBackoffMs = 0;
   #control: ReturnType<typeof startControl> | null = null;
   #metrics: ReturnType<typeof startMetrics> | null = null;
   #controlPort: ReturnType<typeof startControlPort> | null = null;
@@ -121,7 +126,23 @@ export class Daemon {
     return d;
   }
 
+  /**
+   * Starts every part, or none: a part that fails (a port in use, an address this host does
+   * not have) stops what was started before it, so no timer outlives the ledger and no
+   * stale control socket is left, and the error names the address and the setting.
+   */
   async #start(): Promise<void> {
+    try {
+      await this.#startParts();
+    } catch (e) {
+      await this.#teardown();
+      throw e;
+    }
+  }
+
+  async #startParts(): Promise<void> {
+    const other = runningDaemon(this.node.layout.dir);
+    if (other !== null) throw new DaemonStartError(`another dsm run (pid ${other}) is using this data dir`);
     const cfg = this.node.config.gossip;
     try {
       this.#validator = DSMValidator.open(this.node);
@@ -129,9 +150,10 @@ export class Daemon {
       if (!(e instanceof ValidatorKeyError)) throw e;
     }
     const bootstrap = cfg.bootstrap_nodes.split(",").map((s) => s.trim()).filter((s) => s !== "");
-    this.#net = await MeshNet.start({
+    const listen = `/ip4/${cfg.host}/tcp/${cfg.port}`;
+    this.#net = await listening(`${cfg.host}:${cfg.port}`, "gossip.host, gossip.port", () => MeshNet.start({
       privateKey: new Uint8Array(readSecretFile(this.node.layout.libp2pKey)),
-      listen: [`/ip4/${cfg.host}/tcp/${cfg.port}`],
+      listen: [listen],
       bootstrap,
       maxMessageBytes: cfg.max_message_bytes,
       cards: {
@@ -143,10 +165,10 @@ export class Daemon {
         },
         onRefused: (peerId, reason) => {
           this.#count("peer");
-          this.log(`dsm run: peer ${peerId} refused: ${reason}`);
+          this.log("warn", `peer ${peerId} refused: ${reason}`, { peer_id: peerId });
         },
       },
-    });
+    }));
     // Every node answers attestation challenges (with a TPM; without one it says so).
     await this.#net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
     await this.#net.serve(SYNC_PROTOCOL, (req) => this.#serveSync(req), 4096);
@@ -190,12 +212,15 @@ export class Daemon {
       // own events: dsm proof inclusion works on the edge itself.
       this.#syncTimer = setInterval(() => void this.#catchUp(), 2000);
     }
-    this.#control = startControl(this);
-    if (this.node.config.metrics.port !== 0) this.#metrics = startMetrics(this, this.node.config.metrics.port, VERSION);
-    if (this.node.config.control.port !== 0) this.#controlPort = startControlPort(this, this.node.config.control.port);
+    const socket = path.join(this.node.layout.dir, CONTROL_SOCKET);
+    this.#control = await listening(socket, "the data dir's control socket", () => startControl(this));
+    const { metrics, control } = this.node.config;
+    if (metrics.port !== 0) this.#metrics = await listening(`0.0.0.0:${metrics.port}`, "metrics.port", () => startMetrics(this, metrics.port, VERSION));
+    if (control.port !== 0) this.#controlPort = await listening(`127.0.0.1:${control.port}`, "control.port", () => startControlPort(this, control.port));
     const info = { pid: process.pid, peer_id: this.#net.peerId, addrs: this.#net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
+    this.#wroteRunJson = true;
     writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });
-    this.log(`dsm run: ${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`);
+    this.log("info", `${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`, { role: info.role, node_id: this.node.nodeId, peer_id: info.peer_id, addrs: info.addrs });
   }
 
   peers(): string[] {
@@ -245,6 +270,13 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    await this.#publishNew().catch(() => {});
+    await this.#teardown();
+  }
+
+  /** Stops whatever has started, in any state of #start. */
+  async #teardown(): Promise<void> {
+    this.#stopping = true;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#syncTimer) clearInterval(this.#syncTimer);
     if (this.#quarantineTimer) clearInterval(this.#quarantineTimer);
@@ -253,11 +285,12 @@ export class Daemon {
     this.#control?.stop(true);
     this.#metrics?.stop(true);
     this.#controlPort?.stop(true);
-    await this.#publishNew().catch(() => {});
-    await this.#net.stop();
+    await this.#net?.stop().catch(() => {});
     this.#validator?.close();
-    fs.rmSync(path.join(this.node.layout.dir, "run.json"), { force: true });
-    fs.rmSync(path.join(this.node.layout.dir, CONTROL_SOCKET), { force: true });
+    // Only what this process made: a second daemon refused on a busy port must not take
+    // the first one's run.json and socket with it.
+    if (this.#wroteRunJson) fs.rmSync(path.join(this.node.layout.dir, "run.json"), { force: true });
+    if (this.#control) fs.rmSync(path.join(this.node.layout.dir, CONTROL_SOCKET), { force: true });
   }
 
   // --- microblocks out --------------------------------------------------------------
@@ -276,19 +309,28 @@ export class Daemon {
     if (this.#publishing) return;
     // The common case on a validator (no chain of its own) and between batches: one lookup.
     if ((this.node.ledger.head(this.node.mesh, this.node.nodeId)?.seq ?? 0) <= this.#lastSeq) return;
+    if (Date.now() < this.#publishRetryAt) return;
     this.#publishing = true;
     try {
       for (const chunk of this.#chunks(this.node.nodeId, this.#lastSeq + 1, this.node.config.gossip.max_message_bytes - 1024)) {
         const bytes = ENC.encode(chunk.text);
-        this.#bytesOut += bytes.length;
         let sent = 0;
         try {
           sent = await this.#net.publish(this.mbTopic, bytes);
         } catch (e) {
-          this.log(`dsm run: gossip: ${(e as Error).message}`);
+          this.log("warn", `gossip: ${(e as Error).message}`);
         }
-        // Nobody got it (no peer subscribed yet): offered again on the next tick.
-        if (sent === 0) return;
+        // Nobody got it (no peer subscribed yet): offered again later, backing off up to
+        // PUBLISH_BACKOFF_MAX_MS, so a node alone neither re-reads its chain every tick nor
+        // counts bytes that went nowhere.
+        if (sent === 0) {
+          this.#publishBackoffMs = Math.min(PUBLISH_BACKOFF_MAX_MS, Math.max(this.node.config.gossip.batch_max_ms, this.#publishBackoffMs * 2));
+          this.#publishRetryAt = Date.now() + this.#publishBackoffMs;
+          return;
+        }
+        this.#publishBackoffMs = 0;
+        this.#publishRetryAt = 0;
+        this.#bytesOut += bytes.length * sent;
         this.#lastSeq = Math.max(this.#lastSeq, chunk.lastSeq);
         this.#published += chunk.count;
       }
@@ -409,7 +451,7 @@ export class Daemon {
     this.#count("storage");
     if (Date.now() - this.#storageLoggedAt < 10_000) return;
     this.#storageLoggedAt = Date.now();
-    this.log(`dsm run: ${message}`);
+    this.log("error", message);
   }
 
   #storageLoggedAt = 0;
@@ -472,8 +514,11 @@ export class Daemon {
 
   async #publishJson(topic: string, value: unknown): Promise<void> {
     const bytes = ENC.encode(JSON.stringify(value));
-    this.#bytesOut += bytes.length;
-    await this.#net.publish(topic, bytes).catch((e) => this.log(`dsm run: gossip: ${(e as Error).message}`));
+    const sent = await this.#net.publish(topic, bytes).catch((e) => {
+      this.log("warn", `gossip: ${(e as Error).message}`);
+      return 0;
+    });
+    this.#bytesOut += bytes.length * sent;
   }
 
   #checkConsensus(data: Uint8Array): Verdict {
@@ -516,7 +561,7 @@ export class Daemon {
     // One at a time, oldest first: a catch-up answer's certificates each follow the one before.
     this.#keeping = this.#keeping
       .then(() => this.#keepCertificate(cert, digest))
-      .catch((e) => this.log(`dsm run: certificate: ${(e as Error).message}`))
+      .catch((e) => this.log("warn", `certificate: ${(e as Error).message}`))
       .finally(() => this.#queued.delete(digest));
   }
 
@@ -545,7 +590,7 @@ export class Daemon {
       // chain differs from what the mesh finalized): loud, once, and no more downloads.
       if (e instanceof CheckpointConflict) this.#contradicted.add(digest);
       this.#count("certificate");
-      this.log(`dsm run: certificate of epoch ${cert.checkpoint.epoch} NOT KEPT: ${(e as Error).message}`);
+      this.log("error", `certificate of epoch ${cert.checkpoint.epoch} NOT KEPT: ${(e as Error).message}`, { epoch: cert.checkpoint.epoch });
       return;
     }
     this.#noteFinalized(cert);
@@ -602,7 +647,7 @@ export class Daemon {
       this.#storageFailed(`attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}), but its quarantine record could not be stored: ${(e as Error).message}`);
       return;
     }
-    this.log(`dsm run: attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`);
+    this.log("warn", `attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`, { node_id: card.node_id, check: r.check, from_seq: record.from_seq });
     this.#engine?.logChanged();
   }
 
@@ -625,7 +670,7 @@ export class Daemon {
     }
     this.#sentRecords.add(digest);
     if (added) {
-      this.log(`dsm run: quarantine record from validator ${record.validator}: node ${record.node_id.slice(0, 16)}… ${record.action}${record.action === "quarantine" ? ` from seq ${record.from_seq}` : ""} (${record.reason})`);
+      this.log("warn", `quarantine record from validator ${record.validator}: node ${record.node_id.slice(0, 16)}… ${record.action}${record.action === "quarantine" ? ` from seq ${record.from_seq}` : ""} (${record.reason})`);
       this.#engine?.logChanged();
     }
   }
@@ -645,15 +690,15 @@ export class Daemon {
       case "finalized": {
         const c: FinalityCertificate = e.certificate;
         this.#noteFinalized(c);
-        this.log(`dsm run: epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`);
+        this.log("info", `epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`, { epoch: c.checkpoint.epoch, tree_size: c.checkpoint.tree_size, signers: c.signers, round: e.round });
         return;
       }
       case "evidence":
-        this.log(`dsm run: EQUIVOCATION by validator ${e.validator}: evidence stored and broadcast`);
+        this.log("error", `EQUIVOCATION by validator ${e.validator}: evidence stored and broadcast`, { validator: e.validator });
         return;
       case "conflict":
       case "refused":
-        this.log(`dsm run: ${e.kind}: ${e.reason}`);
+        this.log("warn", `${e.kind}: ${e.reason}`);
         return;
       case "store-failed":
         this.#storageFailed(`consensus: ${e.reason}; this validator takes part again once it can write`);
@@ -687,4 +732,49 @@ export function admitCard(node: DSMNode, value: unknown, peerId: string): string
   if (!node.policy.isAdmitted(card.node_id)) return `node ${card.node_id.slice(0, 16)}… is not admitted by the mesh's ${genesis.admission.policy} policy`;
   if (genesis.attestation.required && !card.tpm) return `node ${card.node_id.slice(0, 16)}… has no TPM, and the mesh requires attestation`;
   return null;
+}
+
+/** A daemon that could not start: one line naming what it tried to bind and the setting. */
+export class DaemonStartError extends Error {
+  override name = "DaemonStartError";
+}
+
+/** Runs a start step that binds `address`; its failure becomes one DaemonStartError line. */
+async function listening<T>(address: string, setting: string, start: () => T | Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (e) {
+    throw new DaemonStartError(`cannot listen on ${address} (${setting}): ${bindFailure(e)}`);
+  }
+}
+
+function bindFailure(e: unknown): string {
+  const text = `${(e as { code?: string }).code ?? ""} ${(e as Error)?.message ?? String(e)} ${String((e as { cause?: unknown })?.cause ?? "")}`;
+  // libp2p wraps the socket's error in an aggregate with its own advice; the cause is what counts.
+  const errors = (e as { errors?: unknown[] })?.errors ?? [];
+  const all = text + errors.map((x) => ` ${(x as { code?: string })?.code ?? ""} ${(x as Error)?.message ?? ""}`).join("");
+  if (/EADDRINUSE|in use/i.test(all)) return "address already in use";
+  if (/EADDRNOTAVAIL|assign requested address/i.test(all)) return "this host has no such address";
+  if (/EACCES|permission denied/i.test(all)) return "permission denied (a port below 1024 needs privileges)";
+  if (/Some configured addresses failed/i.test(all)) return "the address cannot be bound (in use, or not an address of this host)";
+  return ((e as Error)?.message ?? String(e)).split("\n")[0]!;
+}
+
+/** The pid in the data dir's run.json when that process is alive and not this one. */
+function runningDaemon(dir: string): number | null {
+  let pid: unknown;
+  try {
+    pid = (JSON.parse(fs.readFileSync(path.join(dir, "run.json"), "utf8")) as { pid?: unknown }).pid;
+  } catch {
+    return null;
+  }
+  if (typeof pid !== "number" || !Number.isSafeInteger(pid) || pid <= 1 || pid === process.pid) return null;
+  try {
+    process.kill(pid, 0);
+    // A crashed daemon's pid may since belong to something else: that is no daemon.
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return /dsm/.test(cmd) ? pid : null;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM" ? pid : null;
+  }
 }
