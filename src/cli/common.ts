@@ -27,9 +27,10 @@ export const commonArgs = {
   config: { type: "string", description: "Config file (default: $DSM_CONFIG, else <data-dir>/dsm.yaml, else built-in defaults)", valueHint: "FILE" },
   "data-dir": { type: "string", description: "Node data directory (default: $DSM_DATA_DIR, else ~/.dsm)", valueHint: "DIR" },
   json: { type: "boolean", description: "Machine-readable JSON on stdout" },
+  quiet: { type: "boolean", alias: "q", description: "No warnings on stderr (errors still print); also DSM_QUIET=1" },
 } as const satisfies ArgsDef;
 
-export type CommonArgs = { config?: string; "data-dir"?: string; json?: boolean };
+export type CommonArgs = { config?: string; "data-dir"?: string; json?: boolean; quiet?: boolean };
 
 export interface Context {
   config: DsmConfig;
@@ -39,6 +40,8 @@ export interface Context {
 }
 
 export function context(args: CommonArgs): Context {
+  // Through the environment, so worker threads and child processes stay quiet too.
+  if (args.quiet) process.env.DSM_QUIET = "1";
   const r = resolveConfig({ configPath: args.config, dataDir: args["data-dir"], env: process.env, home: os.homedir() });
   return { ...r, json: Boolean(args.json) };
 }
@@ -63,6 +66,23 @@ export function print(text: string): void {
 
 export function warn(text: string): void {
   process.stderr.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+const warned = new Set<string>();
+
+/**
+ * A warning (advice, not an error or a report): printed once per process however many
+ * times it is raised, and not at all with --quiet or DSM_QUIET=1.
+ */
+export function warning(text: string): void {
+  if (isQuiet() || warned.has(text)) return;
+  warned.add(text);
+  warn(text);
+}
+
+export function isQuiet(): boolean {
+  const q = process.env.DSM_QUIET;
+  return q !== undefined && q !== "" && q !== "0" && q !== "false";
 }
 
 /** A command definition with a long help text shown after citty's usage by --help. */

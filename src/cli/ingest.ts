@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { IngestPipeline, type StopSignal } from "../ingest/pipeline.ts";
 import type { InputFormat } from "../ingest/records.ts";
-import { CliError, command, commonArgs, context, EXIT, warn, withNode } from "./common.ts";
+import { CliError, command, commonArgs, context, EXIT, warn, warning, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
 
 export default command({
@@ -57,7 +57,7 @@ EXAMPLES
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     const code = await withNode(ctx, async (node) => {
-      if (node.identity.kind === "software") warn("dsm ingest: signing with a SOFTWARE identity key (no TPM): protect the data dir like a private key");
+      if (node.identity.kind === "software") warning("dsm ingest: signing with a SOFTWARE identity key (no TPM): protect the data dir like a private key");
       const pipeline = new IngestPipeline(node, {
         format,
         maxLineBytes: ctx.config.ingest.max_line_bytes,
