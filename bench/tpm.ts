@@ -159,7 +159,7 @@ export async function runTpm(): Promise<TpmSummary | null> {
   try {
     try {
       sw = await startSwtpm(stateDir);
-      tpmKey = TpmIdentityKey.create(sw.tcti, BENCH_HANDLE, true);
+      tpmKey = TpmIdentityKey.create(sw.tcti, { handle: BENCH_HANDLE, explicit: true }).key;
     } catch (e) {
       if (!(e instanceof TpmError) && sw !== null) throw e;
       say(`\nTPM bench skipped: ${sw === null ? "swtpm did not start" : "no TPM through tpm2-tss"}: ${(e as Error).message.split("\n")[0]}`);

@@ -19,6 +19,9 @@ export const ESYS_TR_RH_NULL = 0x107;
 export const ESYS_TR_RH_ENDORSEMENT = 0x10b;
 export const ESYS_TR_PCR0 = 0;
 export const TPM2_SU_CLEAR = 0x0000;
+/** TPM2_CAP_HANDLES of tss2_tpm2_types.h; with property 0x81000000 (TPM2_HR_PERSISTENT) it lists persistent handles. */
+export const TPM2_CAP_HANDLES = 0x00000001;
+export const TPM2_HR_PERSISTENT = 0x81000000;
 
 /** Generous sizes for unmarshal targets: each is larger than sizeof() of its C struct (tss 3.x). */
 export const STRUCT_BYTES = 4096;
@@ -46,6 +49,8 @@ const esysSymbols = {
   // ctx, objectHandle, s1, s2, s3, outPublic**, name**, qualifiedName**
   Esys_ReadPublic: { args: [P, U32, U32, U32, U32, P, P, P], returns: U32 },
   Esys_FlushContext: { args: [P, U32], returns: U32 },
+  // ctx, s1, s2, s3, capability, property, propertyCount, moreData* (TPMI_YES_NO, u8), capabilityData**
+  Esys_GetCapability: { args: [P, U32, U32, U32, U32, U32, U32, P, P], returns: U32 },
 } as const;
 
 const tctiSymbols = {
@@ -76,6 +81,7 @@ const muSymbols = {
   Tss2_MU_TPM2B_ATTEST_Marshal: MARSHAL,
   Tss2_MU_TPML_DIGEST_Marshal: MARSHAL,
   Tss2_MU_TPML_DIGEST_VALUES_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPMS_CAPABILITY_DATA_Marshal: MARSHAL,
 } as const;
 
 export type Tss2Libraries = {

@@ -64,7 +64,7 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------
 describe("1. the identity key in the TPM signs like the software key", () => {
   test("sign() gives 64-byte low-S r||s verifying as ECDSA-SHA256 over the digest, with the public key alone", async () => {
-    const key = TpmIdentityKey.create(tpmA.tcti, SCRATCH_HANDLE, true);
+    const key = TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true }).key;
     try {
       expect(key.kind).toBe("tpm");
       expect(key.publicKey.length).toBe(33);
@@ -310,21 +310,40 @@ describe("4. clear errors", () => {
     expect(badPort.message).toContain("bad value");
   });
 
-  test("create on an occupied handle is refused without force; force replaces the key with a new one", async () => {
-    // Section 1 left a key at SCRATCH_HANDLE.
+  test("create on an occupied handle: a key this data dir did not make is never replaced, even with force; its own key is, with force", async () => {
+    // Section 1 left a key at SCRATCH_HANDLE, section 1's node one at NODE_HANDLE.
     const before = TpmIdentityKey.load(tpmA.tcti, SCRATCH_HANDLE);
     const oldPub = toHex(before.publicKey);
     before.close();
+    const held = () => withTpm(tpmA.tcti, (tpm) => tpm.persistentHandles());
+    const handlesBefore = held();
+    expect(handlesBefore).toEqual([NODE_HANDLE, SCRATCH_HANDLE]);
 
-    const e = tpmError(() => TpmIdentityKey.create(tpmA.tcti, SCRATCH_HANDLE, false));
-    expect(e.message).toContain("TPM handle 0x81010030 already holds a key; use --force");
+    // Named handle, someone else's key: refused with or without force, a free handle suggested.
+    for (const force of [false, true]) {
+      const e = tpmError(() => TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true, force }));
+      expect(e.message).toContain("TPM handle 0x81010030 holds a key this data dir did not create");
+      expect(e.message).toContain("left alone, even with --force");
+      expect(e.message).toContain("--tpm-handle 0x81010002 (or --tpm-handle auto)");
+    }
+    // Recorded by this data dir at that handle, but the key there is not the recorded one.
+    const wrongOwn = { handle: SCRATCH_HANDLE, publicKey: `02${"11".repeat(32)}` };
+    const notOurs = tpmError(() => TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true, force: true, own: wrongOwn }));
+    expect(notOurs.message).toContain("not the one this data dir recorded in identity.tpm.json");
+    expect(held()).toEqual(handlesBefore);
     const still = TpmIdentityKey.load(tpmA.tcti, SCRATCH_HANDLE);
     expect(toHex(still.publicKey)).toBe(oldPub);
     still.close();
 
-    const replaced = TpmIdentityKey.create(tpmA.tcti, SCRATCH_HANDLE, true);
-    const newPub = toHex(replaced.publicKey);
-    replaced.close();
+    // Its own key, without force: refused too (dsm init says --force first).
+    const own = { handle: SCRATCH_HANDLE, publicKey: oldPub };
+    expect(tpmError(() => TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true, own })).message).toContain("holds this node's identity key; --force replaces it");
+
+    // Its own key, with force: replaced in place by a new one.
+    const replaced = TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true, force: true, own });
+    expect(replaced).toMatchObject({ skipped: null, replaced: true, released: null });
+    expect(replaced.key.persistentHandle).toBe(SCRATCH_HANDLE);
+    const newPub = toHex(replaced.key.publicKey);
     const reloaded = TpmIdentityKey.load(tpmA.tcti, SCRATCH_HANDLE);
     try {
       expect(toHex(reloaded.publicKey)).toBe(newPub);
@@ -336,6 +355,44 @@ describe("4. clear errors", () => {
     // "--force gives the node a new identity": a key re-derived from the same template and
     // owner seed would be the old identity again.
     expect(newPub).not.toBe(oldPub);
+    expect(held()).toEqual(handlesBefore);
+
+    // The default handle (not named) taken: the first free one instead, and said so.
+    const moved = TpmIdentityKey.create(tpmA.tcti, { handle: NODE_HANDLE });
+    expect(moved).toMatchObject({ skipped: NODE_HANDLE, replaced: false, released: null });
+    expect(moved.key.persistentHandle).toBe(0x81010002);
+    // "auto": the first free one, or with force its own key's handle, replaced in place.
+    const auto = TpmIdentityKey.create(tpmA.tcti, { handle: "auto" });
+    expect(auto).toMatchObject({ skipped: null, replaced: false, released: null });
+    expect(auto.key.persistentHandle).toBe(0x81010003);
+    const autoOwn = TpmIdentityKey.create(tpmA.tcti, { handle: "auto", force: true, own: { handle: 0x81010002, publicKey: toHex(moved.key.publicKey) } });
+    expect(autoOwn).toMatchObject({ skipped: null, replaced: true, released: null });
+    expect(autoOwn.key.persistentHandle).toBe(0x81010002);
+    // With force to a new handle, its own key elsewhere is evicted: it is nobody's identity now.
+    const elsewhere = TpmIdentityKey.create(tpmA.tcti, { handle: 0x81010005, explicit: true, force: true, own: { handle: 0x81010002, publicKey: toHex(autoOwn.key.publicKey) } });
+    expect(elsewhere).toMatchObject({ skipped: null, replaced: false, released: 0x81010002 });
+    expect(held()).toEqual([NODE_HANDLE, 0x81010003, 0x81010005, SCRATCH_HANDLE]);
+    // The node of section 1 still has its key, and it still signs.
+    const node = DSMNode.open(dataDir, testConfig());
+    try {
+      expect(node.nodeId).toBe(nodeId);
+      expect((await node.createMicroblock({ eventType: "tpm.neighbours", payload: { n: 4 } })).node_id).toBe(nodeId);
+    } finally {
+      node.close();
+    }
+    withTpm(tpmA.tcti, (tpm) => {
+      for (const h of [0x81010003, 0x81010005]) tpm.persist(tpm.loadPersistent(h), h);
+    });
+    expect(held()).toEqual(handlesBefore);
+  });
+
+  test("persistentHandles lists what tpm2_getcap handles-persistent lists", () => {
+    const ours = withTpm(tpmA.tcti, (tpm) => tpm.persistentHandles());
+    const p = Bun.spawnSync(["tpm2_getcap", "handles-persistent"], { env: { ...process.env, TPM2TOOLS_TCTI: tpmA.tcti }, stdout: "pipe", stderr: "pipe" });
+    expect(p.exitCode).toBe(0);
+    const theirs = [...p.stdout.toString().matchAll(/0x[0-9a-fA-F]{8}/g)].map((m) => Number.parseInt(m[0], 16));
+    expect(ours).toEqual(theirs);
+    expect(ours).toEqual([NODE_HANDLE, SCRATCH_HANDLE]);
   });
 });
 

@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { DEFAULT_CONFIG_TEXT } from "../config/config.ts";
 import { DSMNode } from "../node/node.ts";
-import { command, commonArgs, context, print, printJson, warn } from "./common.ts";
+import { CliError, command, commonArgs, context, print, printJson, warning } from "./common.ts";
 
 export default command({
   meta: { name: "init", description: "Create a node: data dir, identity key, libp2p and BLS keys, card, config" },
@@ -20,6 +20,15 @@ if absent) and genesis.json: the given mesh genesis, or without --genesis a one-
 local mesh in which this node is the only validator. Existing keys are never replaced
 without --force; --force gives the node a new identity (the old chain stays verifiable).
 
+TPM HANDLE  Without --tpm-handle the key goes to identity.tpm_handle (default
+0x81010001); if that default handle holds a key this data dir did not make (another
+node on the same TPM, an EK, another program's key), the first free handle of
+0x81010001-0x810100ff is used and init says which. --tpm-handle 0x81...... names the
+handle: held by any other key, it is refused (with a free handle suggested); auto picks
+the first free one. --force replaces only this data dir's own TPM key, recognised by the
+public key identity.tpm.json records, never another key at the same handle. The
+attestation key is derived again for each quote and takes no handle.
+
 TPM  TCTI strings: device:/dev/tpmrm0 (the kernel's resource manager), tabrmd,
 swtpm:host=127.0.0.1,port=2321 (a software TPM, for tests). Needs the system's
 tpm2-tss libraries (Debian: libtss2-esys-3.0.2-0 libtss2-tctildr0 libtss2-mu0
@@ -28,6 +37,7 @@ libtss2-rc0, and libtss2-tcti-swtpm0 for swtpm).
 EXAMPLES
   dsm init --data-dir /var/lib/dsm
   dsm init --tpm device:/dev/tpmrm0 --role validator
+  dsm init --tpm device:/dev/tpmrm0 --tpm-handle auto --data-dir /var/lib/dsm-2
   dsm init --genesis mesh-genesis.json --role edge`,
   args: {
     ...commonArgs,
@@ -35,9 +45,12 @@ EXAMPLES
     genesis: { type: "string", description: "Join the mesh this genesis file defines instead of a local one", valueHint: "FILE" },
     role: { type: "enum", options: ["edge", "validator", "both"], description: "Node role (default: node.role from the config)" },
     tpm: { type: "string", description: "Create the identity key in this TPM (TCTI string) instead of a key file", valueHint: "TCTI" },
+    "tpm-handle": { type: "string", description: "Persistent handle for the TPM key, or auto: the first free one (default: identity.tpm_handle)", valueHint: "0x81......|auto" },
   },
   async run({ args }) {
     const ctx = context(args);
+    const tpmHandle = tpmHandleArg(args["tpm-handle"]);
+    if (tpmHandle !== undefined && args.tpm === undefined && ctx.config.identity.kind !== "tpm") throw new CliError("--tpm-handle needs --tpm TCTI (or identity.kind: tpm)");
     const r = await DSMNode.init({
       dataDir: ctx.dataDir,
       config: ctx.config,
@@ -46,11 +59,23 @@ EXAMPLES
       genesisFile: args.genesis,
       role: args.role as "edge" | "validator" | "both" | undefined,
       tpm: args.tpm === undefined ? undefined : String(args.tpm),
+      tpmHandle,
     });
     const kind = r.card.tpm ? "tpm" : "software";
-    if (kind === "software") warn("dsm: identity key is a SOFTWARE key in a 0600 file (no TPM): protect this data dir like a private key");
+    if (kind === "software") warning("dsm: identity key is a SOFTWARE key in a 0600 file (no TPM): protect this data dir like a private key");
+    const tpm = r.tpm;
+    const skippedNote = tpm?.skipped ? `TPM handle ${tpm.skipped} holds another key (left alone): this node's key is at the free handle ${tpm.handle}` : null;
     if (ctx.json) {
-      printJson({ node_id: r.card.node_id, mesh: r.mesh, mesh_name: r.genesis.name, data_dir: r.layout.dir, key_kind: kind, peer_id: r.card.peer_id, role: r.card.role });
+      printJson({
+        node_id: r.card.node_id,
+        mesh: r.mesh,
+        mesh_name: r.genesis.name,
+        data_dir: r.layout.dir,
+        key_kind: kind,
+        peer_id: r.card.peer_id,
+        role: r.card.role,
+        ...(tpm ? { tpm_handle: tpm.handle, tpm_handle_skipped: tpm.skipped, tpm_key_replaced: tpm.replaced, tpm_handle_released: tpm.released } : {}),
+      });
       return;
     }
     print(
@@ -60,9 +85,20 @@ EXAMPLES
         `  mesh      ${r.mesh} (${r.genesis.name})`,
         `  peer id   ${r.card.peer_id}`,
         `  role      ${r.card.role}`,
-        kind === "tpm" ? `  identity  TPM key (${r.layout.tpmIdentity}); attestation key ${r.card.ak_pub}` : `  identity  software key ${r.layout.identityKey}`,
+        kind === "tpm" ? `  identity  TPM key at handle ${tpm!.handle} (${r.layout.tpmIdentity}); attestation key ${r.card.ak_pub}` : `  identity  software key ${r.layout.identityKey}`,
+        ...(skippedNote ? [`  note      ${skippedNote}`] : []),
+        ...(tpm?.replaced ? [`  note      replaced this data dir's previous TPM key at ${tpm.handle}`] : []),
+        ...(tpm?.released ? [`  note      evicted this data dir's previous TPM key at ${tpm.released}`] : []),
         `  config    ${fs.existsSync(r.layout.config) ? r.layout.config : "(built-in defaults)"}`,
       ].join("\n"),
     );
   },
 });
+
+/** --tpm-handle: a persistent handle in hex (0x81000000-0x81ffffff) or "auto". */
+function tpmHandleArg(value: string | undefined): number | "auto" | undefined {
+  if (value === undefined) return undefined;
+  if (value === "auto") return "auto";
+  if (!/^0x81[0-9a-fA-F]{6}$/.test(value)) throw new CliError(`--tpm-handle must be a persistent handle 0x81000000-0x81ffffff in hex, or auto; got "${value}"`);
+  return Number.parseInt(value, 16);
+}

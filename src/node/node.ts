@@ -14,7 +14,7 @@ import { createIpAnonymizer } from "../ingest/anonymize.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { type Anonymizer, checkPrepared, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
-import { handleHex, TpmIdentityKey } from "../tpm/identity-key.ts";
+import { DEFAULT_TPM_HANDLE, handleHex, TpmIdentityKey } from "../tpm/identity-key.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../mesh/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
@@ -33,6 +33,13 @@ export interface InitOptions {
   nowMs?: number;
   /** Create the identity key in this TPM (a TCTI string) instead of a software key file. */
   tpm?: string;
+  /**
+   * Where in the TPM: a persistent handle the operator names (taken by a key this data dir
+   * did not make: refused), or "auto". Default: identity.tpm_handle (a value other than the
+   * default counts as named), or with --force this data dir's own key's handle; a default
+   * handle held by another key gives way to the first free one.
+   */
+  tpmHandle?: number | "auto";
 }
 
 export interface InitResult {
@@ -40,6 +47,8 @@ export interface InitResult {
   card: NodeCard;
   genesis: Genesis;
   mesh: string;
+  /** A TPM identity: where it went, and what init did to get there. */
+  tpm?: { handle: string; skipped: string | null; replaced: boolean; released: string | null };
 }
 
 export class DSMNode {
@@ -94,9 +103,23 @@ export class DSMNode {
     const useTpm = opts.tpm !== undefined || opts.config.identity.kind === "tpm";
     let identity: IdentityKey;
     let akPub: string | undefined;
+    let tpmInfo: InitResult["tpm"];
     if (useTpm) {
       const tcti = opts.tpm ?? opts.config.identity.tcti;
-      const key = TpmIdentityKey.create(tcti, opts.config.identity.tpm_handle, force);
+      // Only the key this data dir made may be replaced: the one identity.tpm.json names,
+      // checked by its public key, not by the handle number alone.
+      const own = force ? ownTpmKey(layout) : null;
+      const configured = opts.config.identity.tpm_handle;
+      const handle = opts.tpmHandle ?? own?.handle ?? configured;
+      const explicit = opts.tpmHandle !== undefined ? opts.tpmHandle !== "auto" : own === null && configured !== DEFAULT_TPM_HANDLE;
+      const created = TpmIdentityKey.create(tcti, { handle, explicit, force, own });
+      const key = created.key;
+      tpmInfo = {
+        handle: handleHex(key.persistentHandle),
+        skipped: created.skipped === null ? null : handleHex(created.skipped),
+        replaced: created.replaced,
+        released: created.released === null ? null : handleHex(created.released),
+      };
       identity = key;
       try {
         akPub = toHex(key.attestationKeySec1());
@@ -113,7 +136,7 @@ export class DSMNode {
       fs.rmSync(layout.tpmIdentity, { force: true });
     }
     try {
-      return await DSMNode.#initRest(opts, layout, identity, akPub, joined, nowMs, force);
+      return { ...(await DSMNode.#initRest(opts, layout, identity, akPub, joined, nowMs, force)), ...(tpmInfo ? { tpm: tpmInfo } : {}) };
     } finally {
       if (identity instanceof TpmIdentityKey) identity.close();
     }
@@ -321,6 +344,23 @@ interface TpmMarker {
   identity_pub: string;
 }
 
+function parseTpmMarker(file: string): TpmMarker {
+  const marker = JSON.parse(fs.readFileSync(file, "utf8")) as TpmMarker;
+  if (typeof marker.tcti !== "string" || !/^0x81[0-9a-f]{6}$/.test(marker.handle) || !/^0[23][0-9a-f]{64}$/.test(marker.identity_pub)) throw new Error("malformed");
+  return marker;
+}
+
+/** This data dir's TPM key as identity.tpm.json records it; null without one (or unreadable: nothing is then provably its own). */
+function ownTpmKey(layout: DataDirLayout): { handle: number; publicKey: string } | null {
+  if (!fs.existsSync(layout.tpmIdentity)) return null;
+  try {
+    const m = parseTpmMarker(layout.tpmIdentity);
+    return { handle: Number.parseInt(m.handle, 16), publicKey: m.identity_pub };
+  } catch {
+    return null;
+  }
+}
+
 /** The writer's identity key: in the TPM when the node was made with one, else the key file. */
 function loadIdentity(layout: DataDirLayout, config: DsmConfig): IdentityKey {
   if (!fs.existsSync(layout.tpmIdentity)) {
@@ -331,8 +371,7 @@ function loadIdentity(layout: DataDirLayout, config: DsmConfig): IdentityKey {
   }
   let marker: TpmMarker;
   try {
-    marker = JSON.parse(fs.readFileSync(layout.tpmIdentity, "utf8")) as TpmMarker;
-    if (typeof marker.tcti !== "string" || !/^0x81[0-9a-f]{6}$/.test(marker.handle) || !/^0[23][0-9a-f]{64}$/.test(marker.identity_pub)) throw new Error("malformed");
+    marker = parseTpmMarker(layout.tpmIdentity);
   } catch (e) {
     throw new EventError(`${layout.tpmIdentity}: ${(e as Error).message}`);
   }

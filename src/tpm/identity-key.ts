@@ -3,14 +3,40 @@
 // It signs key certificates and the card; microblocks are signed by the delegated
 // in-memory key as on every node (section 4), so the TPM's speed never limits ingest.
 // The attestation key (restricted, endorsement hierarchy) is a primary key too: the TPM
-// derives it again from its endorsement seed whenever a quote is asked for.
+// derives it again from its endorsement seed whenever a quote is asked for, so it is never
+// persisted and takes no handle.
 import { normaliseLowS } from "../crypto/p256.ts";
 import { sha256 } from "../crypto/sha256.ts";
+import { toHex } from "../encoding/hex.ts";
 import type { IdentityKey } from "../identity/identity-key.ts";
 import { parsePublicArea, parseSignatureEcdsa } from "./attest.ts";
 import { eccSigningTemplate, Tpm, TPM2_RC_HANDLE_EMPTY, TpmError } from "./tpm.ts";
 
 export const DEFAULT_TPM_HANDLE = 0x81010001;
+/** The handles dsm picks from by itself (--tpm-handle auto, or the default handle taken). */
+export const DSM_HANDLE_FIRST = DEFAULT_TPM_HANDLE;
+export const DSM_HANDLE_LAST = 0x810100ff;
+
+export interface CreateOptions {
+  /** Where to persist the key; "auto": the first free handle of the dsm range. Default DEFAULT_TPM_HANDLE. */
+  handle?: number | "auto";
+  /** The operator named `handle` (a flag, or the config): held by another key, it is refused, never swapped for another. */
+  explicit?: boolean;
+  /** Replace this data dir's own key (and only it). */
+  force?: boolean;
+  /** This data dir's key as identity.tpm.json records it: the only key `force` may replace. */
+  own?: { handle: number; publicKey: string } | null;
+}
+
+export interface CreatedTpmKey {
+  key: TpmIdentityKey;
+  /** The default handle that held another key, so a free one was taken instead; null if none. */
+  skipped: number | null;
+  /** The data dir's own key was at the handle and was replaced. */
+  replaced: boolean;
+  /** The data dir's own previous key, at another handle, evicted; null if none. */
+  released: number | null;
+}
 
 export function handleHex(h: number): string {
   return `0x${h.toString(16)}`;
@@ -46,28 +72,59 @@ export class TpmIdentityKey implements IdentityKey {
   }
 
   /**
-   * Creates the identity key in the TPM and makes it persistent at `persistentHandle`. A
-   * handle that already holds a key is refused unless `force`, which evicts that key first.
+   * Creates the identity key in the TPM and makes it persistent. Only a key this data dir
+   * made (`own`, as identity.tpm.json records it: its handle and public key, compared with
+   * the key actually found there) is ever replaced, and only with `force`: a handle holding
+   * any other key (another node's identity on the same TPM, an EK, another program's key)
+   * is left alone. Then a handle the operator named (`explicit`) is refused with a free
+   * handle suggested, and a default one gives way to the first free handle of the dsm
+   * range, which `CreatedTpmKey.skipped` reports.
    */
-  static create(tcti: string, persistentHandle = DEFAULT_TPM_HANDLE, force = false): TpmIdentityKey {
-    checkHandle(persistentHandle);
+  static create(tcti: string, opts: CreateOptions = {}): CreatedTpmKey {
+    const asked = opts.handle ?? DEFAULT_TPM_HANDLE;
+    if (asked !== "auto") checkHandle(asked);
+    const own = opts.own ?? null;
     return withTpm(tcti, (tpm) => {
-      let existing: number | null = null;
-      try {
-        existing = tpm.loadPersistent(persistentHandle);
-      } catch (e) {
-        if (!(e instanceof TpmError) || (e.rc! & 0xfff) !== TPM2_RC_HANDLE_EMPTY) throw e;
-      }
-      if (existing !== null) {
-        if (!force) throw new TpmError(`TPM handle ${handleHex(persistentHandle)} already holds a key; use --force to replace it (the node gets a new identity) or choose identity.tpm_handle`);
-        tpm.persist(existing, persistentHandle); // EvictControl on a persistent object removes it
+      const inUse = new Set(tpm.persistentHandles());
+      const isOwn = (h: number) => own !== null && own.handle === h && inUse.has(h) && publicKeyAt(tpm, h) === own.publicKey;
+      let target: number;
+      let skipped: number | null = null;
+      let replaced = false;
+      if (asked === "auto") {
+        target = freeHandle(inUse, own ? (h) => isOwn(h) : () => false, opts.force ?? false);
+        replaced = inUse.has(target);
+      } else if (!inUse.has(asked)) {
+        target = asked;
+      } else if (isOwn(asked)) {
+        if (!opts.force) throw new TpmError(`TPM handle ${handleHex(asked)} holds this node's identity key; --force replaces it (the node gets a new identity)`);
+        target = asked;
+        replaced = true;
+      } else if (opts.explicit) {
+        throw new TpmError(foreignKeyMessage(asked, own, suggestHandle(inUse)));
+      } else {
+        const free = suggestHandle(inUse);
+        if (free === null) throw new TpmError(foreignKeyMessage(asked, own, null));
+        target = free;
+        skipped = asked;
       }
       // Random \`unique\`: a new identity, not the owner seed's one key for this template
-      // (it is persisted, so nothing ever needs to derive it again).
+      // (it is persisted, so nothing ever needs to derive it again). Made before anything is
+      // evicted, so a failure here loses nothing.
       const made = tpm.createPrimary("owner", eccSigningTemplate(false, crypto.getRandomValues(new Uint8Array(32))));
-      tpm.persist(made.handle, persistentHandle);
-      tpm.flush(made.handle);
-      return new TpmIdentityKey(tcti, persistentHandle, made.publicArea);
+      try {
+        if (replaced) tpm.persist(tpm.loadPersistent(target), target); // EvictControl on a persistent object removes it
+        tpm.persist(made.handle, target);
+      } finally {
+        tpm.flush(made.handle);
+      }
+      // The data dir's previous key, elsewhere: it is nobody's identity any more, and a TPM
+      // has room for few persistent keys.
+      let released: number | null = null;
+      if (opts.force && own && own.handle !== target && isOwn(own.handle)) {
+        tpm.persist(tpm.loadPersistent(own.handle), own.handle);
+        released = own.handle;
+      }
+      return { key: new TpmIdentityKey(tcti, target, made.publicArea), skipped, replaced, released };
     });
   }
 
@@ -145,6 +202,33 @@ function loadHandle(tpm: Tpm, persistentHandle: number): number {
     }
     throw e;
   }
+}
+
+/** SEC1 public key (hex) of the key at a persistent handle; null when it is not a P-256 key. */
+function publicKeyAt(tpm: Tpm, h: number): string | null {
+  try {
+    return toHex(parsePublicArea(tpm.readPublic(tpm.loadPersistent(h))).sec1Compressed);
+  } catch {
+    return null;
+  }
+}
+
+/** The first handle of the dsm range that holds nothing; null when all are taken. */
+function suggestHandle(inUse: Set<number>): number | null {
+  for (let h = DSM_HANDLE_FIRST; h <= DSM_HANDLE_LAST; h++) if (!inUse.has(h)) return h;
+  return null;
+}
+
+/** For "auto": this data dir's own key's handle when force replaces it, else the first free one. */
+function freeHandle(inUse: Set<number>, isOwn: (h: number) => boolean, force: boolean): number {
+  for (let h = DSM_HANDLE_FIRST; h <= DSM_HANDLE_LAST; h++) if (!inUse.has(h) || (force && isOwn(h))) return h;
+  throw new TpmError(`no free TPM persistent handle in ${handleHex(DSM_HANDLE_FIRST)}-${handleHex(DSM_HANDLE_LAST)} (tpm2_getcap handles-persistent lists them); choose one with --tpm-handle`);
+}
+
+function foreignKeyMessage(h: number, own: CreateOptions["own"], free: number | null): string {
+  const whose = own && own.handle === h ? "a key that is not the one this data dir recorded in identity.tpm.json" : "a key this data dir did not create";
+  const hint = free !== null ? `use a free handle: --tpm-handle ${handleHex(free)} (or --tpm-handle auto)` : `no handle of ${handleHex(DSM_HANDLE_FIRST)}-${handleHex(DSM_HANDLE_LAST)} is free; choose one with --tpm-handle`;
+  return `TPM handle ${handleHex(h)} holds ${whose} (another node's identity, or another program's key), so it is left alone, even with --force; ${hint}. A key known to be unused can be removed with: tpm2_evictcontrol -C o -c ${handleHex(h)}`;
 }
 
 function checkHandle(h: number): void {

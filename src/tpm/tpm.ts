@@ -17,6 +17,8 @@ import {
 
   openTss2,
   STRUCT_BYTES,
+  TPM2_CAP_HANDLES,
+  TPM2_HR_PERSISTENT,
   TPM2_SU_CLEAR,
   type Tss2Libraries,
 } from "../../ffi/tss2.ts";
@@ -236,6 +238,39 @@ export class Tpm {
     this.#lib.esys.Esys_Free(ptrOf(outs[1]!));
     this.#lib.esys.Esys_Free(ptrOf(outs[2]!));
     return this.#marshalAndFree("TPM2B_PUBLIC", ptrOf(outs[0]!)).subarray(2);
+  }
+
+  /**
+   * Every persistent handle in use (TPM2_GetCapability TPM_CAP_HANDLES from 0x81000000),
+   * ascending: keys of any owner, dsm's or not. Asked in pages until the TPM says no more.
+   */
+  persistentHandles(): number[] {
+    const out: number[] = [];
+    let from = TPM2_HR_PERSISTENT;
+    for (let page = 0; page < 1024; page++) {
+      const more = new Uint8Array(1);
+      const data = new BigUint64Array(1);
+      this.#check(
+        "Esys_GetCapability(TPM_CAP_HANDLES)",
+        this.#lib.esys.Esys_GetCapability(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, from, 128, more, data),
+      );
+      // TPMS_CAPABILITY_DATA wire: u32 capability, then TPML_HANDLE: u32 count, u32 handles.
+      const wire = this.#marshalAndFree("TPMS_CAPABILITY_DATA", ptrOf(data));
+      const dv = new DataView(wire.buffer, wire.byteOffset, wire.byteLength);
+      if (wire.length < 8 || dv.getUint32(0) !== TPM2_CAP_HANDLES) throw new TpmError("Esys_GetCapability(TPM_CAP_HANDLES) answered another capability");
+      const count = dv.getUint32(4);
+      if (wire.length !== 8 + 4 * count) throw new TpmError(`Esys_GetCapability(TPM_CAP_HANDLES): ${count} handles in ${wire.length} bytes`);
+      let last = -1;
+      for (let i = 0; i < count; i++) {
+        const h = dv.getUint32(8 + 4 * i);
+        if (h >>> 24 !== TPM2_HR_PERSISTENT >>> 24) continue; // only persistent handles are asked for
+        out.push(h);
+        last = h;
+      }
+      if (!more[0] || last < 0 || last >= 0x81ffffff) break;
+      from = last + 1;
+    }
+    return [...new Set(out)].sort((a, b) => a - b);
   }
 
   flush(handle: number): void {
