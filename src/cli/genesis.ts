@@ -89,6 +89,23 @@ function allowedKey(value: string, requireTpm: boolean): string {
   return card.identity_pub;
 }
 
+/**
+ * An edge's card cannot be a validator (buildGenesis refuses it too): the error says what
+ * to do. A card that does not parse is left to buildGenesis, which says why.
+ */
+function refuseEdgeCard(raw: unknown, label: string): void {
+  let card;
+  try {
+    card = parseCard(raw, label, { checkPop: false });
+  } catch {
+    return;
+  }
+  if (card.role !== "edge") return;
+  throw new CliError(
+    `${label}: node ${card.node_id.slice(0, 16)}… has role edge (dsm init's default); a genesis names validators, whose cards say role validator or both: make the validator with dsm init --role validator (an existing node: dsm init --force --role validator, which gives it a new identity)`,
+  );
+}
+
 /** A PCR policy file, as dsm attest --golden prints it: {"pcrs": [...], "digests": [...]}. */
 function readPcrPolicy(file: string): { pcrs: number[]; digests: string[] } {
   const v = readJsonFile(file, "PCR policy") as { pcrs?: unknown; digests?: unknown };
@@ -176,6 +193,7 @@ EXAMPLES
     }
 
     const cards = files.map((f) => readJsonFile(f, "card"));
+    cards.forEach((raw, i) => refuseEdgeCard(raw, `card ${i + 1} (${files[i]})`));
     let genesis;
     try {
       genesis = buildGenesis({

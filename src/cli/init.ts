@@ -20,6 +20,12 @@ if absent) and genesis.json: the given mesh genesis, or without --genesis a one-
 local mesh in which this node is the only validator. Existing keys are never replaced
 without --force; --force gives the node a new identity (the old chain stays verifiable).
 
+ROLE  --role (default node.role, edge) goes into the card. Only a card of role validator
+or both can be named in a mesh genesis (dsm genesis refuses an edge's card). The local
+one-node mesh is the exception: its genesis names the node itself, whatever its role, so
+that its own checkpoints can be made; dsm run on an edge says "edge, validator of its
+local one-node mesh". A validator for a real mesh: dsm init --role validator.
+
 TPM HANDLE  Without --tpm-handle the key goes to identity.tpm_handle (default
 0x81010001); if that default handle holds a key this data dir did not make (another
 node on the same TPM, an EK, another program's key), the first free handle of

@@ -220,7 +220,8 @@ export class Daemon {
     const info = { pid: process.pid, peer_id: this.#net.peerId, addrs: this.#net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
     this.#wroteRunJson = true;
     writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });
-    this.log("info", `${info.role} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`, { role: info.role, node_id: this.node.nodeId, peer_id: info.peer_id, addrs: info.addrs });
+    // The card's role, and what the node does where that differs (an edge validating its local one-node mesh).
+    this.log("info", `${this.node.roleDescription(this.#validator !== null)} ${this.node.nodeId.slice(0, 16)}… peer ${info.peer_id} listening on ${info.addrs.join(" ")}`, { role: this.node.card().role, validator: this.#validator !== null, node_id: this.node.nodeId, peer_id: info.peer_id, addrs: info.addrs });
   }
 
   peers(): string[] {

@@ -207,6 +207,25 @@ export class DSMNode {
     return readCard(this.layout.card);
   }
 
+  /** The local one-node mesh dsm init makes without --genesis: named after this node, which is its only validator. */
+  get localMesh(): boolean {
+    const v = this.genesis.validators;
+    return this.genesis.name === `local-${this.nodeId.slice(0, 12)}` && v.length === 1 && v[0]!.node_id === this.nodeId;
+  }
+
+  /**
+   * The role to print: the card's, and what the node does in its mesh where that differs.
+   * An edge that its own genesis names as a validator validates (every local one-node mesh
+   * names its node, so that the node's checkpoints can be made); a validator the node does
+   * not act as (not in the genesis, or no usable BLS key) works as an edge.
+   */
+  roleDescription(validating: boolean): string {
+    const role = this.card().role;
+    if (validating && role === "edge") return this.localMesh ? "edge, validator of its local one-node mesh" : `edge, named a validator by the genesis of mesh ${this.genesis.name}`;
+    if (!validating && role !== "edge") return `${role}, not validating in mesh ${this.genesis.name}: working as an edge`;
+    return role;
+  }
+
   /** The IP anonymiser when privacy.anonymize_ips is on, else null. */
   get anonymizer(): Anonymizer | null {
     return this.#anonymize;
