@@ -1,3 +1,5 @@
+import { letSignalsIn } from "../runtime/yield.ts";
+import { onStopSignals } from "./signals.ts";
 import * as fs from "node:fs";
 import { type AcceptOutcome, KeyCertRejected, Receiver } from "../chain/accept.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
@@ -33,6 +35,7 @@ A summary goes to stderr; with --json a summary object goes to stdout.
 
 EXIT STATUS  0 every line stored or duplicate, 3 some lines rejected, a fork was found or
 seqs are still missing, 1 fatal error (lines before it stay stored).
+SIGINT/SIGTERM: stop within a second, keep what was committed, exit 130 or 143.
 
 EXAMPLES
   dsm import edge1.ndjson edge2.ndjson
@@ -47,12 +50,14 @@ EXAMPLES
       if (!fs.existsSync(f)) throw new CliError(`${f}: no such file`);
       if (fs.statSync(f).isDirectory()) throw new CliError(`${f}: is a directory`);
     }
+    const stop = onStopSignals();
     const code = await withNode(ctx, async (node) => {
       const imp = new Importer(node);
       try {
         for (const name of names) {
+          if (stop.stopped) break;
           const stream = name === "-" ? Bun.stdin.stream() : Bun.file(name).stream();
-          await imp.consume(stream, name === "-" ? "stdin" : name);
+          await imp.consume(stream, name === "-" ? "stdin" : name, stop);
         }
       } catch (e) {
         throw new CliError(`${(e as Error).message} (${imp.stats.stored} microblocks were stored before this error)`);
@@ -67,11 +72,12 @@ EXAMPLES
           (reasons ? ` (${reasons})` : "") +
           `, ${s.gap} waiting for missing seqs` +
           (s.empty ? `, ${s.empty} empty` : "") +
-          (s.payloads_filled ? `, ${s.payloads_filled} withheld payloads filled in` : ""),
+          (s.payloads_filled ? `, ${s.payloads_filled} withheld payloads filled in` : "") +
+          (stop.signal ? ` (stopped by ${stop.signal}: the rest of the input was not read)` : ""),
       );
       const quarantined = quarantineForks(node, imp.forks);
-      if (ctx.json) printJson({ ok: r.ok, ...s, missing: r.missing, forks: imp.forks, quarantine: quarantined });
-      return r.ok ? EXIT.ok : EXIT.partial;
+      if (ctx.json) printJson({ ok: r.ok && !stop.signal, ...s, stopped_by: stop.signal, missing: r.missing, forks: imp.forks, quarantine: quarantined });
+      return stop.exitCode(r.ok ? EXIT.ok : EXIT.partial);
     });
     process.exitCode = code;
   },
@@ -119,12 +125,17 @@ export class Importer {
     this.#receiver = new Receiver(node.ledger, node.policy, { maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000 });
   }
 
-  async consume(stream: ReadableStream<Uint8Array>, source: string): Promise<void> {
+  async consume(stream: ReadableStream<Uint8Array>, source: string, stop?: { stopped: boolean }): Promise<void> {
     const splitter = new LineSplitter(MAX_EXCHANGE_LINE_BYTES);
     const onLine = (e: { no: number; text: string } | { no: number; error: string }) => this.#line(e, source);
     // One commit (one fsync) per chunk read, not per line: the receiver checks a line fully
     // before it writes anything, so a rejected line still leaves nothing behind.
-    for await (const chunk of stream) this.#receiver.batch(() => splitter.push(chunk, onLine));
+    for await (const chunk of stream) {
+      this.#receiver.batch(() => splitter.push(chunk, onLine));
+      await letSignalsIn();
+      // Stopped: what was committed stays; a partial last line is dropped, not guessed at.
+      if (stop?.stopped) return;
+    }
     this.#receiver.batch(() => splitter.end(onLine));
   }
 

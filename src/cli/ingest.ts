@@ -1,8 +1,9 @@
 import * as fs from "node:fs";
-import { IngestPipeline, type StopSignal } from "../ingest/pipeline.ts";
+import { IngestPipeline } from "../ingest/pipeline.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { CliError, command, commonArgs, context, EXIT, warn, warning, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
+import { onStopSignals } from "./signals.ts";
 
 export default command({
   meta: { name: "ingest", description: "Turn JSON lines (Suricata EVE, Zeek, any JSON) into signed microblocks" },
@@ -29,7 +30,9 @@ or {"source","line","skipped":"empty line"}.
 
 EXIT STATUS  0 every line stored (empty lines aside), 3 some lines rejected, 1 fatal
 error (nothing after the last acknowledged line was stored).
-SIGINT/SIGTERM: stop reading, commit what was read, exit; a second signal exits at once.
+SIGINT/SIGTERM: stop reading within a second, commit and acknowledge what was read, and
+exit 130 (SIGINT) or 143 (SIGTERM), never 0, so a script can tell a partial ingest from a
+complete one; a second signal exits at once (nothing unacknowledged is lost by it).
 
 EXAMPLES
   tail -F /var/log/suricata/eve.json | dsm ingest --format suricata
@@ -47,15 +50,7 @@ EXAMPLES
     }
     const useStdin = (args._ as string[]).length === 0 || (args._ as string[]).includes("-");
     const format = (args.format ?? ctx.config.ingest.format) as InputFormat;
-    const signal: StopSignal = { stopped: false };
-    const onSignal = () => {
-      // A second signal means now: nothing pending was acknowledged, so nothing acknowledged is lost.
-      if (signal.stopped) process.exit(130);
-      signal.stopped = true;
-      signal.cancel?.();
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    const signal = onStopSignals();
     const code = await withNode(ctx, async (node) => {
       if (node.identity.kind === "software") warning("dsm ingest: signing with a SOFTWARE identity key (no TPM): protect the data dir like a private key");
       const pipeline = new IngestPipeline(node, {
@@ -77,8 +72,9 @@ EXAMPLES
         }
         const s = await pipeline.finish();
         const range = s.firstSeq !== null ? `, seq ${s.firstSeq}..${s.lastSeq}` : "";
-        warn(`dsm ingest: ${s.lines} lines: ${s.stored} stored, ${s.rejected} rejected, ${s.empty} empty${range}`);
-        return s.rejected > 0 ? EXIT.partial : EXIT.ok;
+        const stopped = signal.signal ? ` (stopped by ${signal.signal}: the rest of the input was not read)` : "";
+        warn(`dsm ingest: ${s.lines} lines: ${s.stored} stored, ${s.rejected} rejected, ${s.empty} empty${range}${stopped}`);
+        return signal.exitCode(s.rejected > 0 ? EXIT.partial : EXIT.ok);
       } catch (e) {
         await pipeline.flush().catch(() => undefined);
         const s = pipeline.stats;

@@ -1,3 +1,4 @@
+import { onStopSignals } from "./signals.ts";
 import { verifyLedger, verifyReportJson } from "../ledger/verify.ts";
 import { CliError, command, commonArgs, context, EXIT, print, printJson, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
@@ -14,7 +15,9 @@ fork evidence record. A progress bar is shown on a terminal.
 Any altered byte is found and named: the first problem is printed precisely (row,
 node, seq, id, what is wrong), then the rest up to --max-problems.
 
-EXIT STATUS  0 the ledger verifies, 2 problems were found, 1 the ledger could not be read.
+EXIT STATUS  0 the ledger verifies, 2 problems were found, 1 the ledger could not be read,
+130/143 stopped by SIGINT/SIGTERM before the end: nothing is claimed about the rest (the
+report says INCOMPLETE, and --json has "complete": false).
 
 EXAMPLES
   dsm verify
@@ -30,8 +33,10 @@ EXAMPLES
     const tty = process.stderr.isTTY && !ctx.json;
     const started = performance.now();
     let lastDraw = 0;
+    const stop = onStopSignals();
     const report = await withNode(ctx, (node) =>
       verifyLedger(node.ledger, {
+        stop,
         ownNodeId: node.nodeId,
         policy: node.policy,
         worker: useWorkers(),
@@ -49,18 +54,22 @@ EXAMPLES
       }), { readonly: true });
     if (tty) process.stderr.write("\n");
     const seconds = (performance.now() - started) / 1000;
-    const ok = report.problemCount === 0;
-    if (ctx.json) printJson({ ok, ...verifyReportJson(report), seconds: Number(seconds.toFixed(3)) });
+    const complete = !report.stopped;
+    const ok = report.problemCount === 0 && complete;
+    if (ctx.json) printJson({ ok, complete, ...verifyReportJson(report), seconds: Number(seconds.toFixed(3)) });
     else {
       print(
-        `${ok ? "OK" : "FAILED"}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +
+        `${report.problemCount > 0 ? "FAILED" : complete ? "OK" : `INCOMPLETE (stopped by ${stop.signal})`}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +
           `${report.payloadsChecked} payloads checked, ${report.payloadsWithheld} withheld, ${report.forkEvidence} fork evidence ` +
           `(${seconds.toFixed(1)}s, ${Math.round(report.microblocks / Math.max(seconds, 1e-3))} rows/s)`,
       );
       for (const p of report.problems) print(`  ${p.message}`);
       if (report.problemCount > report.problems.length) print(`  ... and ${report.problemCount - report.problems.length} more`);
     }
-    if (!ok) {
+    if (!complete && report.problemCount === 0) {
+      process.stderr.write(`dsm verify: stopped by ${stop.signal} after ${report.microblocks} microblocks: the rest was not checked\n`);
+      process.exitCode = stop.exitCode(EXIT.error);
+    } else if (!ok) {
       process.stderr.write(`dsm verify: FAILED: ${report.problemCount} problem(s); first: ${report.problems[0]?.message}\n`);
       process.exitCode = EXIT.verifyFailed;
     }

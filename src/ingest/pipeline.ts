@@ -4,6 +4,7 @@
 // With `worker: true` the per-line work (parse, map, anonymise, canonicalise, hash)
 // runs on a second thread while this one signs and commits: on a 2-core SBC that is
 // the difference between the two halves of the work adding up and overlapping.
+import { letSignalsIn } from "../runtime/yield.ts";
 import type { DSMNode } from "../node/node.ts";
 import { LineSplitter } from "./lines.ts";
 import { type LineResult, prepareLine, seal } from "./prepare.ts";
@@ -96,6 +97,7 @@ export class IngestPipeline {
       if (done || !value) break;
       splitter.push(value, onLine);
       await this.#afterChunk();
+      await letSignalsIn();
     }
     if (!signal?.stopped) splitter.end(onLine);
   }
@@ -114,6 +116,7 @@ export class IngestPipeline {
       this.#inFlight += 1;
       worker.postMessage({ kind: "chunk", source, bytes } satisfies ToWorker, [bytes.buffer]);
       this.#checkAge();
+      await letSignalsIn();
     }
     if (signal?.stopped) {
       // Stopping: commit what was already read (the chunks still on the worker), drop a partial last line.

@@ -1,6 +1,7 @@
 // dsm verify: re-checks every stored row against the rules it was accepted under.
 // Streams in arrival order and keeps only per-chain heads and the certified keys,
 // so memory stays flat however large the ledger grows.
+import { letSignalsIn } from "../runtime/yield.ts";
 import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { verify } from "../crypto/p256.ts";
 import {
@@ -36,6 +37,8 @@ export interface VerifyReport {
   problems: Problem[];
   /** Problems beyond maxProblems are counted, not kept. */
   problemCount: number;
+  /** The walk was stopped before the end (opts.stop): nothing is claimed about the rest. */
+  stopped?: boolean;
 }
 
 /** The report as `dsm verify --json` prints it (docs/JSON.md): snake_case, like all dsm output. */
@@ -61,6 +64,8 @@ export interface VerifyOptions {
   worker?: boolean;
   /** The node's mesh: chains in it must belong to admitted nodes. */
   policy?: { mesh: string; isAdmitted(nodeId: string): boolean };
+  /** Checked between rows: once set, the walk ends early and the report says stopped. */
+  stop?: { stopped: boolean };
 }
 
 export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -107,6 +112,13 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
   try {
     for (const mb of ledger.iterateMicroblocks()) {
       if (signatures.busy) await signatures.settle();
+      if ((report.microblocks & 1023) === 0 && opts.stop) {
+        await letSignalsIn();
+        if (opts.stop.stopped) {
+          report.stopped = true;
+          break;
+        }
+      }
       report.microblocks += 1;
       if (opts.onProgress && (report.microblocks & 4095) === 0) opts.onProgress(mb.rowid, total);
       const where = `microblock #${mb.rowid} (node ${mb.node_id.slice(0, 12)}… seq ${mb.seq}, id ${mb.id.slice(0, 16)}…)`;
@@ -165,6 +177,10 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
     await signatures.drain();
   } finally {
     signatures.close();
+  }
+  if (report.stopped) {
+    trimProblems(report.problems, maxProblems);
+    return report;
   }
   opts.onProgress?.(total, total);
   // Rows that no chain reaches were never read above: say so rather than call them verified.
