@@ -184,7 +184,9 @@ describe("dsm genesis", () => {
     const { bls_pub: _p, bls_pop: _q, sig: _s, ...body } = cards[0];
     const noBls = tmpFile("no-bls.json", await signBody("card", body, SoftwareIdentityKey.load(join(root, "v1", "identity.pem"))));
     expect(oneLineError(await dsm(["genesis", "--name", "x", noBls]))).toContain("cannot vote");
-    expect(oneLineError(await dsm(["genesis", "--name", "x", cardFiles[0]!, edgeCardFile]))).toBe(`dsm genesis: card 2 (${edgeCardFile}): node ${edgeCard.node_id.slice(0, 16)} has role edge, not validator or both`);
+    expect(oneLineError(await dsm(["genesis", "--name", "x", cardFiles[0]!, edgeCardFile]))).toBe(
+      `dsm genesis: card 2 (${edgeCardFile}): node ${edgeCard.node_id.slice(0, 16)}… has role edge (dsm init's default); a genesis names validators, whose cards say role validator or both: make the validator with dsm init --role validator (an existing node: dsm init --force --role validator, which gives it a new identity)`,
+    );
   }, 60_000);
 
   test("-o refuses to overwrite without --force", async () => {

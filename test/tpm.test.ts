@@ -34,6 +34,7 @@ const REPO = path.resolve(import.meta.dir, "..");
 
 let tpmA: Swtpm;
 let tpmB: Swtpm | null = null;
+let tpmC: Swtpm | null = null;
 let dataDir = "";
 let nodeId = "";
 
@@ -58,6 +59,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await tpmA?.stop();
   await tpmB?.stop();
+  await tpmC?.stop();
   cleanupTempDirs();
 });
 
@@ -447,4 +449,89 @@ describe("5. the compiled binary with a TPM", () => {
       node.cleanup();
     }
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+describe("6. two data dirs on one TPM (the compiled binary)", () => {
+  test("init --force never evicts the other node's key; a free handle is found or suggested; --force on a node replaces its own key", async () => {
+    requireBinary();
+    tpmC = await startSwtpm(tempDir("dsm-swtpm-c-"));
+    const tcti = tpmC.tcti;
+    const held = () => withTpm(tcti, (tpm) => tpm.persistentHandles());
+    const a = new TempNode();
+    const b = new TempNode();
+    const c = new TempNode();
+    type Init = { node_id: string; tpm_handle: string; tpm_handle_skipped: string | null; tpm_key_replaced: boolean; tpm_handle_released: string | null };
+    const init = async (n: TempNode, args: string[]) => JSON.parse((await n.ok(["init", "--tpm", tcti, "--json", ...args])).stdout) as Init;
+    const emitAndVerify = async (n: TempNode, k: number) => {
+      const emit = await n.run(["emit", "--event-type", "tpm.neighbours", "--payload", JSON.stringify({ k })]);
+      expect(emit.code).toBe(0);
+      const verify = await n.run(["verify"]);
+      expect(verify.code).toBe(0);
+      expect(verify.stdout).toStartWith("OK");
+    };
+    try {
+      const initA = await init(a, []);
+      expect(initA).toMatchObject({ tpm_handle: "0x81010001", tpm_handle_skipped: null, tpm_key_replaced: false, tpm_handle_released: null });
+      await emitAndVerify(a, 1);
+
+      // B names A's handle, with --force: refused, exit 1, one line suggesting a free handle.
+      for (const force of [["--force"], []]) {
+        const refused = await b.run(["init", "--tpm", tcti, "--tpm-handle", "0x81010001", ...force]);
+        expect(refused.code).toBe(1);
+        expect(refused.stdout).toBe("");
+        expect(refused.errLines).toHaveLength(1);
+        expect(refused.errLines[0]).toStartWith("dsm init: TPM handle 0x81010001 holds a key this data dir did not create");
+        expect(refused.errLines[0]).toContain("--tpm-handle 0x81010002 (or --tpm-handle auto)");
+      }
+      expect(held()).toEqual([0x81010001]);
+      // A's key is still there, still A's: A signs and verifies.
+      const status = JSON.parse((await a.ok(["status", "--json"])).stdout) as { node_id: string };
+      expect(status.node_id).toBe(initA.node_id);
+      await emitAndVerify(a, 2);
+
+      // B without --tpm-handle (even with --force): the default is taken, the first free handle is used and said.
+      const initB = await b.ok(["init", "--tpm", tcti, "--force"]);
+      expect(initB.stdout).toContain("identity  TPM key at handle 0x81010002");
+      expect(initB.stdout).toContain("note      TPM handle 0x81010001 holds another key (left alone): this node's key is at the free handle 0x81010002");
+      expect(JSON.parse(fs.readFileSync(path.join(b.dataDir, "identity.tpm.json"), "utf8")).handle).toBe("0x81010002");
+      await emitAndVerify(b, 1);
+      await emitAndVerify(a, 3);
+      // identity.tpm_handle other than the default names a handle, as the flag does: B's, refused.
+      const viaConfig = await c.run(["init", "--tpm", tcti], { env: { DSM_IDENTITY_TPM_HANDLE: String(0x81010002) } });
+      expect(viaConfig.code).toBe(1);
+      expect(viaConfig.errLines[0]).toContain("TPM handle 0x81010002 holds a key this data dir did not create");
+      expect(viaConfig.errLines[0]).toContain("--tpm-handle 0x81010003");
+      // --tpm-handle auto: the first free one.
+      const initC = await init(c, ["--tpm-handle", "auto"]);
+      expect(initC).toMatchObject({ tpm_handle: "0x81010003", tpm_handle_skipped: null });
+      // With --force a data dir's own key stays where it is, whatever the config says.
+      const reC = await init(c, ["--force"]);
+      expect(reC).toMatchObject({ tpm_handle: "0x81010003", tpm_key_replaced: true });
+      expect(held()).toEqual([0x81010001, 0x81010002, 0x81010003]);
+
+      // --force on A itself: A's own key, recognised by its public key, replaced at its handle.
+      const reA = await init(a, ["--force"]);
+      expect(reA).toMatchObject({ tpm_handle: "0x81010001", tpm_key_replaced: true, tpm_handle_skipped: null, tpm_handle_released: null });
+      expect(reA.node_id).not.toBe(initA.node_id);
+      await emitAndVerify(a, 4);
+      await emitAndVerify(b, 2);
+      // --force on A onto B's handle: B's key, refused. Onto a free one: A moves, its old key is evicted.
+      const ontoB = await a.run(["init", "--tpm", tcti, "--force", "--tpm-handle", "0x81010002"]);
+      expect(ontoB.code).toBe(1);
+      expect(ontoB.errLines[0]).toContain("holds a key this data dir did not create");
+      const moved = await init(a, ["--force", "--tpm-handle", "0x81010010"]);
+      expect(moved).toMatchObject({ tpm_handle: "0x81010010", tpm_key_replaced: false, tpm_handle_released: "0x81010001" });
+      expect(held()).toEqual([0x81010002, 0x81010003, 0x81010010]);
+      await emitAndVerify(a, 5);
+      await emitAndVerify(b, 3);
+      // A bad --tpm-handle, or one without --tpm.
+      expect((await c.run(["init", "--tpm", tcti, "--force", "--tpm-handle", "0x80000001"])).errLines[0]).toContain("--tpm-handle must be a persistent handle");
+      expect((await c.run(["init", "--force", "--tpm-handle", "auto"])).errLines[0]).toContain("--tpm-handle needs --tpm TCTI");
+    } finally {
+      a.cleanup();
+      b.cleanup();
+      c.cleanup();
+    }
+  }, 60_000);
 });
