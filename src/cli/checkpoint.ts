@@ -1,10 +1,13 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
 import { MeshClient } from "../mesh/client.ts";
 import { type BuildResult, CheckpointBuilder, type FinalityCertificate } from "../log/builder.ts";
 import { epochAt, epochBounds } from "../log/checkpoint.ts";
 import { checkpointNote } from "../log/note.ts";
 import type { DSMNode } from "../node/node.ts";
-import { CliError, type Context, command, commonArgs, context, EXIT, intArg, print, warn, withNode } from "./common.ts";
+import { writeFileAtomic } from "../fs/files.ts";
+import { CliError, type Context, command, commonArgs, context, EXIT, intArg, print, printJson, warn, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "checkpoint", description: "Build and sign the checkpoint of the last closed epoch (or show a stored one)" },
@@ -25,11 +28,14 @@ init is one). In a mesh of n > 1 validators a checkpoint is final only with a qu
 q = n - floor((n-1)/3) of their BLS signatures, agreed over the mesh by the consensus
 engine, so this command refuses rather than sign alone. The signature is recorded in the
 ledger before it is used: a validator signs at most one checkpoint per epoch, even across
-a crash. Idempotent: running it again for an epoch changes nothing and prints the stored
-certificate.
+a crash. Idempotent: running it again for an epoch changes nothing.
 
-Prints the finality certificate on stdout (pretty JSON; --json: one line) and a one-line
-summary on stderr.
+Prints a NEW finality certificate on stdout (pretty JSON; --json: one line) and a one-line
+summary on stderr. New means later than the last certificate dsm checkpoint reported for
+this data dir (recorded in checkpoint.reported), whether this command made it or the mesh
+did: so "dsm checkpoint --json >> checkpoints.ndjson" from cron appends each certificate
+exactly once, with or without a daemon. Anything else prints nothing on stdout and exits
+4; dsm checkpoint show prints any stored certificate.
 
   dsm checkpoint show [EPOCH] [--format json|note]
 prints a stored certificate (default: the latest). --format note prints it as a C2SP
@@ -41,8 +47,8 @@ With a daemon (dsm run) on the data dir, the mesh makes checkpoints: dsm checkpo
 the daemon for the certificate of the last closed epoch (or --epoch N, or a later one),
 waking its consensus; --wait SECONDS waits that long for it. Cron-friendly either way.
 
-EXIT STATUS  0 a new checkpoint was made (show: printed), 4 nothing new, or the epoch's
-checkpoint already existed (printed again), 1 error (not a validator, epoch not closed,
+EXIT STATUS  0 a new certificate was printed (show: printed), 4 nothing new since the
+last one reported (nothing on stdout), 1 error (not a validator, epoch not closed,
 no such checkpoint, ...).
 
 EXAMPLES
@@ -50,7 +56,8 @@ EXAMPLES
   */5 * * * * dsm checkpoint --json >>/var/log/dsm/checkpoints.ndjson 2>/dev/null
   dsm checkpoint --epoch 1042
   dsm checkpoint show
-  dsm checkpoint show 1042 --format note`,
+  dsm checkpoint show 1042 --format note
+  dsm checkpoint show --format note --json         {"epoch": N, "note": "..."}`,
   args: {
     ...commonArgs,
     action: { type: "positional", required: false, description: "show: print a stored certificate instead of building one", valueHint: "show" },
@@ -88,9 +95,52 @@ async function fromDaemon(ctx: Context, client: MeshClient, wanted: number | und
     throw new CliError(`the daemon has no certificate for epoch ${wanted ?? "(last closed)"}${wait ? ` after ${wait} s` : " yet (use --wait SECONDS)"}: ${(e as Error).message}`);
   }
   const c = cert.checkpoint;
+  if (!report(ctx, cert)) {
+    warn(`checkpoint epoch ${c.epoch} (from the running daemon) was already reported: tree_size ${c.tree_size}, root ${c.root}; nothing new (dsm checkpoint show ${c.epoch} prints it)`);
+    process.exitCode = EXIT.nothingNew;
+    return;
+  }
   warn(`checkpoint epoch ${c.epoch} (from the running daemon): tree_size ${c.tree_size}, root ${c.root}`);
-  printCertificate(ctx, cert);
 }
+
+/**
+ * What "new" means for dsm checkpoint, with or without a daemon: a certificate later than
+ * the last one this command reported for the data dir. A new one is printed and recorded
+ * (exit 0); anything else prints nothing on stdout (exit 4), so the cron line
+ * "dsm checkpoint >> checkpoints.ndjson" appends each certificate once, whether this
+ * command or the mesh made it. Recorded after it is written out: a crash in between prints
+ * it again next time rather than never.
+ */
+function report(ctx: Context, cert: FinalityCertificate): boolean {
+  const file = path.join(ctx.dataDir, REPORTED_FILE);
+  if (cert.checkpoint.epoch <= lastReported(file)) return false;
+  printCertificate(ctx, cert);
+  writeFileAtomic(file, JSON.stringify({ epoch: cert.checkpoint.epoch, root: cert.checkpoint.root }) + "\n", { overwrite: true, mode: 0o600 });
+  return true;
+}
+
+/** The last epoch dsm checkpoint reported for this data dir; -1 before the first. */
+function lastReported(file: string): number {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return -1;
+    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let epoch: unknown;
+  try {
+    epoch = (JSON.parse(text) as { epoch?: unknown }).epoch;
+  } catch {
+    epoch = undefined;
+  }
+  if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) {
+    throw new CliError(`${file} is damaged (it records the last checkpoint reported); remove it to report the latest certificate again`);
+  }
+  return epoch;
+}
+
+const REPORTED_FILE = "checkpoint.reported";
 
 function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
   const genesis = node.genesis;
@@ -129,14 +179,18 @@ function build(ctx: Context, node: DSMNode, wanted: number | undefined): void {
   switch (result.status) {
     case "created": {
       const c = result.certificate.checkpoint;
+      report(ctx, result.certificate);
       warn(`checkpoint epoch ${c.epoch}: tree_size ${c.tree_size}, +${result.leaves} microblocks from ${Object.keys(c.ranges).length} nodes, root ${c.root}`);
-      printCertificate(ctx, result.certificate);
       return;
     }
     case "exists": {
       const c = result.certificate.checkpoint;
-      warn(`checkpoint epoch ${c.epoch} already exists: tree_size ${c.tree_size}, root ${c.root}; nothing new`);
-      printCertificate(ctx, result.certificate);
+      // Made before (by an earlier run, or by the daemon): new only if never reported.
+      if (report(ctx, result.certificate)) {
+        warn(`checkpoint epoch ${c.epoch} (made earlier, not reported before): tree_size ${c.tree_size}, root ${c.root}`);
+        return;
+      }
+      warn(`checkpoint epoch ${c.epoch} already exists: tree_size ${c.tree_size}, root ${c.root}; nothing new (dsm checkpoint show ${c.epoch} prints it)`);
       process.exitCode = EXIT.nothingNew;
       return;
     }
@@ -172,8 +226,11 @@ async function show(ctx: Context, args: { target?: unknown; epoch?: unknown; now
       if (!cert) {
         throw new CliError(epoch === undefined ? `no checkpoint yet for mesh ${node.mesh.slice(0, 16)}… (run: dsm checkpoint)` : `no checkpoint for epoch ${epoch}`);
       }
-      if (format === "note") print(checkpointNote(cert, node.genesis));
-      else printCertificate(ctx, cert);
+      if (format === "note") {
+        const note = checkpointNote(cert, node.genesis);
+        if (ctx.json) printJson({ epoch: cert.checkpoint.epoch, note });
+        else print(note);
+      } else printCertificate(ctx, cert);
     },
     { readonly: true },
   );
