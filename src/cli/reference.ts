@@ -1,0 +1,103 @@
+// The command table read back as data, for dsm completion and dsm man: each command's
+// options and positional arguments, as its args definition declares them.
+import type { ArgsDef, CommandMeta } from "citty";
+import type { DsmArgDef } from "./argv.ts";
+import { allCommands, main, REPEATABLE, VARIADIC } from "./commands.ts";
+import type { DsmCommand } from "./common.ts";
+
+export interface OptionRef {
+  name: string;
+  /** One-letter aliases (-o). */
+  short: string[];
+  kind: "flag" | "value";
+  /** enum: the allowed values. */
+  choices?: string[];
+  valueHint?: string;
+  description: string;
+  /** A boolean whose default is true: --no-NAME turns it off. */
+  negatable: boolean;
+  multiple: boolean;
+}
+
+export interface PositionalRef {
+  name: string;
+  valueHint: string;
+  description: string;
+  required: boolean;
+  multiple: boolean;
+  /** Literal words the argument takes (from a lowercase valueHint like "show" or "bash|zsh|fish"). */
+  words: string[];
+}
+
+export interface CommandRef {
+  name: string;
+  description: string;
+  help: string;
+  options: OptionRef[];
+  positionals: PositionalRef[];
+}
+
+async function argsOf(cmd: DsmCommand): Promise<ArgsDef> {
+  return (typeof cmd.args === "function" ? await cmd.args() : await cmd.args) ?? {};
+}
+
+async function metaOf(cmd: DsmCommand): Promise<CommandMeta> {
+  return (typeof cmd.meta === "function" ? await cmd.meta() : await cmd.meta) ?? {};
+}
+
+/** Hints that name a file (complete with file names) or a directory. */
+export function hintKind(hint: string | undefined): "file" | "dir" | "other" {
+  if (!hint) return "other";
+  if (/^DIR$/.test(hint)) return "dir";
+  return /FILE|BUNDLE|\.json|\.ndjson|CARD/.test(hint) ? "file" : "other";
+}
+
+function describe(name: string, meta: CommandMeta, help: string | undefined, defs: ArgsDef): CommandRef {
+  const options: OptionRef[] = [];
+  const positionals: PositionalRef[] = [];
+  for (const [argName, raw] of Object.entries(defs)) {
+    const def = raw as DsmArgDef;
+    const multiple = Boolean(def.multiple) || (REPEATABLE[name] ?? []).includes(argName);
+    if (def.type === "positional") {
+      const hint = def.valueHint ?? argName.toUpperCase();
+      positionals.push({
+        name: argName,
+        valueHint: hint,
+        description: def.description ?? "",
+        required: def.required !== false,
+        multiple,
+        words: /^[a-z][a-z0-9-]*(\|[a-z][a-z0-9-]*)*$/.test(hint) ? hint.split("|") : [],
+      });
+      continue;
+    }
+    const alias = [(def as { alias?: string | string[] }).alias ?? []].flat();
+    options.push({
+      name: argName,
+      short: alias.filter((a) => a.length === 1),
+      kind: def.type === "string" || def.type === "enum" ? "value" : "flag",
+      choices: def.type === "enum" ? ((def as { options?: string[] }).options ?? []) : undefined,
+      valueHint: def.valueHint ?? (def.type === "enum" ? undefined : def.type === "string" ? "VALUE" : undefined),
+      description: def.description ?? "",
+      negatable: def.type === "boolean" && def.default === true,
+      multiple,
+    });
+  }
+  if (VARIADIC.has(name) && positionals.length > 0) positionals[positionals.length - 1]!.multiple = true;
+  else if (VARIADIC.has(name)) {
+    positionals.push({ name: "files", valueHint: "FILE", description: 'Input files ("-" is stdin)', required: false, multiple: true, words: [] });
+  }
+  return { name, description: meta.description ?? "", help: help ?? "", options, positionals };
+}
+
+/** Every subcommand, in table order. */
+export async function commandRefs(): Promise<CommandRef[]> {
+  const out: CommandRef[] = [];
+  for (const [name, cmd] of await allCommands()) out.push(describe(name, await metaOf(cmd), cmd.help, await argsOf(cmd)));
+  return out;
+}
+
+/** The top-level command: its description and help text. */
+export async function mainRef(): Promise<{ description: string; help: string; version: string }> {
+  const meta = await metaOf(main);
+  return { description: meta.description ?? "", help: main.help ?? "", version: meta.version ?? "" };
+}
