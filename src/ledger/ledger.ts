@@ -22,7 +22,8 @@ export interface LogFilter {
   nodeId?: string;
   fromSeq?: number;
   toSeq?: number;
-  eventType?: string;
+  /** One event type or several (any of them); see list() for prefixes. */
+  eventType?: string | readonly string[];
   sinceMs?: number;
   untilMs?: number;
   limit?: number;
@@ -277,10 +278,22 @@ export class Ledger {
     }
     if (filter.fromSeq !== undefined) where.push("m.seq >= ?"), args.push(filter.fromSeq);
     if (filter.toSeq !== undefined) where.push("m.seq <= ?"), args.push(filter.toSeq);
-    if (filter.eventType) {
-      // "suricata" matches suricata.alert etc.; an exact type matches itself. Exact bytes, no LIKE folding.
-      where.push("(m.event_type = ? OR substr(m.event_type, 1, ?) = ?)");
-      args.push(filter.eventType, filter.eventType.length + 1, filter.eventType + ".");
+    const types = filter.eventType === undefined ? [] : [filter.eventType].flat().filter((t) => t !== "");
+    if (types.length > 0 && !types.includes("*")) {
+      // Any of the types. "suricata" matches itself and suricata.alert etc.; "suri*" (and so
+      // "suricata.*") matches every type that starts with what is before the "*". Exact
+      // bytes, no LIKE folding (event types are ASCII, so substr counts bytes).
+      const any: string[] = [];
+      for (const t of types) {
+        if (t.endsWith("*")) {
+          any.push("substr(m.event_type, 1, ?) = ?");
+          args.push(t.length - 1, t.slice(0, -1));
+        } else {
+          any.push("m.event_type = ? OR substr(m.event_type, 1, ?) = ?");
+          args.push(t, t.length + 1, t + ".");
+        }
+      }
+      where.push(`(${any.join(" OR ")})`);
     }
     // Timestamps are fixed-width RFC 3339 UTC, so string order is time order.
     if (filter.sinceMs !== undefined) where.push("m.timestamp >= ?"), args.push(new Date(filter.sinceMs).toISOString());
