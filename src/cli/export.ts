@@ -35,13 +35,14 @@ EXAMPLES
     node: { type: "string", description: 'Chain to export: node id or unique prefix, or "all" (default: this node)', valueHint: "NODE" },
     "from-seq": { type: "string", description: "Only seq >= N", valueHint: "N" },
     payloads: { type: "boolean", default: true, description: "Include payloads (--no-payloads withholds them)" },
-    output: { type: "string", alias: "o", description: "Write to FILE (atomically) instead of stdout", valueHint: "FILE" },
+    output: { type: "string", alias: "o", description: 'Write to FILE (atomically) instead of stdout ("-": stdout)', valueHint: "FILE" },
   },
   async run({ args }) {
     const ctx = context(args);
     const fromSeq = intArg(args["from-seq"], "from-seq", 1);
     const withPayloads = args.payloads !== false;
-    const out = args.output ? FileOut.open(args.output) : new StdoutOut();
+    const file = args.output === "-" ? undefined : args.output; // -o - is stdout
+    const out = file ? FileOut.open(file) : new StdoutOut();
     try {
       const s = await withNode(ctx, async (node) => {
         const nodeId = args.node === "all" ? undefined : args.node ? resolveNode(node, args.node) : node.nodeId;
@@ -83,9 +84,9 @@ EXAMPLES
       const range = s.first_seq !== null ? `, seq ${s.first_seq}..${s.last_seq}` : "";
       warn(
         `dsm export: ${s.microblocks} microblocks from ${s.chains} chain(s)${range}, ${s.certificates} key certificates, ` +
-          `${s.payloads} payloads, ${s.withheld} withheld${args.output ? ` -> ${args.output}` : ""}`,
+          `${s.payloads} payloads, ${s.withheld} withheld${file ? ` -> ${file}` : ""}`,
       );
-      if (ctx.json && args.output) printJson({ file: args.output, ...s });
+      if (ctx.json && file) printJson({ file, ...s });
     } catch (e) {
       out.abort();
       throw e;
