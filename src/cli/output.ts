@@ -161,6 +161,15 @@ function guardSink(sink: Sink): Sink {
 }
 
 let installed = false;
+const tolerated: ((e: unknown) => boolean)[] = [];
+
+/**
+ * Errors nobody caught that a command knows to be harmless from now on (dsm run while it
+ * stops: a socket torn down reports its abort as an error): not reported, not fatal.
+ */
+export function tolerate(test: (e: unknown) => boolean): void {
+  tolerated.push(test);
+}
 
 /**
  * Routes every failure of stdout and stderr, and every error nothing else caught, through
@@ -184,7 +193,7 @@ export function installOutputGuards(): void {
   const writer = Bun.stdout.writer.bind(Bun.stdout);
   (Bun.stdout as { writer: typeof writer }).writer = (opts?: Parameters<typeof writer>[0]) => guardSink(writer(opts));
   const failed = (e: unknown) => {
-    if (ending) return;
+    if (ending || tolerated.some((t) => t(e))) return;
     reportFailure(e);
     endNow(typeof process.exitCode === "number" ? process.exitCode : EXIT.error);
   };

@@ -1,6 +1,7 @@
 import { Daemon, DaemonStartError } from "../mesh/daemon.ts";
 import { createLogger, type DaemonLog, type Level, LEVELS, type LogFormat } from "../mesh/daemon-log.ts";
 import { CliError, command, commonArgs, context, withNode } from "./common.ts";
+import { tolerate } from "./output.ts";
 
 export default command({
   meta: { name: "run", description: "Run the node on the mesh: gossip, validation, consensus (foreground)" },
@@ -86,14 +87,7 @@ function stopped(daemon: Daemon, log: DaemonLog): Promise<number> {
       log("info", `${why}: stopping (again to exit at once)`, { reason: why });
       // A socket torn down during the stop may report its abort as an error nobody listens
       // for: that is the stop itself, not a failure.
-      const quiet = (e: unknown) => {
-        if (!isAbort(e)) {
-          log("error", `while stopping: ${(e as Error)?.message ?? String(e)}`);
-          process.exitCode = 1;
-        }
-      };
-      process.on("uncaughtException", quiet);
-      process.on("unhandledRejection", quiet);
+      tolerate(isAbort);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const deadline = new Promise<void>((done) => {
         timer = setTimeout(() => {
