@@ -101,10 +101,15 @@ describe("10. option values are checked", () => {
     const home = mkdtempSync(join(tmpdir(), "dsm-e2e-"));
     try {
       const env = cleanEnv(home); // no DSM_DATA_DIR: the default would be $HOME/.dsm
-      for (const args of [["init", "--data-dir"], ["init", "--data-dir", ""], ["init", "--data-dir="], ["init", "--data-dir", "--json"]]) {
+      for (const args of [["init", "--data-dir"], ["init", "--data-dir", ""], ["init", "--data-dir="]]) {
         const r = await runDsm(args, env);
         expectOneLineError(r, "init", /--data-dir needs a value/);
       }
+      // --json is taken as the option it is (so the error is the --json form of the same line).
+      const r = await runDsm(["init", "--data-dir", "--json"], env);
+      expect(r.code).toBe(1);
+      expect(r.errLines).toHaveLength(1);
+      expect(JSON.parse(r.errLines[0]!)).toEqual({ error: "--data-dir needs a value", code: 1 });
       expect(existsSync(join(home, ".dsm"))).toBe(false);
       expect(readdirSync(home)).toEqual([]);
     } finally {
