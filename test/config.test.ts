@@ -10,6 +10,8 @@ import {
   type DsmConfig,
   parseConfig,
   resolveConfig,
+  type ResolveOptions,
+  SYSTEM_CONFIG_PATH,
 } from "../src/config/config.ts";
 
 const SHIPPED_PATH = join(import.meta.dir, "..", "config", "dsm.yaml");
@@ -27,6 +29,7 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   metrics: { port: 0 },
   control: { port: 0 },
   attestation: { interval_epochs: 12, timeout_s: 10 },
+  logging: { format: "text", level: "info" },
 };
 
 /** Runs fn, which must throw a ConfigError, and returns its message. */
@@ -56,6 +59,16 @@ describe("defaults", () => {
 
   test("the shipped file parses with no environment at all", () => {
     expect(parseConfig(readFileSync(SHIPPED_PATH, "utf8"), SHIPPED_PATH, {})).toEqual(EXPECTED_DEFAULTS);
+  });
+
+  test("the file dsm init writes says where gossip listens, and why one might change it", () => {
+    const gossip = DEFAULT_CONFIG_TEXT.slice(DEFAULT_CONFIG_TEXT.indexOf("\ngossip:\n"));
+    const section = gossip.slice(0, gossip.indexOf("\n\n", gossip.indexOf("port:")));
+    expect(section).toMatch(/\n  host: 0\.0\.0\.0\n/);
+    expect(section).toContain("127.0.0.1");
+    expect(section).toMatch(/router/);
+    expect(section).toMatch(/\n  port: 7946$/);
+    expect(section).toContain("Docker");
   });
 
   test("empty and comment-only files are the defaults", () => {
@@ -91,10 +104,10 @@ describe("defaults", () => {
 });
 
 describe("validation errors", () => {
-  test("malformed YAML carries the parser's reason", () => {
+  test("malformed YAML carries its line and the parser's reason", () => {
     const message = parseError("ledger: [1, 2\n");
-    expect(message).toStartWith("config /etc/dsm.yaml: invalid YAML: ");
-    expect(message.length).toBeGreaterThan("config /etc/dsm.yaml: invalid YAML: ".length);
+    expect(message).toStartWith("config /etc/dsm.yaml:1: invalid YAML: ");
+    expect(message.length).toBeGreaterThan("config /etc/dsm.yaml:1: invalid YAML: ".length);
   });
 
   test("top level must be a mapping", () => {
@@ -103,53 +116,53 @@ describe("validation errors", () => {
   });
 
   test("a section must be a mapping", () => {
-    expect(parseError("ledger: 5\n")).toBe("config /etc/dsm.yaml: ledger: expected a mapping of keys, got 5");
+    expect(parseError("ledger: 5\n")).toBe("config /etc/dsm.yaml:1: ledger: expected a mapping of keys, got 5");
   });
 
   test("unknown section, with a suggestion", () => {
     const message = parseError("ledgr:\n  file: x\n");
-    expect(message).toStartWith("config /etc/dsm.yaml: ledgr: unknown section (did you mean ledger?)");
+    expect(message).toStartWith("config /etc/dsm.yaml:1: ledgr: unknown section (did you mean ledger?)");
   });
 
   test("unknown section without a near name lists the known ones", () => {
     const message = parseError("telemetry:\n  on: true\n");
-    expect(message).toStartWith("config /etc/dsm.yaml: telemetry: unknown section; known sections: node, identity");
+    expect(message).toStartWith("config /etc/dsm.yaml:1: telemetry: unknown section; known sections: node, identity");
   });
 
   test("a key written at top level points to its section", () => {
-    expect(parseError("role: edge\n")).toStartWith("config /etc/dsm.yaml: role: unknown section (did you mean node.role?)");
+    expect(parseError("role: edge\n")).toStartWith("config /etc/dsm.yaml:1: role: unknown section (did you mean node.role?)");
   });
 
   test("unknown key, with a suggestion", () => {
     const message = parseError("ledger:\n  batch_max_event: 5\n");
-    expect(message).toStartWith("config /etc/dsm.yaml: ledger.batch_max_event: unknown key (did you mean ledger.batch_max_events?)");
+    expect(message).toStartWith("config /etc/dsm.yaml:2: ledger.batch_max_event: unknown key (did you mean ledger.batch_max_events?)");
   });
 
   test("a key in the wrong section points to the right one", () => {
     expect(parseError("ledger:\n  max_line_bytes: 4096\n")).toStartWith(
-      "config /etc/dsm.yaml: ledger.max_line_bytes: unknown key (did you mean ingest.max_line_bytes?)",
+      "config /etc/dsm.yaml:2: ledger.max_line_bytes: unknown key (did you mean ingest.max_line_bytes?)",
     );
   });
 
   test("unknown key with no near name lists the section's keys", () => {
     expect(parseError("privacy:\n  encrypt: true\n")).toBe(
-      "config /etc/dsm.yaml: privacy.encrypt: unknown key; known keys in privacy: anonymize_ips, withhold_payloads",
+      "config /etc/dsm.yaml:2: privacy.encrypt: unknown key; known keys in privacy: anonymize_ips, withhold_payloads",
     );
   });
 
   test("integer of the wrong type", () => {
     expect(parseError("ledger:\n  batch_max_events: abc\n")).toBe(
-      'config /etc/dsm.yaml: ledger.batch_max_events: expected an integer between 1 and 100000, got "abc"',
+      'config /etc/dsm.yaml:2: ledger.batch_max_events: expected an integer between 1 and 100000, got "abc"',
     );
     expect(parseError("ledger:\n  batch_max_ms: 1.5\n")).toBe(
-      "config /etc/dsm.yaml: ledger.batch_max_ms: expected an integer between 1 and 60000, got 1.5",
+      "config /etc/dsm.yaml:2: ledger.batch_max_ms: expected an integer between 1 and 60000, got 1.5",
     );
     expect(parseError("ledger:\n  batch_max_ms: true\n")).toContain("got true");
   });
 
   test("a quoted number in the file is still a string", () => {
     expect(parseError('ledger:\n  batch_max_ms: "50"\n')).toBe(
-      'config /etc/dsm.yaml: ledger.batch_max_ms: expected an integer between 1 and 60000, got "50"',
+      'config /etc/dsm.yaml:2: ledger.batch_max_ms: expected an integer between 1 and 60000, got "50"',
     );
   });
 
@@ -165,35 +178,141 @@ describe("validation errors", () => {
     const read = (c: DsmConfig): unknown => (c[section] as Record<string, unknown>)[key];
     expect(read(parse(at(min)))).toBe(min);
     expect(read(parse(at(max)))).toBe(max);
-    const expected = `config /etc/dsm.yaml: ${section}.${key}: expected an integer between ${min} and ${max}, got`;
+    const expected = `config /etc/dsm.yaml:2: ${section}.${key}: expected an integer between ${min} and ${max}, got`;
     expect(parseError(at(min - 1))).toBe(`${expected} ${min - 1}`);
     expect(parseError(at(max + 1))).toBe(`${expected} ${max + 1}`);
   });
 
   test("booleans must be YAML booleans in the file", () => {
     expect(parseError("privacy:\n  anonymize_ips: yes\n")).toBe(
-      'config /etc/dsm.yaml: privacy.anonymize_ips: expected true or false, got "yes"',
+      'config /etc/dsm.yaml:2: privacy.anonymize_ips: expected true or false, got "yes"',
     );
   });
 
   test("enums", () => {
     expect(parseError("node:\n  role: leader\n")).toBe(
-      'config /etc/dsm.yaml: node.role: expected one of edge, validator, both, got "leader"',
+      'config /etc/dsm.yaml:2: node.role: expected one of edge, validator, both, got "leader"',
     );
     expect(parseError("identity:\n  kind: hsm\n")).toBe(
-      'config /etc/dsm.yaml: identity.kind: expected one of software, tpm, got "hsm"',
+      'config /etc/dsm.yaml:2: identity.kind: expected one of software, tpm, got "hsm"',
     );
     expect(parseError("ingest:\n  format: Suricata\n")).toContain("ingest.format: expected one of auto, suricata, zeek, json");
   });
 
   test("strings must be strings", () => {
-    expect(parseError("ledger:\n  file: 123\n")).toBe("config /etc/dsm.yaml: ledger.file: expected a string, got 123");
-    expect(parseError("mesh:\n  genesis:\n")).toBe("config /etc/dsm.yaml: mesh.genesis: expected a string, got nothing (null)");
-    expect(parseError("mesh:\n  genesis: [a]\n")).toBe("config /etc/dsm.yaml: mesh.genesis: expected a string, got a list");
+    expect(parseError("ledger:\n  file: 123\n")).toBe("config /etc/dsm.yaml:2: ledger.file: expected a string, got 123");
+    expect(parseError("mesh:\n  genesis:\n")).toBe("config /etc/dsm.yaml:2: mesh.genesis: expected a string, got nothing (null)");
+    expect(parseError("mesh:\n  genesis: [a]\n")).toBe("config /etc/dsm.yaml:2: mesh.genesis: expected a string, got a list");
   });
 
   test("values with newlines stay on one line in the message", () => {
     expect(parseError('node:\n  role: "edge\\nboth"\n')).toContain('got "edge\\nboth"');
+  });
+});
+
+describe("lines in errors", () => {
+  // A file shaped like the shipped one: comments, blank lines, sections of keys.
+  const FILE = [
+    "# my node", //             1
+    "node:", //                 2
+    "  role: validator", //     3
+    "", //                      4
+    "gossip:", //               5
+    "  # LAN only", //          6
+    "  host: 10.0.0.1", //      7
+    "  port: 7946", //          8
+    "metrics:", //              9
+    "  port: 9100", //          10
+    "",
+  ];
+  const withLine = (n: number, line: string): string => FILE.map((l, i) => (i === n - 1 ? line : l)).join("\n");
+  const insert = (n: number, line: string): string => [...FILE.slice(0, n - 1), line, ...FILE.slice(n - 1)].join("\n");
+
+  test("the file as written parses", () => {
+    const config = parse(FILE.join("\n"));
+    expect([config.node.role, config.gossip.host, config.gossip.port, config.metrics.port]).toEqual(["validator", "10.0.0.1", 7946, 9100]);
+  });
+
+  test("a YAML syntax error names its line: file:line: message", () => {
+    expect(parseError(withLine(8, " port: 7946"))).toBe("config /etc/dsm.yaml:8: invalid YAML: unexpected token");
+    expect(parseError(withLine(3, "  role: validator: edge"))).toStartWith("config /etc/dsm.yaml:3: invalid YAML: ");
+    expect(parseError(withLine(7, "\thost: 10.0.0.1"))).toBe("config /etc/dsm.yaml:7: invalid YAML: tab characters cannot be used as indentation");
+    expect(parseError(withLine(10, "  port: [9100"))).toStartWith("config /etc/dsm.yaml:10: invalid YAML: ");
+    expect(parseError(withLine(10, "  port: *nowhere"))).toStartWith("config /etc/dsm.yaml:10: invalid YAML: ");
+  });
+
+  test("an unclosed quote is reported where it opens", () => {
+    expect(parseError(withLine(7, '  host: "10.0.0.1'))).toStartWith("config /etc/dsm.yaml:7: invalid YAML: ");
+    expect(parseError('ledger:\n  file: "l.sqlite\n')).toBe(
+      "config /etc/dsm.yaml:2: invalid YAML: unexpected end of file (a quote or bracket opened here is not closed?)",
+    );
+  });
+
+  test("a bracket closed on a later line is not an error; what follows is still located", () => {
+    const text = "gossip:\n  host: [\n    a,\n    b]\nmetrics:\n port: 1\n  x: 2\n";
+    expect(parseError(text)).toStartWith("config /etc/dsm.yaml:7: invalid YAML: ");
+  });
+
+  test("CRLF line ends and a byte order mark count lines the same", () => {
+    const text = "\uFEFF" + withLine(8, " port: 7946").replaceAll("\n", "\r\n");
+    expect(parseError(text)).toStartWith("config /etc/dsm.yaml:8: invalid YAML: ");
+    expect(parseError("\uFEFF" + insert(11, "  port: 1").replaceAll("\n", "\r\n"))).toBe('config /etc/dsm.yaml:11: duplicate key "port" (first at line 10)');
+  });
+
+  test("schema errors name the line of their key or section", () => {
+    expect(parseError(withLine(8, "  port: 99999"))).toBe("config /etc/dsm.yaml:8: gossip.port: expected an integer between 0 and 65535, got 99999");
+    expect(parseError(withLine(8, "  prot: 7946"))).toStartWith("config /etc/dsm.yaml:8: gossip.prot: unknown key (did you mean gossip.port?)");
+    expect(parseError(withLine(9, "metrix:"))).toStartWith("config /etc/dsm.yaml:9: metrix: unknown section (did you mean metrics?)");
+    expect(parseError("# mine\n\nledger: 5\n")).toBe("config /etc/dsm.yaml:3: ledger: expected a mapping of keys, got 5");
+  });
+
+  test("quoted keys and flow mappings have their lines too", () => {
+    expect(parseError('gossip:\n  "port": x\n')).toStartWith("config /etc/dsm.yaml:2: gossip.port: expected an integer");
+    expect(parseError("gossip: {host: a,\n  port: x}\n")).toStartWith("config /etc/dsm.yaml:2: gossip.port: expected an integer");
+  });
+});
+
+describe("duplicate keys", () => {
+  const FILE = ["node:", "  role: edge", "gossip:", "  host: 0.0.0.0", "  port: 7946", "metrics:", "  port: 9100", ""];
+  const insert = (n: number, line: string): string => [...FILE.slice(0, n - 1), line, ...FILE.slice(n - 1)].join("\n");
+
+  test("the same key name in different sections is fine", () => {
+    expect(parse(FILE.join("\n")).metrics.port).toBe(9100);
+  });
+
+  test("a key twice in one section is refused, naming both lines", () => {
+    expect(parseError(insert(6, "  port: 7947"))).toBe('config /etc/dsm.yaml:6: duplicate key "port" (first at line 5)');
+    expect(parseError(insert(6, '  "port": 7947'))).toBe('config /etc/dsm.yaml:6: duplicate key "port" (first at line 5)');
+  });
+
+  test("a section twice is refused, even when its keys differ", () => {
+    expect(parseError(insert(8, "node:\n  data_dir: /srv"))).toBe('config /etc/dsm.yaml:8: duplicate key "node" (first at line 1)');
+  });
+
+  test("at any depth, in flow mappings, and inside sequences", () => {
+    expect(parseError("a:\n  b:\n    c: 1\n    d: 2\n    c: 3\n")).toBe('config /etc/dsm.yaml:5: duplicate key "c" (first at line 3)');
+    expect(parseError("gossip: {port: 1, host: a, port: 2}\n")).toBe('config /etc/dsm.yaml:1: duplicate key "port" (first at line 1)');
+    expect(parseError("gossip: {port: 1,\n  port: 2}\n")).toBe('config /etc/dsm.yaml:2: duplicate key "port" (first at line 1)');
+    expect(parseError("x:\n  - a: 1\n    b: 2\n    a: 3\n")).toBe('config /etc/dsm.yaml:4: duplicate key "a" (first at line 2)');
+  });
+
+  test("what only looks like a repeated key is not one", () => {
+    // Separate sequence entries, separate documents' worth of text in a block scalar, a string.
+    const texts = [
+      "x:\n  - a: 1\n  - a: 2\n",
+      "x:\n- a: 1\n- a: 2\ny: 1\n",
+      "x: |\n  port: 1\n  port: 2\ny: 1\n",
+      "x: >-\n  port: 1\n\n  port: 2\n",
+      'x: "port: 1\n  port: 2"\ny: 2\n',
+      "x: [{a: 1}, {a: 2}]\n",
+      "x: a long\n  plain text: not a key\ny: 1\n",
+      "x: &anchor\n  a: 1\ny:\n  <<: *anchor\n  b: 2\n",
+      "# port: 1\nport: 2 # port: 3\n",
+    ];
+    for (const text of texts) {
+      const message = errorOf(() => parse(text));
+      expect(message).not.toContain("duplicate");
+    }
   });
 });
 
@@ -248,13 +367,13 @@ describe("${VAR} expansion", () => {
 
   test("unset variable names the key and the variable", () => {
     expect(parseError("ledger:\n  file: ${DSM_X}/l.db\n")).toBe(
-      "config /etc/dsm.yaml: ledger.file: environment variable DSM_X is not set (use ${DSM_X:-default})",
+      "config /etc/dsm.yaml:2: ledger.file: environment variable DSM_X is not set (use ${DSM_X:-default})",
     );
   });
 
   test("unterminated ${", () => {
     for (const text of ["${A", "a${", "${A:-x", "${A:-${B}"]) {
-      expect(parseError(`ledger:\n  file: '${text}'\n`)).toStartWith('config /etc/dsm.yaml: ledger.file: unterminated "${"');
+      expect(parseError(`ledger:\n  file: '${text}'\n`)).toStartWith('config /etc/dsm.yaml:2: ledger.file: unterminated "${"');
     }
   });
 
@@ -267,7 +386,7 @@ describe("${VAR} expansion", () => {
 
   test("an unbraced $NAME is rejected rather than left silently unexpanded", () => {
     expect(parseError("ledger:\n  file: $HOME/l.db\n")).toBe(
-      'config /etc/dsm.yaml: ledger.file: "$HOME" is not expanded: write ${HOME}, or $$ for a literal $',
+      'config /etc/dsm.yaml:2: ledger.file: "$HOME" is not expanded: write ${HOME}, or $$ for a literal $',
     );
   });
 
@@ -282,7 +401,7 @@ describe("${VAR} expansion", () => {
 
   test("an expanded value is still type and range checked", () => {
     expect(parseError("ledger:\n  batch_max_ms: ${BATCH:-fast}\n")).toBe(
-      'config /etc/dsm.yaml: ledger.batch_max_ms: expected an integer between 1 and 60000, got "fast" (expanded from "${BATCH:-fast}")',
+      'config /etc/dsm.yaml:2: ledger.batch_max_ms: expected an integer between 1 and 60000, got "fast" (expanded from "${BATCH:-fast}")',
     );
     expect(parseError("ledger:\n  batch_max_ms: ${BATCH}\n", { BATCH: "0" })).toContain('got "0" (expanded from "${BATCH}")');
     expect(parseError("node:\n  role: ${ROLE}\n", { ROLE: "leader" })).toContain("node.role: expected one of edge, validator, both");
@@ -370,8 +489,32 @@ describe("environment overrides", () => {
   });
 });
 
+describe("logging", () => {
+  test("defaults: text at info", () => {
+    expect(defaultConfig().logging).toEqual({ format: "text", level: "info" });
+  });
+
+  test("format text|json and level debug|info|warn|error from the file", () => {
+    expect(parse("logging:\n  format: json\n  level: debug\n").logging).toEqual({ format: "json", level: "debug" });
+    for (const level of ["debug", "info", "warn", "error"] as const) expect(parse(`logging:\n  level: ${level}\n`).logging.level).toBe(level);
+    expect(parseError("logging:\n  format: xml\n")).toBe('config /etc/dsm.yaml:2: logging.format: expected one of text, json, got "xml"');
+    expect(parseError("logging:\n  level: trace\n")).toBe('config /etc/dsm.yaml:2: logging.level: expected one of debug, info, warn, error, got "trace"');
+  });
+
+  test("DSM_LOGGING_FORMAT and DSM_LOGGING_LEVEL override the file", () => {
+    const config = applyEnvOverrides(parse("logging:\n  format: text\n"), { DSM_LOGGING_FORMAT: "json", DSM_LOGGING_LEVEL: "warn" });
+    expect(config.logging).toEqual({ format: "json", level: "warn" });
+    expect(errorOf(() => applyEnvOverrides(defaultConfig(), { DSM_LOGGING_FORMAT: "JSON" }))).toBe(
+      'environment variable DSM_LOGGING_FORMAT: logging.format: expected one of text, json, got "JSON"',
+    );
+  });
+});
+
 describe("resolveConfig", () => {
   const made: string[] = [];
+  /** resolveConfig, never reading the machine's own /etc/dsm/dsm.yaml unless a test says which file. */
+  const NO_SYSTEM_CONFIG = join(tmpdir(), "dsm-config-test-no-such-dir", "dsm.yaml");
+  const resolveIn = (opts: ResolveOptions) => resolveConfig({ systemConfig: NO_SYSTEM_CONFIG, ...opts });
   afterEach(() => {
     for (const dir of made.splice(0)) rmSync(dir, { recursive: true, force: true });
   });
@@ -393,7 +536,7 @@ describe("resolveConfig", () => {
 
   test("nothing given: built-in default and ~/.dsm", () => {
     const { home } = sandbox();
-    const r = resolveConfig({ env: {}, home });
+    const r = resolveIn({ env: {}, home });
     expect(r.configPath).toBeNull();
     expect(r.dataDir).toBe(join(home, ".dsm"));
     expect(r.config).toEqual({ ...EXPECTED_DEFAULTS, node: { role: "edge", data_dir: join(home, ".dsm") } });
@@ -405,17 +548,17 @@ describe("resolveConfig", () => {
     const envFile = writeConfig(join(root, "env.yaml"), 2);
     const dataDirFile = writeConfig(join(home, ".dsm", "dsm.yaml"), 3);
 
-    const both = resolveConfig({ configPath: flagFile, env: { DSM_CONFIG: envFile }, home });
+    const both = resolveIn({ configPath: flagFile, env: { DSM_CONFIG: envFile }, home });
     expect([both.configPath, both.config.ledger.batch_max_ms]).toEqual([flagFile, 1]);
 
-    const envOnly = resolveConfig({ env: { DSM_CONFIG: envFile }, home });
+    const envOnly = resolveIn({ env: { DSM_CONFIG: envFile }, home });
     expect([envOnly.configPath, envOnly.config.ledger.batch_max_ms]).toEqual([envFile, 2]);
 
-    const inDataDir = resolveConfig({ env: {}, home });
+    const inDataDir = resolveIn({ env: {}, home });
     expect([inDataDir.configPath, inDataDir.config.ledger.batch_max_ms]).toEqual([dataDirFile, 3]);
 
     rmSync(dataDirFile);
-    const none = resolveConfig({ env: {}, home });
+    const none = resolveIn({ env: {}, home });
     expect([none.configPath, none.config.ledger.batch_max_ms]).toEqual([null, 50]);
   });
 
@@ -427,10 +570,10 @@ describe("resolveConfig", () => {
     writeConfig(join(envDir, "dsm.yaml"), 12);
     writeConfig(join(home, ".dsm", "dsm.yaml"), 13);
 
-    const flag = resolveConfig({ dataDir: flagDir, env: { DSM_DATA_DIR: envDir }, home });
+    const flag = resolveIn({ dataDir: flagDir, env: { DSM_DATA_DIR: envDir }, home });
     expect([flag.dataDir, flag.configPath, flag.config.ledger.batch_max_ms]).toEqual([flagDir, join(flagDir, "dsm.yaml"), 11]);
 
-    const env = resolveConfig({ env: { DSM_DATA_DIR: envDir }, home });
+    const env = resolveIn({ env: { DSM_DATA_DIR: envDir }, home });
     expect([env.dataDir, env.configPath, env.config.ledger.batch_max_ms]).toEqual([envDir, join(envDir, "dsm.yaml"), 12]);
   });
 
@@ -439,29 +582,29 @@ describe("resolveConfig", () => {
     const file = writeConfig(join(root, "etc", "dsm.yaml"), 5, "node:\n  data_dir: /var/lib/dsm\n");
     const plain = writeConfig(join(root, "etc", "plain.yaml"), 5);
 
-    expect(resolveConfig({ configPath: file, dataDir: join(root, "f"), env: { DSM_DATA_DIR: join(root, "e") }, home }).dataDir).toBe(join(root, "f"));
-    expect(resolveConfig({ configPath: file, env: { DSM_DATA_DIR: join(root, "e") }, home }).dataDir).toBe(join(root, "e"));
-    const fromFile = resolveConfig({ configPath: file, env: {}, home });
+    expect(resolveIn({ configPath: file, dataDir: join(root, "f"), env: { DSM_DATA_DIR: join(root, "e") }, home }).dataDir).toBe(join(root, "f"));
+    expect(resolveIn({ configPath: file, env: { DSM_DATA_DIR: join(root, "e") }, home }).dataDir).toBe(join(root, "e"));
+    const fromFile = resolveIn({ configPath: file, env: {}, home });
     expect(fromFile.dataDir).toBe("/var/lib/dsm");
     expect(fromFile.config.node.data_dir).toBe("/var/lib/dsm");
-    expect(resolveConfig({ configPath: plain, env: {}, home }).dataDir).toBe(join(home, ".dsm"));
+    expect(resolveIn({ configPath: plain, env: {}, home }).dataDir).toBe(join(home, ".dsm"));
   });
 
   test("a relative node.data_dir is relative to the config file; ~/ is the home", () => {
     const { root, home } = sandbox();
     const relative = writeConfig(join(root, "etc", "rel.yaml"), 5, "node:\n  data_dir: ../state\n");
-    expect(resolveConfig({ configPath: relative, env: {}, home }).dataDir).toBe(join(root, "state"));
+    expect(resolveIn({ configPath: relative, env: {}, home }).dataDir).toBe(join(root, "state"));
     const tilde = writeConfig(join(root, "etc", "tilde.yaml"), 5, "node:\n  data_dir: ~/dsm-data\n");
-    expect(resolveConfig({ configPath: tilde, env: {}, home }).dataDir).toBe(join(home, "dsm-data"));
+    expect(resolveIn({ configPath: tilde, env: {}, home }).dataDir).toBe(join(home, "dsm-data"));
   });
 
   test("~/ and relative paths in flags and environment", () => {
     const { root, home } = sandbox();
     writeConfig(join(home, "my.yaml"), 9);
-    const r = resolveConfig({ configPath: "~/my.yaml", dataDir: "~/d", env: {}, home });
+    const r = resolveIn({ configPath: "~/my.yaml", dataDir: "~/d", env: {}, home });
     expect(r.configPath).toBe(join(home, "my.yaml"));
     expect(r.dataDir).toBe(join(home, "d"));
-    const rel = resolveConfig({ configPath: "home/my.yaml", env: { DSM_DATA_DIR: "data" }, home, cwd: root });
+    const rel = resolveIn({ configPath: "home/my.yaml", env: { DSM_DATA_DIR: "data" }, home, cwd: root });
     expect(rel.configPath).toBe(join(home, "my.yaml"));
     expect(rel.dataDir).toBe(join(root, "data"));
   });
@@ -470,36 +613,36 @@ describe("resolveConfig", () => {
     const { home } = sandbox();
     const dataDir = join(home, ".dsm");
     const file = writeConfig(join(dataDir, "dsm.yaml"), 5, "node:\n  data_dir: /elsewhere\n");
-    expect(errorOf(() => resolveConfig({ env: {}, home }))).toStartWith(`config ${file}: node.data_dir: cannot move the data dir`);
+    expect(errorOf(() => resolveIn({ env: {}, home }))).toStartWith(`config ${file}: node.data_dir: cannot move the data dir`);
     writeConfig(file, 5, "node:\n  data_dir: .\n");
-    expect(resolveConfig({ env: {}, home }).dataDir).toBe(dataDir);
+    expect(resolveIn({ env: {}, home }).dataDir).toBe(dataDir);
   });
 
   test("a named config file that does not exist is an error", () => {
     const { root, home } = sandbox();
     const missing = join(root, "nope.yaml");
-    expect(errorOf(() => resolveConfig({ configPath: missing, env: {}, home }))).toBe(`config file not found: ${missing}`);
-    expect(errorOf(() => resolveConfig({ env: { DSM_CONFIG: missing }, home }))).toBe(`config file not found: ${missing} (from DSM_CONFIG)`);
+    expect(errorOf(() => resolveIn({ configPath: missing, env: {}, home }))).toBe(`config file not found: ${missing}`);
+    expect(errorOf(() => resolveIn({ env: { DSM_CONFIG: missing }, home }))).toBe(`config file not found: ${missing} (from DSM_CONFIG)`);
   });
 
   test("a config path that is a directory is a read error naming it", () => {
     const { root, home } = sandbox();
-    expect(errorOf(() => resolveConfig({ configPath: root, env: {}, home }))).toStartWith(`config ${root}: cannot read: `);
+    expect(errorOf(() => resolveIn({ configPath: root, env: {}, home }))).toStartWith(`config ${root}: cannot read: `);
   });
 
   test("empty DSM_CONFIG and DSM_DATA_DIR count as unset", () => {
     const { home } = sandbox();
-    const r = resolveConfig({ env: { DSM_CONFIG: "", DSM_DATA_DIR: "" }, home });
+    const r = resolveIn({ env: { DSM_CONFIG: "", DSM_DATA_DIR: "" }, home });
     expect([r.configPath, r.dataDir]).toEqual([null, join(home, ".dsm")]);
   });
 
   test("file errors name the file; environment overrides apply on top of the file", () => {
     const { root, home } = sandbox();
     const bad = writeConfig(join(root, "bad.yaml"), 5, "ingest:\n  format: pcap\n");
-    expect(errorOf(() => resolveConfig({ configPath: bad, env: {}, home }))).toStartWith(`config ${bad}: ingest.format: expected one of`);
+    expect(errorOf(() => resolveIn({ configPath: bad, env: {}, home }))).toStartWith(`config ${bad}:4: ingest.format: expected one of`);
 
     const good = writeConfig(join(root, "good.yaml"), 5, "privacy:\n  anonymize_ips: ${ANON:-false}\n");
-    const r = resolveConfig({ configPath: good, env: { ANON: "true", DSM_LEDGER_BATCH_MAX_MS: "6" }, home });
+    const r = resolveIn({ configPath: good, env: { ANON: "true", DSM_LEDGER_BATCH_MAX_MS: "6" }, home });
     expect(r.config.privacy.anonymize_ips).toBe(true);
     expect(r.config.ledger.batch_max_ms).toBe(6);
   });
@@ -507,20 +650,75 @@ describe("resolveConfig", () => {
   test("ledger.file and mesh.genesis stay as written, except for ~/", () => {
     const { root, home } = sandbox();
     const relative = writeConfig(join(root, "a.yaml"), 5, "mesh:\n  genesis: mesh/genesis.json\n");
-    const r = resolveConfig({ configPath: relative, env: {}, home });
+    const r = resolveIn({ configPath: relative, env: {}, home });
     expect(r.config.ledger.file).toBe("ledger.sqlite");
     expect(r.config.mesh.genesis).toBe("mesh/genesis.json");
 
     const tilde = join(root, "b.yaml");
     writeFileSync(tilde, "ledger:\n  file: ~/l.sqlite\nmesh:\n  genesis: ~/g.json\n");
-    const t = resolveConfig({ configPath: tilde, env: {}, home });
+    const t = resolveIn({ configPath: tilde, env: {}, home });
     expect(t.config.ledger.file).toBe(join(home, "l.sqlite"));
     expect(t.config.mesh.genesis).toBe(join(home, "g.json"));
   });
 
   test("~ with no known home is an error, not a relative path", () => {
     const { root } = sandbox();
-    expect(errorOf(() => resolveConfig({ env: {}, home: "", cwd: root }))).toContain("cannot expand ~");
-    expect(resolveConfig({ dataDir: join(root, "d"), env: {}, home: "" }).dataDir).toBe(join(root, "d"));
+    expect(errorOf(() => resolveIn({ env: {}, home: "", cwd: root }))).toContain("cannot expand ~");
+    expect(resolveIn({ dataDir: join(root, "d"), env: {}, home: "" }).dataDir).toBe(join(root, "d"));
+  });
+
+  test("the system file is the default path, /etc/dsm/dsm.yaml", () => {
+    expect(SYSTEM_CONFIG_PATH).toBe("/etc/dsm/dsm.yaml");
+  });
+
+  test("config file precedence: data-dir file > system file > built-in default", () => {
+    const { root, home } = sandbox();
+    const system = writeConfig(join(root, "etc", "dsm", "dsm.yaml"), 21);
+    const r = resolveIn({ env: {}, home, systemConfig: system });
+    expect([r.configPath, r.config.ledger.batch_max_ms]).toEqual([system, 21]);
+
+    const dataDirFile = writeConfig(join(home, ".dsm", "dsm.yaml"), 22);
+    const d = resolveIn({ env: {}, home, systemConfig: system });
+    expect([d.configPath, d.config.ledger.batch_max_ms]).toEqual([dataDirFile, 22]);
+
+    const flag = writeConfig(join(root, "flag.yaml"), 23);
+    expect(resolveIn({ configPath: flag, env: {}, home, systemConfig: system }).configPath).toBe(flag);
+    expect(resolveIn({ env: { DSM_CONFIG: flag }, home, systemConfig: system }).configPath).toBe(flag);
+
+    rmSync(dataDirFile);
+    expect(resolveIn({ env: {}, home, systemConfig: null }).configPath).toBeNull();
+  });
+
+  test("the system file is used when the data dir named by flag or DSM_DATA_DIR has no dsm.yaml", () => {
+    const { root, home } = sandbox();
+    const system = writeConfig(join(root, "etc", "dsm.yaml"), 24, "node:\n  data_dir: /var/lib/dsm\n");
+    const flag = resolveIn({ dataDir: join(root, "d"), env: {}, home, systemConfig: system });
+    // The flag fixes the data dir; the file's node.data_dir yields, as in a named file.
+    expect([flag.configPath, flag.dataDir, flag.config.ledger.batch_max_ms]).toEqual([system, join(root, "d"), 24]);
+    const env = resolveIn({ env: { DSM_DATA_DIR: join(root, "e") }, home, systemConfig: system });
+    expect([env.configPath, env.dataDir]).toEqual([system, join(root, "e")]);
+    writeConfig(join(root, "e", "dsm.yaml"), 25);
+    expect(resolveIn({ env: { DSM_DATA_DIR: join(root, "e") }, home, systemConfig: system }).config.ledger.batch_max_ms).toBe(25);
+  });
+
+  test("node.data_dir of the system file chooses the data dir when neither flag nor DSM_DATA_DIR does", () => {
+    const { root, home } = sandbox();
+    const system = writeConfig(join(root, "etc", "dsm.yaml"), 26, "node:\n  data_dir: /var/lib/dsm\n");
+    const r = resolveIn({ env: {}, home, systemConfig: system });
+    expect([r.dataDir, r.config.node.data_dir, r.configPath]).toEqual(["/var/lib/dsm", "/var/lib/dsm", system]);
+    // Relative to the file's directory, ~/ the home; without the key, ~/.dsm.
+    writeConfig(system, 26, "node:\n  data_dir: ../state\n");
+    expect(resolveIn({ env: {}, home, systemConfig: system }).dataDir).toBe(join(root, "state"));
+    writeConfig(system, 26);
+    expect(resolveIn({ env: {}, home, systemConfig: system }).dataDir).toBe(join(home, ".dsm"));
+  });
+
+  test("a system file that exists but cannot be read, or is invalid, is an error naming it", () => {
+    const { root, home } = sandbox();
+    const dir = join(root, "etc-dir");
+    mkdirSync(dir);
+    expect(errorOf(() => resolveIn({ env: {}, home, systemConfig: dir }))).toStartWith(`config ${dir}: cannot read: `);
+    const bad = writeConfig(join(root, "etc", "dsm.yaml"), 5, "gossip:\n  port: 1\n  port: 2\n");
+    expect(errorOf(() => resolveIn({ env: {}, home, systemConfig: bad }))).toBe(`config ${bad}:5: duplicate key "port" (first at line 4)`);
   });
 });

@@ -19,9 +19,14 @@ export interface DsmConfig {
   metrics: { port: number };
   control: { port: number };
   attestation: { interval_epochs: number; timeout_s: number };
+  logging: { format: "text" | "json"; level: "debug" | "info" | "warn" | "error" };
 }
 
-/** One line, always of the form `<source>: <key path>: <problem>`, fit to print as-is to an operator. */
+/**
+ * One line, fit to print as-is to an operator: `<source>: <key path>: <problem>`, where a source
+ * that is a file names the line when it is known (`config /etc/dsm/dsm.yaml:12: gossip.port: ...`);
+ * YAML syntax errors and duplicate keys are `config <file>:<line>: <problem>`.
+ */
 export class ConfigError extends Error {
   override name = "ConfigError";
 }
@@ -65,6 +70,7 @@ const SCHEMA: Schema = {
   metrics: { port: int(0, 65535) },
   control: { port: int(0, 65535) },
   attestation: { interval_epochs: int(0, 1_000_000), timeout_s: int(1, 600) },
+  logging: { format: oneOf("text", "json"), level: oneOf("debug", "info", "warn", "error") },
 };
 
 // The schema viewed untyped, for walking documents whose keys are not yet known to be valid.
@@ -303,31 +309,366 @@ function expandVars(text: string, env: Env): { value: string; references: number
 
 type Overlay = Record<string, Record<string, unknown>>;
 
-function parseYaml(text: string, source: string): unknown {
+/** A parsed file, with the line (1-based) of each "section" and "section.key" it sets. */
+interface YamlDocument { doc: unknown; lines: ReadonlyMap<string, number> }
+
+/**
+ * Parses YAML; every error names its line: `<source>:<line>: <problem>`. Bun.YAML reports
+ * neither where a syntax error is nor a key given twice (the last one silently wins), so:
+ * - a syntax error is on the line after the longest prefix of whole lines that still parses
+ *   (an unclosed quote or bracket: the line that opens it);
+ * - once the text parses, scanKeys walks its keys for their lines and refuses a key repeated
+ *   in one mapping, at any depth.
+ */
+function parseYaml(text: string, source: string): YamlDocument {
+  let doc: unknown;
   try {
-    return Bun.YAML.parse(text);
+    doc = Bun.YAML.parse(text);
   } catch (e) {
-    const reason = (e instanceof Error ? e.message : String(e)).replace(/^YAML Parse error:\s*/, "").replace(/\s+/g, " ");
-    throw new ConfigError(`${source}: invalid YAML: ${reason}`);
+    const lines = splitLines(text);
+    let reason = (e instanceof Error ? e.message : String(e)).replace(/^YAML Parse error:\s*/, "").replace(/\s+/g, " ");
+    if (/^unexpected EOF$/i.test(reason)) reason = "unexpected end of file (a quote or bracket opened here is not closed?)";
+    reason = reason.charAt(0).toLowerCase() + reason.slice(1);
+    throw new ConfigError(`${source}:${syntaxErrorLine(lines)}: invalid YAML: ${reason}`);
+  }
+  const scan = scanKeys(splitLines(text));
+  if (scan.duplicate) {
+    const { key, line, first } = scan.duplicate;
+    throw new ConfigError(`${source}:${line}: duplicate key ${JSON.stringify(key)} (first at line ${first})`);
+  }
+  return { doc, lines: scan.lines };
+}
+
+function splitLines(text: string): string[] {
+  return text.replace(/^\uFEFF/, "").split(/\r\n|\r|\n/);
+}
+
+function yamlParses(text: string): boolean {
+  try {
+    Bun.YAML.parse(text);
+    return true;
+  } catch {
+    return false;
   }
 }
 
+/** 1 + the number of leading lines that still parse on their own; only called on a text that does not. */
+function syntaxErrorLine(lines: readonly string[]): number {
+  for (let n = lines.length - 1; n > 0; n--) {
+    if (yamlParses(lines.slice(0, n).join("\n"))) return n + 1;
+  }
+  return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key scan: a reader of just enough YAML structure to know, in a text Bun.YAML has accepted,
+// which mapping each key belongs to and on which line it is. Block mappings are told apart by
+// their indentation; a sequence entry ("- ") starts a new mapping; flow mappings ({a: 1}) are
+// read character by character; the insides of quoted, block (| >) and multi-line plain scalars
+// are skipped. Explicit "? " keys and "<<" merge keys are not checked.
+
+interface KeyScan {
+  /** "section" or "section.key" to its line, for keys whose parents are all mapping keys. */
+  lines: Map<string, number>;
+  duplicate?: { key: string; line: number; first: number };
+}
+
+/** A block mapping at its indentation, or (seq) the block sequence whose entries start at that column. */
+interface BlockScope { indent: number; keys: Map<string, number>; path: string[] | null; last?: string; seq?: boolean }
+
+const DOCUMENT_MARKER = /^(---|\.\.\.)([ \t]|$)/;
+const isBlank = (c: string | undefined): boolean => c === " " || c === "\t";
+
+function indentOf(line: string): number {
+  let i = 0;
+  while (line[i] === " ") i++;
+  return i;
+}
+
+function skipBlanks(line: string, pos: number): number {
+  while (isBlank(line[pos])) pos++;
+  return pos;
+}
+
+/** Skips node properties: anchors (&a) and tags (!t, !!str), each followed by blanks. */
+function skipProperties(line: string, pos: number): number {
+  while (line[pos] === "&" || line[pos] === "!") {
+    while (pos < line.length && !isBlank(line[pos])) pos++;
+    pos = skipBlanks(line, pos);
+  }
+  return pos;
+}
+
+function unquote(raw: string): string {
+  if (raw.startsWith("'")) return raw.slice(1, -1).replaceAll("''", "'");
+  try {
+    return JSON.parse(raw) as string;
+  } catch {
+    return raw.slice(1, -1);
+  }
+}
+
+function scanKeys(lines: readonly string[]): KeyScan {
+  const result: KeyScan = { lines: new Map() };
+  let scopes: BlockScope[] = [];
+
+  const record = (keys: Map<string, number>, path: string[] | null, key: string, line: number): void => {
+    if (result.duplicate) return;
+    const first = keys.get(key);
+    if (first !== undefined && key !== "<<") {
+      result.duplicate = { key, line, first };
+      return;
+    }
+    keys.set(key, line);
+    if (path !== null) {
+      const name = [...path, key].join(".");
+      if (!result.lines.has(name)) result.lines.set(name, line);
+    }
+  };
+
+  /** Lines after `from` that still belong to a node owned by column `owner`: blank or deeper. */
+  const skipDeeper = (from: number, owner: number): number => {
+    let j = from;
+    while (j < lines.length && !DOCUMENT_MARKER.test(lines[j]!) && (lines[j]!.trim() === "" || indentOf(lines[j]!) > owner)) j++;
+    return j;
+  };
+
+  // Flow collections and quoted scalars may span lines: a cursor over the whole text.
+  interface Cursor { line: number; col: number }
+  const at = (c: Cursor): string | undefined => {
+    const text = lines[c.line];
+    if (text === undefined) return undefined;
+    return c.col < text.length ? text[c.col] : "\n";
+  };
+  const next = (c: Cursor): void => {
+    if (c.col < lines[c.line]!.length) c.col++;
+    else {
+      c.line++;
+      c.col = 0;
+    }
+  };
+  /** Skips blanks, line breaks and comments. */
+  const skipSpace = (c: Cursor): void => {
+    for (;;) {
+      const ch = at(c);
+      if (ch === undefined) return;
+      if (ch === " " || ch === "\t" || ch === "\n") next(c);
+      else if (ch === "#" && (c.col === 0 || isBlank(lines[c.line]![c.col - 1]))) {
+        c.col = lines[c.line]!.length;
+      } else return;
+    }
+  };
+  /** At an opening quote: moves past the closing one; returns the text with its quotes (lines joined by \n). */
+  const readQuoted = (c: Cursor): string => {
+    const quote = at(c)!;
+    let raw = quote;
+    next(c);
+    for (;;) {
+      const ch = at(c);
+      if (ch === undefined) return raw;
+      next(c);
+      raw += ch;
+      if (quote === '"' && ch === "\\") {
+        const escaped = at(c);
+        if (escaped === undefined) return raw;
+        raw += escaped;
+        next(c);
+      } else if (ch === quote) {
+        if (quote === "'" && at(c) === "'") {
+          raw += "'";
+          next(c);
+        } else return raw;
+      }
+    }
+  };
+  const FLOW_END = new Set([",", "]", "}", "\n"]);
+  /** A plain scalar in flow context: up to , ] } a ": " or " #". */
+  const readFlowPlain = (c: Cursor): string => {
+    let raw = "";
+    for (;;) {
+      const ch = at(c);
+      if (ch === undefined || FLOW_END.has(ch)) break;
+      if (ch === ":") {
+        const after = lines[c.line]![c.col + 1];
+        if (after === undefined || isBlank(after) || after === "," || after === "]" || after === "}" || after === "[" || after === "{") break;
+      }
+      if (ch === "#" && raw !== "" && isBlank(raw[raw.length - 1])) break;
+      raw += ch;
+      next(c);
+    }
+    return raw.trim();
+  };
+  const skipFlowProperties = (c: Cursor): void => {
+    for (;;) {
+      skipSpace(c);
+      const ch = at(c);
+      if (ch !== "&" && ch !== "!") return;
+      while (at(c) !== undefined && !FLOW_END.has(at(c)!) && !isBlank(at(c))) next(c);
+    }
+  };
+  /** One flow node; `path` is its place when it is a mapping under mapping keys only. */
+  const flowNode = (c: Cursor, path: string[] | null): void => {
+    skipFlowProperties(c);
+    const ch = at(c);
+    if (ch === "{") flowCollection(c, "}", path);
+    else if (ch === "[") flowCollection(c, "]", null);
+    else if (ch === '"' || ch === "'") readQuoted(c);
+    else readFlowPlain(c);
+  };
+  /** At { or [: reads to the matching close. In a mapping, records each key. */
+  const flowCollection = (c: Cursor, close: "}" | "]", path: string[] | null): void => {
+    next(c);
+    const keys = new Map<string, number>();
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      skipFlowProperties(c);
+      const ch = at(c);
+      if (ch === undefined) return;
+      if (ch === close) {
+        next(c);
+        return;
+      }
+      if (ch === ",") {
+        next(c);
+        continue;
+      }
+      const line = c.line + 1;
+      let key: string | undefined;
+      if (ch === "?" && isBlank(lines[c.line]![c.col + 1])) {
+        next(c); // explicit key: not checked
+        flowNode(c, null);
+      } else if (ch === "{" || ch === "[") {
+        flowNode(c, null); // a collection as a key: not checked
+      } else if (ch === '"' || ch === "'") {
+        key = unquote(readQuoted(c));
+      } else {
+        const start = { ...c };
+        key = readFlowPlain(c);
+        if (c.line === start.line && c.col === start.col) next(c); // no progress: never loop
+      }
+      skipSpace(c);
+      const isPair = at(c) === ":";
+      if (isPair) {
+        next(c);
+        skipSpace(c);
+        const v = at(c);
+        if (v !== undefined && v !== "," && v !== close) flowNode(c, close === "}" && key !== undefined && path !== null ? [...path, key] : null);
+      }
+      // In a sequence, "a: 1" is a one-pair mapping of its own: nothing to compare it with.
+      if (close === "}" && key !== undefined) record(keys, path, key, line);
+    }
+  };
+
+  /** A block key at `pos` of line i, if there is one: its text and the position after its colon. */
+  const blockKey = (text: string, pos: number): { key: string; after: number } | null => {
+    const ch = text[pos]!;
+    if (ch === '"' || ch === "'") {
+      // A quoted key is on one line: find its closing quote on this one.
+      let end = pos + 1;
+      for (; end < text.length; end++) {
+        if (ch === '"' && text[end] === "\\") end++;
+        else if (text[end] === ch) {
+          if (ch === "'" && text[end + 1] === "'") end++;
+          else break;
+        }
+      }
+      if (end >= text.length) return null;
+      const colon = skipBlanks(text, end + 1);
+      if (text[colon] !== ":" || !(colon + 1 === text.length || isBlank(text[colon + 1]))) return null;
+      return { key: unquote(text.slice(pos, end + 1)), after: colon + 1 };
+    }
+    if ("[]{}#&*!|>%@`,".includes(ch)) return null;
+    if ((ch === "?" || ch === ":" || ch === "-") && (pos + 1 === text.length || isBlank(text[pos + 1]))) return null;
+    for (let c = pos; c < text.length; c++) {
+      if (text[c] === "#" && isBlank(text[c - 1])) return null;
+      if (text[c] === ":" && (c + 1 === text.length || isBlank(text[c + 1]))) return { key: text.slice(pos, c).trimEnd(), after: c + 1 };
+    }
+    return null;
+  };
+
+  /** The value starting at `pos` of line i (its owner at column `owner`); returns the next line to read. */
+  const blockValue = (i: number, pos: number, owner: number, path: string[] | null): number => {
+    const text = lines[i]!;
+    pos = skipProperties(text, skipBlanks(text, pos));
+    if (pos >= text.length || text[pos] === "#") return i + 1; // the value is the block below
+    let last = i;
+    const ch = text[pos];
+    if (ch === '"' || ch === "'" || ch === "{" || ch === "[") {
+      const c: Cursor = { line: i, col: pos };
+      if (ch === '"' || ch === "'") readQuoted(c);
+      else flowCollection(c, ch === "{" ? "}" : "]", ch === "{" ? path : null);
+      last = c.col === 0 && c.line > i ? c.line - 1 : c.line;
+    }
+    // A block scalar's content, a plain scalar's continuation lines: deeper than the owner.
+    return skipDeeper(last + 1, owner);
+  };
+
+  let i = 0;
+  while (i < lines.length && !result.duplicate) {
+    const text = lines[i]!;
+    if (DOCUMENT_MARKER.test(text)) {
+      scopes = [];
+      i++;
+      continue;
+    }
+    let pos = indentOf(text);
+    if (pos >= text.length || text[pos] === "#" || (pos === 0 && text[0] === "%")) {
+      i++;
+      continue;
+    }
+    let dash = -1;
+    while (text[pos] === "-" && (pos + 1 === text.length || isBlank(text[pos + 1]))) {
+      // A new entry: what the previous entry held (deeper) is closed; the sequence stays open.
+      dash = pos;
+      scopes = scopes.filter((s) => s.indent <= dash);
+      const top = scopes[scopes.length - 1];
+      if (!top || !top.seq || top.indent !== dash) scopes.push({ indent: dash, keys: new Map(), path: null, seq: true });
+      pos = skipBlanks(text, pos + 1);
+    }
+    if (pos >= text.length || text[pos] === "#") {
+      i++;
+      continue;
+    }
+    const start = skipProperties(text, pos);
+    const key = start < text.length ? blockKey(text, start) : null;
+    if (!key) {
+      i = blockValue(i, pos, dash >= 0 ? dash : pos - 1, null);
+      continue;
+    }
+    // A key at a sequence's column ends that sequence ("key:\n- a\nnext: b").
+    scopes = scopes.filter((s) => s.indent < start || (s.indent === start && !s.seq));
+    let scope = scopes[scopes.length - 1];
+    if (!scope || scope.indent < start) {
+      const parent = scope;
+      const path = !parent ? [] : !parent.seq && parent.path !== null && parent.last !== undefined ? [...parent.path, parent.last] : null;
+      scope = { indent: start, keys: new Map(), path };
+      scopes.push(scope);
+    }
+    record(scope.keys, scope.path, key.key, i + 1);
+    scope.last = key.key;
+    i = blockValue(i, key.after, start, scope.path === null ? null : [...scope.path, key.key]);
+  }
+  return result;
+}
+
 /** Validates a parsed document and returns just the keys it sets, already expanded and typed. */
-function readDocument(doc: unknown, source: string, env: Env): Overlay {
+function readDocument({ doc, lines }: YamlDocument, file: string, env: Env): Overlay {
   const overlay: Overlay = {};
+  // The source names the line when the scan found one: `config /etc/dsm/dsm.yaml:12`.
+  const at = (path: string): string => (lines.has(path) ? `${file}:${lines.get(path)}` : file);
   if (doc === null || doc === undefined) return overlay; // empty file, or comments only
   if (!isMapping(doc)) {
-    throw configError(source, "top level", `expected a mapping of sections (${SECTION_NAMES.join(", ")}), got ${describe(doc)}`);
+    throw configError(file, "top level", `expected a mapping of sections (${SECTION_NAMES.join(", ")}), got ${describe(doc)}`);
   }
   for (const [section, body] of Object.entries(doc)) {
-    if (!sectionRules(section)) throw configError(source, section, unknownSectionProblem(section));
+    if (!sectionRules(section)) throw configError(at(section), section, unknownSectionProblem(section));
     // A section whose keys are all commented out parses as null; that is an empty section.
     if (body === null || body === undefined) continue;
-    if (!isMapping(body)) throw configError(source, section, `expected a mapping of keys, got ${describe(body)}`);
+    if (!isMapping(body)) throw configError(at(section), section, `expected a mapping of keys, got ${describe(body)}`);
     const values: Record<string, unknown> = {};
     for (const [key, raw] of Object.entries(body)) {
       const path = `${section}.${key}`;
       const rule = ruleFor(section, key);
+      const source = at(path);
       if (!rule) throw configError(source, path, unknownKeyProblem(section, key, (s, k) => `${s}.${k}`));
       values[key] = atPath(source, path, () => {
         if (typeof raw !== "string") return checkValue(rule, raw, false);
@@ -428,7 +769,12 @@ export interface ResolveOptions {
   home: string;
   /** Base for relative --config, --data-dir, DSM_CONFIG and DSM_DATA_DIR; defaults to process.cwd(). */
   cwd?: string;
+  /** The system-wide config file, read when no other is found; default SYSTEM_CONFIG_PATH, null: none. */
+  systemConfig?: string | null;
 }
+
+/** Where a system install keeps its config (README "As a systemd service"). */
+export const SYSTEM_CONFIG_PATH = "/etc/dsm/dsm.yaml";
 
 /** Expands a leading ~ or ~/ only; ~user is left alone, as dsm has no business reading passwd. */
 function expandHome(path: string, home: string): string {
@@ -453,15 +799,20 @@ function readConfigFile(path: string, hint: string): string {
 }
 
 /**
- * Finds and loads the configuration. Config file: --config, else DSM_CONFIG, else <data dir>/dsm.yaml
- * when present, else the built-in default alone. Data dir: --data-dir, else DSM_DATA_DIR, else
- * node.data_dir of an explicitly named config file, else ~/.dsm. The returned config has
- * node.data_dir set to the resolved data dir, and ~/ expanded in ledger.file and mesh.genesis
- * (which otherwise stay as written, for callers to resolve against the data dir).
+ * Finds and loads the configuration. Config file, the first that applies: --config, DSM_CONFIG,
+ * <data dir>/dsm.yaml when present, the system file (/etc/dsm/dsm.yaml) when present, else the
+ * built-in default alone. Data dir: --data-dir, else DSM_DATA_DIR, else node.data_dir of the
+ * config file when that is named (--config, DSM_CONFIG) or the system file, else ~/.dsm; so
+ * without a flag or DSM_DATA_DIR the data-dir file is looked for in ~/.dsm only, and a system
+ * file whose node.data_dir says /var/lib/dsm makes every plain `dsm ...` use /var/lib/dsm.
+ * The returned config has node.data_dir set to the resolved data dir, and ~/ expanded in
+ * ledger.file and mesh.genesis (which otherwise stay as written, for callers to resolve
+ * against the data dir).
  */
 export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
   const { env, home } = opts;
   const cwd = opts.cwd ?? process.cwd();
+  const systemConfig = opts.systemConfig === undefined ? SYSTEM_CONFIG_PATH : opts.systemConfig;
   const tilde = (p: string, source: string, path: string): string => atPath(source, path, () => expandHome(p, home));
   const absolute = (p: string, source: string, path: string): string => resolve(cwd, tilde(p, source, path));
 
@@ -473,21 +824,25 @@ export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
     : given(env.DSM_CONFIG) ? { value: env.DSM_CONFIG, source: "environment variable", path: "DSM_CONFIG" }
     : undefined;
   const homeDataDir = (): string => absolute("~/.dsm", "data dir", "default ~/.dsm");
+  const givenDataDir = (): string | undefined => flagOrEnvDataDir && absolute(flagOrEnvDataDir.value, flagOrEnvDataDir.source, flagOrEnvDataDir.path);
+
+  /** A file outside the data dir (named, or the system file): its node.data_dir may choose the data dir. */
+  const loadOutside = (path: string, hint: string): { configPath: string; fileConfig: DsmConfig; dataDir: string } => {
+    const fileConfig = parseConfig(readConfigFile(path, hint), path, env);
+    const fromFile = fileConfig.node.data_dir;
+    const dataDir = givenDataDir() ?? (fromFile !== "" ? resolve(dirname(path), tilde(fromFile, `config ${path}`, "node.data_dir")) : homeDataDir());
+    return { configPath: path, fileConfig, dataDir };
+  };
 
   let configPath: string | null = null;
   let fileConfig: DsmConfig;
   let dataDir: string;
 
   if (explicitPath !== undefined) {
-    configPath = absolute(explicitPath.value, explicitPath.source, explicitPath.path);
     const hint = explicitPath.path === "DSM_CONFIG" ? " (from DSM_CONFIG)" : "";
-    fileConfig = parseConfig(readConfigFile(configPath, hint), configPath, env);
-    const fromFile = fileConfig.node.data_dir;
-    if (flagOrEnvDataDir !== undefined) dataDir = absolute(flagOrEnvDataDir.value, flagOrEnvDataDir.source, flagOrEnvDataDir.path);
-    else if (fromFile !== "") dataDir = resolve(dirname(configPath), tilde(fromFile, `config ${configPath}`, "node.data_dir"));
-    else dataDir = homeDataDir();
+    ({ configPath, fileConfig, dataDir } = loadOutside(absolute(explicitPath.value, explicitPath.source, explicitPath.path), hint));
   } else {
-    dataDir = flagOrEnvDataDir ? absolute(flagOrEnvDataDir.value, flagOrEnvDataDir.source, flagOrEnvDataDir.path) : homeDataDir();
+    dataDir = givenDataDir() ?? homeDataDir();
     const candidate = join(dataDir, "dsm.yaml");
     if (existsSync(candidate)) {
       configPath = candidate;
@@ -500,6 +855,9 @@ export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
           throw configError(`config ${candidate}`, "node.data_dir", `cannot move the data dir from inside it (${dataDir}); use --data-dir, DSM_DATA_DIR, or --config with a file outside it`);
         }
       }
+    } else if (systemConfig !== null && existsSync(systemConfig)) {
+      // Present but unreadable (or a directory) is an error, not a reason to fall back to defaults.
+      ({ configPath, fileConfig, dataDir } = loadOutside(resolve(cwd, systemConfig), ""));
     } else {
       fileConfig = defaultConfig();
     }
