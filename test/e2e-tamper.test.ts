@@ -256,8 +256,11 @@ describe("dsm verify on a tampered ledger", () => {
       expect(r.code, `verify${json ? " --json" : ""}: ${r.stdout}`).not.toBe(0);
       const lines = r.stderr.trimEnd().split("\n");
       expect(lines.length, `stderr: ${r.stderr}`).toBe(1);
-      expect(lines[0]).toStartWith("dsm verify: ");
-      expect(lines[0]).toMatch(/ledger|database|malformed|corrupt/i);
+      // With --json the one line is {"error","code"}.
+      const message = json ? (JSON.parse(lines[0]!) as { error: string; code: number }).error : lines[0]!;
+      if (json) expect(JSON.parse(lines[0]!).code).toBe(r.code);
+      else expect(lines[0]).toStartWith("dsm verify: ");
+      expect(message).toMatch(/ledger|database|malformed|corrupt/i);
       expect(r.stderr).not.toMatch(/^\s+at /m);
       expect(r.stdout).toBe("");
     }
