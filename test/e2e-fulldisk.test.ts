@@ -39,8 +39,11 @@ test("ingest onto a full disk: one clear error, every acknowledged event kept, t
   expect(r.code).toBe(1);
   const errors = r.errLines.filter((l) => !l.includes("empty line") && !l.includes("SOFTWARE identity key"));
   expect(errors).toHaveLength(1);
-  expect(errors[0]).toMatch(/^dsm ingest: .*(full|space)/i);
-  expect(errors[0]).toMatch(/\d+ events were stored and acknowledged/);
+  // Under --json the one error line is {"error","code"}.
+  const error = JSON.parse(errors[0]!) as { error: string; code: number };
+  expect(error.code).toBe(1);
+  expect(error.error).toMatch(/(full|space)/i);
+  expect(error.error).toMatch(/\d+ events were stored and acknowledged/);
 
   const acked = ndjson<{ id?: string; seq?: number }>(r.stdout).filter((x) => x.id);
   expect(acked.length).toBeGreaterThan(0);
