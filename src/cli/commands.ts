@@ -47,8 +47,8 @@ export const REPEATABLE: Record<string, readonly string[]> = { genesis: ["valida
 
 export const main: DsmCommand = {
   meta: { name: "dsm", version: pkg.version, description: "HookProbe Decentralized Security Mesh: signed, hash-chained security events" },
-  help: `Every command takes --config FILE, --data-dir DIR and --json, after its name or before
-it (dsm --data-dir DIR status). Data goes to stdout, errors to stderr as one line; with
+  help: `Every command takes --config FILE, --data-dir DIR, --json and -q/--quiet, after its name
+or before it (dsm --data-dir DIR status). Data goes to stdout, errors to stderr as one line; with
 --json an error is one JSON object on stderr: {"error":"...","code":N}. Environment:
 DSM_DATA_DIR, DSM_CONFIG, and DSM_<SECTION>_<KEY> to override one config key (e.g.
 DSM_PRIVACY_ANONYMIZE_IPS=true). ingest and verify use a second thread when there is a
