@@ -24,7 +24,7 @@ export class CliError extends Error {
 }
 
 export const commonArgs = {
-  config: { type: "string", description: "Config file (default: $DSM_CONFIG, else <data-dir>/dsm.yaml, else built-in defaults)", valueHint: "FILE" },
+  config: { type: "string", description: "Config file (default: $DSM_CONFIG, else <data-dir>/dsm.yaml, else /etc/dsm/dsm.yaml, else built-in defaults)", valueHint: "FILE" },
   "data-dir": { type: "string", description: "Node data directory (default: $DSM_DATA_DIR, else ~/.dsm)", valueHint: "DIR" },
   json: { type: "boolean", description: "Machine-readable JSON on stdout" },
   quiet: { type: "boolean", alias: "q", description: "No warnings on stderr (errors still print); also DSM_QUIET=1" },

@@ -60,7 +60,9 @@ EXAMPLES
     const r = await DSMNode.init({
       dataDir: ctx.dataDir,
       config: ctx.config,
-      configText: DEFAULT_CONFIG_TEXT,
+      // The documented defaults as <data-dir>/dsm.yaml, only when no config file is in use: a copy
+      // beside --config, DSM_CONFIG or /etc/dsm/dsm.yaml would be read instead of it next time.
+      configText: ctx.configPath === null ? DEFAULT_CONFIG_TEXT : undefined,
       force: args.force,
       genesisFile: args.genesis,
       role: args.role as "edge" | "validator" | "both" | undefined,
@@ -95,7 +97,7 @@ EXAMPLES
         ...(skippedNote ? [`  note      ${skippedNote}`] : []),
         ...(tpm?.replaced ? [`  note      replaced this data dir's previous TPM key at ${tpm.handle}`] : []),
         ...(tpm?.released ? [`  note      evicted this data dir's previous TPM key at ${tpm.released}`] : []),
-        `  config    ${fs.existsSync(r.layout.config) ? r.layout.config : "(built-in defaults)"}`,
+        `  config    ${ctx.configPath ?? (fs.existsSync(r.layout.config) ? r.layout.config : "(built-in defaults)")}`,
       ].join("\n"),
     );
   },
