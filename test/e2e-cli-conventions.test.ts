@@ -383,6 +383,19 @@ describe("8. dsm completion", () => {
         fs.writeFileSync(file, r.stdout);
         const check = Bun.spawnSync(shell === "zsh" ? [bin, "-n", file] : [bin, "--no-execute", file], { stderr: "pipe" });
         expect(check.stderr.toString()).toBe("");
+        if (shell === "fish") {
+          // fish completes without a terminal: complete -C "LINE" prints the candidates.
+          const complete = (line: string) => {
+            const r = Bun.spawnSync([bin, "-c", `source ${q(file)}; complete -C ${q(line)}`], { stdout: "pipe", stderr: "pipe" });
+            expect(r.stderr.toString()).toBe("");
+            return lines(r.stdout.toString()).map((l) => l.split("\t")[0]);
+          };
+          expect(complete("dsm lo")).toEqual(["log"]);
+          expect(complete("dsm --data-dir /tmp lo")).toEqual(["log"]);
+          expect(complete("dsm log --ty")).toEqual(["--type"]);
+          expect(complete("dsm ingest --format ").sort()).toEqual(["auto", "json", "suricata", "zeek"]);
+          expect(complete("dsm completion ").sort()).toEqual(["bash", "fish", "zsh"]);
+        }
       }
     }
     expect(oneLineError(await runDsm(["completion", "tcsh"]))).toContain('unknown shell "tcsh"');

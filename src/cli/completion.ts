@@ -325,7 +325,8 @@ function __dsm_command
 end
 
 function __dsm_using
-    test (__dsm_command) = $argv[1]
+    set -l c (__dsm_command)
+    test "$c" = "$argv[1]"
 end
 
 function __dsm_npos
