@@ -31,7 +31,7 @@ export interface Scanned {
   positionals: string[];
 }
 
-/** The defs' options that take a value (string and enum), by every name they answer to. */
+/** The defs' options (not positionals), by every name they answer to (name and aliases). */
 function optionIndex(defs: ArgsDef): Map<string, { name: string; def: DsmArgDef }> {
   const index = new Map<string, { name: string; def: DsmArgDef }>();
   for (const [name, def] of Object.entries(defs)) {
