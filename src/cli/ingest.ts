@@ -72,7 +72,10 @@ EXAMPLES
         }
         const s = await pipeline.finish();
         const range = s.firstSeq !== null ? `, seq ${s.firstSeq}..${s.lastSeq}` : "";
-        const stopped = signal.signal ? ` (stopped by ${signal.signal}: the rest of the input was not read)` : "";
+        const unacked = s.lines - s.stored - s.rejected - s.empty;
+        const stopped = signal.signal
+          ? ` (stopped by ${signal.signal}: the rest of the input was not read${unacked > 0 ? `; ${unacked} lines read ahead were not stored and never acknowledged` : ""})`
+          : "";
         warn(`dsm ingest: ${s.lines} lines: ${s.stored} stored, ${s.rejected} rejected, ${s.empty} empty${range}${stopped}`);
         return signal.exitCode(s.rejected > 0 ? EXIT.partial : EXIT.ok);
       } catch (e) {

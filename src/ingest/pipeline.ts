@@ -66,6 +66,9 @@ export class IngestPipeline {
   #uncommitted = 0;
   #wake: (() => void) | null = null;
   #ended = new Map<string, () => void>();
+  #signal: StopSignal | null = null;
+  /** One batch is still committed after a stop: the one whose lines were read first. */
+  #stopCommitted = false;
 
   constructor(private readonly node: DSMNode, private readonly opts: IngestOptions) {}
 
@@ -76,7 +79,17 @@ export class IngestPipeline {
   /** Reads one stream to its end (or until stop() cancels it). */
   async consume(stream: ReadableStream<Uint8Array>, source: string, signal?: StopSignal): Promise<void> {
     const reader = stream.getReader();
-    if (signal) signal.cancel = () => void reader.cancel().catch(() => undefined);
+    if (signal) {
+      this.#signal = signal;
+      signal.cancel = () => {
+        void reader.cancel().catch(() => undefined);
+        // Whatever the worker still hands back was never acknowledged: it is dropped, and
+        // nothing waits for it.
+        this.#wakeReader();
+        for (const done of this.#ended.values()) done();
+        this.#ended.clear();
+      };
+    }
     try {
       if (this.opts.worker) await this.#consumeOnWorker(reader, source, signal);
       else await this.#consumeHere(reader, source, signal);
@@ -118,11 +131,9 @@ export class IngestPipeline {
       this.#checkAge();
       await letSignalsIn();
     }
-    if (signal?.stopped) {
-      // Stopping: commit what was already read (the chunks still on the worker), drop a partial last line.
-      while (this.#inFlight > 0 && !this.#fatal) await new Promise<void>((r) => (this.#wake = r));
-      return;
-    }
+    // Stopping: what the worker still holds is dropped (never acknowledged), and so is a
+    // partial last line; what was handed over before the signal is committed by finish().
+    if (signal?.stopped) return;
     // The end of the stream: a last line without a newline still counts.
     const ended = new Promise<void>((r) => this.#ended.set(source, r));
     worker.postMessage({ kind: "end", source } satisfies ToWorker);
@@ -140,7 +151,9 @@ export class IngestPipeline {
     } satisfies ToWorker);
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const msg = e.data;
-      for (const r of msg.results) {
+      // Stopping: lines prepared but not yet committed were never acknowledged; drop them.
+      const results = this.#signal?.stopped ? [] : msg.results;
+      for (const r of results) {
         // Prepared by our own worker from our own code: trusted like a local prepare.
         if ("event" in r) seal(r.event);
         this.#accept(r);
@@ -215,6 +228,16 @@ export class IngestPipeline {
     const events = batch.flatMap((p) => ("event" in p ? [p.event] : []));
     this.#flushing = this.#flushing.then(async () => {
       if (this.#fatal) return;
+      // Between commits, with a worker's answers always queued: the one point a signal
+      // handler is sure to get in.
+      await letSignalsIn();
+      // Batches queued behind the one committing when a signal came were never
+      // acknowledged: dropped, so the stop takes one commit, not the whole read-ahead.
+      if (this.#signal?.stopped && this.#stopCommitted) {
+        this.#uncommitted -= events.length;
+        return;
+      }
+      if (this.#signal?.stopped) this.#stopCommitted = true;
       try {
         const mbs = await this.node.append(events);
         this.#emit(batch, mbs);
