@@ -871,7 +871,8 @@ describe("8. streaming ingest", () => {
       expect(await out.next(500)).toBeNull();
       proc.kill("SIGTERM");
       const code = await Promise.race([proc.exited, Bun.sleep(3000).then(() => "still running 3 s after SIGTERM")]);
-      expect(code).toBe(0);
+      // 143, not 0: a script must tell a partial ingest from a complete one.
+      expect(code).toBe(143);
       const results = ndjson<IngestResult>(await out.rest());
       expect(results.map((x) => x.seq)).toEqual([1, 2, 3]);
       expect(await logAll(node)).toHaveLength(3);
