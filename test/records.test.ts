@@ -114,6 +114,9 @@ describe("parseJsonLine", () => {
     expectRecordError(() => parseJsonLine('{"a":1,}'), /^malformed JSON: /);
     expectRecordError(() => parseJsonLine('{"a":1} trailing'), /^malformed JSON: /);
     expectRecordError(() => parseJsonLine("nope"), /^malformed JSON: /);
+    // Zeek's default tab-separated log: the error says how to get JSON instead.
+    expectRecordError(() => parseJsonLine("#separator \\x09"), /LogAscii::use_json = T/);
+    expectRecordError(() => parseJsonLine("1700000000.123456\tCx1\t10.0.0.1\t52000"), /^not JSON: a Zeek tab-separated log line\?/);
     expectRecordError(() => parseJsonLine(""), "malformed JSON: empty line");
     expectRecordError(() => parseJsonLine("   "), "malformed JSON: empty line");
   });

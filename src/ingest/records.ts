@@ -67,6 +67,10 @@ export function parseJsonLine(line: string): Record<string, unknown> {
   try {
     value = mayHaveUnsafeInteger(text) ? parseWithReviver(text, keepUnsafeIntegersAsText) : JSON.parse(text);
   } catch (err) {
+    // Zeek writes tab-separated logs unless told otherwise: say how, not just "not JSON".
+    if (text.startsWith("#separator") || text.startsWith("#fields") || (text.includes("\t") && !text.trimStart().startsWith("{"))) {
+      throw new RecordError("not JSON: a Zeek tab-separated log line? dsm reads Zeek's JSON logs (redef LogAscii::use_json = T; in local.zeek)");
+    }
     throw new RecordError(`malformed JSON: ${shortParseReason(err)}`);
   }
   if (!isObject(value)) throw new RecordError(`expected a JSON object, got ${jsonKind(value)}`);
