@@ -125,7 +125,10 @@ describe("four validators and an edge, each its own dsm run process", () => {
     await ingest(40, "first");
     const certs = await finalizedEverywhere(V, 40, 30_000);
     const shown = await Promise.all(V.map((d) => ok(["checkpoint", "show", String(certs[0]!.checkpoint.epoch), "--data-dir", d, "--json"])));
-    for (const s of shown) expect(s).toBe(shown[0]!);
+    // One checkpoint everywhere; the quorum whose signatures each validator aggregated may
+    // differ when two finalize at once (each certificate is checked against the genesis by
+    // every node that stores it).
+    for (const s of shown) expect(JSON.parse(s).checkpoint).toEqual(JSON.parse(shown[0]!).checkpoint);
     // Every validator stored all forty microblocks, each verified.
     for (const d of V) {
       const status = JSON.parse(await ok(["status", "--data-dir", d, "--json"]));

@@ -20,7 +20,10 @@ export interface MeshDemoResult {
   epoch: number;
   tree_size: number;
   signers: string;
+  /** Every validator holds a certificate of the same checkpoint body. */
   identical_everywhere: boolean;
+  /** ...and aggregated the same quorum's signatures (often, not necessarily). */
+  same_signers_everywhere: boolean;
   finalized_after_ms: number;
   proof: { id: string; verified: boolean; message: string };
 }
@@ -106,8 +109,12 @@ export async function meshDemo(root: string, samples: { name: string; text: stri
     }
     const finalizedAfter = Date.now() - started;
     const first = certs[0]!;
-    const identical = certs.every((c) => JSON.stringify(c) === JSON.stringify(first));
-    say(`  epoch ${first.checkpoint.epoch} finalized by all 4 validators: tree_size ${first.checkpoint.tree_size}, signers bitfield ${first.signers}${identical ? ", the same certificate everywhere" : ""}`);
+    // What the validators agree on is the checkpoint; which quorum's signatures each one
+    // aggregated may differ (two can finalize at once from different sets), and each
+    // certificate proves the same checkpoint.
+    const identical = certs.every((c) => JSON.stringify(c.checkpoint) === JSON.stringify(first.checkpoint));
+    const sameSigners = certs.every((c) => c.signers === first.signers && c.agg_sig === first.agg_sig);
+    say(`  epoch ${first.checkpoint.epoch} finalized by all 4 validators: tree_size ${first.checkpoint.tree_size}, signers bitfield ${first.signers}${identical ? ", the same checkpoint everywhere" : ""}${identical && sameSigners ? " (one certificate)" : ""}`);
 
     // A light client: the proof from one validator, checked against nothing but the genesis.
     const bundle = await clients[2]!.proof(lastId);
@@ -128,6 +135,7 @@ export async function meshDemo(root: string, samples: { name: string; text: stri
       tree_size: first.checkpoint.tree_size,
       signers: first.signers,
       identical_everywhere: identical,
+      same_signers_everywhere: sameSigners,
       finalized_after_ms: finalizedAfter,
       proof: { id: lastId, verified, message },
     };
