@@ -166,7 +166,7 @@ export async function manPage(): Promise<string> {
     ".SH ENVIRONMENT",
     ...[
       ["DSM_DATA_DIR", "The node data directory when --data-dir is not given (default ~/.dsm)."],
-      ["DSM_CONFIG", "The config file when --config is not given (default <data-dir>/dsm.yaml, else built-in defaults)."],
+      ["DSM_CONFIG", "The config file when --config is not given (default <data-dir>/dsm.yaml, else /etc/dsm/dsm.yaml, else built-in defaults)."],
       ["DSM_<SECTION>_<KEY>", "Overrides one config key, e.g. DSM_PRIVACY_ANONYMIZE_IPS=true."],
       ["DSM_QUIET", "1: no warnings on stderr, as --quiet."],
       ["DSM_NO_WORKERS", "1: dsm ingest and dsm verify stay on one thread."],

@@ -48,9 +48,9 @@ EXAMPLES
   },
   async run({ args }) {
     const ctx = context(args);
-    const logging = (ctx.config as { logging?: { format?: string; level?: string } }).logging ?? {};
-    const format = (args["log-format"] ?? (args.json ? "json" : logging.format ?? "text")) as LogFormat;
-    const level = (args["log-level"] ?? logging.level ?? "info") as Level;
+    const { logging } = ctx.config;
+    const format = (args["log-format"] ?? (args.json ? "json" : logging.format)) as LogFormat;
+    const level = (args["log-level"] ?? logging.level) as Level;
     const log = createLogger({ format, level, write: (line) => void process.stderr.write(line), journal: format === "text" && Boolean(process.env.JOURNAL_STREAM) });
     process.exitCode = await withNode(ctx, async (node) => {
       let daemon: Daemon;

@@ -34,7 +34,8 @@ export function formatLine(level: Level, message: string, fields: Record<string,
   }
   const tag = level === "info" || level === "debug" ? "" : `${level === "warn" ? "warning" : "error"}: `;
   const prefix = opts.journal ? `<${SYSLOG_PRIORITY[level]}>` : "";
-  return `${prefix}${opts.name ?? "dsm run"}: ${tag}${message}`;
+  // One event, one line: a message from a library may carry newlines (and a stack).
+  return `${prefix}${opts.name ?? "dsm run"}: ${tag}${message.replace(/\s*\n\s*/g, " ")}`;
 }
 
 export function createLogger(opts: LoggerOptions): DaemonLog {
