@@ -1,6 +1,6 @@
 import pkg from "../../package.json" with { type: "json" };
-import { CliError, command, commonArgs, print } from "./common.ts";
-import { type CommandRef, commandRefs, hintKind, type OptionRef, type PositionalRef } from "./reference.ts";
+import { CliError, command, print } from "./common.ts";
+import { type CommandRef, commandRefs, commonOptionRefs, hintKind, type OptionRef, type PositionalRef } from "./reference.ts";
 
 const SHELLS = ["bash", "zsh", "fish"] as const;
 type Shell = (typeof SHELLS)[number];
@@ -28,15 +28,7 @@ EXAMPLES
 
 /** Options every command line accepts before the command name (and --help, --version). */
 function topOptions(): OptionRef[] {
-  const common: OptionRef[] = Object.entries(commonArgs).map(([name, def]) => ({
-    name,
-    short: [(def as { alias?: string }).alias ?? []].flat().filter((a) => a.length === 1),
-    kind: def.type === "string" ? "value" : "flag",
-    valueHint: (def as { valueHint?: string }).valueHint,
-    description: def.description,
-    negatable: false,
-    multiple: false,
-  }));
+  const common = commonOptionRefs();
   return [
     { name: "help", short: ["h"], kind: "flag", description: "Show help", negatable: false, multiple: false },
     { name: "version", short: ["v"], kind: "flag", description: "Print the version", negatable: false, multiple: false },

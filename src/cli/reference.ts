@@ -3,7 +3,7 @@
 import type { ArgsDef, CommandMeta } from "citty";
 import type { DsmArgDef } from "./argv.ts";
 import { allCommands, main, REPEATABLE, VARIADIC } from "./commands.ts";
-import type { DsmCommand } from "./common.ts";
+import { commonArgs, type DsmCommand } from "./common.ts";
 
 export interface OptionRef {
   name: string;
@@ -94,6 +94,19 @@ export async function commandRefs(): Promise<CommandRef[]> {
   const out: CommandRef[] = [];
   for (const [name, cmd] of await allCommands()) out.push(describe(name, await metaOf(cmd), cmd.help, await argsOf(cmd)));
   return out;
+}
+
+/** The options every command takes (common.ts commonArgs), before or after its name. */
+export function commonOptionRefs(): OptionRef[] {
+  return Object.entries(commonArgs).map(([name, def]) => ({
+    name,
+    short: [(def as { alias?: string }).alias ?? []].flat().filter((a) => a.length === 1),
+    kind: def.type === "string" ? "value" : "flag",
+    valueHint: (def as { valueHint?: string }).valueHint,
+    description: def.description,
+    negatable: false,
+    multiple: false,
+  }));
 }
 
 /** The top-level command: its description and help text. */
