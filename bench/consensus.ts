@@ -10,7 +10,7 @@
 // n-independent figures and baselines take three times as many); BENCH_SIM_MAX_N caps the
 // simulated sizes (default 64).
 import { ed25519PublicOf } from "../src/crypto/ed25519.ts";
-import { peerIdOf } from "../src/identity/libp2p-key.ts";
+import { peerIdOf } from "../src/protocol/peer-id.ts";
 import { bls12_381 } from "@noble/curves/bls12-381.js";
 import {
   blsAggregateSignatures,
@@ -27,8 +27,8 @@ import {
 } from "../src/crypto/bls.ts";
 import { sha256 } from "../src/crypto/sha256.ts";
 import { toHex } from "../src/encoding/hex.ts";
-import { signersBitfield, ValidatorSet } from "../src/consensus/validators.ts";
-import type { Genesis } from "../src/mesh/genesis.ts";
+import { signersBitfield, ValidatorSet } from "../src/protocol/validator-set.ts";
+import type { Genesis } from "../src/protocol/genesis.ts";
 import { simMesh, simulate } from "../test/helpers/consensus-sim.ts";
 import { envInt, fmtRatio, fmtUs, note, now, say, table } from "./lib.ts";
 

@@ -8,7 +8,7 @@ import { toHex } from "../src/encoding/hex.ts";
 import { formatTime } from "../src/encoding/time.ts";
 import { sha256Hex } from "../src/crypto/sha256.ts";
 import { generateKeyPair, sign } from "../src/crypto/p256.ts";
-import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/chain/microblock.ts";
+import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/protocol/microblock.ts";
 import { defaultConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { IngestPipeline } from "../src/ingest/pipeline.ts";

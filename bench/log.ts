@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { defaultConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
-import { epochAt } from "../src/log/checkpoint.ts";
+import { epochAt } from "../src/protocol/checkpoint.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
 import { TreeStore } from "../src/log/tree-store.ts";
 import { envInt, fmtRate, fmtRatio, fmtUs, gc, note, now, removeTempDir, say, table, tempDir } from "./lib.ts";

@@ -7,14 +7,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Receiver } from "../src/chain/accept.ts";
 import { exchangeChunks, parseExchangeLine } from "../src/chain/exchange.ts";
-import { microblockIdBytes, type Microblock } from "../src/chain/microblock.ts";
+import { microblockIdBytes, type Microblock } from "../src/protocol/microblock.ts";
 import { defaultConfig, type DsmConfig } from "../src/config/config.ts";
 import { importPublicKey, verify } from "../src/crypto/p256.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { fromHex } from "../src/encoding/hex.ts";
-import { parseKeyCert } from "../src/identity/keycert.ts";
+import { parseKeyCert } from "../src/protocol/keycert.ts";
 import { toSecurityEvent } from "../src/ingest/records.ts";
-import { type Genesis, makeLocalGenesis } from "../src/mesh/genesis.ts";
+import { type Genesis, makeLocalGenesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { eveAlert, fmtRate, fmtRatio, fmtUs, gc, note, now, removeTempDir, Rng, say, table, tempDir } from "./lib.ts";
 

@@ -13,10 +13,10 @@ export {
   parseMicroblock,
   validateMicroblock,
   microblockId,
-} from "./chain/microblock.ts";
-export { type KeyCert, issueKeyCert, parseKeyCert, keyNameOf } from "./identity/keycert.ts";
-export { type NodeCard, makeCard, parseCard } from "./identity/card.ts";
-export { type Genesis, MeshPolicy, meshIdOf, parseGenesis } from "./mesh/genesis.ts";
+} from "./protocol/microblock.ts";
+export { type KeyCert, issueKeyCert, parseKeyCert, keyNameOf } from "./protocol/keycert.ts";
+export { type NodeCard, makeCard, parseCard } from "./protocol/card.ts";
+export { type Genesis, MeshPolicy, meshIdOf, parseGenesis } from "./protocol/genesis.ts";
 export { IngestPipeline, type IngestOptions, type IngestStats } from "./ingest/pipeline.ts";
 export { toSecurityEvent, parseJsonLine, detectFormat, type SecurityEvent, type EventPayload } from "./ingest/records.ts";
 export { createIpAnonymizer } from "./ingest/anonymize.ts";
@@ -36,14 +36,15 @@ export {
   ProofError,
 } from "./log/merkle.ts";
 export { TreeStore } from "./log/tree-store.ts";
-export { CheckpointBuilder, type FinalityCertificate } from "./log/builder.ts";
-export { type CheckpointBody, checkpointDigest, parseCheckpoint, planCheckpoint, epochAt, epochBounds } from "./log/checkpoint.ts";
-export { buildGenesis } from "./mesh/genesis.ts";
+export { CheckpointBuilder } from "./log/builder.ts";
+export { type FinalityCertificate } from "./protocol/certificate.ts";
+export { type CheckpointBody, checkpointDigest, parseCheckpoint, planCheckpoint, epochAt, epochBounds } from "./protocol/checkpoint.ts";
+export { buildGenesis } from "./protocol/genesis.ts";
 
 // Consensus (DESIGN.md section 6; docs/PROTOCOL.md "Consensus").
 export { ConsensusEngine, type EngineEvent, type EngineOptions } from "./consensus/engine.ts";
 export { DSMValidator, ValidatorKeyError } from "./consensus/validator.ts";
-export { ValidatorSet, validatorSetOf, quorumOf, signerIndices, signersBitfield } from "./consensus/validators.ts";
+export { ValidatorSet, validatorSetOf, quorumOf, signerIndices, signersBitfield } from "./protocol/validator-set.ts";
 export {
   type Proposal,
   type Vote,
@@ -55,7 +56,7 @@ export {
   signingDigest,
   evidenceProblem,
   makeEvidence,
-} from "./consensus/messages.ts";
+} from "./protocol/consensus-messages.ts";
 export {
   type Clock,
   type ConsensusTransport,
@@ -66,5 +67,6 @@ export {
 } from "./consensus/ports.ts";
 export { LedgerSignedStore } from "./consensus/signed-store.ts";
 export { signOnce } from "./consensus/sign-once.ts";
-export { leavesOf, type ChainView } from "./log/checkpoint.ts";
-export { verifyFinality, verifyBundle } from "./log/bundle.ts";
+export { leavesOf, type ChainView } from "./protocol/checkpoint.ts";
+export { verifyBundle } from "./log/bundle.ts";
+export { verifyFinality } from "./protocol/certificate.ts";

@@ -9,10 +9,10 @@ import { defaultConfig } from "../src/config/config.ts";
 import { blsVerify } from "../src/crypto/bls.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { fromHex, toHex } from "../src/encoding/hex.ts";
-import { makeLocalGenesis } from "../src/mesh/genesis.ts";
+import { makeLocalGenesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
-import { checkpointDigest, epochAt } from "../src/log/checkpoint.ts";
+import { checkpointDigest, epochAt } from "../src/protocol/checkpoint.ts";
 import { leafHash, rootOf, verifyConsistency, verifyInclusion } from "../src/log/merkle.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-cp-"));

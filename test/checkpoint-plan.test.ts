@@ -1,10 +1,10 @@
 // The pure checkpoint rules of DESIGN.md section 6, over random chains: deterministic
 // whatever order the chains come in, and exactly the microblocks the rules select.
 import { describe, expect, test } from "bun:test";
-import { type ChainCandidates, epochAt, epochBounds, makeCheckpointBody, parseCheckpoint, planCheckpoint } from "../src/log/checkpoint.ts";
+import { type ChainCandidates, epochAt, epochBounds, makeCheckpointBody, parseCheckpoint, planCheckpoint } from "../src/protocol/checkpoint.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { prng } from "./helpers/prng.ts";
-import type { Genesis } from "../src/mesh/genesis.ts";
+import type { Genesis } from "../src/protocol/genesis.ts";
 
 const hex = (rand: () => number, bytes = 32) => Array.from({ length: bytes }, () => Math.floor(rand() * 256).toString(16).padStart(2, "0")).join("");
 

@@ -5,7 +5,7 @@ import { afterAll, expect, test } from "bun:test";
 import * as path from "node:path";
 import { toHex } from "../src/encoding/hex.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
-import { checkpointDigestHex } from "../src/log/checkpoint.ts";
+import { checkpointDigestHex } from "../src/protocol/checkpoint.ts";
 import type { ConsensusMessage } from "../src/consensus/ports.ts";
 import { LedgerSignedStore } from "../src/consensus/signed-store.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";

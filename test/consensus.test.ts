@@ -3,12 +3,12 @@
 // against equivocators, and the guard against signing two bodies for one epoch.
 import { describe, expect, test } from "bun:test";
 import { fromHex, toHex } from "../src/encoding/hex.ts";
-import { checkpointDigestHex, epochBounds } from "../src/log/checkpoint.ts";
-import { verifyFinality } from "../src/log/bundle.ts";
-import { evidenceProblem, makeEvidence, parseSigned, type Signed, signingDigest, slotsOf, type Unsigned } from "../src/consensus/messages.ts";
+import { checkpointDigestHex, epochBounds } from "../src/protocol/checkpoint.ts";
+import { verifyFinality } from "../src/protocol/certificate.ts";
+import { evidenceProblem, makeEvidence, parseSigned, type Signed, signingDigest, slotsOf, type Unsigned } from "../src/protocol/consensus-messages.ts";
 import { type ConsensusMessage, MemorySignedStore } from "../src/consensus/ports.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";
-import { quorumOf, signerIndices, signersBitfield, ValidatorSet } from "../src/consensus/validators.ts";
+import { quorumOf, signerIndices, signersBitfield, ValidatorSet } from "../src/protocol/validator-set.ts";
 import type { ConsensusEngine } from "../src/consensus/engine.ts";
 import { BYZANTINE_KINDS, type ByzantineKind, GENESIS_MS, loneEngine, memoSigner, pushRound, SimClock, simMesh, simulate, type SimResult, twoBodies } from "./helpers/consensus-sim.ts";
 import { prng } from "./helpers/prng.ts";

@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { checkpointDigestHex } from "../src/log/checkpoint.ts";
-import type { FinalityCertificate } from "../src/log/builder.ts";
+import { checkpointDigestHex } from "../src/protocol/checkpoint.ts";
+import type { FinalityCertificate } from "../src/protocol/certificate.ts";
 import { checkpointNote, noteKeyHash, noteKeyName, parseNoteBody } from "../src/log/note.ts";
-import { makeLocalGenesis, meshIdOf } from "../src/mesh/genesis.ts";
+import { makeLocalGenesis, meshIdOf } from "../src/protocol/genesis.ts";
 import { makeNode, runDsm, type TempNode } from "./helpers/e2e.ts";
 
 const SAMPLES = join(import.meta.dir, "..", "config", "samples", "suricata-eve.ndjson");

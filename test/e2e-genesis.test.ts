@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { signBody } from "../src/crypto/signed.ts";
 import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
-import { buildGenesis, meshIdOf, parseGenesis } from "../src/mesh/genesis.ts";
+import { buildGenesis, meshIdOf, parseGenesis } from "../src/protocol/genesis.ts";
 import { cleanEnv, type RunResult, runDsm } from "./helpers/e2e.ts";
 
 const HEX64 = /^[0-9a-f]{64}$/;

@@ -10,7 +10,7 @@ import type { Subprocess } from "bun";
 import { generateKeyPair, privateKeyToProtobuf } from "@libp2p/crypto/keys";
 import { MeshClient } from "../src/mesh/client.ts";
 import { MeshNet } from "../src/mesh/p2p.ts";
-import { parseGenesis } from "../src/mesh/genesis.ts";
+import { parseGenesis } from "../src/protocol/genesis.ts";
 import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { freePort } from "./helpers/net.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";

@@ -9,8 +9,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { checkpointDigestHex } from "../src/log/checkpoint.ts";
-import type { FinalityCertificate } from "../src/log/builder.ts";
+import { checkpointDigestHex } from "../src/protocol/checkpoint.ts";
+import type { FinalityCertificate } from "../src/protocol/certificate.ts";
 import { prng, removeDir, requireBinary, runDsm, tempDir } from "./helpers/spawn-dsm.ts";
 
 const SAMPLES = path.resolve(import.meta.dir, "../config/samples");

@@ -14,11 +14,12 @@ import { signBody } from "../src/crypto/signed.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../src/crypto/bls.ts";
 import { FileExistsError } from "../src/fs/files.ts";
 import { nodeIdOf, SoftwareIdentityKey } from "../src/identity/identity-key.ts";
-import { issueKeyCert, type KeyCert, keyNameOf, parseKeyCert } from "../src/identity/keycert.ts";
-import { makeCard, type NodeCard, parseCard } from "../src/identity/card.ts";
-import { createLibp2pKey, ed25519OfPeerId, loadLibp2pKey, peerIdOf } from "../src/identity/libp2p-key.ts";
+import { issueKeyCert, type KeyCert, keyNameOf, parseKeyCert } from "../src/protocol/keycert.ts";
+import { makeCard, type NodeCard, parseCard } from "../src/protocol/card.ts";
+import { createLibp2pKey, loadLibp2pKey } from "../src/identity/libp2p-key.ts";
+import { ed25519OfPeerId, peerIdOf } from "../src/protocol/peer-id.ts";
 import { ed25519PrivateKey, ed25519PublicKey, ed25519Sign, ed25519Verify } from "../src/crypto/ed25519.ts";
-import { buildGenesis, type Genesis, makeLocalGenesis, MeshPolicy, meshIdOf, parseGenesis } from "../src/mesh/genesis.ts";
+import { buildGenesis, type Genesis, makeLocalGenesis, MeshPolicy, meshIdOf, parseGenesis } from "../src/protocol/genesis.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 const sha256Hex = (b: Uint8Array | string) => crypto.createHash("sha256").update(b).digest("hex");

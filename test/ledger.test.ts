@@ -6,7 +6,7 @@ import { Database } from "bun:sqlite";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Microblock } from "../src/chain/microblock.ts";
+import type { Microblock } from "../src/protocol/microblock.ts";
 import { fromHex, toHex, ZERO_HASH } from "../src/encoding/hex.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { Ledger, LedgerError } from "../src/ledger/ledger.ts";

@@ -14,12 +14,12 @@ import {
   type RejectReason,
   type ValidationContext,
   validateMicroblock,
-} from "../src/chain/microblock.ts";
+} from "../src/protocol/microblock.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { fromHex, toHex, ZERO_HASH } from "../src/encoding/hex.ts";
 import { formatTime } from "../src/encoding/time.ts";
 import { domainDigest } from "../src/crypto/sha256.ts";
-import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../src/identity/keycert.ts";
+import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../src/protocol/keycert.ts";
 import type { DSMNode } from "../src/node/node.ts";
 import { cleanupTempDirs, closeQuietly, makeNode } from "./helpers/node.ts";
 import { prng } from "./helpers/prng.ts";

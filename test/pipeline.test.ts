@@ -1,7 +1,7 @@
 // IngestPipeline (src/ingest/pipeline.ts) on a real node: input-order results, group commit,
 // the batchMaxMs timer, stats, and what a fatal storage error leaves acknowledged.
 import { afterAll, describe, expect, test } from "bun:test";
-import type { Microblock } from "../src/chain/microblock.ts";
+import type { Microblock } from "../src/protocol/microblock.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
 import { verifyLedger } from "../src/ledger/verify.ts";
 import { type IngestOptions, IngestPipeline } from "../src/ingest/pipeline.ts";

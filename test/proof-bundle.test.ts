@@ -5,12 +5,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { defaultConfig } from "../src/config/config.ts";
-import { makeLocalGenesis, parseGenesis, type Genesis } from "../src/mesh/genesis.ts";
+import { makeLocalGenesis, parseGenesis, type Genesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
-import { epochAt } from "../src/log/checkpoint.ts";
-import { BundleError, consistencyBundle, inclusionBundle, type ProofBundle, verifyBundle } from "../src/log/bundle.ts";
-import type { Microblock } from "../src/chain/microblock.ts";
+import { epochAt } from "../src/protocol/checkpoint.ts";
+import { consistencyBundle, inclusionBundle, type ProofBundle, verifyBundle } from "../src/log/bundle.ts";
+import { BundleError } from "../src/protocol/certificate.ts";
+import type { Microblock } from "../src/protocol/microblock.ts";
 import { DSM, requireBinary } from "./helpers/e2e.ts";
 import { prng } from "./helpers/prng.ts";
 

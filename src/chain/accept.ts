@@ -3,9 +3,9 @@
 // The import command and the mesh's gossip both come through here.
 import { ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
-import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
+import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
 import { type ChainHead, type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
-import type { MeshPolicy } from "../mesh/genesis.ts";
+import type { MeshPolicy } from "../protocol/genesis.ts";
 import {
   checkMicroblock,
   identifyMicroblock,
@@ -13,7 +13,7 @@ import {
   MicroblockRejected,
   type SigningKeyInfo,
   type ValidationContext,
-} from "./microblock.ts";
+} from "../protocol/microblock.ts";
 
 export type AcceptOutcome =
   | { status: "stored"; microblock: Microblock }

@@ -7,7 +7,7 @@
 // key certificates come before the first of its microblocks they cover. This module
 // only frames and unframes lines: every signature, chain and admission rule is the
 // Receiver's (src/chain/accept.ts), which the importer runs on each record.
-import type { Microblock } from "./microblock.ts";
+import type { Microblock } from "../protocol/microblock.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 
 /** A line longer than this is rejected unread (a payload is at most ingest.max_line_bytes). */

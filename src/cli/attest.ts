@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { isHex } from "../encoding/hex.ts";
-import { parseGenesis, type Genesis } from "../mesh/genesis.ts";
+import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
 import { DSMValidator } from "../consensus/validator.ts";
 import { TpmIdentityKey } from "../tpm/identity-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";

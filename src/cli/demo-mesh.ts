@@ -7,9 +7,9 @@ import type { Subprocess } from "bun";
 import { DEFAULT_CONFIG_TEXT, parseConfig } from "../config/config.ts";
 import { IngestPipeline } from "../ingest/pipeline.ts";
 import { verifyBundle } from "../log/bundle.ts";
-import type { FinalityCertificate } from "../log/builder.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { MeshClient } from "../mesh/client.ts";
-import { buildGenesis } from "../mesh/genesis.ts";
+import { buildGenesis } from "../protocol/genesis.ts";
 import { DSMNode } from "../node/node.ts";
 import { envWithoutDsm } from "../runtime/env.ts";
 

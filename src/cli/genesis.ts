@@ -3,8 +3,8 @@ import * as path from "node:path";
 import { importPublicKey } from "../crypto/p256.ts";
 import { fromHex } from "../encoding/hex.ts";
 import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
-import { parseCard } from "../identity/card.ts";
-import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../mesh/genesis.ts";
+import { parseCard } from "../protocol/card.ts";
+import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
 import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } from "./common.ts";
 
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs

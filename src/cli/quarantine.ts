@@ -1,6 +1,6 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
-import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../mesh/quarantine.ts";
+import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, type Context, context, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";

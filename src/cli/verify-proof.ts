@@ -1,5 +1,6 @@
-import { parseGenesis, type Genesis } from "../mesh/genesis.ts";
-import { BundleError, verifyBundle } from "../log/bundle.ts";
+import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
+import { verifyBundle } from "../log/bundle.ts";
+import { BundleError } from "../protocol/certificate.ts";
 import { CliError, command, commonArgs, EXIT, print, printJson, readJsonFile } from "./common.ts";
 
 export default command({

@@ -17,10 +17,10 @@
 // or a timer of the injected clock, and the engine never awaits.
 import { ZERO_HASH } from "../encoding/hex.ts";
 import { SchemaError } from "../encoding/schema.ts";
-import type { Genesis } from "../mesh/genesis.ts";
-import type { FinalityCertificate } from "../log/builder.ts";
-import { type CheckpointBody, checkpointDigest, checkpointDigestHex, epochAt, epochBounds } from "../log/checkpoint.ts";
-import { parseFinalityCertificate } from "../log/bundle.ts";
+import type { Genesis } from "../protocol/genesis.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
+import { type CheckpointBody, checkpointDigest, checkpointDigestHex, epochAt, epochBounds } from "../protocol/checkpoint.ts";
+import { parseFinalityCertificate } from "../protocol/certificate.ts";
 import {
   conflicting,
   type Evidence,
@@ -38,10 +38,10 @@ import {
   signingDigest,
   slotOf,
   slotsOf,
-} from "./messages.ts";
+} from "../protocol/consensus-messages.ts";
 import type { CheckpointSource, Clock, ConsensusTransport, SignedStore } from "./ports.ts";
 import { signOnce } from "./sign-once.ts";
-import { signersBitfield, type ValidatorSet } from "./validators.ts";
+import { signersBitfield, type ValidatorSet } from "../protocol/validator-set.ts";
 
 export type EngineEvent =
   | { kind: "proposed"; epoch: number; round: number; digest: string }

@@ -1,9 +1,9 @@
 // What the consensus engine needs from the world, as interfaces: a clock, a transport, the
 // validator's checkpoint log and a durable store for what it signed. The daemon plugs in
 // libp2p, the ledger and SQLite; tests plug in a simulated network and a fake clock.
-import type { FinalityCertificate } from "../log/builder.ts";
-import type { CheckpointBody } from "../log/checkpoint.ts";
-import type { Evidence, Signed } from "./messages.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
+import type { CheckpointBody } from "../protocol/checkpoint.ts";
+import type { Evidence, Signed } from "../protocol/consensus-messages.ts";
 
 export interface Clock {
   now(): number;

@@ -3,7 +3,7 @@
 // the same value gives the stored message back (a restart re-sends it); a different value
 // means this validator already signed something else there, and it refuses.
 import { toHex } from "../encoding/hex.ts";
-import { type Signed, slotsOf, type Unsigned } from "./messages.ts";
+import { type Signed, slotsOf, type Unsigned } from "../protocol/consensus-messages.ts";
 import type { SignedStore } from "./ports.ts";
 
 export type SignOnce = { ok: true; message: Signed } | { ok: false; held: Signed; slot: string };

@@ -4,7 +4,7 @@
 import { fromHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import type { Ledger } from "../ledger/ledger.ts";
-import type { Evidence, Signed } from "./messages.ts";
+import type { Evidence, Signed } from "../protocol/consensus-messages.ts";
 import type { SignedStore } from "./ports.ts";
 
 export class LedgerSignedStore implements SignedStore {

@@ -5,17 +5,17 @@ import type { KeyObject } from "node:crypto";
 import { toHex } from "../encoding/hex.ts";
 import { ed25519PrivateKey } from "../crypto/ed25519.ts";
 import { loadLibp2pKey } from "../identity/libp2p-key.ts";
-import { signMessage } from "./messages.ts";
+import { signMessage } from "../protocol/consensus-messages.ts";
 import { blsPublicKey, blsSign } from "../crypto/bls.ts";
 import { readSecretFile } from "../fs/files.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
-import type { CheckpointBody } from "../log/checkpoint.ts";
-import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../mesh/quarantine.ts";
+import type { CheckpointBody } from "../protocol/checkpoint.ts";
+import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import type { DSMNode } from "../node/node.ts";
 import { ConsensusEngine, type EngineEvent } from "./engine.ts";
 import { type Clock, type ConsensusTransport, systemClock } from "./ports.ts";
 import { LedgerSignedStore } from "./signed-store.ts";
-import { type ValidatorSet, validatorSetOf } from "./validators.ts";
+import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
 
 export class ValidatorKeyError extends Error {}
 

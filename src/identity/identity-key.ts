@@ -4,23 +4,11 @@
 import * as fs from "node:fs";
 import type { KeyObject } from "node:crypto";
 import { generateKeyPair, privateKeyFromPem, privateKeyToPem, publicKeyOf, sign } from "../crypto/p256.ts";
-import { sha256Hex } from "../crypto/sha256.ts";
+import type { IdentityKey, KeyKind } from "../protocol/node-id.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 
-export type KeyKind = "software" | "tpm";
-
-export interface IdentityKey {
-  readonly kind: KeyKind;
-  /** SEC1 compressed P-256 public key, 33 bytes. */
-  readonly publicKey: Uint8Array;
-  /** ECDSA P-256 (SHA-256) over a 32-byte domain digest; 64-byte r||s, low-S. */
-  sign(digest: Uint8Array): Promise<Uint8Array>;
-}
-
-/** node_id = hex(sha256(SEC1 compressed identity public key)). */
-export function nodeIdOf(identityPub: Uint8Array): string {
-  return sha256Hex(identityPub);
-}
+export type { IdentityKey, KeyKind } from "../protocol/node-id.ts";
+export { nodeIdOf } from "../protocol/node-id.ts";
 
 /** An identity known only by its public key (from a card): enough to read and verify, never to sign. */
 export class PublicIdentityKey implements IdentityKey {

@@ -1,11 +1,11 @@
 // The libp2p Ed25519 key, created at init so the peer id is stable before the mesh
 // code exists. Stored as libp2p's protobuf PrivateKey (what privateKeyFromProtobuf
-// reads), and the peer id derived the way libp2p does, without pulling libp2p in yet.
+// reads), and its peer id (protocol/peer-id.ts) derived the way libp2p does, without libp2p.
 import * as crypto from "node:crypto";
 import { ed25519PublicOf } from "../crypto/ed25519.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
+import { KEY_TYPE_ED25519, peerIdOf, protobufKey } from "../protocol/peer-id.ts";
 
-const KEY_TYPE_ED25519 = 1;
 
 export interface Libp2pKey {
   privateKey: Uint8Array; // 32-byte seed
@@ -33,48 +33,4 @@ export function loadLibp2pKey(file: string): Libp2pKey {
   // The stored public half must be the seed's: otherwise the peer id names a key we cannot sign for.
   if (!Buffer.from(ed25519PublicOf(seed)).equals(pub)) throw new Error(`${file}: public key does not match the private key (file damaged?)`);
   return { privateKey: new Uint8Array(seed), publicKey: new Uint8Array(pub), peerId: peerIdOf(pub) };
-}
-
-function protobufKey(data: Uint8Array): Uint8Array {
-  // message { KeyType Type = 1; bytes Data = 2; } with Data of 32 or 64 bytes (one-byte varint length)
-  return new Uint8Array([0x08, KEY_TYPE_ED25519, 0x12, data.length, ...data]);
-}
-
-/** Peer id: base58btc of the identity multihash of the protobuf public key ("12D3KooW..."). */
-export function peerIdOf(publicKey: Uint8Array): string {
-  const pb = protobufKey(publicKey);
-  return base58btc(new Uint8Array([0x00, pb.length, ...pb]));
-}
-
-/**
- * The Ed25519 public key a peer id names (identity multihash of the protobuf key), or
- * null when the id is not of that form.
- */
-export function ed25519OfPeerId(peerId: string): Uint8Array | null {
-  if (typeof peerId !== "string" || !/^[1-9A-HJ-NP-Za-km-z]+$/.test(peerId)) return null;
-  let n = 0n;
-  for (const c of peerId) n = n * 58n + BigInt(ALPHABET.indexOf(c));
-  const hex = n.toString(16).padStart(2 * 38, "0");
-  if (hex.length !== 2 * 38) return null;
-  const bytes = Buffer.from(hex, "hex");
-  // 0x00 (identity multihash), 36 (length), then the protobuf key: 08 01 12 20 <32 bytes>.
-  if (!bytes.subarray(0, 6).equals(Buffer.from([0x00, 36, 0x08, KEY_TYPE_ED25519, 0x12, 32]))) return null;
-  const pub = new Uint8Array(bytes.subarray(6));
-  return peerIdOf(pub) === peerId ? pub : null;
-}
-
-const ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-function base58btc(bytes: Uint8Array): string {
-  let n = BigInt("0x" + (Buffer.from(bytes).toString("hex") || "0"));
-  let out = "";
-  while (n > 0n) {
-    out = ALPHABET[Number(n % 58n)] + out;
-    n /= 58n;
-  }
-  for (const b of bytes) {
-    if (b !== 0) break;
-    out = "1" + out;
-  }
-  return out;
 }

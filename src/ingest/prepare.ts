@@ -3,7 +3,7 @@
 // same in the ingest worker thread as in the node itself.
 import { canonicalize } from "../encoding/jcs.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
-import { EVENT_TYPE_RE } from "../chain/microblock.ts";
+import { EVENT_TYPE_RE } from "../protocol/microblock.ts";
 import { type InputFormat, parseJsonLine, toSecurityEvent } from "./records.ts";
 
 /** An event ready to be chained: payload canonicalised and hashed outside the write lock. */

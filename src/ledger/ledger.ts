@@ -4,7 +4,7 @@ import { Database, type Statement } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fromHex, toHex } from "../encoding/hex.ts";
-import type { Microblock } from "../chain/microblock.ts";
+import type { Microblock } from "../protocol/microblock.ts";
 import { MIGRATIONS } from "./schema.ts";
 
 export interface ChainHead {

@@ -11,8 +11,8 @@ import {
   parseMicroblock,
   payloadMatches,
   type SigningKeyInfo,
-} from "../chain/microblock.ts";
-import { keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
+} from "../protocol/microblock.ts";
+import { keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
 import { type Ledger, withoutLocalFields } from "./ledger.ts";
 import type { FromVerifyWorker, ToVerifyWorker } from "./verify-worker.ts";
 import { workerUrl } from "../runtime/worker-url.ts";

@@ -8,10 +8,10 @@ import { blsSign } from "../crypto/bls.ts";
 import type { CheckpointSource, CheckResult } from "../consensus/ports.ts";
 import { LedgerSignedStore } from "../consensus/signed-store.ts";
 import { signOnce } from "../consensus/sign-once.ts";
-import { signingDigest } from "../consensus/messages.ts";
-import { signersBitfield } from "../consensus/validators.ts";
+import { signingDigest } from "../protocol/consensus-messages.ts";
+import { signersBitfield } from "../protocol/validator-set.ts";
 import type { Ledger } from "../ledger/ledger.ts";
-import type { MeshPolicy } from "../mesh/genesis.ts";
+import type { MeshPolicy } from "../protocol/genesis.ts";
 import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import {
   type ChainCandidates,
@@ -23,18 +23,10 @@ import {
   leavesOf,
   makeCheckpointBody,
   planCheckpoint,
-} from "./checkpoint.ts";
+} from "../protocol/checkpoint.ts";
 import { TreeStore } from "./tree-store.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
 
-/** Finality certificate (type F, DESIGN.md section 6). */
-export interface FinalityCertificate {
-  v: 1;
-  type: "F";
-  checkpoint: CheckpointBody;
-  /** Bitfield over genesis validator order, hex; validator i is bit (7 - i % 8) of byte i / 8. */
-  signers: string;
-  agg_sig: string;
-}
 
 /** A certificate that cannot hold in this ledger whatever is fetched again: it contradicts what the ledger holds. */
 export class CheckpointConflict extends Error {}

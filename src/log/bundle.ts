@@ -4,16 +4,16 @@
 // checkpoint extends an earlier one. Assembly reads a node's ledger; verification is pure.
 import { fromHex, isHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
-import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
+import { expectKeys, expectObject, intField, literalField } from "../encoding/schema.ts";
 import { verify as p256Verify } from "../crypto/p256.ts";
-import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../chain/microblock.ts";
-import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../identity/keycert.ts";
-import { type Genesis, MeshPolicy, meshIdOf } from "../mesh/genesis.ts";
+import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../protocol/microblock.ts";
+import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
+import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
 import { withoutLocalFields } from "../ledger/ledger.ts";
 import type { DSMNode } from "../node/node.ts";
-import type { CheckpointBuilder, FinalityCertificate } from "./builder.ts";
-import { signerIndices, validatorSetOf } from "../consensus/validators.ts";
-import { type CheckpointBody, checkpointDigest, parseCheckpoint } from "./checkpoint.ts";
+import type { CheckpointBuilder } from "./builder.ts";
+import { BundleError, check, type FinalityCertificate, type FinalityInfo, oneLine, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
+import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
 
 export interface InclusionBundle {
@@ -38,42 +38,12 @@ export interface ConsistencyBundle {
 
 export type ProofBundle = InclusionBundle | ConsistencyBundle;
 
-/** A bundle does not prove what it claims; the message is one line saying what failed. */
-export class BundleError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "BundleError";
-  }
-}
-
 /** Assembly refused (unknown id, not yet checkpointed, unknown epoch). */
 export class BundleUnavailable extends Error {}
-
-export interface FinalityInfo {
-  epoch: number;
-  tree_size: number;
-  signed: number;
-  validators: number;
-  quorum: number;
-}
 
 export type BundleSummary =
   | ({ type: "inclusion"; id: string; node_id: string; seq: number; leaf_index: number; payload: boolean } & FinalityInfo & { message: string })
   | { type: "consistency"; older: FinalityInfo; newer: FinalityInfo; message: string };
-
-function oneLine(e: unknown): string {
-  return (e instanceof Error ? e.message : String(e)).split("\n")[0]!;
-}
-
-/** Runs fn; any exception becomes a BundleError prefixed with what was being checked. */
-function check<T>(what: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof BundleError) throw e;
-    throw new BundleError(`${what}: ${oneLine(e)}`);
-  }
-}
 
 function parseProof(value: unknown, what: string): Uint8Array[] {
   if (!Array.isArray(value) || value.length > 128) throw new BundleError(`${what}: "proof" must be a list of at most 128 hashes`);
@@ -81,35 +51,6 @@ function parseProof(value: unknown, what: string): Uint8Array[] {
     if (!isHex(h, 32)) throw new BundleError(`${what}: proof[${i}] is not a 32-byte lowercase hex hash`);
     return fromHex(h, 32);
   });
-}
-
-export function parseFinalityCertificate(value: unknown, what = "finality certificate"): FinalityCertificate {
-  return check(what, () => {
-    const o = expectObject(value, what);
-    expectKeys(o, what, ["v", "type", "checkpoint", "signers", "agg_sig"]);
-    literalField(o, "v", what, 1);
-    literalField(o, "type", what, "F");
-    parseCheckpoint(o.checkpoint, `${what} checkpoint`);
-    if (typeof o.signers !== "string" || !/^(?:[0-9a-f]{2})+$/.test(o.signers)) throw new SchemaError(`${what}: "signers" must be a non-empty hex bitfield`);
-    hexField(o, "agg_sig", what, 96);
-    return o as unknown as FinalityCertificate;
-  });
-}
-
-/**
- * The certificate's checkpoint belongs to this genesis's mesh and carries the aggregate
- * BLS signature of at least a quorum of its validators (or of `threshold`, a configured
- * quorum_threshold, when higher). Throws BundleError.
- */
-export function verifyFinality(value: unknown, genesis: Genesis, what = "finality certificate", threshold = 0): FinalityInfo {
-  const cert = parseFinalityCertificate(value, what);
-  const cp = cert.checkpoint;
-  const mesh = meshIdOf(genesis);
-  if (cp.mesh !== mesh) throw new BundleError(`${what}: checkpoint is for mesh ${cp.mesh.slice(0, 16)}…, not this genesis's mesh ${mesh.slice(0, 16)}…`);
-  const set = check(what, () => validatorSetOf(genesis, threshold));
-  const problem = set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
-  if (problem !== null) throw new BundleError(`${what}: ${problem}${problem.startsWith("aggregate") ? ` over checkpoint epoch ${cp.epoch}` : ""}`);
-  return { epoch: cp.epoch, tree_size: cp.tree_size, signed: signerIndices(cert.signers).length, validators: set.n, quorum: set.quorum };
 }
 
 /** Checks every hash and signature in a bundle against the genesis. Throws BundleError. */

@@ -21,9 +21,9 @@
 // one-validator mesh, that validator's key).
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { sha256 } from "../crypto/sha256.ts";
-import type { Genesis } from "../mesh/genesis.ts";
-import type { FinalityCertificate } from "./builder.ts";
-import { signerIndices } from "../consensus/validators.ts";
+import type { Genesis } from "../protocol/genesis.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
+import { signerIndices } from "../protocol/validator-set.ts";
 
 export const NOTE_ORIGIN_PREFIX = "hookprobe.dsm/";
 /** The signed-note algorithm byte used here: not a registered type (BLS12-381 aggregate). */

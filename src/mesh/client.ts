@@ -2,10 +2,10 @@
 // (getMicroblocks, getCheckpoint, verifyBlockInCheckpoint) and what the CLI asks a daemon.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Microblock } from "../chain/microblock.ts";
-import type { FinalityCertificate } from "../log/builder.ts";
+import type { Microblock } from "../protocol/microblock.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/bundle.ts";
-import type { Genesis } from "./genesis.ts";
+import type { Genesis } from "../protocol/genesis.ts";
 import { CONTROL_SOCKET, MAX_WAIT_S } from "./control.ts";
 import type { DaemonStatus } from "./daemon.ts";
 

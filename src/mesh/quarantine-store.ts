@@ -5,7 +5,7 @@
 import { fromHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import type { Ledger } from "../ledger/ledger.ts";
-import { type QuarantineRecord, quarantineDigest, quarantineState } from "./quarantine.ts";
+import { type QuarantineRecord, quarantineDigest, quarantineState } from "../protocol/quarantine.ts";
 
 export class QuarantineStore {
   readonly #mesh: Uint8Array;

@@ -1,6 +1,6 @@
 // The seed's event-handler API, over DSMNode: what an integration calls from code
 // instead of piping lines into dsm ingest.
-import type { Microblock } from "../chain/microblock.ts";
+import type { Microblock } from "../protocol/microblock.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";

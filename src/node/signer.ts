@@ -5,7 +5,7 @@ import type { KeyObject } from "node:crypto";
 import { canonicalize } from "../encoding/jcs.ts";
 import { generateKeyPair, sign } from "../crypto/p256.ts";
 import type { IdentityKey } from "../identity/identity-key.ts";
-import { issueKeyCert, type KeyCert, keyNameOf } from "../identity/keycert.ts";
+import { issueKeyCert, type KeyCert, keyNameOf } from "../protocol/keycert.ts";
 
 export interface IssuedCert {
   cert: KeyCert;

@@ -5,8 +5,8 @@
 import * as crypto from "node:crypto";
 import { fromHex, isHex, toHex } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
-import { type NodeCard, parseCard } from "../identity/card.ts";
-import { type Genesis, MeshPolicy } from "../mesh/genesis.ts";
+import { type NodeCard, parseCard } from "../protocol/card.ts";
+import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
 import { pcrCompositeDigest, type QuoteCheck, verifyQuote } from "./attest.ts";
 import type { TpmIdentityKey } from "./identity-key.ts";
 

@@ -12,11 +12,11 @@ import type { KeyObject } from "node:crypto";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../../src/crypto/bls.ts";
 import { ed25519PrivateKey } from "../../src/crypto/ed25519.ts";
 import { sha256 } from "../../src/crypto/sha256.ts";
-import { makeCard } from "../../src/identity/card.ts";
+import { makeCard } from "../../src/protocol/card.ts";
 import { SoftwareIdentityKey } from "../../src/identity/identity-key.ts";
 import { createLibp2pKey } from "../../src/identity/libp2p-key.ts";
-import { buildGenesis, type Genesis, meshIdOf } from "../../src/mesh/genesis.ts";
-import type { FinalityCertificate } from "../../src/log/builder.ts";
+import { buildGenesis, type Genesis, meshIdOf } from "../../src/protocol/genesis.ts";
+import type { FinalityCertificate } from "../../src/protocol/certificate.ts";
 import {
   type ChainCandidates,
   type CheckpointBody,
@@ -25,12 +25,12 @@ import {
   leavesOf,
   makeCheckpointBody,
   planCheckpoint,
-} from "../../src/log/checkpoint.ts";
+} from "../../src/protocol/checkpoint.ts";
 import { leafHash, rootOf } from "../../src/log/merkle.ts";
 import { ConsensusEngine, type EngineEvent } from "../../src/consensus/engine.ts";
-import { type Evidence, type Signed, signingDigest, signMessage, slotOf, type Unsigned } from "../../src/consensus/messages.ts";
+import { type Evidence, type Signed, signingDigest, signMessage, slotOf, type Unsigned } from "../../src/protocol/consensus-messages.ts";
 import { type CheckpointSource, type CheckResult, type Clock, type ConsensusMessage, MemorySignedStore, type SignedStore } from "../../src/consensus/ports.ts";
-import { ValidatorSet } from "../../src/consensus/validators.ts";
+import { ValidatorSet } from "../../src/protocol/validator-set.ts";
 import { prng } from "./prng.ts";
 
 export const GENESIS_MS = Date.parse("2026-01-01T00:00:00.000Z");

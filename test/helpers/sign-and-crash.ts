@@ -5,7 +5,7 @@ import { blsSign } from "../../src/crypto/bls.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
 import { LedgerSignedStore } from "../../src/consensus/signed-store.ts";
 import { signOnce } from "../../src/consensus/sign-once.ts";
-import { signingDigest } from "../../src/consensus/messages.ts";
+import { signingDigest } from "../../src/protocol/consensus-messages.ts";
 
 const [file, jobText] = process.argv.slice(2);
 const job = JSON.parse(jobText!) as { mesh: string; secret: string; unsigned: Parameters<typeof signOnce>[1] };

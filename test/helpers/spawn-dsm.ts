@@ -4,7 +4,7 @@ import { Database } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import type { Microblock } from "../../src/chain/microblock.ts";
+import type { Microblock } from "../../src/protocol/microblock.ts";
 export { prng } from "./prng.ts";
 
 export const REPO = path.resolve(import.meta.dir, "../..");

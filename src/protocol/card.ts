@@ -5,7 +5,7 @@ import { fromHex } from "../encoding/hex.ts";
 import { boolField, expectKeys, expectObject, hexField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
 import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
-import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
+import { type IdentityKey, nodeIdOf } from "./node-id.ts";
 import { blsKeyValidate, blsPopVerify } from "../crypto/bls.ts";
 
 export type Role = "edge" | "validator" | "both";

@@ -1,13 +1,13 @@
 // The genesis (type G, DESIGN.md section 3) fixes a mesh; its hash is the mesh id that
 // every signed object names. A node without a mesh gets a one-node local genesis at init.
-import { ed25519OfPeerId } from "../identity/libp2p-key.ts";
+import { ed25519OfPeerId } from "./peer-id.ts";
 import { fromHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
-import { nodeIdOf } from "../identity/identity-key.ts";
-import { type NodeCard, parseCard } from "../identity/card.ts";
+import { nodeIdOf } from "./node-id.ts";
+import { type NodeCard, parseCard } from "./card.ts";
 import { importPublicKey } from "../crypto/p256.ts";
 
 export type Admission = { policy: "open" } | { policy: "allowlist"; keys: string[] };

@@ -7,9 +7,9 @@ import { fromHex, toHex } from "../encoding/hex.ts";
 import { blsAggregateSignatures, blsBatchVerify, blsFastAggregateVerify, blsVerify, type G1Point, type G2Point, parsePublicKey, parseSignature } from "../crypto/bls.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
 import { ed25519PublicKey, ed25519Verify } from "../crypto/ed25519.ts";
-import { ed25519OfPeerId } from "../identity/libp2p-key.ts";
+import { ed25519OfPeerId } from "./peer-id.ts";
 import type { KeyObject } from "node:crypto";
-import type { Genesis } from "../mesh/genesis.ts";
+import type { Genesis } from "./genesis.ts";
 
 /** q = n - floor((n - 1) / 3): the BFT quorum of DESIGN.md section 6. */
 export function quorumOf(n: number): number {

@@ -8,7 +8,7 @@ import { toHex } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
 import { domainDigest } from "../crypto/sha256.ts";
-import type { ValidatorSet } from "../consensus/validators.ts";
+import type { ValidatorSet } from "./validator-set.ts";
 
 export type QuarantineReason = "attestation_failed" | "attestation_missed" | "fork" | "operator";
 

@@ -9,8 +9,8 @@ import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
 import type { KeyObject } from "node:crypto";
 import { importPublicKey, publicKeyOf, sign, verify } from "../crypto/p256.ts";
 import { domainDigest } from "../crypto/sha256.ts";
-import type { SigningKeyInfo } from "../chain/microblock.ts";
-import { type IdentityKey, nodeIdOf } from "./identity-key.ts";
+import type { SigningKeyInfo } from "./microblock.ts";
+import { type IdentityKey, nodeIdOf } from "./node-id.ts";
 
 export interface KeyCertBody {
   v: 1;

@@ -11,11 +11,11 @@
 //   E  evidence   two conflicting signed messages from one validator
 import { expectKeys, expectObject, hexField, intField, literalField, type Obj, SchemaError } from "../encoding/schema.ts";
 import { domainDigest } from "../crypto/sha256.ts";
-import { type CheckpointBody, checkpointDigest, checkpointDigestHex, parseCheckpoint } from "../log/checkpoint.ts";
+import { type CheckpointBody, checkpointDigest, checkpointDigestHex, parseCheckpoint } from "./checkpoint.ts";
 import type { KeyObject } from "node:crypto";
 import { blsSign } from "../crypto/bls.ts";
 import { ed25519Sign } from "../crypto/ed25519.ts";
-import type { ValidatorSet } from "./validators.ts";
+import type { ValidatorSet } from "./validator-set.ts";
 
 export type Phase = "prevote" | "precommit";
 

@@ -4,7 +4,7 @@
 import { toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
 import { domainDigest } from "../crypto/sha256.ts";
-import type { Genesis } from "../mesh/genesis.ts";
+import type { Genesis } from "./genesis.ts";
 
 export interface CheckpointBody {
   v: 1;
