@@ -23,7 +23,7 @@ export { createIpAnonymizer } from "./ingest/anonymize.ts";
 export { canonicalize, canonicalBytes } from "./encoding/jcs.ts";
 export { resolveConfig, parseConfig, type DsmConfig } from "./config/config.ts";
 export * as bls from "./crypto/bls.ts";
-export { MerkleTree } from "./log/merkle-tree.ts";
+export { MerkleTree } from "./log/memory-tree.ts";
 export {
   EMPTY_ROOT,
   leafHash,
@@ -43,7 +43,7 @@ export { buildGenesis } from "./protocol/genesis.ts";
 
 // Consensus (DESIGN.md section 6; docs/PROTOCOL.md "Consensus").
 export { ConsensusEngine, type EngineEvent, type EngineOptions } from "./consensus/engine.ts";
-export { DSMValidator, ValidatorKeyError } from "./consensus/validator.ts";
+export { DSMValidator, ValidatorKeyError } from "./node/validator.ts";
 export { ValidatorSet, validatorSetOf, quorumOf, signerIndices, signersBitfield } from "./protocol/validator-set.ts";
 export {
   type Proposal,

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Receiver } from "../src/chain/accept.ts";
 import { ConsensusEngine, type EngineEvent } from "../src/consensus/engine.ts";
-import { DSMValidator } from "../src/consensus/validator.ts";
+import { DSMValidator } from "../src/node/validator.ts";
 import type { ConsensusMessage } from "../src/consensus/ports.ts";
 import { signerIndices } from "../src/protocol/validator-set.ts";
 import { createLibp2pKey } from "../src/identity/libp2p-key.ts";

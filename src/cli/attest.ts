@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import { isHex } from "../encoding/hex.ts";
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
-import { DSMValidator } from "../consensus/validator.ts";
+import { DSMValidator } from "../node/validator.ts";
 import { TpmIdentityKey } from "../tpm/identity-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
 import type { DSMNode } from "../node/node.ts";

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import { MeshClient } from "../mesh/client.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
 import { type FinalityCertificate } from "../protocol/certificate.ts";

@@ -2,7 +2,7 @@ import { letSignalsIn } from "../runtime/yield.ts";
 import { onStopSignals } from "./signals.ts";
 import * as fs from "node:fs";
 import { type AcceptOutcome, KeyCertRejected, Receiver } from "../chain/accept.ts";
-import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import type { QuarantineRecord } from "../protocol/quarantine.ts";
 import { ExchangeLineError, MAX_EXCHANGE_LINE_BYTES, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../protocol/microblock.ts";

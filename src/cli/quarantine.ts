@@ -1,5 +1,5 @@
 import { fromHex, toHex } from "../encoding/hex.ts";
-import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import { QuarantineStore } from "../mesh/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";

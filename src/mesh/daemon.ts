@@ -14,7 +14,7 @@ import { KeyCertRejected, Receiver } from "../chain/accept.ts";
 import { ExchangeLineError, exchangeChunks, parseExchangeLine } from "../chain/exchange.ts";
 import { MicroblockRejected } from "../protocol/microblock.ts";
 import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
-import { DSMValidator, ValidatorKeyError } from "../consensus/validator.ts";
+import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import { CheckpointBuilder, CheckpointConflict } from "../log/builder.ts";
 import { type FinalityCertificate } from "../protocol/certificate.ts";
 import { verifyFinality } from "../protocol/certificate.ts";

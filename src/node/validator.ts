@@ -11,10 +11,10 @@ import { readSecretFile } from "../fs/files.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
-import type { DSMNode } from "../node/node.ts";
-import { ConsensusEngine, type EngineEvent } from "./engine.ts";
-import { type Clock, type ConsensusTransport, systemClock } from "./ports.ts";
-import { LedgerSignedStore } from "./signed-store.ts";
+import type { DSMNode } from "./node.ts";
+import { ConsensusEngine, type EngineEvent } from "../consensus/engine.ts";
+import { type Clock, type ConsensusTransport, systemClock } from "../consensus/ports.ts";
+import { LedgerSignedStore } from "../consensus/signed-store.ts";
 import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
 
 export class ValidatorKeyError extends Error {}
@@ -83,7 +83,8 @@ export class DSMValidator {
     return new DSMValidator(node, index, secret, vote);
   }
 
-  /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new. The seed's API. */
+  /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new.
+   * A shim over builder.propose kept for library callers (src/index.ts exports DSMValidator) written against the first one-call API. */
   buildCheckpoint(epoch: number): CheckpointBody | null {
     return this.builder.propose(epoch);
   }
