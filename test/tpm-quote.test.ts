@@ -21,7 +21,7 @@ import {
   verifyQuote,
   type QuoteCheck,
   type VerifyQuoteInput,
-} from "../src/tpm/attest.ts";
+} from "../src/tpm/quote.ts";
 import { haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 import { prng } from "./helpers/prng.ts";
 

@@ -19,7 +19,7 @@ import { importPublicKey, isLowS, verify as p256Verify } from "../src/crypto/p25
 import { verifyBody } from "../src/crypto/signed.ts";
 import { toHex } from "../src/encoding/hex.ts";
 import { DSMNode } from "../src/node/node.ts";
-import { parsePublicArea, pcrCompositeDigest, verifyQuote, type VerifyQuoteInput } from "../src/tpm/attest.ts";
+import { parsePublicArea, pcrCompositeDigest, verifyQuote, type VerifyQuoteInput } from "../src/tpm/quote.ts";
 import { TpmIdentityKey, withTpm } from "../src/tpm/identity-key.ts";
 import { eccSigningTemplate, pcrSelection, Tpm, TpmError } from "../src/tpm/tpm.ts";
 import { DSM, ndjson, requireBinary, TempNode } from "./helpers/e2e.ts";

@@ -1,6 +1,6 @@
-// The seed's MerkleTree: an RFC 6962 tree over leaves held in memory, for library users
-// and tests. The mesh log itself lives in the ledger (tree-store.ts) and gives the same
-// roots and proofs.
+// MerkleTree: an RFC 6962 tree over leaves held in memory. DESIGN.md names this class as
+// the library's API, and tests use it as a reference; the mesh log itself lives in the
+// ledger (its tree store) and gives the same roots and proofs.
 import { consistencyProof, inclusionProof, leafHash, rootOf } from "./merkle.ts";
 
 export class MerkleTree {

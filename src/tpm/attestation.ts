@@ -7,7 +7,7 @@ import { fromHex, isHex, toHex } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
 import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
-import { pcrCompositeDigest, type QuoteCheck, verifyQuote } from "./attest.ts";
+import { pcrCompositeDigest, type QuoteCheck, verifyQuote } from "./quote.ts";
 import type { TpmIdentityKey } from "./identity-key.ts";
 
 export interface AttestationBundle {

@@ -9,7 +9,7 @@ import { normaliseLowS } from "../crypto/p256.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import { toHex } from "../encoding/hex.ts";
 import type { IdentityKey } from "../identity/identity-key.ts";
-import { parsePublicArea, parseSignatureEcdsa } from "./attest.ts";
+import { parsePublicArea, parseSignatureEcdsa } from "./quote.ts";
 import { eccSigningTemplate, Tpm, TPM2_RC_HANDLE_EMPTY, TpmError } from "./tpm.ts";
 
 export const DEFAULT_TPM_HANDLE = 0x81010001;

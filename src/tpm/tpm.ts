@@ -22,7 +22,7 @@ import {
   TPM2_SU_CLEAR,
   type Tss2Libraries,
 } from "../../ffi/tss2.ts";
-import { TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_SHA256, TPM_ECC_NIST_P256, TPMA_OBJECT } from "./attest.ts";
+import { TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_SHA256, TPM_ECC_NIST_P256, TPMA_OBJECT } from "./quote.ts";
 
 export class TpmError extends Error {
   constructor(
