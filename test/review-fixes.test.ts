@@ -2,28 +2,23 @@
 // nodes, real keys, real SQLite files in temp dirs. Each test fails on the code before
 // its fix. The CLI side of the same review is in test/e2e-review.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Database } from "bun:sqlite";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { KeyCertRejected, Receiver } from "../src/chain/accept.ts";
-import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/chain/microblock.ts";
+import type { Microblock } from "../src/protocol/microblock.ts";
 import { defaultConfig, type DsmConfig } from "../src/config/config.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../src/crypto/bls.ts";
-import { generateKeyPair, sign } from "../src/crypto/p256.ts";
 import { sha256Hex } from "../src/crypto/sha256.ts";
-import { fromHex, toHex, ZERO_HASH } from "../src/encoding/hex.ts";
+import { toHex } from "../src/encoding/hex.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
-import { formatTime } from "../src/encoding/time.ts";
 import { writeFileAtomic } from "../src/fs/files.ts";
-import { makeCard, type NodeCard } from "../src/identity/card.ts";
+import { makeCard, type NodeCard } from "../src/protocol/card.ts";
 import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
-import { issueKeyCert, type KeyCert, keyNameOf } from "../src/identity/keycert.ts";
 import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
-import { type VerifyReport, verifyLedger } from "../src/ledger/verify.ts";
-import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/mesh/genesis.ts";
+import { verifyLedger } from "../src/ledger/verify.ts";
+import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/protocol/genesis.ts";
 import { MitigationLogger, SecurityEventHandler } from "../src/node/handlers.ts";
 import { DSMNode, EventError, type PreparedEvent } from "../src/node/node.ts";
 import { SURICATA_ALERT } from "./helpers/fixtures.ts";
@@ -81,17 +76,6 @@ function storedPayload(node: DSMNode, mb: Microblock): { text: string; value: an
   return { text: text!, value: JSON.parse(text!) };
 }
 
-/** Runs SQL on the ledger file through a connection of our own, foreign keys off (altering the file as an attacker would). */
-function tamper(file: string, ...sql: string[]): void {
-  const db = new Database(file);
-  try {
-    db.exec("PRAGMA foreign_keys = OFF");
-    for (const s of sql) db.exec(s);
-  } finally {
-    db.close();
-  }
-}
-
 const TOKEN = /^ip-[0-9a-f]{32}$/;
 
 // ---------------------------------------------------------------------------
@@ -141,223 +125,6 @@ describe("1. handlers anonymise before event_id (privacy.anonymize_ips)", () => 
     expect(text).toBe(expected.canonical);
     expect(p.event_id).toBe(JSON.parse(expected.canonical).event_id);
     for (const ip of ["10.137.3.54", "10.128.2.48"]) expect(text).not.toContain(ip);
-  });
-});
-
-// ---------------------------------------------------------------------------
-// A shared mesh with open admission: a validator that receives, an edge (node A), the
-// edge's twin (same identity, own ledger: it can fork A's chain), and mallory (node M).
-describe("receiving: fork evidence, orphan rows, key certificates", () => {
-  let mesh: { config: DsmConfig; validator: DSMNode; edge: DSMNode; twin: DSMNode; mallory: DSMNode; malloryDir: string };
-  let edgeMb: Microblock;
-  let twinMb: Microblock;
-
-  beforeAll(async () => {
-    const vDir = freshDir("validator");
-    const eDir = freshDir("edge");
-    const mDir = freshDir("mallory");
-    for (const d of [vDir, eDir, mDir]) await DSMNode.init({ dataDir: d, config: defaultConfig() });
-    const tDir = freshDir("twin");
-    fs.cpSync(eDir, tDir, { recursive: true });
-    fs.rmSync(path.join(tDir, "ledger.sqlite"), { force: true });
-    const vCard = JSON.parse(fs.readFileSync(path.join(vDir, "card.json"), "utf8"));
-    const genesis: Genesis = { ...makeLocalGenesis(vCard, Date.now()), name: "review-mesh", admission: { policy: "open" } };
-    const genesisFile = path.join(root, "review-genesis.json");
-    fs.writeFileSync(genesisFile, JSON.stringify(genesis));
-    const config = defaultConfig();
-    config.mesh.genesis = genesisFile;
-    const open = (d: string) => {
-      const n = DSMNode.open(d, config);
-      opened.push(n);
-      return n;
-    };
-    mesh = { config, validator: open(vDir), edge: open(eDir), twin: open(tDir), mallory: open(mDir), malloryDir: mDir };
-    edgeMb = await mesh.edge.createMicroblock({ eventType: "test.event", payload: { from: "edge" } });
-    twinMb = await mesh.twin.createMicroblock({ eventType: "test.event", payload: { from: "twin" } });
-    expect(mesh.twin.nodeId).toBe(mesh.edge.nodeId);
-    expect(twinMb.seq).toBe(edgeMb.seq);
-  });
-
-  function receiver(ledger: Ledger): Receiver {
-    return new Receiver(ledger, mesh.validator.policy, { maxClockSkewMs: 60_000 });
-  }
-  function certOf(node: DSMNode, mb: Microblock): KeyCert {
-    return JSON.parse(node.ledger.keyCert(mb.key)!);
-  }
-  function payloadOf(node: DSMNode, mb: Microblock): unknown {
-    return JSON.parse(node.ledger.payload(mb.payload_hash)!);
-  }
-  /** A ledger holding the genuine fork: the edge's seq 1 stored, the twin's seq 1 kept as evidence. */
-  function ledgerWithGenuineFork(): Ledger {
-    const l = freshLedger();
-    const r = receiver(l);
-    r.acceptKeyCert(certOf(mesh.edge, edgeMb));
-    expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
-    r.acceptKeyCert(certOf(mesh.twin, twinMb));
-    expect(r.acceptMicroblock(twinMb, payloadOf(mesh.twin, twinMb)).status).toBe("fork");
-    expect(l.counts().forkEvidence).toBe(1);
-    return l;
-  }
-  function forkProblems(report: VerifyReport) {
-    return report.problems.filter((p) => p.kind === "fork_evidence");
-  }
-
-  describe("2. fork evidence must prove itself", () => {
-    test("genuine evidence (two nodes sharing one identity) verifies clean", async () => {
-      const l = ledgerWithGenuineFork();
-      const report = await verifyLedger(l);
-      expect(report.forkEvidence).toBe(1);
-      expect(report.problems).toEqual([]);
-      expect(report.problemCount).toBe(0);
-    });
-
-    test("evidence signed by mallory's certified key but claiming node A is reported", async () => {
-      const l = freshLedger();
-      const r = receiver(l);
-      // Node A is known and clean here.
-      r.acceptKeyCert(certOf(mesh.edge, edgeMb));
-      r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb));
-      // Mallory certifies a signing key of her own: a valid certificate, for node M.
-      const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
-      const kp = generateKeyPair();
-      const cert = await issueKeyCert(malloryId, {
-        mesh: mesh.validator.mesh,
-        signingKey: kp.privateKey,
-        firstSeq: 1,
-        notAfterMs: Date.now() + 3_600_000,
-      });
-      r.acceptKeyCert(cert);
-      // Two microblocks claiming node A, seq 1, validly signed by mallory's key.
-      const forge = (payload: unknown): Microblock => {
-        const body: MicroblockBody = {
-          v: 1,
-          type: "M",
-          mesh: mesh.validator.mesh,
-          node_id: mesh.edge.nodeId,
-          seq: 1,
-          prev: ZERO_HASH,
-          timestamp: formatTime(Date.now()),
-          event_type: "test.forged",
-          payload_hash: sha256Hex(canonicalize(payload)),
-          key: keyNameOf(kp.publicKey),
-        };
-        const id = microblockIdBytes(body);
-        return { ...body, id: toHex(id), sig: toHex(sign(kp.privateKey, id)) };
-      };
-      const a = forge({ n: 1 });
-      const b = forge({ n: 2 });
-      l.immediate(() => l.insertForkEvidence(a, canonicalize(a), canonicalize(b), Date.now()));
-      const report = await verifyLedger(l);
-      const problems = forkProblems(report);
-      expect(problems).toHaveLength(1);
-      expect(problems[0]!.message).toMatch(/certified for another node/);
-      expect(report.problemCount).toBeGreaterThan(0);
-    });
-
-    test("a genuine evidence row moved to another seq is reported", async () => {
-      const l = ledgerWithGenuineFork();
-      tamper(l.path, "UPDATE fork_evidence SET seq = seq + 7");
-      const problems = forkProblems(await verifyLedger(l));
-      expect(problems).toHaveLength(1);
-      expect(problems[0]!.message).toMatch(/not for the chain and seq the row names/);
-    });
-
-    test("a genuine evidence row moved to another node's chain is reported", async () => {
-      const l = ledgerWithGenuineFork();
-      // Give the validator's own node a chain here, then pin the evidence on it.
-      const own = await mesh.validator.createMicroblock({ eventType: "test.event", payload: { own: true } });
-      const r = receiver(l);
-      r.acceptKeyCert(certOf(mesh.validator, own));
-      r.acceptMicroblock(own, payloadOf(mesh.validator, own));
-      const target = l.chainOf(mesh.validator.mesh, mesh.validator.nodeId, false)!;
-      const from = l.chainOf(mesh.edge.mesh, mesh.edge.nodeId, false)!;
-      expect(target).not.toBe(from);
-      tamper(l.path, `UPDATE fork_evidence SET chain = ${target}`);
-      const report = await verifyLedger(l);
-      const problems = forkProblems(report);
-      expect(problems).toHaveLength(1);
-      expect(problems[0]!.message).toMatch(/not for the chain and seq the row names/);
-    });
-  });
-
-  describe("4. one signing key, one certificate", () => {
-    /** Mallory certifies the edge's signing key (she does not hold it, so signing_pop cannot be right). */
-    const stealCert = (genuine: KeyCert) =>
-      issueKeyCert(SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem")), {
-        mesh: mesh.validator.mesh,
-        signingKey: generateKeyPair().privateKey,
-        signingPub: fromHex(genuine.signing_pub, 33),
-        firstSeq: 1,
-        notAfterMs: Date.parse(genuine.not_after),
-      });
-
-    test("a second, different certificate for a known signing_pub is refused; the identical one is fine", async () => {
-      const l = freshLedger();
-      const r = receiver(l);
-      const genuine = certOf(mesh.edge, edgeMb);
-      r.acceptKeyCert(genuine);
-      // Mallory (an admitted node) certifies the edge's signing key as her own.
-      const stolen = await stealCert(genuine);
-      expect(stolen.node_id).toBe(mesh.mallory.nodeId);
-      let caught: unknown;
-      try {
-        r.acceptKeyCert(stolen);
-      } catch (e) {
-        caught = e;
-      }
-      expect(caught).toBeInstanceOf(KeyCertRejected);
-      // The signing key's proof of possession (signing_pop) is what stops it.
-      expect((caught as Error).message).toMatch(/signing_pop does not verify/);
-      // Also from a fresh receiver on the same ledger (nothing cached in memory).
-      expect(() => receiver(l).acceptKeyCert(stolen)).toThrow(KeyCertRejected);
-      // The stored certificate is still the edge's, and the edge's microblock still fits it.
-      expect(l.keyCert(edgeMb.key)).toBe(canonicalize(genuine));
-      expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
-      // The identical certificate again: accepted, nothing changes.
-      const before = l.counts();
-      expect(r.acceptKeyCert(structuredClone(genuine)).signing_pub).toBe(genuine.signing_pub);
-      expect(receiver(l).acceptKeyCert(structuredClone(genuine)).node_id).toBe(mesh.edge.nodeId);
-      expect(l.counts()).toEqual(before);
-    });
-
-    test("front-running: a stolen certificate that arrives first changes nothing", async () => {
-      const l = freshLedger();
-      const r = receiver(l);
-      const genuine = certOf(mesh.edge, edgeMb);
-      const stolen = await stealCert(genuine);
-      expect(() => r.acceptKeyCert(stolen)).toThrow(KeyCertRejected);
-      expect(l.keyCert(edgeMb.key)).toBeNull();
-      r.acceptKeyCert(genuine);
-      expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
-    });
-  });
-
-  describe("3. verify reports rows that belong to no chain", () => {
-    async function nodeWithRows(n: number): Promise<DSMNode> {
-      const { node } = await newNode("orphans");
-      for (let i = 0; i < n; i++) await node.createMicroblock({ eventType: "test.event", payload: { i } });
-      const clean = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(clean.problems).toEqual([]);
-      return node;
-    }
-
-    test("the chains row deleted: microblocks and key certificates are reported, not passed as verified", async () => {
-      const node = await nodeWithRows(3);
-      tamper(node.ledger.path, "DELETE FROM chains");
-      const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(report.problemCount).toBeGreaterThan(0);
-      const messages = report.problems.map((p) => p.message);
-      expect(messages).toContainEqual(expect.stringMatching(/^3 microblocks rows belong to no chain/));
-      expect(messages).toContainEqual(expect.stringMatching(/^1 key_certs rows belong to no chain/));
-    });
-
-    test("one microblock pointed at chain 99 is reported", async () => {
-      const node = await nodeWithRows(3);
-      tamper(node.ledger.path, "UPDATE microblocks SET chain = 99 WHERE rowid = (SELECT max(rowid) FROM microblocks)");
-      const report = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(report.problemCount).toBe(1);
-      expect(report.problems[0]!.message).toMatch(/^1 microblocks rows belong to no chain/);
-    });
   });
 });
 
