@@ -5,11 +5,11 @@
 // runs on a second thread while this one signs and commits: on a 2-core SBC that is
 // the difference between the two halves of the work adding up and overlapping.
 import { letSignalsIn } from "../runtime/yield.ts";
-import type { DSMNode } from "../node/node.ts";
 import { LineSplitter } from "./lines.ts";
 import { type LineResult, prepareLine, seal } from "./prepare.ts";
 import type { FromWorker, ToWorker } from "./prepare-worker.ts";
 import type { InputFormat } from "./records.ts";
+import type { EventSink } from "./sink.ts";
 import { workerUrl } from "../runtime/worker-url.ts";
 
 export interface IngestOptions {
@@ -70,7 +70,7 @@ export class IngestPipeline {
   /** One batch is still committed after a stop: the one whose lines were read first. */
   #stopCommitted = false;
 
-  constructor(private readonly node: DSMNode, private readonly opts: IngestOptions) {}
+  constructor(private readonly sink: EventSink, private readonly opts: IngestOptions) {}
 
   get fatal(): Error | null {
     return this.#fatal;
@@ -102,7 +102,7 @@ export class IngestPipeline {
   async #consumeHere(reader: Reader, source: string, signal?: StopSignal): Promise<void> {
     const splitter = new LineSplitter(this.opts.maxLineBytes);
     const { format } = this.opts;
-    const anonymize = this.node.anonymizer;
+    const anonymize = this.sink.anonymizer;
     const onLine = (l: { no: number; text?: string; error?: string }) =>
       this.#accept(prepareLine(source, l.no, l.text, l.error, format, anonymize));
     while (!this.#fatal && !signal?.stopped) {
@@ -147,7 +147,7 @@ export class IngestPipeline {
       kind: "init",
       format: this.opts.format,
       maxLineBytes: this.opts.maxLineBytes,
-      anonymizeSecret: this.node.anonymizeSecret,
+      anonymizeSecret: this.sink.anonymizeSecret,
     } satisfies ToWorker);
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const msg = e.data;
@@ -239,7 +239,7 @@ export class IngestPipeline {
       }
       if (this.#signal?.stopped) this.#stopCommitted = true;
       try {
-        const mbs = await this.node.append(events);
+        const mbs = await this.sink.append(events);
         this.#emit(batch, mbs);
       } catch (e) {
         this.#fatal = e as Error;

@@ -1,11 +1,10 @@
 // A dsm node: its identity, its mesh, its ledger, and the one way events become
-// microblocks. The CLI and the library API are both thin layers over this.
+// microblocks (checked here; signed and committed by src/chain/writer.ts). The CLI
+// and the library API are both thin layers over this.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { fromHex, ZERO_HASH } from "../encoding/hex.ts";
-import { formatTime } from "../encoding/time.ts";
 import { toHex } from "../encoding/hex.ts";
-import { type Microblock, type MicroblockBody, microblockIdBytes } from "../protocol/microblock.ts";
+import type { Microblock } from "../protocol/microblock.ts";
 import type { DsmConfig } from "../config/config.ts";
 import { makeCard, type NodeCard, parseCard, type Role } from "../protocol/card.ts";
 import { type IdentityKey, nodeIdOf, PublicIdentityKey, SoftwareIdentityKey } from "../identity/identity-key.ts";
@@ -19,7 +18,9 @@ import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../pro
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
 import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
-import { ChainSigner, type IssuedCert } from "./signer.ts";
+import { ChainSigner } from "../chain/signer.ts";
+import { ChainWriter } from "../chain/writer.ts";
+import type { EventSink } from "../ingest/sink.ts";
 
 export { EventError, type PreparedEvent } from "../ingest/prepare.ts";
 
@@ -51,18 +52,17 @@ export interface InitResult {
   tpm?: { handle: string; skipped: string | null; replaced: boolean; released: string | null };
 }
 
-export class DSMNode {
+export class DSMNode implements EventSink {
   readonly layout: DataDirLayout;
   readonly identity: IdentityKey;
   readonly nodeId: string;
   readonly genesis: Genesis;
   readonly policy: MeshPolicy;
   readonly ledger: Ledger;
-  readonly #signer: ChainSigner;
+  readonly #writer: ChainWriter;
   readonly #anonymize: Anonymizer | null;
   /** The privacy.anonymize_ips secret, for the ingest worker's own anonymiser; null when off. */
   readonly anonymizeSecret: Uint8Array | null;
-  #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly config: DsmConfig,
@@ -78,7 +78,8 @@ export class DSMNode {
     this.genesis = genesis;
     this.policy = new MeshPolicy(genesis);
     this.ledger = ledger;
-    this.#signer = new ChainSigner(identity, this.policy.mesh, config.keys.signing_key_lifetime_s);
+    const signer = new ChainSigner(identity, this.policy.mesh, config.keys.signing_key_lifetime_s);
+    this.#writer = new ChainWriter(ledger, this.policy.mesh, this.nodeId, signer, (m) => new EventError(m));
     this.anonymizeSecret = writer && config.privacy.anonymize_ips ? new Uint8Array(readSecretFile(layout.privacyKey)) : null;
     this.#anonymize = this.anonymizeSecret ? createIpAnonymizer(this.anonymizeSecret) : null;
   }
@@ -240,16 +241,16 @@ export class DSMNode {
     return prepareEvent(eventType, payload, this.#anonymize);
   }
 
-  /** The seed's API: one event, one microblock, committed before the promise resolves. */
+  /** One event, one microblock, committed before the promise resolves: a shim over prepare + append kept for library callers of the first one-event API. */
   async createMicroblock(event: { payload: unknown; eventType: string }): Promise<Microblock> {
     const [mb] = await this.append([this.prepare(event.eventType, event.payload)]);
     return mb!;
   }
 
   /**
-   * Chains a batch of events in one BEGIN IMMEDIATE transaction: one fsync for the batch
-   * (group commit), and seq assignment that no other process on this ledger can race.
-   * Batches from this process run one at a time.
+   * Chains a batch of events in one BEGIN IMMEDIATE transaction (the ChainWriter's): one
+   * fsync for the batch (group commit), and seq assignment that no other process on this
+   * ledger can race. Batches from this process run one at a time.
    */
   append(events: PreparedEvent[]): Promise<Microblock[]> {
     // A PreparedEvent from library code is checked in full: its type goes into hand-built
@@ -259,78 +260,7 @@ export class DSMNode {
     } catch (e) {
       return Promise.reject(e);
     }
-    const run = this.#queue.then(() => this.#appendNow(events));
-    this.#queue = run.catch(() => undefined);
-    return run;
-  }
-
-  async #appendNow(events: PreparedEvent[]): Promise<Microblock[]> {
-    if (events.length === 0) return [];
-    for (let attempt = 0; ; attempt++) {
-      // Certifying a new signing key may wait on the identity key (a TPM takes 20-100 ms),
-      // so it happens outside the write lock, for the seq the head suggests. If another
-      // writer moved the head meanwhile, the certificate is re-issued: its first_seq is
-      // always exactly the first seq its key signs, never an older one.
-      if (attempt === 8) throw new EventError("could not certify a signing key for the chain head after 8 tries (heavy contention, or a clock far behind the chain)");
-      const head = this.ledger.head(this.mesh, this.nodeId);
-      // From the head's time if the clock is behind it: timestamps never go backwards, so neither may not_after.
-      const issued = await this.#signer.ready((head?.seq ?? 0) + 1, Math.max(Date.now(), head ? Date.parse(head.timestamp) : 0));
-      const out = this.#appendLocked(events, issued);
-      if (out === null) continue;
-      if (issued) this.#signer.stored();
-      return out;
-    }
-  }
-
-  /** The whole write, synchronous, under BEGIN IMMEDIATE. null: the certificate went stale (first_seq or not_after). */
-  #appendLocked(events: PreparedEvent[], issued: IssuedCert | null): Microblock[] | null {
-    const mesh = this.mesh;
-    return this.ledger.immediate(() => {
-      const nowMs = Date.now();
-      const head = this.ledger.head(mesh, this.nodeId);
-      let seq = head?.seq ?? 0;
-      if (issued && issued.cert.first_seq !== seq + 1) return null;
-      let prev = head?.id ?? ZERO_HASH;
-      // Timestamps never go backwards along a chain (docs/PROTOCOL.md), even if the clock does.
-      const timestampMs = Math.max(nowMs, head ? Date.parse(head.timestamp) : 0);
-      // The wait for the write lock may have outlived the key's certificate: never sign past not_after.
-      if (timestampMs > this.#signer.notAfterMs) {
-        this.#signer.expire();
-        return null;
-      }
-      const timestamp = formatTime(timestampMs);
-      if (issued) this.ledger.insertKeyCert(mesh, this.nodeId, issued.keyName, issued.cert.first_seq, issued.canonical, nowMs);
-      const key = this.#signer.keyName;
-      const keyBytes = fromHex(key);
-      const chain = this.ledger.chainOf(mesh, this.nodeId, true)!;
-      let prevBytes = fromHex(prev);
-      const out: Microblock[] = [];
-      for (const ev of events) {
-        seq += 1;
-        const body: MicroblockBody = {
-          v: 1,
-          type: "M",
-          mesh,
-          node_id: this.nodeId,
-          seq,
-          prev,
-          timestamp,
-          event_type: ev.eventType,
-          payload_hash: ev.payloadHash,
-          key,
-        };
-        const idBytes = microblockIdBytes(body);
-        const sig = this.#signer.sign(idBytes);
-        const payloadHash = fromHex(ev.payloadHash);
-        this.ledger.insertPayload(payloadHash, ev.canonical);
-        this.ledger.insertRow({ chain, seq, id: idBytes, prev: prevBytes, timestamp, eventType: ev.eventType, payloadHash, key: keyBytes, sig, receivedAt: nowMs });
-        const mb: Microblock = { ...body, id: toHex(idBytes), sig: toHex(sig) };
-        out.push(mb);
-        prev = mb.id;
-        prevBytes = idBytes;
-      }
-      return out;
-    });
+    return this.#writer.append(events);
   }
 }
 
