@@ -14,6 +14,7 @@ import { MIGRATIONS } from "../src/ledger/schema.ts";
 import { verifyLedger } from "../src/ledger/verify.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { cleanupTempDirs, closeQuietly, makeNode, tempDir, testConfig } from "./helpers/node.ts";
+import { useScratch } from "./helpers/scratch.ts";
 
 afterAll(cleanupTempDirs);
 
@@ -506,5 +507,40 @@ describe("Ledger.immediate nested in a transaction", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("Ledger.immediate forgets chain ids created in a rolled-back transaction", () => {
+  const { newNode, freshLedger } = useScratch("dsm-ledger-rollback-");
+
+  test("after a rollback that created the chain row, the node's next write succeeds", async () => {
+    const { node } = await newNode("rollback");
+    expect(node.ledger.counts().chains).toBe(0);
+    expect(() =>
+      node.ledger.immediate(() => {
+        node.ledger.chainOf(node.mesh, node.nodeId, true);
+        throw new Error("abort after creating the chain row");
+      }),
+    ).toThrow("abort after creating the chain row");
+    expect(node.ledger.counts().chains).toBe(0);
+    const mb = await node.createMicroblock({ eventType: "test.event", payload: { after: "rollback" } });
+    expect(mb.seq).toBe(1);
+    expect(node.ledger.counts()).toMatchObject({ chains: 1, microblocks: 1, keyCerts: 1 });
+    expect((await verifyLedger(node.ledger, { ownNodeId: node.nodeId })).problems).toEqual([]);
+  });
+
+  test("the same through a bare ledger: a received microblock is stored after the rollback", async () => {
+    const { node: src } = await newNode("rollback-src");
+    const mb = await src.createMicroblock({ eventType: "test.event", payload: { x: 1 } });
+    const l = freshLedger();
+    expect(() =>
+      l.immediate(() => {
+        l.chainOf(mb.mesh, mb.node_id, true);
+        throw new Error("abort");
+      }),
+    ).toThrow("abort");
+    l.immediate(() => l.insertMicroblock(mb, Date.now()));
+    expect(l.byId(mb.id)?.seq).toBe(1);
   });
 });

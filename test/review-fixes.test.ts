@@ -15,14 +15,12 @@ import { writeFileAtomic } from "../src/fs/files.ts";
 import { makeCard, type NodeCard } from "../src/protocol/card.ts";
 import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
-import { Ledger } from "../src/ledger/ledger.ts";
 import { verifyLedger } from "../src/ledger/verify.ts";
 import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/protocol/genesis.ts";
 import { DSMNode, EventError, type PreparedEvent } from "../src/node/node.ts";
 
 let root: string;
 const opened: DSMNode[] = [];
-const ledgers: Ledger[] = [];
 
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-review-"));
@@ -32,13 +30,6 @@ afterAll(() => {
   for (const n of opened.splice(0)) {
     try {
       n.close();
-    } catch {
-      // already closed
-    }
-  }
-  for (const l of ledgers.splice(0)) {
-    try {
-      l.close();
     } catch {
       // already closed
     }
@@ -60,45 +51,6 @@ async function newNode(name: string, patch?: (c: DsmConfig) => void): Promise<{ 
   opened.push(node);
   return { node, dir, config };
 }
-
-function freshLedger(): Ledger {
-  const l = Ledger.open(path.join(freshDir("ledger"), "ledger.sqlite"));
-  ledgers.push(l);
-  return l;
-}
-
-// ---------------------------------------------------------------------------
-describe("5. Ledger.immediate forgets chain ids created in a rolled-back transaction", () => {
-  test("after a rollback that created the chain row, the node's next write succeeds", async () => {
-    const { node } = await newNode("rollback");
-    expect(node.ledger.counts().chains).toBe(0);
-    expect(() =>
-      node.ledger.immediate(() => {
-        node.ledger.chainOf(node.mesh, node.nodeId, true);
-        throw new Error("abort after creating the chain row");
-      }),
-    ).toThrow("abort after creating the chain row");
-    expect(node.ledger.counts().chains).toBe(0);
-    const mb = await node.createMicroblock({ eventType: "test.event", payload: { after: "rollback" } });
-    expect(mb.seq).toBe(1);
-    expect(node.ledger.counts()).toMatchObject({ chains: 1, microblocks: 1, keyCerts: 1 });
-    expect((await verifyLedger(node.ledger, { ownNodeId: node.nodeId })).problems).toEqual([]);
-  });
-
-  test("the same through a bare ledger: a received microblock is stored after the rollback", async () => {
-    const { node: src } = await newNode("rollback-src");
-    const mb = await src.createMicroblock({ eventType: "test.event", payload: { x: 1 } });
-    const l = freshLedger();
-    expect(() =>
-      l.immediate(() => {
-        l.chainOf(mb.mesh, mb.node_id, true);
-        throw new Error("abort");
-      }),
-    ).toThrow("abort");
-    l.immediate(() => l.insertMicroblock(mb, Date.now()));
-    expect(l.byId(mb.id)?.seq).toBe(1);
-  });
-});
 
 // ---------------------------------------------------------------------------
 describe("6. append() re-checks PreparedEvents from library code", () => {
