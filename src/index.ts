@@ -68,5 +68,5 @@ export {
 export { LedgerSignedStore } from "./consensus/signed-store.ts";
 export { signOnce } from "./consensus/sign-once.ts";
 export { leavesOf, type ChainView } from "./protocol/checkpoint.ts";
-export { verifyBundle } from "./log/bundle.ts";
+export { verifyBundle } from "./log/verify-bundle.ts";
 export { verifyFinality } from "./protocol/certificate.ts";

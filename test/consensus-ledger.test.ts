@@ -13,7 +13,8 @@ import { signerIndices } from "../src/protocol/validator-set.ts";
 import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
 import type { Microblock } from "../src/protocol/microblock.ts";
 import type { FinalityCertificate } from "../src/protocol/certificate.ts";
-import { inclusionBundle, verifyBundle } from "../src/log/bundle.ts";
+import { inclusionBundle } from "../src/log/bundle.ts";
+import { verifyBundle } from "../src/log/verify-bundle.ts";
 import { checkpointDigestHex } from "../src/protocol/checkpoint.ts";
 import { buildGenesis, type Genesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
@@ -121,7 +122,7 @@ describe("four validators over real ledgers", () => {
     requireBinary();
     const node = validators[2]!;
     const v = DSMValidator.open(node);
-    const bundle = inclusionBundle(node, v.builder, events[3]!.id);
+    const bundle = inclusionBundle(node.ledger, v.builder, events[3]!.id);
     v.close();
     const summary = verifyBundle(JSON.parse(JSON.stringify(bundle)), genesis);
     expect(summary.type).toBe("inclusion");

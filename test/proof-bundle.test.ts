@@ -9,7 +9,8 @@ import { makeLocalGenesis, parseGenesis, type Genesis } from "../src/protocol/ge
 import { DSMNode } from "../src/node/node.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
 import { epochAt } from "../src/protocol/checkpoint.ts";
-import { consistencyBundle, inclusionBundle, type ProofBundle, verifyBundle } from "../src/log/bundle.ts";
+import { consistencyBundle, inclusionBundle } from "../src/log/bundle.ts";
+import { type ProofBundle, verifyBundle } from "../src/log/verify-bundle.ts";
 import { BundleError } from "../src/protocol/certificate.ts";
 import type { Microblock } from "../src/protocol/microblock.ts";
 import { DSM, requireBinary } from "./helpers/e2e.ts";
@@ -52,13 +53,13 @@ beforeAll(async () => {
 
     // A microblock not yet checkpointed cannot be proven.
     const late = await node.createMicroblock({ eventType: "test.event", payload: { late: true } });
-    expect(() => inclusionBundle(node, builder, late.id)).toThrow(/not yet in a checkpoint/);
+    expect(() => inclusionBundle(node.ledger, builder, late.id)).toThrow(/not yet in a checkpoint/);
     // Nor can a second-epoch event in the first checkpoint.
-    expect(() => inclusionBundle(node, builder, second[0]!.id, e1)).toThrow(/not yet in a checkpoint/);
+    expect(() => inclusionBundle(node.ledger, builder, second[0]!.id, e1)).toThrow(/not yet in a checkpoint/);
 
-    for (const k of [0, 2, 4]) bundles.push({ name: `first[${k}]@latest`, bundle: inclusionBundle(node, builder, first[k]!.id) });
-    bundles.push({ name: "first[3]@e1", bundle: inclusionBundle(node, builder, first[3]!.id, e1) });
-    for (const k of [0, 5]) bundles.push({ name: `second[${k}]@e2`, bundle: inclusionBundle(node, builder, second[k]!.id, e2) });
+    for (const k of [0, 2, 4]) bundles.push({ name: `first[${k}]@latest`, bundle: inclusionBundle(node.ledger, builder, first[k]!.id) });
+    bundles.push({ name: "first[3]@e1", bundle: inclusionBundle(node.ledger, builder, first[3]!.id, e1) });
+    for (const k of [0, 5]) bundles.push({ name: `second[${k}]@e2`, bundle: inclusionBundle(node.ledger, builder, second[k]!.id, e2) });
     bundles.push({ name: "consistency", bundle: consistencyBundle(builder, e1, e2) });
   } finally {
     node.close();

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { DEFAULT_CONFIG_TEXT, parseConfig } from "../config/config.ts";
 import { IngestPipeline } from "../ingest/pipeline.ts";
-import { verifyBundle } from "../log/bundle.ts";
+import { verifyBundle } from "../log/verify-bundle.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { MeshClient } from "../mesh/client.ts";
 import { buildGenesis } from "../protocol/genesis.ts";

@@ -1,6 +1,8 @@
 import * as fs from "node:fs";
 import { CheckpointBuilder } from "../log/builder.ts";
-import { BundleUnavailable, consistencyBundle, inclusionBundle, type ProofBundle } from "../log/bundle.ts";
+import { BundleUnavailable, consistencyBundle, inclusionBundle } from "../log/bundle.ts";
+import type { ProofBundle } from "../log/verify-bundle.ts";
+import type { Ledger } from "../ledger/ledger.ts";
 import { CliError, command, commonArgs, context, intArg, print, withNode } from "./common.ts";
 
 export default command({
@@ -32,21 +34,21 @@ EXAMPLES
   async run({ args }) {
     const ctx = context(args);
     const kind = args.kind as string;
-    let make: (node: Parameters<typeof inclusionBundle>[0], builder: CheckpointBuilder) => ProofBundle;
+    let make: (ledger: Ledger, builder: CheckpointBuilder) => ProofBundle;
     if (kind === "inclusion") {
       if (args.second !== undefined) throw new CliError(`dsm proof inclusion takes one ID, got an extra "${args.second}"`);
       const epoch = intArg(args.checkpoint, "checkpoint");
-      make = (node, builder) => inclusionBundle(node, builder, args.first as string, epoch);
+      make = (ledger, builder) => inclusionBundle(ledger, builder, args.first as string, epoch);
     } else if (kind === "consistency") {
       if (args.checkpoint !== undefined) throw new CliError("--checkpoint only applies to dsm proof inclusion");
       if (args.second === undefined) throw new CliError("dsm proof consistency needs EPOCH1 and EPOCH2");
       const e1 = epochArg(args.first as string);
       const e2 = epochArg(args.second as string);
-      make = (_node, builder) => consistencyBundle(builder, e1, e2);
+      make = (_ledger, builder) => consistencyBundle(builder, e1, e2);
     } else throw new CliError(`proof kind must be "inclusion" or "consistency", got "${kind}"`);
     const bundle = await withNode(ctx, (node) => {
       try {
-        return make(node, new CheckpointBuilder(node.ledger, node.policy));
+        return make(node.ledger, new CheckpointBuilder(node.ledger, node.policy));
       } catch (e) {
         if (e instanceof BundleUnavailable) throw new CliError(e.message);
         throw e;

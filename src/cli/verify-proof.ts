@@ -1,5 +1,5 @@
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
-import { verifyBundle } from "../log/bundle.ts";
+import { verifyBundle } from "../log/verify-bundle.ts";
 import { BundleError } from "../protocol/certificate.ts";
 import { CliError, command, commonArgs, EXIT, print, printJson, readJsonFile } from "./common.ts";
 

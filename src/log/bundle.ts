@@ -1,154 +1,22 @@
-// Proof bundles (DESIGN.md section 6): self-contained JSON that an offline light client
-// checks against nothing but the genesis. An inclusion bundle proves that one microblock is
-// a leaf of a finalized checkpoint; a consistency bundle proves that a later finalized
-// checkpoint extends an earlier one. Assembly reads a node's ledger; verification is pure.
-import { fromHex, isHex, toHex } from "../encoding/hex.ts";
-import { canonicalize } from "../encoding/jcs.ts";
-import { expectKeys, expectObject, intField, literalField } from "../encoding/schema.ts";
-import { verify as p256Verify } from "../crypto/p256.ts";
-import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../protocol/microblock.ts";
-import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
-import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
-import { withoutLocalFields } from "../ledger/ledger.ts";
-import type { DSMNode } from "../node/node.ts";
+// Proof bundle assembly (DESIGN.md section 6): an inclusion or consistency bundle read
+// from a ledger and its checkpoint log. Checking a bundle is verify-bundle.ts, which needs
+// neither.
+import { isHex, toHex } from "../encoding/hex.ts";
+import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { CheckpointBuilder } from "./builder.ts";
-import { BundleError, check, type FinalityCertificate, type FinalityInfo, oneLine, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
-import type { CheckpointBody } from "../protocol/checkpoint.ts";
-import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
-
-export interface InclusionBundle {
-  v: 1;
-  type: "inclusion";
-  microblock: Microblock;
-  key_certificate: KeyCert;
-  /** The event's payload, or null when its node withheld it (then only the hash is proven). */
-  payload: unknown | null;
-  leaf_index: number;
-  proof: string[];
-  certificate: FinalityCertificate;
-}
-
-export interface ConsistencyBundle {
-  v: 1;
-  type: "consistency";
-  older: FinalityCertificate;
-  newer: FinalityCertificate;
-  proof: string[];
-}
-
-export type ProofBundle = InclusionBundle | ConsistencyBundle;
+import type { ConsistencyBundle, InclusionBundle } from "./verify-bundle.ts";
 
 /** Assembly refused (unknown id, not yet checkpointed, unknown epoch). */
 export class BundleUnavailable extends Error {}
-
-export type BundleSummary =
-  | ({ type: "inclusion"; id: string; node_id: string; seq: number; leaf_index: number; payload: boolean } & FinalityInfo & { message: string })
-  | { type: "consistency"; older: FinalityInfo; newer: FinalityInfo; message: string };
-
-function parseProof(value: unknown, what: string): Uint8Array[] {
-  if (!Array.isArray(value) || value.length > 128) throw new BundleError(`${what}: "proof" must be a list of at most 128 hashes`);
-  return value.map((h, i) => {
-    if (!isHex(h, 32)) throw new BundleError(`${what}: proof[${i}] is not a 32-byte lowercase hex hash`);
-    return fromHex(h, 32);
-  });
-}
-
-/** Checks every hash and signature in a bundle against the genesis. Throws BundleError. */
-export function verifyBundle(value: unknown, genesis: Genesis): BundleSummary {
-  const o = check("bundle", () => expectObject(value, "bundle"));
-  if (o.type === "inclusion") return verifyInclusionBundle(o, genesis);
-  if (o.type === "consistency") return verifyConsistencyBundle(o, genesis);
-  throw new BundleError(`bundle: "type" must be "inclusion" or "consistency"`);
-}
-
-function verifyInclusionBundle(o: Record<string, unknown>, genesis: Genesis): BundleSummary {
-  check("bundle", () => {
-    expectKeys(o, "inclusion bundle", ["v", "type", "microblock", "key_certificate", "payload", "leaf_index", "proof", "certificate"]);
-    literalField(o, "v", "inclusion bundle", 1);
-    intField(o, "leaf_index", "inclusion bundle", 0);
-  });
-  const policy = new MeshPolicy(genesis);
-  const mb = check("microblock", () => parseMicroblock(o.microblock));
-  const where = `microblock ${mb.node_id.slice(0, 12)}…:${mb.seq}`;
-  if (mb.mesh !== policy.mesh) throw new BundleError(`${where}: belongs to mesh ${mb.mesh.slice(0, 16)}…, not this genesis's mesh`);
-  const idBytes = microblockIdBytes(mb);
-  if (toHex(idBytes) !== mb.id) throw new BundleError(`${where}: id does not match its body`);
-  const cert = check("key certificate", () => parseKeyCert(o.key_certificate));
-  if (cert.mesh !== policy.mesh) throw new BundleError(`key certificate: is for mesh ${cert.mesh.slice(0, 16)}…, not this genesis's mesh`);
-  if (cert.node_id !== mb.node_id) throw new BundleError(`key certificate: is for node ${cert.node_id.slice(0, 12)}…, not the microblock's node ${mb.node_id.slice(0, 12)}…`);
-  if (keyNameOf(cert.signing_pub) !== mb.key) throw new BundleError(`key certificate: certifies key ${keyNameOf(cert.signing_pub).slice(0, 16)}…, but the microblock names key ${mb.key.slice(0, 16)}…`);
-  const key = check("key certificate", () => signingKeyInfo(cert));
-  check("key certificate", () => checkKeyUse(mb, key, where));
-  if (!p256Verify(key.publicKey, idBytes, fromHex(mb.sig, 64))) throw new BundleError(`${where}: signature does not verify under the certified signing key`);
-  if (o.payload !== null) {
-    const canonical = check("payload", () => canonicalize(o.payload));
-    if (!payloadMatches(mb.payload_hash, canonical)) throw new BundleError(`${where}: payload does not match payload_hash`);
-  }
-  if (!policy.isAdmitted(mb.node_id)) throw new BundleError(`${where}: node is not admitted to this mesh`);
-  const fc = parseFinalityCertificate(o.certificate);
-  const cp: CheckpointBody = fc.checkpoint;
-  const index = o.leaf_index as number;
-  const proof = parseProof(o.proof, "inclusion bundle");
-  if (index >= cp.tree_size) throw new BundleError(`leaf index ${index} is not below the checkpoint's tree_size ${cp.tree_size}`);
-  try {
-    verifyInclusion(leafHash(idBytes), index, cp.tree_size, proof, fromHex(cp.root, 32));
-  } catch (e) {
-    throw new BundleError(`inclusion proof does not lead to the checkpoint root (leaf ${index}, tree_size ${cp.tree_size}): ${oneLine(e)}`);
-  }
-  const f = verifyFinality(fc, genesis);
-  const payload = o.payload !== null;
-  return {
-    type: "inclusion",
-    id: mb.id,
-    node_id: mb.node_id,
-    seq: mb.seq,
-    leaf_index: index,
-    payload,
-    ...f,
-    message:
-      `microblock ${mb.id} (node ${mb.node_id.slice(0, 12)}…, seq ${mb.seq}${payload ? "" : ", payload withheld"}) is leaf ${index} of checkpoint ` +
-      `epoch ${f.epoch} (tree_size ${f.tree_size}), final with ${f.signed}/${f.validators} validators`,
-  };
-}
-
-function verifyConsistencyBundle(o: Record<string, unknown>, genesis: Genesis): BundleSummary {
-  check("bundle", () => {
-    expectKeys(o, "consistency bundle", ["v", "type", "older", "newer", "proof"]);
-    literalField(o, "v", "consistency bundle", 1);
-  });
-  const older = verifyFinality(o.older, genesis, "older finality certificate");
-  const newer = verifyFinality(o.newer, genesis, "newer finality certificate");
-  const c1 = (o.older as FinalityCertificate).checkpoint;
-  const c2 = (o.newer as FinalityCertificate).checkpoint;
-  if (c1.epoch > c2.epoch) throw new BundleError(`older checkpoint epoch ${c1.epoch} is after the newer one's ${c2.epoch}`);
-  if (c1.tree_size > c2.tree_size) throw new BundleError(`older checkpoint tree_size ${c1.tree_size} is larger than the newer one's ${c2.tree_size}`);
-  const proof = parseProof(o.proof, "consistency bundle");
-  try {
-    verifyConsistency(c1.tree_size, c2.tree_size, proof, fromHex(c1.root, 32), fromHex(c2.root, 32));
-  } catch (e) {
-    throw new BundleError(`consistency proof does not show tree_size ${c2.tree_size} extends tree_size ${c1.tree_size}: ${oneLine(e)}`);
-  }
-  return {
-    type: "consistency",
-    older,
-    newer,
-    message:
-      `checkpoint epoch ${newer.epoch} (tree_size ${newer.tree_size}) extends checkpoint epoch ${older.epoch} (tree_size ${older.tree_size}), ` +
-      `both final with ${older.signed}/${older.validators} and ${newer.signed}/${newer.validators} validators`,
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Assembly from a node's ledger
 
 /**
  * The inclusion bundle for microblock `id` (64 hex) in the checkpoint of `epoch`, or by
  * default in the latest checkpoint (every checkpoint is cumulative, so the latest one
  * contains every leaf that any checkpoint does).
  */
-export function inclusionBundle(node: DSMNode, builder: CheckpointBuilder, id: string, epoch?: number): InclusionBundle {
+export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: string, epoch?: number): InclusionBundle {
   if (!isHex(id, 32)) throw new BundleUnavailable(`"${id}" is not a full microblock id (64 lowercase hex)`);
-  const stored = node.ledger.byId(id);
+  const stored = ledger.byId(id);
   if (!stored) throw new BundleUnavailable(`no microblock with id ${id}`);
   const certificate = epoch === undefined ? builder.latest() : builder.byEpoch(epoch);
   if (!certificate) throw new BundleUnavailable(epoch === undefined ? "not yet in a checkpoint: there is no checkpoint yet" : `no checkpoint for epoch ${epoch}`);
@@ -157,9 +25,9 @@ export function inclusionBundle(node: DSMNode, builder: CheckpointBuilder, id: s
   if (index === null || index >= size) {
     throw new BundleUnavailable(`not yet in a checkpoint: microblock ${id.slice(0, 16)}… is not in the tree of checkpoint epoch ${certificate.checkpoint.epoch}`);
   }
-  const keyCert = node.ledger.keyCert(stored.key);
+  const keyCert = ledger.keyCert(stored.key);
   if (keyCert === null) throw new BundleUnavailable(`no key certificate for signing key ${stored.key.slice(0, 16)}…`);
-  const payload = node.ledger.payload(stored.payload_hash);
+  const payload = ledger.payload(stored.payload_hash);
   return {
     v: 1,
     type: "inclusion",

@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Microblock } from "../protocol/microblock.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
-import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/bundle.ts";
+import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/verify-bundle.ts";
 import type { Genesis } from "../protocol/genesis.ts";
 import { CONTROL_SOCKET, MAX_WAIT_S } from "./control.ts";
 import type { DaemonStatus } from "./daemon.ts";
