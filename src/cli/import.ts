@@ -1,19 +1,13 @@
 import { letSignalsIn } from "../runtime/yield.ts";
 import { onStopSignals } from "./signals.ts";
 import * as fs from "node:fs";
-import { type AcceptOutcome, KeyCertRejected, Receiver } from "../chain/accept.ts";
+import { MAX_HELD, type Missing, ReorderBuffer } from "../chain/reorder.ts";
 import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import type { QuarantineRecord } from "../protocol/quarantine.ts";
-import { ExchangeLineError, MAX_EXCHANGE_LINE_BYTES, parseExchangeLine } from "../chain/exchange.ts";
-import { MicroblockRejected } from "../protocol/microblock.ts";
-import { canonicalize } from "../encoding/jcs.ts";
-import { keyNameOf } from "../protocol/keycert.ts";
+import { MAX_EXCHANGE_LINE_BYTES } from "../chain/exchange.ts";
 import { LineSplitter } from "../ingest/lines.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, context, EXIT, printJson, warn, withNode } from "./common.ts";
-
-/** Microblocks held in memory while waiting for an earlier seq or their key certificate. */
-const MAX_HELD = 100_000;
 
 export default command({
   meta: { name: "import", description: "Check and store microblocks exported by other nodes of this mesh" },
@@ -83,239 +77,43 @@ EXAMPLES
   },
 });
 
-interface Held {
-  microblock: Record<string, unknown>;
-  payload: Record<string, unknown> | null;
-  where: string;
-}
-
-interface Missing {
-  mesh: string;
-  node_id: string;
-  from: number;
-  to: number;
-  held: number;
-}
-
+/** dsm import's reading side: streams split into lines, one commit per chunk read, stoppable by a signal. */
 export class Importer {
-  readonly stats = {
-    lines: 0,
-    empty: 0,
-    certificates: 0,
-    stored: 0,
-    /** stored after being held for a missing seq or key certificate */
-    filled: 0,
-    duplicate: 0,
-    /** microblocks still held at the end: their chain has a hole before them */
-    gap: 0,
-    fork: 0,
-    rejected: 0,
-    reasons: {} as Record<string, number>,
-    payloads_filled: 0,
-  };
-  readonly forks: { node_id: string; seq: number; stored: string; received: string; where: string }[] = [];
-  readonly #receiver: Receiver;
-  /** chain ("mesh/node") -> seq -> held microblocks (two different ones for one seq are kept: a fork to detect). */
-  readonly #bySeq = new Map<string, Map<number, Held[]>>();
-  /** signing key name -> microblocks waiting for its certificate */
-  readonly #byKey = new Map<string, Held[]>();
-  #held = 0;
+  readonly #buffer: ReorderBuffer;
 
-  constructor(private readonly node: DSMNode) {
-    this.#receiver = new Receiver(node.ledger, node.policy, { maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000 });
+  constructor(node: DSMNode) {
+    this.#buffer = new ReorderBuffer(node.ledger, node.policy, {
+      maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000,
+      report: (line) => warn(`dsm import: ${line}`),
+    });
+  }
+
+  get stats(): ReorderBuffer["stats"] {
+    return this.#buffer.stats;
+  }
+
+  get forks(): ReorderBuffer["forks"] {
+    return this.#buffer.forks;
   }
 
   async consume(stream: ReadableStream<Uint8Array>, source: string, stop?: { stopped: boolean }): Promise<void> {
     const splitter = new LineSplitter(MAX_EXCHANGE_LINE_BYTES);
-    const onLine = (e: { no: number; text: string } | { no: number; error: string }) => this.#line(e, source);
+    const onLine = (e: { no: number; text: string } | { no: number; error: string }) => this.#buffer.line(e, source);
     // One commit (one fsync) per chunk read, not per line: the receiver checks a line fully
     // before it writes anything, so a rejected line still leaves nothing behind.
     for await (const chunk of stream) {
-      this.#receiver.batch(() => splitter.push(chunk, onLine));
+      this.#buffer.batch(() => splitter.push(chunk, onLine));
       await letSignalsIn();
       // Stopped: what was committed stays; a partial last line is dropped, not guessed at.
       if (stop?.stopped) return;
     }
-    this.#receiver.batch(() => splitter.end(onLine));
+    this.#buffer.batch(() => splitter.end(onLine));
   }
 
-  #line(e: { no: number; text: string } | { no: number; error: string }, source: string): void {
-    this.stats.lines++;
-    const where = `${source}:${e.no}`;
-    if ("error" in e) return this.#reject(where, "format", e.error);
-    if (e.text.trim() === "") {
-      this.stats.empty++;
-      return;
-    }
-    let rec;
-    try {
-      rec = parseExchangeLine(e.text, where);
-    } catch (err) {
-      if (err instanceof ExchangeLineError) return this.#reject(where, "format", err.reason);
-      throw err;
-    }
-    if (rec.kind === "key_certificate") this.#certificate(rec.certificate, where);
-    else this.#process({ microblock: rec.microblock, payload: rec.payload, where });
-  }
-
-  #certificate(value: Record<string, unknown>, where: string): void {
-    let name: string;
-    try {
-      const cert = this.#receiver.acceptKeyCert(value);
-      name = keyNameOf(cert.signing_pub);
-    } catch (err) {
-      if (!(err instanceof KeyCertRejected)) throw err;
-      return this.#reject(where, err.reason === "conflict" ? "key_certificate" : err.reason, err.message);
-    }
-    this.stats.certificates++;
-    const waiting = this.#byKey.get(name);
-    if (waiting) {
-      this.#byKey.delete(name);
-      this.#held -= waiting.length;
-      for (const h of waiting) this.#process(h, true);
-    }
-  }
-
-  /** Tries one microblock; when it extends a chain, stores whatever was waiting behind it. */
-  #process(h: Held, wasHeld = false): void {
-    let o = this.#attempt(h, wasHeld);
-    while (o?.status === "stored") {
-      const chain = chainKey(o.microblock.mesh, o.microblock.node_id);
-      const seqs = this.#bySeq.get(chain);
-      const next = seqs?.get(o.microblock.seq + 1);
-      if (!seqs || !next) break;
-      seqs.delete(o.microblock.seq + 1);
-      if (seqs.size === 0) this.#bySeq.delete(chain);
-      this.#held -= next.length;
-      let advanced: AcceptOutcome | null = null;
-      for (const n of next) {
-        const r = this.#attempt(n, true);
-        if (r?.status === "stored") advanced = r;
-      }
-      o = advanced;
-    }
-  }
-
-  #attempt(h: Held, wasHeld: boolean): AcceptOutcome | null {
-    let o: AcceptOutcome;
-    try {
-      o = this.#receiver.acceptMicroblock(h.microblock, h.payload ?? undefined);
-    } catch (err) {
-      if (!(err instanceof MicroblockRejected)) throw err;
-      const key = h.microblock.key;
-      if (err.reason === "unknown_key" && typeof key === "string" && /^[0-9a-f]{64}$/.test(key)) {
-        // Its certificate may come later (files in any order): wait for it.
-        if (this.#hold(h, err.message)) {
-          const list = this.#byKey.get(key) ?? [];
-          list.push(h);
-          this.#byKey.set(key, list);
-        }
-      } else {
-        this.#reject(h.where, err.reason, err.message);
-      }
-      return null;
-    }
-    const mb = o.microblock;
-    switch (o.status) {
-      case "stored":
-        this.stats.stored++;
-        if (wasHeld) this.stats.filled++;
-        break;
-      case "duplicate":
-        this.stats.duplicate++;
-        // A payload withheld by an earlier import arrives now: its hash was checked above.
-        if (h.payload !== null && !this.node.ledger.hasPayload(mb.payload_hash)) {
-          const text = canonicalize(h.payload);
-          this.node.ledger.immediate(() => this.node.ledger.insertPayload(mb.payload_hash, text));
-          this.stats.payloads_filled++;
-        }
-        break;
-      case "gap": {
-        if (!this.#hold(h, `seq ${mb.seq} is ahead of the stored seq ${o.have}`)) return null;
-        const chain = chainKey(mb.mesh, mb.node_id);
-        const seqs = this.#bySeq.get(chain) ?? new Map<number, Held[]>();
-        const list = seqs.get(mb.seq) ?? [];
-        // The same microblock twice while waiting is one microblock.
-        if (list.some((x) => x.microblock.id === mb.id)) {
-          this.#held--;
-          this.stats.duplicate++;
-          return o;
-        }
-        list.push(h);
-        seqs.set(mb.seq, list);
-        this.#bySeq.set(chain, seqs);
-        break;
-      }
-      case "fork":
-        this.stats.fork++;
-        this.forks.push({ node_id: mb.node_id, seq: mb.seq, stored: o.existing, received: mb.id, where: h.where });
-        warn(
-          `dsm import: ${h.where}: FORK: node ${mb.node_id} signed two different microblocks for seq ${mb.seq} ` +
-            `(stored ${o.existing.slice(0, 16)}…, received ${mb.id.slice(0, 16)}…): both kept as fork evidence, node quarantined`,
-        );
-        break;
-    }
-    return o;
-  }
-
-  /** Counts one more held microblock; false (and the line rejected) when the limit is reached. */
-  #hold(h: Held, why: string): boolean {
-    if (this.#held >= MAX_HELD) {
-      this.#reject(h.where, "gap", `${why}, and ${MAX_HELD} microblocks are already held: import the earlier seqs first`);
-      return false;
-    }
-    this.#held++;
-    return true;
-  }
-
-  #reject(where: string, reason: string, message: string): void {
-    this.stats.rejected++;
-    this.stats.reasons[reason] = (this.stats.reasons[reason] ?? 0) + 1;
-    warn(`dsm import: ${where}: ${reason}: ${message}`);
-  }
-
-  /** End of all input: what is still held is reported as missing (or rejected, if it can never be stored). */
+  /** End of all input: see ReorderBuffer.finish. */
   finish(): { ok: boolean; missing: Missing[] } {
-    for (const [key, list] of this.#byKey) {
-      for (const h of list) this.#reject(h.where, "unknown_key", `no key certificate for signing key ${key.slice(0, 16)}… in the input or the ledger`);
-    }
-    this.#byKey.clear();
-    const missing: Missing[] = [];
-    for (const [chain, seqs] of this.#bySeq) {
-      const [mesh, nodeId] = chain.split("/") as [string, string];
-      if (this.node.ledger.hasForkEvidence(mesh, nodeId)) {
-        for (const list of seqs.values()) for (const h of list) this.#reject(h.where, "quarantined", `node ${nodeId.slice(0, 12)}… is quarantined (fork evidence)`);
-        continue;
-      }
-      const sorted = [...seqs.keys()].sort((a, b) => a - b);
-      let have = this.node.ledger.head(mesh, nodeId)?.seq ?? 0;
-      let i = 0;
-      while (i < sorted.length) {
-        const from = have + 1;
-        const to = sorted[i]! - 1;
-        // a run of consecutive held seqs after this hole
-        let j = i;
-        while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-        let held = 0;
-        for (let k = i; k <= j; k++) held += seqs.get(sorted[k]!)!.length;
-        missing.push({ mesh, node_id: nodeId, from, to, held });
-        this.stats.gap += held;
-        have = sorted[j]!;
-        i = j + 1;
-      }
-    }
-    this.#bySeq.clear();
-    this.#held = 0;
-    for (const m of missing) {
-      warn(`dsm import: node ${m.node_id}: missing seq ${m.from === m.to ? m.from : `${m.from}..${m.to}`} (${m.held} later microblocks held, not stored)`);
-    }
-    const ok = this.stats.rejected === 0 && this.stats.fork === 0 && missing.length === 0;
-    return { ok, missing };
+    return this.#buffer.finish();
   }
-}
-
-function chainKey(mesh: string, nodeId: string): string {
-  return `${mesh}/${nodeId}`;
 }
 
 /**
