@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { importPublicKey } from "../crypto/p256.ts";
-import { fromHex } from "../encoding/hex.ts";
+import { fromHex, isHex } from "../encoding/hex.ts";
 import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
 import { parseCard } from "../protocol/card.ts";
 import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
@@ -114,7 +114,7 @@ function readPcrPolicy(file: string): { pcrs: number[]; digests: string[] } {
   if (!Array.isArray(pcrs) || pcrs.length === 0 || !pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23) || new Set(pcrs).size !== pcrs.length) {
     throw new CliError(`PCR policy ${file}: "pcrs" must list distinct PCR indices 0-23 (dsm attest --golden prints one)`);
   }
-  if (!Array.isArray(digests) || digests.length === 0 || !digests.every((d) => typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
+  if (!Array.isArray(digests) || digests.length === 0 || !digests.every((d) => isHex(d, 32))) {
     throw new CliError(`PCR policy ${file}: "digests" must list sha256 composite digests in lowercase hex`);
   }
   return { pcrs: [...pcrs].sort((a, b) => a - b), digests: [...new Set(digests as string[])] };

@@ -1,7 +1,7 @@
 // Checkpoints (type C, DESIGN.md section 6): the formats and the pure rules. Which
 // microblocks an epoch's checkpoint includes is decided here from plain inputs, so two
 // builds from the same ledger contents agree byte for byte on any machine.
-import { toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { isHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
 import { domainDigest } from "../crypto/sha256.ts";
 import type { Genesis } from "./genesis.ts";
@@ -114,7 +114,7 @@ export function parseCheckpoint(value: unknown, what = "checkpoint"): Checkpoint
   hexField(o, "root", what, 32);
   const ranges = expectObject(o.ranges, `${what} ranges`);
   for (const [node, r] of Object.entries(ranges)) {
-    if (!/^[0-9a-f]{64}$/.test(node)) throw new SchemaError(`${what}: ranges key "${node}" is not a node id`);
+    if (!isHex(node, 32)) throw new SchemaError(`${what}: ranges key "${node}" is not a node id`);
     if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => Number.isSafeInteger(x) && x >= 1) || r[0] > r[1]) {
       throw new SchemaError(`${what}: ranges[${node.slice(0, 12)}…] must be [from_seq, to_seq] with 1 <= from <= to`);
     }

@@ -1,7 +1,7 @@
 // The genesis (type G, DESIGN.md section 3) fixes a mesh; its hash is the mesh id that
 // every signed object names. A node without a mesh gets a one-node local genesis at init.
 import { ed25519OfPeerId } from "./peer-id.ts";
-import { fromHex } from "../encoding/hex.ts";
+import { fromHex, isHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
@@ -105,7 +105,7 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   if (!Array.isArray(att.pcrs) || !att.pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23)) {
     throw new SchemaError(`genesis attestation: "pcrs" must list PCR indices 0-23`);
   }
-  if (!Array.isArray(att.digests) || !att.digests.every((d) => typeof d === "string" && /^[0-9a-f]{64}$/.test(d))) {
+  if (!Array.isArray(att.digests) || !att.digests.every((d) => isHex(d, 32))) {
     throw new SchemaError(`genesis attestation: "digests" must list sha256 digests in hex`);
   }
   if (new Set(att.pcrs).size !== att.pcrs.length) throw new SchemaError(`genesis attestation: "pcrs" lists an index twice`);
