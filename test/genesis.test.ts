@@ -1,44 +1,21 @@
-// Regression tests for the review fixes of 5c248e6 and a3400b1, at library level: real
-// nodes, real keys, real SQLite files in temp dirs. Each test fails on the code before
-// its fix. The CLI side of the same review is in test/e2e-review.test.ts.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+// The genesis document (src/protocol/genesis.ts): what parseGenesis refuses, with real
+// keys made in temp dirs.
+import { describe, expect, test } from "bun:test";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../src/crypto/bls.ts";
 import { toHex } from "../src/encoding/hex.ts";
-import { makeCard, type NodeCard } from "../src/protocol/card.ts";
 import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import { createLibp2pKey } from "../src/identity/libp2p-key.ts";
+import { makeCard, type NodeCard } from "../src/protocol/card.ts";
 import { type Genesis, makeLocalGenesis, parseGenesis } from "../src/protocol/genesis.ts";
-import { DSMNode } from "../src/node/node.ts";
+import { useScratch } from "./helpers/scratch.ts";
 
-let root: string;
-const opened: DSMNode[] = [];
-
-beforeAll(() => {
-  root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-review-"));
-});
-
-afterAll(() => {
-  for (const n of opened.splice(0)) {
-    try {
-      n.close();
-    } catch {
-      // already closed
-    }
-  }
-  fs.rmSync(root, { recursive: true, force: true });
-});
-
-let dirCount = 0;
-function freshDir(name: string): string {
-  return path.join(root, `${name}-${++dirCount}`);
-}
+const { freshDir } = useScratch("dsm-genesis-");
 
 // ---------------------------------------------------------------------------
-describe("11. a genesis may not count one BLS key twice", () => {
+describe("parseGenesis: one BLS key may not count twice", () => {
   async function cardWith(bls: { pub: string; pop: string }): Promise<NodeCard> {
     const dir = freshDir("card");
     fs.mkdirSync(dir, { mode: 0o700 });
