@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import { MeshClient } from "../mesh/client.ts";
-import type { DaemonStatus } from "../mesh/daemon.ts";
+import type { DaemonStatus } from "../mesh/api.ts";
 import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
 
 export default command({

@@ -7,7 +7,7 @@ import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/verify-bundle.ts";
 import type { Genesis } from "../protocol/genesis.ts";
 import { CONTROL_SOCKET, MAX_WAIT_S } from "./control.ts";
-import type { DaemonStatus } from "./daemon.ts";
+import type { DaemonStatus } from "./api.ts";
 
 export class MeshClientError extends Error {}
 

@@ -7,7 +7,7 @@ import * as path from "node:path";
 import type { Server } from "bun";
 import { withoutLocalFields } from "../ledger/ledger.ts";
 import { BundleUnavailable, inclusionBundle } from "../log/bundle.ts";
-import type { Daemon } from "./daemon.ts";
+import type { DaemonApi } from "./api.ts";
 
 export const CONTROL_SOCKET = "control.sock";
 /** Longest wait one control request may hold (Bun closes connections idle for 10 s). */
@@ -28,7 +28,7 @@ function intParam(url: URL, name: string, min: number): number | undefined {
   return Number(v);
 }
 
-export function startControl(daemon: Daemon): Server<undefined> {
+export function startControl(daemon: DaemonApi): Server<undefined> {
   const file = path.join(daemon.node.layout.dir, CONTROL_SOCKET);
   fs.rmSync(file, { force: true });
   const server = Bun.serve({ unix: file, fetch: (req) => answer(daemon, req) });
@@ -41,7 +41,7 @@ export function startControl(daemon: Daemon): Server<undefined> {
  * socket. A browser can be made to send requests there (DNS rebinding, cross-site
  * requests), so a request must name this very host and port and carry no Origin.
  */
-export function startControlPort(daemon: Daemon, port: number): Server<undefined> {
+export function startControlPort(daemon: DaemonApi, port: number): Server<undefined> {
   const server = Bun.serve({
     hostname: "127.0.0.1",
     port,
@@ -55,7 +55,7 @@ export function startControlPort(daemon: Daemon, port: number): Server<undefined
   return server;
 }
 
-async function answer(daemon: Daemon, req: Request): Promise<Response> {
+async function answer(daemon: DaemonApi, req: Request): Promise<Response> {
   try {
     return await route(daemon, req);
   } catch (e) {
@@ -64,7 +64,7 @@ async function answer(daemon: Daemon, req: Request): Promise<Response> {
   }
 }
 
-async function route(daemon: Daemon, req: Request): Promise<Response> {
+async function route(daemon: DaemonApi, req: Request): Promise<Response> {
   const url = new URL(req.url);
   const node = daemon.node;
   const builder = daemon.builder;
@@ -111,7 +111,7 @@ async function route(daemon: Daemon, req: Request): Promise<Response> {
 }
 
 /** Prometheus text exposition of the daemon's counters. */
-export function metricsText(daemon: Daemon, version: string): string {
+export function metricsText(daemon: DaemonApi, version: string): string {
   const s = daemon.status();
   const lines: string[] = [];
   const metric = (name: string, type: "counter" | "gauge", help: string, samples: [string, number][]) => {
@@ -133,7 +133,7 @@ export function metricsText(daemon: Daemon, version: string): string {
   return lines.join("\n") + "\n";
 }
 
-export function startMetrics(daemon: Daemon, port: number, version: string): Server<undefined> {
+export function startMetrics(daemon: DaemonApi, port: number, version: string): Server<undefined> {
   return Bun.serve({
     hostname: "127.0.0.1",
     port,

@@ -1,0 +1,27 @@
+// Which peers this node talks to: MeshNet asks for a peer's node card on connection and
+// keeps only the peers admitted here.
+import type { DSMNode } from "../node/node.ts";
+import { parseCard } from "../protocol/card.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+
+/**
+ * Why a peer's node card does not admit it to this mesh, or null when it does: the card
+ * must verify under its identity key, name the connection's peer id, and belong to a
+ * validator of the genesis (exactly the card listed there) or a node the admission policy
+ * admits (with a TPM when the genesis requires attestation).
+ */
+export function admitCard(node: DSMNode, value: unknown, peerId: string): string | null {
+  let card;
+  try {
+    card = parseCard(value, "peer card", { checkPop: false });
+  } catch (e) {
+    return (e as Error).message;
+  }
+  if (card.peer_id !== peerId) return `its card names peer ${card.peer_id}, not the connected peer`;
+  const genesis = node.genesis;
+  const listed = genesis.validators.find((c) => c.node_id === card.node_id);
+  if (listed) return canonicalize(listed) === canonicalize(card) ? null : `node ${card.node_id.slice(0, 16)}… shows a card other than its genesis card`;
+  if (!node.policy.isAdmitted(card.node_id)) return `node ${card.node_id.slice(0, 16)}… is not admitted by the mesh's ${genesis.admission.policy} policy`;
+  if (genesis.attestation.required && !card.tpm) return `node ${card.node_id.slice(0, 16)}… has no TPM, and the mesh requires attestation`;
+  return null;
+}

@@ -1,0 +1,39 @@
+// What the control socket, the metrics port and the client see of a running daemon: its
+// status and the few things they ask of it. Declared apart from the Daemon class so that
+// control.ts depends on this, and daemon.ts on control.ts, with no circle.
+import type { CheckpointBuilder } from "../log/builder.ts";
+import type { DSMNode } from "../node/node.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
+
+export interface DaemonStatus {
+  node_id: string;
+  mesh: string;
+  peer_id: string;
+  addrs: string[];
+  peers: number;
+  role: "edge" | "validator";
+  published: number;
+  received: number;
+  rejected: Record<string, number>;
+  gossip_bytes_out: number;
+  gossip_bytes_in: number;
+  last_finalized_epoch: number | null;
+  /** From the end of the last finalized epoch to its certificate here. */
+  finality_latency_ms: number | null;
+  /** Signers of the last certificate / genesis validators. */
+  participation: number | null;
+  /** Closed epochs since the last finalized one. */
+  lag_epochs: number | null;
+  validators: { index: number; node_id: string; peer_id: string; connected: boolean; signed_last: boolean }[];
+  consensus: { round: number; step: string; base_epoch: number; flagged: number[] } | null;
+  attestation: { challenging: boolean; passed: number; failed: number };
+}
+
+export interface DaemonApi {
+  readonly node: DSMNode;
+  readonly builder: CheckpointBuilder;
+  status(): DaemonStatus;
+  peers(): string[];
+  /** The certificate of `epoch` (default: the last closed one) or a later one, waiting up to ms. */
+  waitForCertificate(epoch: number | undefined, ms: number): Promise<FinalityCertificate | null>;
+}

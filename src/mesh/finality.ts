@@ -1,0 +1,109 @@
+// /dsm/finality/1 and the certificates a node keeps. Every node asks for the certificates
+// after its newest one (catch-up), so one that was down, or missed a certificate, needs
+// nothing else. A validator's engine checks and applies them; an edge checks the quorum
+// against the genesis and keeps them itself, with the leaf ids they commit to, so it can
+// prove its own events (dsm proof inclusion works on the edge itself).
+import { CheckpointConflict } from "../log/builder.ts";
+import { type FinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
+import { checkpointDigestHex } from "../protocol/checkpoint.ts";
+import { toHex } from "../encoding/hex.ts";
+import { type MeshContext, peersToAsk } from "./context.ts";
+import type { Leaves } from "./leaves.ts";
+
+export const FINALITY_PROTOCOL = "/dsm/finality/1";
+
+export class Finality {
+  #timer: ReturnType<typeof setInterval> | null = null;
+  #keeping: Promise<void> = Promise.resolve();
+  #queued = new Set<string>();
+  #contradicted = new Set<string>();
+
+  constructor(
+    private readonly ctx: MeshContext,
+    private readonly leaves: Leaves,
+  ) {}
+
+  serve(): Promise<void> {
+    return this.ctx.net.serve(FINALITY_PROTOCOL, (req) => this.#answer(req), 4096);
+  }
+
+  /** Catch-up every 2 s: an answer with nothing newer costs a few bytes. */
+  startCatchUp(): void {
+    this.#timer = setInterval(() => void this.catchUp(), 2000);
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+  }
+
+  /** Answers /dsm/finality/1: certificates after an epoch, oldest first, a bounded number. */
+  #answer(req: unknown): unknown {
+    const after = (req as { after?: unknown }).after;
+    if (typeof after !== "number" || !Number.isSafeInteger(after) || after < -1) return { error: "after must be an epoch (or -1)" };
+    return { certificates: this.ctx.builder.since(after, 64) };
+  }
+
+  /** Certificates after ours, with /dsm/finality/1, from a validator that has them. */
+  async catchUp(): Promise<void> {
+    const after = this.ctx.builder.latest()?.checkpoint.epoch ?? -1;
+    for (const peer of peersToAsk(this.ctx, true).slice(0, 2)) {
+      try {
+        const answer = (await this.ctx.net.request(peer, FINALITY_PROTOCOL, { after }, 10_000, 4 << 20)) as { certificates?: unknown };
+        if (Array.isArray(answer.certificates)) for (const c of answer.certificates) this.onCertificate(c);
+        if (Array.isArray(answer.certificates) && answer.certificates.length > 0) return;
+      } catch {
+        // the next peer
+      }
+    }
+  }
+
+  /**
+   * A finality certificate: a validator's engine checks and applies it; an edge checks the
+   * quorum against the genesis and keeps it, in order, with the leaf ids it commits to.
+   */
+  onCertificate(value: unknown): void {
+    const engine = this.ctx.engine();
+    if (engine) return engine.receive(value);
+    const { node, builder } = this.ctx;
+    let cert: FinalityCertificate;
+    try {
+      verifyFinality(value, node.genesis, "certificate", node.config.consensus.quorum_threshold);
+      cert = value as FinalityCertificate;
+    } catch {
+      this.ctx.stats.count("certificate");
+      return;
+    }
+    const latest = builder.latest();
+    if (latest && cert.checkpoint.epoch <= latest.checkpoint.epoch) return;
+    const digest = checkpointDigestHex(cert.checkpoint);
+    // Each certificate once in the queue, and never again one this ledger contradicts.
+    if (this.#queued.has(digest) || this.#contradicted.has(digest)) return;
+    this.#queued.add(digest);
+    // One at a time, oldest first: a catch-up answer's certificates each follow the one before.
+    this.#keeping = this.#keeping
+      .then(() => this.#keep(cert, digest))
+      .catch((e) => this.ctx.log("warn", `certificate: ${(e as Error).message}`))
+      .finally(() => this.#queued.delete(digest));
+  }
+
+  async #keep(cert: FinalityCertificate, digest: string): Promise<void> {
+    const { builder } = this.ctx;
+    // Not the next one: the next catch-up brings those between.
+    if (this.ctx.stopping() || builder.successorProblem(cert.checkpoint) !== null) return;
+    const root = cert.checkpoint.root;
+    const fits = (ids: Uint8Array[]) => toHex(builder.tree.rootAfter(ids).root) === root;
+    const ids = await this.leaves.fetch(builder.tree.size(), cert.checkpoint.tree_size, fits);
+    if (ids === null || this.ctx.stopping()) return; // no peer has them yet: the next catch-up retries
+    try {
+      builder.commitLeaves(cert, ids);
+    } catch (e) {
+      // The leaves recompute the root a quorum signed, yet this ledger disagrees (its own
+      // chain differs from what the mesh finalized): loud, once, and no more downloads.
+      if (e instanceof CheckpointConflict) this.#contradicted.add(digest);
+      this.ctx.stats.count("certificate");
+      this.ctx.log("error", `certificate of epoch ${cert.checkpoint.epoch} NOT KEPT: ${(e as Error).message}`, { epoch: cert.checkpoint.epoch });
+      return;
+    }
+    this.ctx.stats.noteFinalized(cert);
+  }
+}
