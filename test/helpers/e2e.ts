@@ -1,5 +1,6 @@
 // Shared helper for end-to-end tests: they drive the real compiled binary dist/dsm
 // through real pipes, each against a fresh temporary data directory.
+import { expect } from "bun:test";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -166,4 +167,21 @@ export async function withTempNode<T>(
   } finally {
     node.cleanup();
   }
+}
+
+/** One clear line on stderr from the named command, exit 1. */
+export function expectOneLineError(r: RunResult, command: string, message: RegExp): void {
+  expect(r.code).toBe(1);
+  expect(r.errLines).toHaveLength(1);
+  expect(r.errLines[0]).toStartWith(`dsm ${command}: `);
+  expect(r.errLines[0]).toMatch(message);
+}
+
+/** What `dsm show REF --json` prints. */
+export type Shown = { microblock: { id: string; seq: number; event_type: string }; payload: any; key_certificate: any };
+
+/** `dsm show REF --json`, parsed (fails unless it exits 0). */
+export async function show(node: TempNode, ref: string): Promise<Shown> {
+  const r = await node.ok(["show", ref, "--json"]);
+  return JSON.parse(r.stdout) as Shown;
 }
