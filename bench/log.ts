@@ -5,6 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { defaultConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
+import { buildAlone } from "../src/consensus/alone.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
 import { epochAt } from "../src/protocol/checkpoint.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
@@ -91,7 +92,7 @@ export async function runLog(): Promise<Record<string, number>> {
     note(`log: appending ${n} leaves in batches of ${BATCH}`);
     const ids = makeIds(n, 1);
     const ledger = Ledger.open(path.join(dir, "ledger.sqlite"));
-    const store = new TreeStore(ledger.db);
+    const store = new TreeStore(ledger);
     gc();
     const baseMs = hashLeavesMs(ids);
     const appendMs = appendAll(ledger, store, ids);
@@ -143,7 +144,7 @@ export async function runLog(): Promise<Record<string, number>> {
       const baseMs = hashLeavesMs(ids);
       gc();
       const t = now();
-      const r = new CheckpointBuilder(node.ledger, node.policy).build(epochAt(node.genesis, Date.now()), blsSecret, 0);
+      const r = buildAlone(new CheckpointBuilder(node.ledger, node.policy), epochAt(node.genesis, Date.now()), blsSecret, 0);
       const ms = now() - t;
       if (r.status !== "created" || r.certificate.checkpoint.tree_size !== cpN) throw new Error(`log bench: checkpoint ${r.status}`);
       figures.checkpoint_100k_ms = ms;
@@ -162,7 +163,7 @@ export async function runLog(): Promise<Record<string, number>> {
     try {
       note(`log: building a ${n10}-leaf log (BENCH_LOG_10M=1)`);
       const ledger = Ledger.open(path.join(dir10, "ledger.sqlite"));
-      const store = new TreeStore(ledger.db);
+      const store = new TreeStore(ledger);
       let appendMs = 0;
       for (let done = 0; done < n10; done += 1_000_000) {
         appendMs += appendAll(ledger, store, makeIds(1_000_000, 3 + done / 1_000_000));

@@ -65,7 +65,7 @@ export {
   systemClock,
   MemorySignedStore,
 } from "./consensus/ports.ts";
-export { LedgerSignedStore } from "./consensus/signed-store.ts";
+export { LedgerSignedStore } from "./ledger/signed-store.ts";
 export { signOnce } from "./consensus/sign-once.ts";
 export { leavesOf, type ChainView } from "./protocol/checkpoint.ts";
 export { verifyBundle } from "./log/verify-bundle.ts";

@@ -1,6 +1,7 @@
 // Checkpoints built from a real ledger: the log holds exactly the selected microblocks in
 // order, proofs from the stored tree verify, the certificate's BLS signature verifies,
 // builds are idempotent and byte-identical across copies of the same ledger.
+import { Database } from "bun:sqlite";
 import { afterAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -11,6 +12,7 @@ import { canonicalize } from "../src/encoding/jcs.ts";
 import { fromHex, toHex } from "../src/encoding/hex.ts";
 import { makeLocalGenesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
+import { buildAlone } from "../src/consensus/alone.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
 import { checkpointDigest, epochAt } from "../src/protocol/checkpoint.ts";
 import { leafHash, rootOf, verifyConsistency, verifyInclusion } from "../src/log/merkle.ts";
@@ -47,7 +49,7 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     fs.cpSync(dir, copyDir, { recursive: true });
 
     const builder = new CheckpointBuilder(node.ledger, node.policy);
-    const r1 = builder.build(e1, blsSecret, 0);
+    const r1 = buildAlone(builder, e1, blsSecret, 0);
     expect(r1.status).toBe("created");
     if (r1.status !== "created") throw new Error("unreachable");
     const cp1 = r1.certificate.checkpoint;
@@ -63,13 +65,13 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     }
 
     // Same epoch again: nothing changes.
-    const again = builder.build(e1, blsSecret, 0);
+    const again = buildAlone(builder, e1, blsSecret, 0);
     expect(again.status).toBe("exists");
     expect(builder.tree.size()).toBe(7);
 
     const copy = DSMNode.open(copyDir, config);
     try {
-      const r1b = new CheckpointBuilder(copy.ledger, copy.policy).build(e1, blsSecret, 0);
+      const r1b = buildAlone(new CheckpointBuilder(copy.ledger, copy.policy), e1, blsSecret, 0);
       expect(r1b.status).toBe("created");
       expect(canonicalize((r1b as { certificate: unknown }).certificate)).toBe(canonicalize(r1.certificate));
     } finally {
@@ -77,13 +79,13 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     }
 
     // A later epoch with nothing new: no checkpoint (an epoch may be skipped).
-    expect(builder.build(e1 + 1, blsSecret, 0).status).toBe("nothing-new");
+    expect(buildAlone(builder, e1 + 1, blsSecret, 0).status).toBe("nothing-new");
 
     const second = [];
     for (let i = 0; i < 5; i++) second.push(await node.createMicroblock({ eventType: "test.event", payload: { j: i } }));
     const e2 = epochAt(node.genesis, Date.parse(second.at(-1)!.timestamp));
     await closeEpoch();
-    const r2 = builder.build(e2, blsSecret, 0);
+    const r2 = buildAlone(builder, e2, blsSecret, 0);
     expect(r2.status).toBe("created");
     if (r2.status !== "created") throw new Error("unreachable");
     const cp2 = r2.certificate.checkpoint;
@@ -94,7 +96,7 @@ test("two epochs: exact leaves, proofs, signature, idempotence, identical builds
     expect(cp2.root).toBe(toHex(rootOf([...leaves, ...second.map((mb) => leafHash(fromHex(mb.id)))])));
     verifyConsistency(7, 12, builder.tree.consistencyProof(7, 12), fromHex(cp1.root), fromHex(cp2.root));
     // An older epoch after a newer one exists: nothing new, never a fork.
-    expect(builder.build(e1, blsSecret, 0).status).toBe("exists");
+    expect(buildAlone(builder, e1, blsSecret, 0).status).toBe("exists");
     expect(builder.latest()?.checkpoint.epoch).toBe(e2);
   } finally {
     node.close();
@@ -109,7 +111,7 @@ test("microblocks after the epoch end wait for the next checkpoint", async () =>
     const e = epochAt(node.genesis, Date.parse(early.timestamp));
     await closeEpoch();
     await node.createMicroblock({ eventType: "test.event", payload: { n: 2 } }); // in a later epoch
-    const r = new CheckpointBuilder(node.ledger, node.policy).build(e, blsSecret, 0);
+    const r = buildAlone(new CheckpointBuilder(node.ledger, node.policy), e, blsSecret, 0);
     expect(r.status).toBe("created");
     expect((r as { certificate: { checkpoint: { tree_size: number } } }).certificate.checkpoint.tree_size).toBe(1);
     expect(new CheckpointBuilder(node.ledger, node.policy).leafIndexOf(early.id)).toBe(0);
@@ -125,14 +127,16 @@ test("a ledger holding part of the log keeps a certificate with leaf ids from el
   try {
     for (let i = 0; i < 7; i++) await node.createMicroblock({ eventType: "test.event", payload: { i } });
     // The copy holds seqs 1..7 of the chain; the full ledger goes on to 12.
-    node.ledger.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    const outside = new Database(node.ledger.path);
+    outside.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    outside.close();
     fs.cpSync(dir, lightDir, { recursive: true });
     const more = [];
     for (let i = 7; i < 12; i++) more.push(await node.createMicroblock({ eventType: "test.event", payload: { i } }));
     const e = epochAt(node.genesis, Date.parse(more.at(-1)!.timestamp));
     await closeEpoch();
     const full = new CheckpointBuilder(node.ledger, node.policy);
-    const r = full.build(e, blsSecret, 0);
+    const r = buildAlone(full, e, blsSecret, 0);
     if (r.status !== "created") throw new Error(`build: ${r.status}`);
     const cert = r.certificate;
     const ids = full.tree.idsIn(0, 12);

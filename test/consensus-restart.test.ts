@@ -7,7 +7,7 @@ import { toHex } from "../src/encoding/hex.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
 import { checkpointDigestHex } from "../src/protocol/checkpoint.ts";
 import type { ConsensusMessage } from "../src/consensus/ports.ts";
-import { LedgerSignedStore } from "../src/consensus/signed-store.ts";
+import { LedgerSignedStore } from "../src/ledger/signed-store.ts";
 import { signOnce } from "../src/consensus/sign-once.ts";
 import { GENESIS_MS, loneEngine, memoSigner, pushRound, SimClock, simMesh, twoBodies } from "./helpers/consensus-sim.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";

@@ -20,7 +20,7 @@ afterAll(cleanupTempDirs);
 
 const rnd = (n: number) => toHex(new Uint8Array(crypto.randomBytes(n)));
 const file = () => path.join(tempDir(), "ledger.sqlite");
-const pragma = (db: Database, name: string) => Object.values(db.query(`PRAGMA ${name}`).get() as object)[0];
+const pragma = (db: Database | Ledger, name: Parameters<Ledger["pragma"]>[0]) => (db instanceof Ledger ? db.pragma(name) : Object.values(db.query(`PRAGMA ${name}`).get() as object)[0]);
 
 const MESH = "11".repeat(32);
 const NODE_A = "aa".repeat(32);
@@ -51,10 +51,10 @@ describe("Ledger.open", () => {
     const l = Ledger.open(f);
     try {
       expect(fs.existsSync(f)).toBe(true);
-      expect(pragma(l.db, "journal_mode")).toBe("wal");
-      expect(pragma(l.db, "synchronous")).toBe(2);
-      expect(pragma(l.db, "foreign_keys")).toBe(1);
-      expect(pragma(l.db, "user_version")).toBe(MIGRATIONS.length);
+      expect(pragma(l, "journal_mode")).toBe("wal");
+      expect(pragma(l, "synchronous")).toBe(2);
+      expect(pragma(l, "foreign_keys")).toBe(1);
+      expect(pragma(l, "user_version")).toBe(MIGRATIONS.length);
       expect(MIGRATIONS.length).toBeGreaterThan(0);
       expect(l.counts()).toEqual({ microblocks: 0, payloads: 0, keyCerts: 0, chains: 0, forkEvidence: 0 });
     } finally {
@@ -68,7 +68,7 @@ describe("Ledger.open", () => {
 
   test("busy_timeout is applied", () => {
     const l = Ledger.open(file(), { busyTimeoutMs: 1234 });
-    expect(pragma(l.db, "busy_timeout")).toBe(1234);
+    expect(pragma(l, "busy_timeout")).toBe(1234);
     l.close();
   });
 
@@ -97,7 +97,7 @@ describe("Ledger.open", () => {
     holder.exec("BEGIN IMMEDIATE");
     try {
       const l2 = Ledger.open(f, { busyTimeoutMs: 0 });
-      expect(pragma(l2.db, "user_version")).toBe(MIGRATIONS.length);
+      expect(pragma(l2, "user_version")).toBe(MIGRATIONS.length);
       expect(l2.counts().microblocks).toBe(1);
       expect(l2.hasPayload("01".repeat(32))).toBe(true);
       l2.close();
@@ -159,11 +159,11 @@ describe("Ledger.immediate", () => {
     const other = Ledger.open(f);
     const out = await l.immediate(() => {
       l.insertPayload("03".repeat(32), '{"a":1}');
-      expect(l.db.inTransaction).toBe(true);
+      expect(l.inTransaction).toBe(true);
       return 42;
     });
     expect(out).toBe(42);
-    expect(l.db.inTransaction).toBe(false);
+    expect(l.inTransaction).toBe(false);
     expect(other.payload("03".repeat(32))).toBe('{"a":1}');
     l.close();
     other.close();
@@ -178,7 +178,7 @@ describe("Ledger.immediate", () => {
         throw new Error("boom");
       }),
     ).toThrow("boom");
-    expect(l.db.inTransaction).toBe(false);
+    expect(l.inTransaction).toBe(false);
     expect(l.hasPayload("04".repeat(32))).toBe(false);
     expect(l.counts()).toMatchObject({ microblocks: 0, chains: 0 });
 
@@ -445,7 +445,8 @@ describe("verifyLedger", () => {
     const node = await nodeWith(6);
     try {
       const mbs = node.ledger.list({});
-      const db = node.ledger.db;
+      // An outside tamperer: its own connection to the ledger file.
+      const db = new Database(node.ledger.path);
       db.query("UPDATE microblocks SET event_type = 'suricata.drop' WHERE id = ?").run(fromHex(mbs[1]!.id));
       db.query("UPDATE payloads SET body = ? WHERE hash = ?").run(Buffer.from('{"i":99}'), fromHex(mbs[2]!.payload_hash));
       db.query("DELETE FROM payloads WHERE hash = ?").run(fromHex(mbs[3]!.payload_hash));
@@ -470,7 +471,8 @@ describe("verifyLedger", () => {
     const node = await nodeWith(3);
     try {
       const mbs = node.ledger.list({});
-      const db = node.ledger.db;
+      // An outside tamperer: its own connection to the ledger file.
+      const db = new Database(node.ledger.path);
       db.query("UPDATE microblocks SET sig = ? WHERE id = ?").run(fromHex(mbs[0]!.sig), fromHex(mbs[1]!.id));
       let r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
       expect(r.problems.map((p) => [p.seq, p.message.replace(/^.*: /, "")])).toEqual([[2, "signature does not verify"]]);
@@ -502,7 +504,7 @@ describe("Ledger.immediate nested in a transaction", () => {
         l.insertPayload("03".repeat(32), "{}");
       });
       expect([l.hasPayload("01".repeat(32)), l.hasPayload("02".repeat(32)), l.hasPayload("03".repeat(32))]).toEqual([true, false, true]);
-      expect(l.db.inTransaction).toBe(false);
+      expect(l.inTransaction).toBe(false);
       l.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

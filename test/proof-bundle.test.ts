@@ -7,6 +7,7 @@ import * as path from "node:path";
 import { defaultConfig } from "../src/config/config.ts";
 import { makeLocalGenesis, parseGenesis, type Genesis } from "../src/protocol/genesis.ts";
 import { DSMNode } from "../src/node/node.ts";
+import { buildAlone } from "../src/consensus/alone.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
 import { epochAt } from "../src/protocol/checkpoint.ts";
 import { consistencyBundle, inclusionBundle } from "../src/log/bundle.ts";
@@ -42,12 +43,12 @@ beforeAll(async () => {
     for (let i = 0; i < 5; i++) first.push(await node.createMicroblock({ eventType: "test.event", payload: { i, note: `first ${i}` } }));
     const e1 = epochAt(node.genesis, Date.parse(first.at(-1)!.timestamp));
     await Bun.sleep(1100);
-    expect(builder.build(e1, blsSecret, 0).status).toBe("created");
+    expect(buildAlone(builder, e1, blsSecret, 0).status).toBe("created");
     const second: Microblock[] = [];
     for (let i = 0; i < 6; i++) second.push(await node.createMicroblock({ eventType: "test.other", payload: { j: i, ok: i % 2 === 0 } }));
     const e2 = epochAt(node.genesis, Date.parse(second.at(-1)!.timestamp));
     await Bun.sleep(1100);
-    expect(builder.build(e2, blsSecret, 0).status).toBe("created");
+    expect(buildAlone(builder, e2, blsSecret, 0).status).toBe("created");
     epochs = [e1, e2];
     ids = [...first, ...second].map((m) => m.id);
 

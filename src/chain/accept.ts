@@ -127,7 +127,7 @@ export class Receiver {
       this.#batch?.heads.set(mb.node_id, { seq: mb.seq, id: mb.id, timestamp: mb.timestamp });
       return { status: "stored", microblock: mb };
     };
-    return this.ledger.db.inTransaction ? place() : this.ledger.immediate(place);
+    return this.ledger.inTransaction ? place() : this.ledger.immediate(place);
   }
 
   #head(nodeId: string): ChainHead | null {

@@ -1,6 +1,7 @@
 // The README's first command: a throwaway node, the bundled samples piped through the
 // real ingest path, a full verify; then a local mesh of separate processes finalizing a
 // checkpoint and a proof checked offline; a summary, and nothing left behind.
+import { Database } from "bun:sqlite";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -69,9 +70,16 @@ where, so you can try \`dsm log --data-dir DIR\` and friends).`,
         const byType = node.ledger.eventTypeCounts();
         // Then show what tamper-evident means: flip one byte of one stored payload and verify again.
         const victim = node.ledger.list({ eventType: "suricata.alert", limit: 1, descending: false })[0]!;
-        node.ledger.db.run("UPDATE payloads SET body = CAST(replace(CAST(body AS TEXT), 'suricata', 'Suricata') AS BLOB) WHERE hash = ?", [
-          Buffer.from(victim.payload_hash, "hex"),
-        ]);
+        // As an outside tamperer would: its own connection to the SQLite file, past the ledger's API
+        // (the one SQL outside src/ledger/, named as such in test/sql-boundary.test.ts).
+        const tamperer = new Database(node.ledger.path);
+        try {
+          tamperer.run("UPDATE payloads SET body = CAST(replace(CAST(body AS TEXT), 'suricata', 'Suricata') AS BLOB) WHERE hash = ?", [
+            Buffer.from(victim.payload_hash, "hex"),
+          ]);
+        } finally {
+          tamperer.close();
+        }
         const tampered = await verifyLedger(node.ledger, { ownNodeId: node.nodeId, policy: node.policy });
         let meshResult: MeshDemoResult | null = null;
         const meshLines: string[] = [];

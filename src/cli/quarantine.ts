@@ -1,7 +1,6 @@
-import { fromHex, toHex } from "../encoding/hex.ts";
 import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
-import { QuarantineStore } from "../mesh/quarantine-store.ts";
+import { QuarantineStore } from "../ledger/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, type Context, context, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
@@ -112,12 +111,10 @@ function importRecords(ctx: Context, node: DSMNode, file: string): void {
 function list(ctx: Context, node: DSMNode): void {
   const store = new QuarantineStore(node.ledger, node.mesh);
   const records = store.records();
-  const forks = node.ledger.db
-    .query("SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?")
-    .all(fromHex(node.mesh, 32)) as { node_id: Uint8Array }[];
-  const nodes = new Set<string>([...records.map((r) => r.node_id), ...forks.map((f) => toHex(f.node_id))]);
+  const forks = store.forkedNodes();
+  const nodes = new Set<string>([...records.map((r) => r.node_id), ...forks]);
   const active = [...nodes]
-    .map((id) => ({ node_id: id, from_seq: store.quarantinedFrom(id), reason: reasonOf(id, records, forks.some((f) => toHex(f.node_id) === id)) }))
+    .map((id) => ({ node_id: id, from_seq: store.quarantinedFrom(id), reason: reasonOf(id, records, forks.includes(id)) }))
     .filter((a) => a.from_seq !== undefined);
   if (ctx.json) {
     printJson({ quarantined: active, records });

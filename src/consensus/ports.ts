@@ -4,6 +4,8 @@
 import type { FinalityCertificate } from "../protocol/certificate.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import type { Evidence, Signed } from "../protocol/consensus-messages.ts";
+import type { SignedStore } from "../ledger/signed-store.ts";
+import type { CheckResult } from "../log/builder.ts";
 
 export interface Clock {
   now(): number;
@@ -38,7 +40,8 @@ export interface ConsensusTransport {
   fetchMicroblocks(ranges: Record<string, [number, number]>): void;
 }
 
-export type CheckResult = { ok: true } | { ok: false; reason: string; missing?: Record<string, [number, number]> };
+/** What a validator finds when it recomputes a proposed body; declared beside the checkpoint builder. */
+export type { CheckResult } from "../log/builder.ts";
 
 /** The validator's view of the mesh log. */
 export interface CheckpointSource {
@@ -52,19 +55,8 @@ export interface CheckpointSource {
   commit(cert: FinalityCertificate): void;
 }
 
-/** Durable record of every message this validator signed: the guard against signing twice. */
-export interface SignedStore {
-  /**
-   * Atomically: when no message holds any of `slots`, stores msg under all of them and
-   * returns it; otherwise stores nothing and returns the message already there. Durable
-   * (fsynced) before it returns, so a message is only ever sent after it is on disk.
-   */
-  claim(slots: readonly string[], msg: Signed): Signed;
-  /** This validator's messages for the height that follows `prev`, and the ones kept to justify its lock. */
-  ofHeight(prev: string): Signed[];
-  /** Keeps verified evidence, one piece per validator (one proves it); false when it adds nothing. */
-  addEvidence(e: Evidence, slot: string): boolean;
-}
+/** Durable record of every message this validator signed; declared beside its ledger implementation. */
+export type { SignedStore } from "../ledger/signed-store.ts";
 
 /** In memory: for tests, simulations and benchmarks; a restart keeps the object. */
 export class MemorySignedStore implements SignedStore {

@@ -65,8 +65,21 @@ export function withoutLocalFields(mb: StoredMicroblock | Microblock): Microbloc
   return rest;
 }
 
+/**
+ * The ledger's connection, for the typed stores in src/ledger/ (checkpoint-store.ts,
+ * tree-store.ts, signed-store.ts, quarantine-store.ts) and nothing else: every SQL
+ * statement lives in src/ledger/ (test/sql-boundary.test.ts checks it).
+ */
+export function ledgerDatabase(ledger: Ledger): Database {
+  return databaseOf(ledger);
+}
+let databaseOf: (ledger: Ledger) => Database;
+
 export class Ledger {
-  readonly db: Database;
+  static {
+    databaseOf = (ledger) => ledger.#db;
+  }
+  readonly #db: Database;
   readonly path: string;
   #chainIds = new Map<string, number>();
   #savepoints = 0;
@@ -74,7 +87,7 @@ export class Ledger {
 
   private constructor(file: string, db: Database) {
     this.path = file;
-    this.db = db;
+    this.#db = db;
     this.#st = {
       chainId: db.prepare("SELECT chain FROM chains WHERE mesh = ? AND node_id = ?"),
       insertChain: db.prepare("INSERT INTO chains (mesh, node_id) VALUES (?, ?) ON CONFLICT DO NOTHING"),
@@ -119,8 +132,18 @@ export class Ledger {
     return new Ledger(file, db);
   }
 
+  /** True inside a transaction on this ledger's connection (immediate() nests as a savepoint there). */
+  get inTransaction(): boolean {
+    return this.#db.inTransaction;
+  }
+
+  /** A connection setting, as SQLite reports it (tests check the ones open() sets). */
+  pragma(name: "journal_mode" | "synchronous" | "foreign_keys" | "user_version" | "busy_timeout"): unknown {
+    return Object.values(this.#db.query(`PRAGMA ${name}`).get() as object)[0];
+  }
+
   close(): void {
-    this.db.close();
+    this.#db.close();
   }
 
   /**
@@ -132,29 +155,29 @@ export class Ledger {
   immediate<T>(fn: () => T): T {
     // Inside a caller's transaction (import batches many receives into one commit) this is
     // a savepoint: a failure undoes only its own part, and the caller's commit decides.
-    if (this.db.inTransaction) {
+    if (this.#db.inTransaction) {
       const sp = `dsm_sp_${++this.#savepoints}`;
-      this.db.exec(`SAVEPOINT ${sp}`);
+      this.#db.exec(`SAVEPOINT ${sp}`);
       try {
         const out = fn();
-        this.db.exec(`RELEASE ${sp}`);
+        this.#db.exec(`RELEASE ${sp}`);
         return out;
       } catch (e) {
-        this.db.exec(`ROLLBACK TO ${sp}`);
-        this.db.exec(`RELEASE ${sp}`);
+        this.#db.exec(`ROLLBACK TO ${sp}`);
+        this.#db.exec(`RELEASE ${sp}`);
         this.#chainIds.clear();
         throw e;
       } finally {
         this.#savepoints--;
       }
     }
-    this.db.exec("BEGIN IMMEDIATE");
+    this.#db.exec("BEGIN IMMEDIATE");
     try {
       const out = fn();
-      this.db.exec("COMMIT");
+      this.#db.exec("COMMIT");
       return out;
     } catch (e) {
-      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      if (this.#db.inTransaction) this.#db.exec("ROLLBACK");
       // A chain row created in the rolled-back transaction is gone: so must its cached id be.
       this.#chainIds.clear();
       throw e;
@@ -229,7 +252,7 @@ export class Ledger {
 
   insertForkEvidence(mb: Microblock, first: string, second: string, detectedAt: number): void {
     const chain = this.chainOf(mb.mesh, mb.node_id, true)!;
-    this.db
+    this.#db
       .query("INSERT INTO fork_evidence (chain, seq, first, second, detected_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
       .run(chain, mb.seq, Buffer.from(first), Buffer.from(second), detectedAt);
   }
@@ -245,7 +268,7 @@ export class Ledger {
   }
 
   byId(id: string): StoredMicroblock | null {
-    const row = this.db.query(`${SELECT_MB} WHERE m.id = ?`).get(fromHex(id, 32)) as Row | null;
+    const row = this.#db.query(`${SELECT_MB} WHERE m.id = ?`).get(fromHex(id, 32)) as Row | null;
     return row ? toMicroblock(row) : null;
   }
 
@@ -253,7 +276,7 @@ export class Ledger {
   byIdPrefix(prefix: string, limit: number): StoredMicroblock[] {
     const lo = Buffer.from(prefix.padEnd(64, "0"), "hex");
     const hi = Buffer.from(prefix.padEnd(64, "f"), "hex");
-    return (this.db.query(`${SELECT_MB} WHERE m.id BETWEEN ? AND ? LIMIT ?`).all(lo, hi, limit) as Row[]).map(toMicroblock);
+    return (this.#db.query(`${SELECT_MB} WHERE m.id BETWEEN ? AND ? LIMIT ?`).all(lo, hi, limit) as Row[]).map(toMicroblock);
   }
 
   bySeq(mesh: string, nodeId: string, seq: number): StoredMicroblock | null {
@@ -265,7 +288,7 @@ export class Ledger {
 
   /** Resolves a node id prefix (as users type it) to the full id; undefined when absent or ambiguous. */
   resolveNodeId(prefix: string): string[] {
-    const rows = this.db.query("SELECT DISTINCT hex(node_id) AS n FROM chains").all() as { n: string }[];
+    const rows = this.#db.query("SELECT DISTINCT hex(node_id) AS n FROM chains").all() as { n: string }[];
     return rows.map((r) => r.n.toLowerCase()).filter((n) => n.startsWith(prefix.toLowerCase()));
   }
 
@@ -302,7 +325,7 @@ export class Ledger {
     const sql =
       `${SELECT_MB}${where.length ? " WHERE " + where.join(" AND ") : ""} ORDER BY m.rowid ${filter.descending ? "DESC" : "ASC"}` +
       (filter.limit !== undefined ? ` LIMIT ${Math.max(0, Math.floor(filter.limit))}` : "");
-    return (this.db.query(sql).all(...args) as Row[]).map(toMicroblock);
+    return (this.#db.query(sql).all(...args) as Row[]).map(toMicroblock);
   }
 
   /**
@@ -328,7 +351,7 @@ export class Ledger {
   *chainPages(mesh: string, nodeId: string, fromSeq: number, pageSize = 500): Generator<StoredMicroblock[]> {
     const chain = this.chainOf(mesh, nodeId, false);
     if (chain === undefined) return;
-    const q = this.db.query(`${SELECT_MB} WHERE m.chain = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?`);
+    const q = this.#db.query(`${SELECT_MB} WHERE m.chain = ? AND m.seq >= ? ORDER BY m.seq LIMIT ?`);
     for (let from = fromSeq; ; ) {
       const page = (q.all(chain, from, pageSize) as Row[]).map(toMicroblock);
       if (page.length === 0) return;
@@ -339,11 +362,11 @@ export class Ledger {
 
   /** Streams every microblock in arrival order without holding them in memory. */
   *iterateMicroblocks(): Generator<StoredMicroblock> {
-    for (const row of this.db.query(`${SELECT_MB} ORDER BY m.rowid`).iterate() as IterableIterator<Row>) yield toMicroblock(row);
+    for (const row of this.#db.query(`${SELECT_MB} ORDER BY m.rowid`).iterate() as IterableIterator<Row>) yield toMicroblock(row);
   }
 
   *iterateKeyCerts(): Generator<{ key: string; first_seq: number; body: Uint8Array; mesh: string; node_id: string }> {
-    const q = this.db.query(
+    const q = this.#db.query(
       "SELECT k.key, k.first_seq, k.body, c.mesh, c.node_id FROM key_certs k JOIN chains c ON c.chain = k.chain ORDER BY k.rowid",
     );
     for (const r of q.iterate() as IterableIterator<{ key: Uint8Array; first_seq: number; body: Uint8Array; mesh: Uint8Array; node_id: Uint8Array }>) {
@@ -354,7 +377,7 @@ export class Ledger {
 
   /** mesh and node_id are null when the row's chain does not exist (the file was altered). */
   *iterateForkEvidence(): Generator<{ rowid: number; mesh: string | null; node_id: string | null; seq: number; first: string; second: string }> {
-    const q = this.db.query(
+    const q = this.#db.query(
       "SELECT f.rowid, c.mesh, c.node_id, f.seq, f.first, f.second FROM fork_evidence f LEFT JOIN chains c ON c.chain = f.chain ORDER BY f.rowid",
     );
     type R = { rowid: number; mesh: Uint8Array | null; node_id: Uint8Array | null; seq: number; first: Uint8Array; second: Uint8Array };
@@ -372,7 +395,7 @@ export class Ledger {
 
   /** Row counts as stored, to catch rows the chain joins cannot reach. */
   rowCount(table: "microblocks" | "key_certs"): number {
-    return (this.db.query(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    return (this.#db.query(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
   hasForkEvidence(mesh: string, nodeId: string): boolean {
@@ -381,20 +404,20 @@ export class Ledger {
   }
 
   hasPayload(hash: string): boolean {
-    return this.db.query("SELECT 1 FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) !== null;
+    return this.#db.query("SELECT 1 FROM payloads WHERE hash = ?").get(fromHex(hash, 32)) !== null;
   }
 
   maxRowid(): number {
-    return (this.db.query("SELECT coalesce(max(rowid), 0) AS n FROM microblocks").get() as { n: number }).n;
+    return (this.#db.query("SELECT coalesce(max(rowid), 0) AS n FROM microblocks").get() as { n: number }).n;
   }
 
   eventTypeCounts(): Record<string, number> {
-    const rows = this.db.query("SELECT event_type AS t, count(*) AS n FROM microblocks GROUP BY event_type ORDER BY n DESC, t").all() as { t: string; n: number }[];
+    const rows = this.#db.query("SELECT event_type AS t, count(*) AS n FROM microblocks GROUP BY event_type ORDER BY n DESC, t").all() as { t: string; n: number }[];
     return Object.fromEntries(rows.map((r) => [r.t, r.n]));
   }
 
   counts(): LedgerCounts {
-    const one = (sql: string) => (this.db.query(sql).get() as { n: number }).n;
+    const one = (sql: string) => (this.#db.query(sql).get() as { n: number }).n;
     return {
       microblocks: one("SELECT count(*) AS n FROM microblocks"),
       payloads: one("SELECT count(*) AS n FROM payloads"),

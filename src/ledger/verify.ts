@@ -13,7 +13,7 @@ import {
   type SigningKeyInfo,
 } from "../protocol/microblock.ts";
 import { keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
-import { type Ledger, withoutLocalFields } from "./ledger.ts";
+import { type Ledger, ledgerDatabase, withoutLocalFields } from "./ledger.ts";
 import type { FromVerifyWorker, ToVerifyWorker } from "./verify-worker.ts";
 import { workerUrl } from "../runtime/worker-url.ts";
 
@@ -107,7 +107,7 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
 
   const heads = new Map<string, { seq: number; id: string; tsMs: number }>();
   const total = ledger.maxRowid();
-  const paylookup = ledger.db.query("SELECT body FROM payloads WHERE hash = ?");
+  const paylookup = ledgerDatabase(ledger).query("SELECT body FROM payloads WHERE hash = ?");
   const signatures = opts.worker ? new WorkerSignatureChecker(signingPubs) : new InlineSignatureChecker(keys);
   try {
     for (const mb of ledger.iterateMicroblocks()) {

@@ -1,18 +1,13 @@
 // Builds, checks, stores and reads the checkpoints of this node's mesh: the ledger's
 // microblocks in, an appended Merkle log and finality certificates out. It is the consensus
 // engine's CheckpointSource over the ledger (propose, check, commit); in a one-validator mesh
-// (every local mesh) build() is the whole agreement: the node's own signature is a quorum.
+// (every local mesh) src/consensus/alone.ts signs with it: the node's own signature is a quorum.
+// Its rows are src/ledger/checkpoint-store.ts's.
 import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
-import { canonicalize } from "../encoding/jcs.ts";
-import { blsSign } from "../crypto/bls.ts";
-import type { CheckpointSource, CheckResult } from "../consensus/ports.ts";
-import { LedgerSignedStore } from "../consensus/signed-store.ts";
-import { signOnce } from "../consensus/sign-once.ts";
-import { signingDigest } from "../protocol/consensus-messages.ts";
-import { signersBitfield } from "../protocol/validator-set.ts";
 import type { Ledger } from "../ledger/ledger.ts";
+import { CheckpointStore } from "../ledger/checkpoint-store.ts";
 import type { MeshPolicy } from "../protocol/genesis.ts";
-import { QuarantineStore } from "../mesh/quarantine-store.ts";
+import { QuarantineStore } from "../ledger/quarantine-store.ts";
 import {
   type ChainCandidates,
   type ChainView,
@@ -28,6 +23,9 @@ import { TreeStore } from "./tree-store.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
 
 
+/** What check() finds (the consensus port's CheckResult, src/consensus/ports.ts). */
+export type CheckResult = { ok: true } | { ok: false; reason: string; missing?: Record<string, [number, number]> };
+
 /** A certificate that cannot hold in this ledger whatever is fetched again: it contradicts what the ledger holds. */
 export class CheckpointConflict extends Error {}
 
@@ -36,39 +34,33 @@ export type BuildResult =
   | { status: "exists"; certificate: FinalityCertificate }
   | { status: "nothing-new"; epoch: number };
 
-export class CheckpointBuilder implements CheckpointSource {
+/** The consensus engine's CheckpointSource (src/consensus/ports.ts; src/consensus/alone.ts checks that it is one). */
+export class CheckpointBuilder {
   readonly tree: TreeStore;
   readonly quarantine: QuarantineStore;
+  readonly #rows: CheckpointStore;
 
   constructor(
-    private readonly ledger: Ledger,
-    private readonly policy: MeshPolicy,
+    readonly ledger: Ledger,
+    readonly policy: MeshPolicy,
   ) {
-    this.tree = new TreeStore(ledger.db);
+    this.tree = new TreeStore(ledger);
     this.quarantine = new QuarantineStore(ledger, policy.mesh);
+    this.#rows = new CheckpointStore(ledger, policy.mesh);
   }
 
   /** The newest stored certificate, or null before the first checkpoint. */
   latest(): FinalityCertificate | null {
-    const row = this.ledger.db
-      .query("SELECT certificate FROM checkpoints WHERE mesh = ? ORDER BY epoch DESC LIMIT 1")
-      .get(fromHex(this.policy.mesh, 32)) as { certificate: Uint8Array } | null;
-    return row ? JSON.parse(Buffer.from(row.certificate).toString("utf8")) : null;
+    return this.#rows.latest();
   }
 
   byEpoch(epoch: number): FinalityCertificate | null {
-    const row = this.ledger.db
-      .query("SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?")
-      .get(fromHex(this.policy.mesh, 32), epoch) as { certificate: Uint8Array } | null;
-    return row ? JSON.parse(Buffer.from(row.certificate).toString("utf8")) : null;
+    return this.#rows.byEpoch(epoch);
   }
 
   /** Certificates after an epoch, oldest first (catch-up, /dsm/finality/1). */
   since(afterEpoch: number, limit = 64): FinalityCertificate[] {
-    const rows = this.ledger.db
-      .query("SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?")
-      .all(fromHex(this.policy.mesh, 32), afterEpoch, limit) as { certificate: Uint8Array }[];
-    return rows.map((r) => JSON.parse(Buffer.from(r.certificate).toString("utf8")));
+    return this.#rows.since(afterEpoch, limit);
   }
 
   /**
@@ -125,6 +117,18 @@ export class CheckpointBuilder implements CheckpointSource {
   }
 
   /**
+   * Inside the caller's Ledger.immediate: checks a certificate's body against this ledger
+   * and stores it with its leaves, returning how many it appended. For a certificate made
+   * in that same transaction (src/consensus/alone.ts), whose epoch holds none yet.
+   */
+  storeChecked(cert: FinalityCertificate): number {
+    const { result, ids } = this.#leaves(cert.checkpoint);
+    if (!result.ok) throw new Error(`checkpoint epoch ${cert.checkpoint.epoch} does not check against this ledger: ${result.reason}`);
+    this.#store(cert, ids);
+    return ids.length;
+  }
+
+  /**
    * Stores a certificate whose leaves this node does not all hold (an edge keeps only its own
    * chain): the leaf ids come from a peer, and are trusted only as far as they recompute the
    * certificate's tree_size and root on top of this node's tree. Every leaf of a chain this
@@ -177,113 +181,51 @@ export class CheckpointBuilder implements CheckpointSource {
     const before = this.tree.size();
     this.tree.append(ids.map((id) => fromHex(id, 32)));
     const body = cert.checkpoint;
-    this.ledger.db
-      .query("INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)")
-      .run(fromHex(this.policy.mesh, 32), body.epoch, checkpointDigest(body), Buffer.from(canonicalize(cert)), Date.now());
+    this.#rows.insertCertificate(body.epoch, checkpointDigest(body), cert, Date.now());
     // Leaves follow the ranges in node_id order (the order planCheckpoint appended them).
     let firstLeaf = before;
     for (const nodeId of Object.keys(body.ranges).sort()) {
       const [from, to] = body.ranges[nodeId]!;
       // A node whose microblocks this ledger does not hold (an edge's view) still gets a chain row.
       const chain = this.ledger.chainOf(this.policy.mesh, nodeId, true)!;
-      this.ledger.db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq").run(chain, to);
-      this.ledger.db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)").run(firstLeaf, chain, from, to);
+      this.#rows.addSpan(chain, firstLeaf, from, to);
       firstLeaf += to - from + 1;
     }
   }
 
-  /**
-   * The checkpoint for a closed epoch in a mesh where this validator alone is a quorum
-   * (n = 1). Its signature is recorded durably before use, like every consensus signature,
-   * so a crash between signing and storing can never lead to a second body for the epoch:
-   * the run after it finishes the first. Idempotent: an epoch already checkpointed, or one
-   * at or before the latest checkpoint, changes nothing.
-   */
-  build(epoch: number, blsSecret: Uint8Array, validatorIndex: number): BuildResult {
-    const genesis = this.policy.genesis;
-    return this.ledger.immediate((): BuildResult => {
-      const existing = this.byEpoch(epoch);
-      if (existing) return { status: "exists", certificate: existing };
-      const latest = this.latest();
-      if (latest && latest.checkpoint.epoch > epoch) return { status: "nothing-new", epoch };
-      let body = this.propose(epoch);
-      const store = new LedgerSignedStore(this.ledger, this.policy.mesh);
-      // A signature made by an earlier run that did not get to store its certificate.
-      const earlier = store.ofHeight(latest ? checkpointDigestHex(latest.checkpoint) : "0".repeat(64)).find((m) => m.type === "S");
-      if (earlier && earlier.type === "S" && this.check(earlier.checkpoint).ok) body = earlier.checkpoint;
-      if (body === null) return { status: "nothing-new", epoch };
-      const signed = signOnce(store, { v: 1, type: "S", mesh: this.policy.mesh, checkpoint: body, validator: validatorIndex }, (m) => blsSign(blsSecret, signingDigest(m)));
-      if (!signed.ok) throw new Error(`this validator already signed another checkpoint (${signed.slot}); refusing to sign a second`);
-      const certificate: FinalityCertificate = {
-        v: 1,
-        type: "F",
-        checkpoint: body,
-        signers: signersBitfield([validatorIndex], genesis.validators.length),
-        agg_sig: signed.message.sig,
-      };
-      const { result, ids } = this.#leaves(body);
-      if (!result.ok) throw new Error(`checkpoint epoch ${body.epoch} does not check against this ledger: ${result.reason}`);
-      this.#store(certificate, ids);
-      return { status: "created", certificate, leaves: ids.length };
-    });
-  }
-
   /** Leaf index of a microblock in the log, or null when no checkpoint includes it yet. */
   leafIndexOf(id: string): number | null {
-    const row = this.ledger.db
-      .query(
-        `SELECT s.first_leaf + (m.seq - s.from_seq) AS leaf FROM microblocks m
-         JOIN chains c ON c.chain = m.chain AND c.mesh = ?
-         JOIN log_spans s ON s.chain = m.chain AND s.from_seq <= m.seq AND s.to_seq >= m.seq
-         WHERE m.id = ?`,
-      )
-      .get(fromHex(this.policy.mesh, 32), fromHex(id, 32)) as { leaf: number } | null;
-    return row ? row.leaf : null;
+    return this.#rows.leafIndexOf(id);
   }
 
   #view(): ChainView {
-    const db = this.ledger.db;
+    const rows = this.#rows;
     const mesh = this.policy.mesh;
     const chainOf = (node: string) => this.ledger.chainOf(mesh, node, false);
     return {
       lastIncluded: (node) => {
         const chain = chainOf(node);
         if (chain === undefined) return 0;
-        const row = db.query("SELECT last_seq FROM log_included WHERE chain = ?").get(chain) as { last_seq: number } | null;
-        return row?.last_seq ?? 0;
+        return rows.lastIncluded(chain);
       },
       rows: (node, from, to) => {
         const chain = chainOf(node);
         if (chain === undefined) return [];
-        const rows = db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq").all(chain, from, to) as { seq: number; id: Uint8Array; timestamp: string }[];
-        return rows.map((r) => ({ seq: r.seq, id: toHex(r.id), timestampMs: Date.parse(r.timestamp) }));
+        return rows.rows(chain, from, to);
       },
       quarantinedFrom: (node) => this.quarantine.quarantinedFrom(node),
     };
   }
 
   #candidates(endMs: number): ChainCandidates[] {
-    const chains = this.ledger.db
-      .query(
-        `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq
-         FROM chains c LEFT JOIN log_included i ON i.chain = c.chain WHERE c.mesh = ?`,
-      )
-      .all(fromHex(this.policy.mesh, 32)) as { chain: number; node_id: Uint8Array; last_seq: number }[];
-    // Timestamps never decrease along a chain, so the rows before the epoch end are a prefix.
-    const rowsOf = this.ledger.db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq > ? AND timestamp < ? ORDER BY seq");
     const endIso = new Date(endMs).toISOString();
-    return chains.map((c) => {
-      const rows = (rowsOf.all(c.chain, c.last_seq, endIso) as { seq: number; id: Uint8Array; timestamp: string }[]).map((r) => ({
-        seq: r.seq,
-        id: toHex(r.id),
-        timestampMs: Date.parse(r.timestamp),
-      }));
-      const nodeId = toHex(c.node_id);
-      const out: ChainCandidates = { nodeId, lastIncluded: c.last_seq, rows };
+    return this.#rows.chains().map((c) => {
+      const rows = this.#rows.rowsBefore(c.chain, c.lastIncluded, endIso);
+      const nodeId = c.nodeId;
+      const out: ChainCandidates = { nodeId, lastIncluded: c.lastIncluded, rows };
       const q = this.quarantine.quarantinedFrom(nodeId);
       if (q !== undefined) out.quarantinedFrom = q;
       return out;
     });
   }
 }
-

@@ -14,11 +14,10 @@
 // RFC 6962 split-at-the-largest-power-of-two shape. Every range that the RFC 9162
 // proof recursion asks for is of that kind, and at most one per proof is not a
 // single perfect subtree, so a proof is O(log n) node reads.
-import type { Database, Statement } from "bun:sqlite";
+import type { Ledger } from "../ledger/ledger.ts";
+import { TreeRows } from "../ledger/tree-store.ts";
 import { consistencyPath, EMPTY_ROOT, HASH_SIZE, inclusionPath, leafHash, nodeHash } from "./merkle.ts";
 
-type HashRow = { hash: Uint8Array };
-type IdRow = { ids: Uint8Array };
 
 const LEAVES_PER_BLOCK = 16;
 
@@ -57,30 +56,16 @@ function decompose(lo: number, hi: number): { level: number; idx: number }[] {
 const STORED_LEVEL = 3;
 
 export class TreeStore {
-  readonly #db: Database;
-  readonly #st: {
-    size: Statement;
-    insertLeaf: Statement;
-    insertNode: Statement;
-    node: Statement;
-    idAt: Statement;
-  };
+  readonly #rows: TreeRows;
 
-  /** Prepares statements; the tables exist via the ledger's migrations. */
-  constructor(db: Database) {
-    this.#db = db;
-    this.#st = {
-      size: db.prepare("SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1"),
-      insertLeaf: db.prepare("INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids"),
-      insertNode: db.prepare("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)"),
-      node: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"),
-      idAt: db.prepare("SELECT ids FROM log_leaves WHERE block = ?"),
-    };
+  /** Over the ledger's log_leaves and log_nodes tables (src/ledger/tree-store.ts). */
+  constructor(ledger: Ledger) {
+    this.#rows = new TreeRows(ledger);
   }
 
   /** Number of leaves. */
   size(): number {
-    const row = this.#st.size.get() as { block: number; len: number } | null;
+    const row = this.#rows.lastBlock();
     return row ? row.block * LEAVES_PER_BLOCK + row.len / HASH_SIZE : 0;
   }
 
@@ -98,17 +83,16 @@ export class TreeStore {
         throw new RangeError(`TreeStore.append: id ${i} must be a ${HASH_SIZE}-byte Uint8Array`);
       }
     }
-    const run = this.#db.transaction(() => this.#append(ids));
-    return run();
+    return this.#rows.atomically(() => this.#append(ids));
   }
 
   #append(ids: readonly Uint8Array[]): number {
     const n = this.size();
     if (ids.length === 0) return n;
     this.#writeLeaves(n, ids);
-    const insertNode = this.#st.insertNode;
+    const rows = this.#rows;
     return this.#extend(n, ids, (level, idx, h) => {
-      if (level >= STORED_LEVEL) insertNode.run(level, idx, h);
+      if (level >= STORED_LEVEL) rows.putNode(level, idx, h);
     }).size;
   }
 
@@ -159,9 +143,9 @@ export class TreeStore {
   /** Microblock id at a leaf index, or null. */
   idAt(index: number): Uint8Array | null {
     if (!isSize(index)) return null;
-    const row = this.#st.idAt.get(Math.floor(index / LEAVES_PER_BLOCK)) as IdRow | null;
+    const ids = this.#rows.block(Math.floor(index / LEAVES_PER_BLOCK));
     const off = (index % LEAVES_PER_BLOCK) * HASH_SIZE;
-    return row && row.ids.length >= off + HASH_SIZE ? new Uint8Array(row.ids.subarray(off, off + HASH_SIZE)) : null;
+    return ids && ids.length >= off + HASH_SIZE ? new Uint8Array(ids.subarray(off, off + HASH_SIZE)) : null;
   }
 
   /** Leaf ids [from, to), read a block of 16 at a time; throws unless 0 <= from <= to <= size. */
@@ -169,7 +153,7 @@ export class TreeStore {
     if (!isSize(from) || !isSize(to) || from > to || to > this.size()) throw new RangeError(`tree-store: leaves [${from}, ${to}) are not in the tree`);
     const out: Uint8Array[] = [];
     for (let block = Math.floor(from / LEAVES_PER_BLOCK); block * LEAVES_PER_BLOCK < to; block++) {
-      const ids = (this.#st.idAt.get(block) as IdRow).ids;
+      const ids = this.#rows.block(block)!;
       for (let i = Math.max(from, block * LEAVES_PER_BLOCK); i < Math.min(to, (block + 1) * LEAVES_PER_BLOCK); i++) {
         const off = (i % LEAVES_PER_BLOCK) * HASH_SIZE;
         out.push(new Uint8Array(ids.subarray(off, off + HASH_SIZE)));
@@ -218,19 +202,19 @@ export class TreeStore {
     let fill = start % LEAVES_PER_BLOCK;
     let buf = new Uint8Array(LEAVES_PER_BLOCK * HASH_SIZE);
     if (fill > 0) {
-      const row = this.#st.idAt.get(block) as IdRow | null;
-      if (!row || row.ids.length !== fill * HASH_SIZE) throw new Error(`tree-store: leaf block ${block} is malformed`);
-      buf.set(row.ids);
+      const row = this.#rows.block(block);
+      if (!row || row.length !== fill * HASH_SIZE) throw new Error(`tree-store: leaf block ${block} is malformed`);
+      buf.set(row);
     }
     for (const id of ids) {
       buf.set(id, fill * HASH_SIZE);
       if (++fill === LEAVES_PER_BLOCK) {
-        this.#st.insertLeaf.run(block++, buf);
+        this.#rows.putBlock(block++, buf);
         buf = new Uint8Array(LEAVES_PER_BLOCK * HASH_SIZE);
         fill = 0;
       }
     }
-    if (fill > 0) this.#st.insertLeaf.run(block, buf.subarray(0, fill * HASH_SIZE));
+    if (fill > 0) this.#rows.putBlock(block, buf.subarray(0, fill * HASH_SIZE));
   }
 
   /** Root of the perfect subtree (level, idx): one read, or below STORED_LEVEL a hash of at most 8 leaves. */
@@ -243,8 +227,8 @@ export class TreeStore {
     if (level < STORED_LEVEL) {
       return nodeHash(this.#perfect(level - 1, idx * 2), this.#perfect(level - 1, idx * 2 + 1));
     }
-    const row = this.#st.node.get(level, idx) as HashRow | null;
-    if (!row || row.hash.length !== HASH_SIZE) throw new Error(`tree-store: node (${level}, ${idx}) is missing or malformed`);
-    return new Uint8Array(row.hash);
+    const hash = this.#rows.node(level, idx);
+    if (!hash || hash.length !== HASH_SIZE) throw new Error(`tree-store: node (${level}, ${idx}) is missing or malformed`);
+    return new Uint8Array(hash);
   }
 }

@@ -12,9 +12,10 @@ import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import type { DSMNode } from "./node.ts";
+import { buildAlone } from "../consensus/alone.ts";
 import { ConsensusEngine, type EngineEvent } from "../consensus/engine.ts";
 import { type Clock, type ConsensusTransport, systemClock } from "../consensus/ports.ts";
-import { LedgerSignedStore } from "../consensus/signed-store.ts";
+import { LedgerSignedStore } from "../ledger/signed-store.ts";
 import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
 
 export class ValidatorKeyError extends Error {}
@@ -92,7 +93,7 @@ export class DSMValidator {
   /** The checkpoint of a closed epoch where this validator alone is the quorum (n = 1). */
   buildAlone(epoch: number): BuildResult {
     if (this.validators.quorum !== 1) throw new Error(`a checkpoint of this mesh needs ${this.validators.quorum} signatures, not this validator's alone`);
-    return this.builder.build(epoch, this.#secret, this.index);
+    return buildAlone(this.builder, epoch, this.#secret, this.index);
   }
 
   /** BLS signature with this validator's key. */

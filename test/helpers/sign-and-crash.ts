@@ -3,7 +3,7 @@
 import { fromHex } from "../../src/encoding/hex.ts";
 import { blsSign } from "../../src/crypto/bls.ts";
 import { Ledger } from "../../src/ledger/ledger.ts";
-import { LedgerSignedStore } from "../../src/consensus/signed-store.ts";
+import { LedgerSignedStore } from "../../src/ledger/signed-store.ts";
 import { signOnce } from "../../src/consensus/sign-once.ts";
 import { signingDigest } from "../../src/protocol/consensus-messages.ts";
 

@@ -1,0 +1,119 @@
+// The checkpoints of one mesh as the ledger keeps them (DESIGN.md section 6): finality
+// certificates by epoch, and which microblocks the log includes (log_included, the last seq
+// of each chain in the log; log_spans, where each chain's seqs sit among the leaves).
+// Rows only: what a checkpoint contains and whether it checks is src/log/builder.ts's.
+import type { Statement } from "bun:sqlite";
+import { fromHex, toHex } from "../encoding/hex.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
+import { type Ledger, ledgerDatabase } from "./ledger.ts";
+
+/** A microblock as the checkpoint planner sees it. */
+export interface LogCandidateRow {
+  seq: number;
+  id: string;
+  timestampMs: number;
+}
+
+/** A chain of the mesh and the last seq of it the log includes (0: none yet). */
+export interface LogChainRow {
+  chain: number;
+  nodeId: string;
+  lastIncluded: number;
+}
+
+type CertRow = { certificate: Uint8Array };
+type MbRow = { seq: number; id: Uint8Array; timestamp: string };
+
+const certOf = (r: CertRow): FinalityCertificate => JSON.parse(Buffer.from(r.certificate).toString("utf8"));
+const candidateOf = (r: MbRow): LogCandidateRow => ({ seq: r.seq, id: toHex(r.id), timestampMs: Date.parse(r.timestamp) });
+
+export class CheckpointStore {
+  readonly #mesh: Uint8Array;
+  readonly #st: Record<"latest" | "byEpoch" | "since" | "insert" | "included" | "setIncluded" | "addSpan" | "rows" | "chains" | "before" | "leafIndex", Statement>;
+
+  constructor(ledger: Ledger, mesh: string) {
+    this.#mesh = fromHex(mesh, 32);
+    const db = ledgerDatabase(ledger);
+    this.#st = {
+      latest: db.query("SELECT certificate FROM checkpoints WHERE mesh = ? ORDER BY epoch DESC LIMIT 1"),
+      byEpoch: db.query("SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?"),
+      since: db.query("SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?"),
+      insert: db.query("INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)"),
+      included: db.query("SELECT last_seq FROM log_included WHERE chain = ?"),
+      setIncluded: db.query("INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq"),
+      addSpan: db.query("INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)"),
+      rows: db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq"),
+      chains: db.query(
+        `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq
+         FROM chains c LEFT JOIN log_included i ON i.chain = c.chain WHERE c.mesh = ?`,
+      ),
+      // Timestamps never decrease along a chain, so the rows before the epoch end are a prefix.
+      before: db.query("SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq > ? AND timestamp < ? ORDER BY seq"),
+      leafIndex: db.query(
+        `SELECT s.first_leaf + (m.seq - s.from_seq) AS leaf FROM microblocks m
+         JOIN chains c ON c.chain = m.chain AND c.mesh = ?
+         JOIN log_spans s ON s.chain = m.chain AND s.from_seq <= m.seq AND s.to_seq >= m.seq
+         WHERE m.id = ?`,
+      ),
+    };
+  }
+
+  /** The newest stored certificate, or null before the first checkpoint. */
+  latest(): FinalityCertificate | null {
+    const row = this.#st.latest.get(this.#mesh) as CertRow | null;
+    return row ? certOf(row) : null;
+  }
+
+  byEpoch(epoch: number): FinalityCertificate | null {
+    const row = this.#st.byEpoch.get(this.#mesh, epoch) as CertRow | null;
+    return row ? certOf(row) : null;
+  }
+
+  /** Certificates after an epoch, oldest first. */
+  since(afterEpoch: number, limit: number): FinalityCertificate[] {
+    return (this.#st.since.all(this.#mesh, afterEpoch, limit) as CertRow[]).map(certOf);
+  }
+
+  /** Stores a certificate under its epoch (the caller has checked it). */
+  insertCertificate(epoch: number, digest: Uint8Array, cert: FinalityCertificate, createdAt: number): void {
+    this.#st.insert.run(this.#mesh, epoch, digest, Buffer.from(canonicalize(cert)), createdAt);
+  }
+
+  /** Records that the log includes seqs [from, to] of a chain, as leaves from firstLeaf on. */
+  addSpan(chain: number, firstLeaf: number, from: number, to: number): void {
+    this.#st.setIncluded.run(chain, to);
+    this.#st.addSpan.run(firstLeaf, chain, from, to);
+  }
+
+  /** The last seq of a chain the log includes, 0 when none. */
+  lastIncluded(chain: number): number {
+    const row = this.#st.included.get(chain) as { last_seq: number } | null;
+    return row?.last_seq ?? 0;
+  }
+
+  /** A chain's microblocks with seq in [from, to], in seq order. */
+  rows(chain: number, from: number, to: number): LogCandidateRow[] {
+    return (this.#st.rows.all(chain, from, to) as MbRow[]).map(candidateOf);
+  }
+
+  /** Every chain of the mesh with its last included seq. */
+  chains(): LogChainRow[] {
+    return (this.#st.chains.all(this.#mesh) as { chain: number; node_id: Uint8Array; last_seq: number }[]).map((c) => ({
+      chain: c.chain,
+      nodeId: toHex(c.node_id),
+      lastIncluded: c.last_seq,
+    }));
+  }
+
+  /** A chain's microblocks after seq `after` stamped before `endIso`, in seq order. */
+  rowsBefore(chain: number, after: number, endIso: string): LogCandidateRow[] {
+    return (this.#st.before.all(chain, after, endIso) as MbRow[]).map(candidateOf);
+  }
+
+  /** Leaf index of a microblock in the log, or null when no checkpoint includes it yet. */
+  leafIndexOf(id: string): number | null {
+    const row = this.#st.leafIndex.get(this.#mesh, fromHex(id, 32)) as { leaf: number } | null;
+    return row ? row.leaf : null;
+  }
+}
