@@ -117,7 +117,7 @@ export class Daemon implements DaemonApi {
         own: this.node.card(),
         admit: (card, peerId) => admitCard(this.node, card, peerId),
         timeoutMs: 5000,
-        // Before attestation has started, an admitted peer is not challenged (nor is it then).
+        // A peer admitted before attestation starts (below) is left to its interval's challenges.
         onAdmitted: (peerId, card) => this.#parts?.attestation.onAdmitted(peerId, card as NodeCard),
         onRefused: (peerId, reason) => {
           this.#stats.count("peer");
