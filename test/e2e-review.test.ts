@@ -3,10 +3,9 @@
 // `bun run build` before `bun test test/e2e-review.test.ts` by hand). Each test fails on
 // the code before its fix. The library side is in test/review-fixes.test.ts.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { cleanEnv, makeNode, ndjson, type RunResult, runDsm, type TempNode, withTempNode } from "./helpers/e2e.ts";
+import { ndjson, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
 import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
 const TOKEN = /^ip-[0-9a-f]{32}$/;
@@ -75,29 +74,6 @@ describe("8. read-only commands need no secrets", () => {
 });
 
 // ---------------------------------------------------------------------------
-describe("10. option values are checked", () => {
-  test("--data-dir with no value or an empty value is an error, never the default dir", async () => {
-    const home = mkdtempSync(join(tmpdir(), "dsm-e2e-"));
-    try {
-      const env = cleanEnv(home); // no DSM_DATA_DIR: the default would be $HOME/.dsm
-      for (const args of [["init", "--data-dir"], ["init", "--data-dir", ""], ["init", "--data-dir="]]) {
-        const r = await runDsm(args, env);
-        expectOneLineError(r, "init", /--data-dir needs a value/);
-      }
-      // --json is taken as the option it is (so the error is the --json form of the same line).
-      const r = await runDsm(["init", "--data-dir", "--json"], env);
-      expect(r.code).toBe(1);
-      expect(r.errLines).toHaveLength(1);
-      expect(JSON.parse(r.errLines[0]!)).toEqual({ error: "--data-dir needs a value", code: 1 });
-      expect(existsSync(join(home, ".dsm"))).toBe(false);
-      expect(readdirSync(home)).toEqual([]);
-    } finally {
-      rmSync(home, { recursive: true, force: true });
-    }
-  });
-});
-
-// ---------------------------------------------------------------------------
 describe("12. identity.kind tpm is refused, never silently signed with the software key", () => {
   test("DSM_IDENTITY_KIND=tpm dsm emit / mitigation on a software node: exit 1, one clear line, nothing stored", async () => {
     await withTempNode(async (node) => {
@@ -110,24 +86,5 @@ describe("12. identity.kind tpm is refused, never silently signed with the softw
       expectOneLineError(mit, "mitigation", /identity\.kind is tpm, but the node in .* has a software identity key/);
       expect(await microblockCount(node)).toBe(1);
     });
-  });
-});
-
-// ---------------------------------------------------------------------------
-describe("7. dsm init wants a private data dir", () => {
-  test("an existing 0777 dir: exit 1 naming chmod, no keys written; after chmod 700 init works", async () => {
-    const node = await makeNode({ init: false });
-    try {
-      mkdirSync(node.dataDir);
-      chmodSync(node.dataDir, 0o777);
-      const r = await node.run(["init"]);
-      expectOneLineError(r, "init", new RegExp(`writable by other users .*chmod 700 ${node.dataDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
-      expect(readdirSync(node.dataDir)).toEqual([]);
-      chmodSync(node.dataDir, 0o700);
-      await node.ok(["init"]);
-      expect(existsSync(join(node.dataDir, "identity.pem"))).toBe(true);
-    } finally {
-      node.cleanup();
-    }
   });
 });

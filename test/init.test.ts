@@ -1,12 +1,16 @@
 // What `dsm init` leaves a node as, seen through the compiled binary: the software-key
 // warning (once per process; none with --quiet or DSM_QUIET=1), and the role: the card's
 // role is what dsm run says, an edge is the validator of its own local one-node mesh and
-// says so, and dsm genesis refuses an edge's card saying how to make a validator.
+// says so, and dsm genesis refuses an edge's card saying how to make a validator. And the
+// data dir: --data-dir needs a value, and an existing dir must be private.
 // Needs dist/dsm: `bun run build` first.
 import { afterAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { DSM, requireBinary, TempNode } from "./helpers/e2e.ts";
+import { join } from "node:path";
+import { cleanEnv, DSM, expectOneLineError, makeNode, requireBinary, runDsm, TempNode } from "./helpers/e2e.ts";
 
 const SOFTWARE = /SOFTWARE/;
 const nodes: TempNode[] = [];
@@ -120,4 +124,46 @@ describe("roles", () => {
     const j = JSON.parse((await joined.ok(["init", "--json", "--quiet", "--genesis", genesis])).stdout) as { node_id: string };
     expect(await runFirstLine(joined)).toStartWith(`dsm run: edge ${j.node_id.slice(0, 16)}… peer `);
   }, 60_000);
+});
+
+// ---------------------------------------------------------------------------
+describe("dsm init --data-dir: a value is required", () => {
+  test("--data-dir with no value or an empty value is an error, never the default dir", async () => {
+    const home = mkdtempSync(join(tmpdir(), "dsm-e2e-"));
+    try {
+      const env = cleanEnv(home); // no DSM_DATA_DIR: the default would be $HOME/.dsm
+      for (const args of [["init", "--data-dir"], ["init", "--data-dir", ""], ["init", "--data-dir="]]) {
+        const r = await runDsm(args, env);
+        expectOneLineError(r, "init", /--data-dir needs a value/);
+      }
+      // --json is taken as the option it is (so the error is the --json form of the same line).
+      const r = await runDsm(["init", "--data-dir", "--json"], env);
+      expect(r.code).toBe(1);
+      expect(r.errLines).toHaveLength(1);
+      expect(JSON.parse(r.errLines[0]!)).toEqual({ error: "--data-dir needs a value", code: 1 });
+      expect(existsSync(join(home, ".dsm"))).toBe(false);
+      expect(readdirSync(home)).toEqual([]);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+describe("dsm init: a private data dir", () => {
+  test("an existing 0777 dir: exit 1 naming chmod, no keys written; after chmod 700 init works", async () => {
+    const node = await makeNode({ init: false });
+    try {
+      mkdirSync(node.dataDir);
+      chmodSync(node.dataDir, 0o777);
+      const r = await node.run(["init"]);
+      expectOneLineError(r, "init", new RegExp(`writable by other users .*chmod 700 ${node.dataDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+      expect(readdirSync(node.dataDir)).toEqual([]);
+      chmodSync(node.dataDir, 0o700);
+      await node.ok(["init"]);
+      expect(existsSync(join(node.dataDir, "identity.pem"))).toBe(true);
+    } finally {
+      node.cleanup();
+    }
+  });
 });
