@@ -3,6 +3,7 @@
 // dsm completion and dsm man generate their output from it.
 import pkg from "../../package.json" with { type: "json" };
 import type { DsmCommand } from "./common.ts";
+import { setCommandTable } from "./reference.ts";
 
 const load = (m: Promise<{ default: DsmCommand }>) => m.then((x) => x.default);
 
@@ -70,7 +71,4 @@ SHELL COMPLETION AND MANUAL
   subCommands,
 };
 
-/** Every subcommand, loaded, in table order (for completion and man). */
-export async function allCommands(): Promise<[string, DsmCommand][]> {
-  return Promise.all(Object.entries(subCommands).map(async ([name, load]) => [name, await load()] as [string, DsmCommand]));
-}
+setCommandTable({ main, subCommands, VARIADIC, REPEATABLE });

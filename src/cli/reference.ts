@@ -2,8 +2,35 @@
 // options and positional arguments, as its args definition declares them.
 import type { ArgsDef, CommandMeta } from "citty";
 import type { DsmArgDef } from "./argv.ts";
-import { allCommands, main, REPEATABLE, VARIADIC } from "./commands.ts";
 import { commonArgs, type DsmCommand } from "./common.ts";
+
+/**
+ * The command table this reads, handed over by commands.ts when it loads: commands.ts
+ * names dsm completion and dsm man, which read the table through here, so importing it
+ * from here would make a circle.
+ */
+export interface CommandTable {
+  main: DsmCommand;
+  subCommands: Record<string, () => Promise<DsmCommand>>;
+  VARIADIC: ReadonlySet<string>;
+  REPEATABLE: Readonly<Record<string, readonly string[]>>;
+}
+
+let table: CommandTable | null = null;
+
+export function setCommandTable(t: CommandTable): void {
+  table = t;
+}
+
+function commandTable(): CommandTable {
+  if (table === null) throw new Error("the command table was not loaded (import src/cli/commands.ts first)");
+  return table;
+}
+
+/** Every subcommand, loaded, in table order (for completion and man). */
+export async function allCommands(): Promise<[string, DsmCommand][]> {
+  return Promise.all(Object.entries(commandTable().subCommands).map(async ([name, load]) => [name, await load()] as [string, DsmCommand]));
+}
 
 export interface OptionRef {
   name: string;
@@ -57,7 +84,7 @@ function describe(name: string, meta: CommandMeta, help: string | undefined, def
   const positionals: PositionalRef[] = [];
   for (const [argName, raw] of Object.entries(defs)) {
     const def = raw as DsmArgDef;
-    const multiple = Boolean(def.multiple) || (REPEATABLE[name] ?? []).includes(argName);
+    const multiple = Boolean(def.multiple) || (commandTable().REPEATABLE[name] ?? []).includes(argName);
     if (def.type === "positional") {
       const hint = def.valueHint ?? argName.toUpperCase();
       positionals.push({
@@ -82,8 +109,8 @@ function describe(name: string, meta: CommandMeta, help: string | undefined, def
       multiple,
     });
   }
-  if (VARIADIC.has(name) && positionals.length > 0) positionals[positionals.length - 1]!.multiple = true;
-  else if (VARIADIC.has(name)) {
+  if (commandTable().VARIADIC.has(name) && positionals.length > 0) positionals[positionals.length - 1]!.multiple = true;
+  else if (commandTable().VARIADIC.has(name)) {
     positionals.push({ name: "files", valueHint: "FILE", description: 'Input files ("-" is stdin)', required: false, multiple: true, words: [] });
   }
   return { name, description: meta.description ?? "", help: help ?? "", options, positionals };
@@ -111,6 +138,7 @@ export function commonOptionRefs(): OptionRef[] {
 
 /** The top-level command: its description and help text. */
 export async function mainRef(): Promise<{ description: string; help: string; version: string }> {
+  const { main } = commandTable();
   const meta = await metaOf(main);
   return { description: meta.description ?? "", help: main.help ?? "", version: meta.version ?? "" };
 }
