@@ -217,7 +217,8 @@ export class ConsensusEngine {
 
   /**
    * Waits for the finality certificate of `body`'s epoch or of a later one (checkpoints
-   * are cumulative), and wakes the engine if it was idle. The seed's API.
+   * are cumulative), and wakes the engine if it was idle. Kept under the first prototype's
+   * name, which integrations call; the daemon waits through the same path.
    */
   collectValidatorSignatures(body: CheckpointBody): Promise<FinalityCertificate> {
     if (this.#latest && this.#latest.checkpoint.epoch >= body.epoch) return Promise.resolve(this.#latest);

@@ -1,4 +1,5 @@
-// The seed's NodeIdentity: a node's identity key with the names derived from it.
+// NodeIdentity: a node's identity key with the names derived from it. Code written against
+// the first prototype's API uses this name; dsm itself reads the same through DSMNode.
 import { toHex } from "../encoding/hex.ts";
 import { type IdentityKey, nodeIdOf, SoftwareIdentityKey } from "./identity-key.ts";
 
