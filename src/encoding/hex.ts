@@ -16,4 +16,9 @@ export function isHex(value: unknown, bytes: number): value is string {
   return typeof value === "string" && value.length === bytes * 2 && HEX_RE.test(value);
 }
 
+/** A compressed SEC1 P-256 public key in hex: 33 bytes, the first 02 or 03. */
+export function isCompressedKeyHex(value: unknown): value is string {
+  return isHex(value, 33) && (value.startsWith("02") || value.startsWith("03"));
+}
+
 export const ZERO_HASH = "0".repeat(64);

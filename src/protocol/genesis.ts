@@ -1,7 +1,7 @@
 // The genesis (type G, DESIGN.md section 3) fixes a mesh; its hash is the mesh id that
 // every signed object names. A node without a mesh gets a one-node local genesis at init.
 import { ed25519OfPeerId } from "./peer-id.ts";
-import { fromHex, isHex } from "../encoding/hex.ts";
+import { fromHex, isCompressedKeyHex, isHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, intField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
@@ -87,7 +87,7 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   if (adm.policy === "open") expectKeys(adm, "genesis admission", ["policy"]);
   else if (adm.policy === "allowlist") {
     expectKeys(adm, "genesis admission", ["policy", "keys"]);
-    if (!Array.isArray(adm.keys) || !adm.keys.every((k) => typeof k === "string" && /^0[23][0-9a-f]{64}$/.test(k))) {
+    if (!Array.isArray(adm.keys) || !adm.keys.every((k) => isCompressedKeyHex(k))) {
       throw new SchemaError(`genesis admission: "keys" must list SEC1 compressed identity keys in hex`);
     }
     adm.keys.forEach((k: string, i: number) => {
@@ -195,7 +195,7 @@ export function buildGenesis(opts: {
   } else if (policy === "allowlist") {
     const keys: string[] = [];
     for (const k of opts.allow ?? []) {
-      if (typeof k !== "string" || !/^0[23][0-9a-f]{64}$/.test(k)) {
+      if (!isCompressedKeyHex(k)) {
         throw new SchemaError(`allowed key ${JSON.stringify(k)} is not a SEC1 compressed P-256 identity key in lowercase hex (66 digits)`);
       }
       if (!keys.includes(k)) keys.push(k);
