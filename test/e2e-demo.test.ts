@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cleanEnv, runDsm } from "./helpers/e2e.ts";
 
-const SAMPLES = new URL("../config/samples", import.meta.url);
+const SAMPLES = new URL("../config/samples/", import.meta.url);
 
 function signerCount(bitfield: string): number {
   return [...Buffer.from(bitfield, "hex")].reduce((n, b) => n + b.toString(2).replaceAll("0", "").length, 0);
