@@ -2,11 +2,11 @@
 // pipes against a fresh temporary data directory. `bun run test` builds the binary
 // first; run `bun run build` before `bun test test/e2e-cli.test.ts` by hand.
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pkg from "../package.json" with { type: "json" };
-import { DSM, makeNode, ndjson, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
+import { DSM, expectOneLineError as expectCommandError, makeNode, ndjson, requireBinary, type RunResult, type TempNode, withTempNode } from "./helpers/e2e.ts";
 import { SURICATA_ALERT } from "./helpers/fixtures.ts";
 
 const VECTORS = new URL("vectors/events/", import.meta.url);
@@ -884,5 +884,82 @@ describe("8. streaming ingest", () => {
       await proc.exited;
       node.cleanup();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Which key files a command needs, and which identity key it signs with. These cases check
+// the one error line with test/helpers/e2e.ts's expectOneLineError(r, command, message),
+// imported as expectCommandError and named expectOneLineError inside their describe (this
+// file's own expectOneLineError(r, code) is a different check).
+
+async function microblockCount(node: TempNode): Promise<number> {
+  return JSON.parse((await node.ok(["status", "--json"])).stdout).ledger.microblocks;
+}
+
+describe("read-only commands need no secrets", () => {
+  const ALERT = SURICATA_ALERT;
+  const expectOneLineError = expectCommandError;
+
+  test("with identity.pem, bls.key, privacy.key and libp2p.key gone: verify, log, show, status, card work; emit fails clearly", async () => {
+    await withTempNode(
+      async (node) => {
+        const ing = await node.ok(["ingest", "--json"], { stdin: JSON.stringify(ALERT) + "\n" });
+        const [res] = ndjson<{ id: string }>(ing.stdout);
+        expect(res!.id).toMatch(HEX64);
+        await node.ok(["emit", "--event-type", "test.event", "--payload", '{"n":1}']);
+        for (const f of ["identity.pem", "bls.key", "privacy.key", "libp2p.key"]) {
+          expect(existsSync(join(node.dataDir, f))).toBe(true);
+          rmSync(join(node.dataDir, f));
+        }
+
+        const verify = await node.run(["verify", "--json"]);
+        expect(verify.code).toBe(0);
+        const report = JSON.parse(verify.stdout);
+        expect(report).toMatchObject({ ok: true, microblocks: 2, problem_count: 0 });
+
+        const log = await node.run(["log", "--json"]);
+        expect(log.code).toBe(0);
+        expect(ndjson(log.stdout)).toHaveLength(2);
+
+        const shown = await node.run(["show", res!.id, "--json"]);
+        expect(shown.code).toBe(0);
+        const payload = JSON.parse(shown.stdout).payload;
+        expect(payload.original.src_ip).toMatch(TOKEN); // ingested with anonymisation on
+        expect(shown.stdout).not.toContain("10.137.3.54");
+
+        const status = await node.run(["status", "--json"]);
+        expect(status.code).toBe(0);
+        expect(JSON.parse(status.stdout)).toMatchObject({ key_kind: "software", anonymize_ips: true, ledger: { microblocks: 2 } });
+        expect((await node.run(["status"])).code).toBe(0);
+
+        const card = await node.run(["card", "--json"]);
+        expect(card.code).toBe(0);
+        expect(JSON.parse(card.stdout).node_id).toBe(JSON.parse(status.stdout).node_id);
+
+        const emit = await node.run(["emit", "--event-type", "test.event", "--payload", '{"n":2}']);
+        expectOneLineError(emit, "emit", /identity key .*identity\.pem.* not found/);
+        expect(emit.stdout).toBe("");
+        expect(await microblockCount(node)).toBe(2);
+      },
+      { env: { DSM_PRIVACY_ANONYMIZE_IPS: "true" } },
+    );
+  });
+});
+
+describe("identity.kind tpm on a software node is refused, never silently signed with the software key", () => {
+  const expectOneLineError = expectCommandError;
+
+  test("DSM_IDENTITY_KIND=tpm dsm emit / mitigation on a software node: exit 1, one clear line, nothing stored", async () => {
+    await withTempNode(async (node) => {
+      await node.ok(["emit", "--event-type", "test.event", "--payload", "{}"]);
+      const tpm = { env: { DSM_IDENTITY_KIND: "tpm" } };
+      const emit = await node.run(["emit", "--event-type", "test.event", "--payload", '{"n":2}'], tpm);
+      expectOneLineError(emit, "emit", /identity\.kind is tpm, but the node in .* has a software identity key/);
+      expect(emit.stdout).toBe("");
+      const mit = await node.run(["mitigation", "--action", "block", "--target", "x"], tpm);
+      expectOneLineError(mit, "mitigation", /identity\.kind is tpm, but the node in .* has a software identity key/);
+      expect(await microblockCount(node)).toBe(1);
+    });
   });
 });
