@@ -75,6 +75,14 @@ export function ledgerDatabase(ledger: Ledger): Database {
 }
 let databaseOf: (ledger: Ledger) => Database;
 
+/** A store's statements, prepared once by name: how each typed store reaches its SQL. */
+export function prepared<K extends string>(ledger: Ledger, sql: Record<K, string>): Record<K, Statement> {
+  const db = databaseOf(ledger);
+  const out = {} as Record<K, Statement>;
+  for (const name of Object.keys(sql) as K[]) out[name] = db.query(sql[name]);
+  return out;
+}
+
 export class Ledger {
   static {
     databaseOf = (ledger) => ledger.#db;

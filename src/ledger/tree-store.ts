@@ -2,7 +2,7 @@
 // leaf ids in blocks of 16, stored interior hashes. The tree itself (what to hash, which
 // nodes to keep) is src/log/tree-store.ts; this file only reads and writes the rows.
 import type { Statement } from "bun:sqlite";
-import { type Ledger, ledgerDatabase } from "./ledger.ts";
+import { type Ledger, ledgerDatabase, prepared } from "./ledger.ts";
 
 export class TreeRows {
   readonly #st: Record<"last" | "putBlock" | "putNode" | "node" | "block", Statement>;
@@ -10,14 +10,14 @@ export class TreeRows {
 
   /** Prepares statements; the tables exist via the ledger's migrations. */
   constructor(ledger: Ledger) {
+    this.#st = prepared(ledger, {
+      last: "SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1",
+      putBlock: "INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids",
+      putNode: "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
+      node: "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?",
+      block: "SELECT ids FROM log_leaves WHERE block = ?",
+    });
     const db = ledgerDatabase(ledger);
-    this.#st = {
-      last: db.prepare("SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1"),
-      putBlock: db.prepare("INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids"),
-      putNode: db.prepare("INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)"),
-      node: db.prepare("SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"),
-      block: db.prepare("SELECT ids FROM log_leaves WHERE block = ?"),
-    };
     this.#atomically = <T>(fn: () => T): T => db.transaction(fn)();
   }
 
