@@ -7,7 +7,7 @@ import { importPublicKey, verify } from "../src/crypto/p256.ts";
 import { toHex } from "../src/encoding/hex.ts";
 import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import { pcrCompositeDigest, verifyQuote } from "../src/tpm/quote.ts";
-import { TpmIdentityKey } from "../src/tpm/identity-key.ts";
+import { TpmIdentityKey } from "../src/tpm/tpm-key.ts";
 import { TpmError } from "../src/tpm/tpm.ts";
 import { haveSwtpm, startSwtpm, type Swtpm } from "../test/helpers/swtpm.ts";
 import { pipelineRun } from "./ingest.ts";

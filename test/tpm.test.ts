@@ -20,7 +20,7 @@ import { verifyBody } from "../src/crypto/signed.ts";
 import { toHex } from "../src/encoding/hex.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { parsePublicArea, pcrCompositeDigest, verifyQuote, type VerifyQuoteInput } from "../src/tpm/quote.ts";
-import { TpmIdentityKey, withTpm } from "../src/tpm/identity-key.ts";
+import { TpmIdentityKey, withTpm } from "../src/tpm/tpm-key.ts";
 import { eccSigningTemplate, pcrSelection, Tpm, TpmError } from "../src/tpm/tpm.ts";
 import { DSM, ndjson, requireBinary, TempNode } from "./helpers/e2e.ts";
 import { cleanupTempDirs, tempDir, testConfig } from "./helpers/node.ts";

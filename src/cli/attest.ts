@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import { isHex } from "../encoding/hex.ts";
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
 import { DSMValidator } from "../node/validator.ts";
-import { TpmIdentityKey } from "../tpm/identity-key.ts";
+import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
 import type { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, type Context, context, EXIT, print, printJson, readJsonFile, warn, withNode } from "./common.ts";

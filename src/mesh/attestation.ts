@@ -5,7 +5,7 @@
 import type { DSMValidator } from "../node/validator.ts";
 import type { NodeCard } from "../protocol/card.ts";
 import type { QuarantineRecord } from "../protocol/quarantine.ts";
-import { TpmIdentityKey } from "../tpm/identity-key.ts";
+import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, newNonce, verifyAttestation } from "../tpm/attestation.ts";
 import type { MeshContext } from "./context.ts";
 

@@ -13,7 +13,7 @@ import { createIpAnonymizer } from "../ingest/anonymize.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { type Anonymizer, checkPrepared, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
-import { DEFAULT_TPM_HANDLE, handleHex, TpmIdentityKey } from "../tpm/identity-key.ts";
+import { DEFAULT_TPM_HANDLE, handleHex, TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../protocol/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";

@@ -8,7 +8,7 @@ import { expectKeys, expectObject, hexField, literalField, SchemaError } from ".
 import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
 import { pcrCompositeDigest, type QuoteCheck, verifyQuote } from "./quote.ts";
-import type { TpmIdentityKey } from "./identity-key.ts";
+import type { TpmIdentityKey } from "./tpm-key.ts";
 
 export interface AttestationBundle {
   v: 1;
