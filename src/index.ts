@@ -1,5 +1,5 @@
 // dsm as a library. The CLI (bin/dsm.ts) is a thin layer over exactly this.
-export { DSMNode, EventError, type PreparedEvent } from "./node/node.ts";
+export { DSMNode, EventError, NodeError, type PreparedEvent } from "./node/node.ts";
 export { SecurityEventHandler, MitigationLogger, mitigationPayload, MITIGATION_ACTIONS, type Mitigation } from "./node/handlers.ts";
 export { NodeIdentity } from "./identity/node-identity.ts";
 export { type IdentityKey, SoftwareIdentityKey, nodeIdOf } from "./identity/identity-key.ts";

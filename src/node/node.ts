@@ -24,6 +24,11 @@ import type { EventSink } from "../ingest/sink.ts";
 
 export { EventError, type PreparedEvent } from "../ingest/prepare.ts";
 
+/** A node that cannot be made or opened: its data dir, keys, card, genesis or TPM key. */
+export class NodeError extends Error {
+  override name = "NodeError";
+}
+
 export interface InitOptions {
   dataDir: string;
   config: DsmConfig;
@@ -95,7 +100,7 @@ export class DSMNode implements EventSink {
     const force = opts.force ?? false;
     if (!force) {
       for (const f of [layout.identityKey, layout.tpmIdentity, layout.libp2pKey, layout.blsKey, layout.privacyKey]) {
-        if (fs.existsSync(f)) throw new EventError(`${f} already exists; this data dir is initialised (use --force to replace its keys)`);
+        if (fs.existsSync(f)) throw new NodeError(`${f} already exists; this data dir is initialised (use --force to replace its keys)`);
       }
     }
     // A bad genesis file must fail before any key is made.
@@ -178,7 +183,7 @@ export class DSMNode implements EventSink {
   static open(dataDir: string, config: DsmConfig, opts: { readonly?: boolean } = {}): DSMNode {
     const layout = dataDirLayout(dataDir, config);
     if (!fs.existsSync(layout.card)) {
-      throw new EventError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
+      throw new NodeError(`no dsm node in ${dataDir} (run: dsm init --data-dir ${dataDir})`);
     }
     // Reading (verify, log, show, status) needs no secret: an auditor can check a copied
     // ledger with the node's card alone. Only writers load the identity key.
@@ -188,13 +193,13 @@ export class DSMNode implements EventSink {
     try {
       genesis = readGenesis(layout.genesis, { checkPop: false });
     } catch (e) {
-      throw new EventError(config.mesh.genesis ? `mesh.genesis: ${(e as Error).message}` : (e as Error).message);
+      throw new NodeError(config.mesh.genesis ? `mesh.genesis: ${(e as Error).message}` : (e as Error).message);
     }
     let ledger: Ledger;
     try {
       ledger = Ledger.open(layout.ledger, { busyTimeoutMs: config.ledger.busy_timeout_ms, readonly: opts.readonly });
     } catch (e) {
-      throw new EventError(`ledger.file: ${(e as Error).message}`);
+      throw new NodeError(`ledger.file: ${(e as Error).message}`);
     }
     return new DSMNode(config, layout, identity, genesis, ledger, !opts.readonly);
   }
@@ -268,7 +273,7 @@ function readCard(file: string): NodeCard {
   try {
     return parseCard(JSON.parse(fs.readFileSync(file, "utf8")), "node card", { checkPop: false });
   } catch (e) {
-    throw new EventError(`node card ${file}: ${(e as Error).message}`);
+    throw new NodeError(`node card ${file}: ${(e as Error).message}`);
   }
 }
 
@@ -277,12 +282,12 @@ export function readGenesis(file: string, opts: { checkPop?: boolean } = {}): Ge
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    throw new EventError(`cannot read genesis ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new NodeError(`cannot read genesis ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
     return parseGenesis(JSON.parse(text), opts);
   } catch (e) {
-    throw new EventError(`genesis ${file}: ${(e as Error).message}`);
+    throw new NodeError(`genesis ${file}: ${(e as Error).message}`);
   }
 }
 
@@ -314,7 +319,7 @@ function ownTpmKey(layout: DataDirLayout): { handle: number; publicKey: string }
 function loadIdentity(layout: DataDirLayout, config: DsmConfig): IdentityKey {
   if (!fs.existsSync(layout.tpmIdentity)) {
     if (config.identity.kind === "tpm") {
-      throw new EventError(`identity.kind is tpm, but the node in ${layout.dir} has a software identity key (dsm init --tpm TCTI makes a TPM node; --force replaces the identity)`);
+      throw new NodeError(`identity.kind is tpm, but the node in ${layout.dir} has a software identity key (dsm init --tpm TCTI makes a TPM node; --force replaces the identity)`);
     }
     return SoftwareIdentityKey.load(layout.identityKey);
   }
@@ -322,13 +327,13 @@ function loadIdentity(layout: DataDirLayout, config: DsmConfig): IdentityKey {
   try {
     marker = parseTpmMarker(layout.tpmIdentity);
   } catch (e) {
-    throw new EventError(`${layout.tpmIdentity}: ${(e as Error).message}`);
+    throw new NodeError(`${layout.tpmIdentity}: ${(e as Error).message}`);
   }
   // The config may point at another TCTI (the TPM moved from a simulator to /dev/tpmrm0, say).
   const key = TpmIdentityKey.load(config.identity.tcti || marker.tcti, Number.parseInt(marker.handle, 16));
   if (toHex(key.publicKey) !== marker.identity_pub) {
     key.close();
-    throw new EventError(`the TPM key at handle ${marker.handle} is not this node's identity key (was the TPM cleared or replaced?)`);
+    throw new NodeError(`the TPM key at handle ${marker.handle} is not this node's identity key (was the TPM cleared or replaced?)`);
   }
   return key;
 }
