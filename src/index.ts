@@ -1,4 +1,8 @@
-// dsm as a library. The CLI (bin/dsm.ts) is a thin layer over exactly this.
+// dsm as a library. The CLI (bin/dsm.ts) is a thin layer over exactly this. An event goes
+//   ingest → chain writer → ledger → gossip → accept → log → consensus → certificate → light client
+// through src/ingest, src/chain, src/ledger, src/mesh, src/chain/accept, src/log,
+// src/consensus and src/protocol (the formats, at the bottom), and src/log/verify-bundle.ts
+// is all a light client needs. README.md "Layout" has the layers.
 export { DSMNode, EventError, NodeError, type PreparedEvent } from "./node/node.ts";
 export { SecurityEventHandler, MitigationLogger, mitigationPayload, MITIGATION_ACTIONS, type Mitigation } from "./node/handlers.ts";
 export { NodeIdentity } from "./identity/node-identity.ts";
