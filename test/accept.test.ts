@@ -17,7 +17,6 @@ import { withoutLocalFields } from "../src/ledger/ledger.ts";
 import { certificateLine, microblockLine, parseExchangeLine } from "../src/chain/exchange.ts";
 import { fromHex } from "../src/encoding/hex.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
-import type { Ledger } from "../src/ledger/ledger.ts";
 import type { KeyCert } from "../src/protocol/keycert.ts";
 import { useScratch } from "./helpers/scratch.ts";
 import { makeTwinMesh, meshReceiver, storedKeyCert, storedPayloadOf, type TwinMesh } from "./helpers/twin-mesh.ts";
@@ -241,7 +240,7 @@ describe("gossip lines through Receiver.batch", () => {
 
 // ---------------------------------------------------------------------------
 // A mesh of its own (test/helpers/twin-mesh.ts), with mallory, a second admitted node, and
-// a fresh ledger per test. receiver(ledger), certOf and payloadOf here are that mesh's.
+// a fresh ledger per test (meshReceiver, storedKeyCert and storedPayloadOf read that mesh).
 describe("Receiver.acceptKeyCert: one signing key, one certificate", () => {
   const scratch = useScratch("dsm-accept-cert-");
   const { freshLedger } = scratch;
@@ -253,15 +252,6 @@ describe("Receiver.acceptKeyCert: one signing key, one certificate", () => {
     edgeMb = mesh.edgeMb;
   });
 
-  function receiver(ledger: Ledger): Receiver {
-    return meshReceiver(mesh, ledger);
-  }
-  function certOf(node: DSMNode, mb: Microblock): KeyCert {
-    return storedKeyCert(node, mb);
-  }
-  function payloadOf(node: DSMNode, mb: Microblock): unknown {
-    return storedPayloadOf(node, mb);
-  }
 
   /** Mallory certifies the edge's signing key (she does not hold it, so signing_pop cannot be right). */
   const stealCert = (genuine: KeyCert) =>
@@ -275,8 +265,8 @@ describe("Receiver.acceptKeyCert: one signing key, one certificate", () => {
 
   test("a second, different certificate for a known signing_pub is refused; the identical one is fine", async () => {
     const l = freshLedger();
-    const r = receiver(l);
-    const genuine = certOf(mesh.edge, edgeMb);
+    const r = meshReceiver(mesh, l);
+    const genuine = storedKeyCert(mesh.edge, edgeMb);
     r.acceptKeyCert(genuine);
     // Mallory (an admitted node) certifies the edge's signing key as her own.
     const stolen = await stealCert(genuine);
@@ -291,25 +281,25 @@ describe("Receiver.acceptKeyCert: one signing key, one certificate", () => {
     // The signing key's proof of possession (signing_pop) is what stops it.
     expect((caught as Error).message).toMatch(/signing_pop does not verify/);
     // Also from a fresh receiver on the same ledger (nothing cached in memory).
-    expect(() => receiver(l).acceptKeyCert(stolen)).toThrow(KeyCertRejected);
+    expect(() => meshReceiver(mesh, l).acceptKeyCert(stolen)).toThrow(KeyCertRejected);
     // The stored certificate is still the edge's, and the edge's microblock still fits it.
     expect(l.keyCert(edgeMb.key)).toBe(canonicalize(genuine));
-    expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
+    expect(r.acceptMicroblock(edgeMb, storedPayloadOf(mesh.edge, edgeMb)).status).toBe("stored");
     // The identical certificate again: accepted, nothing changes.
     const before = l.counts();
     expect(r.acceptKeyCert(structuredClone(genuine)).signing_pub).toBe(genuine.signing_pub);
-    expect(receiver(l).acceptKeyCert(structuredClone(genuine)).node_id).toBe(mesh.edge.nodeId);
+    expect(meshReceiver(mesh, l).acceptKeyCert(structuredClone(genuine)).node_id).toBe(mesh.edge.nodeId);
     expect(l.counts()).toEqual(before);
   });
 
   test("front-running: a stolen certificate that arrives first changes nothing", async () => {
     const l = freshLedger();
-    const r = receiver(l);
-    const genuine = certOf(mesh.edge, edgeMb);
+    const r = meshReceiver(mesh, l);
+    const genuine = storedKeyCert(mesh.edge, edgeMb);
     const stolen = await stealCert(genuine);
     expect(() => r.acceptKeyCert(stolen)).toThrow(KeyCertRejected);
     expect(l.keyCert(edgeMb.key)).toBeNull();
     r.acceptKeyCert(genuine);
-    expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
+    expect(r.acceptMicroblock(edgeMb, storedPayloadOf(mesh.edge, edgeMb)).status).toBe("stored");
   });
 });

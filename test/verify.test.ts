@@ -4,7 +4,6 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import * as path from "node:path";
-import type { Receiver } from "../src/chain/accept.ts";
 import { generateKeyPair, sign } from "../src/crypto/p256.ts";
 import { sha256Hex } from "../src/crypto/sha256.ts";
 import { toHex, ZERO_HASH } from "../src/encoding/hex.ts";
@@ -14,7 +13,7 @@ import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import type { Ledger } from "../src/ledger/ledger.ts";
 import { type VerifyReport, verifyLedger } from "../src/ledger/verify.ts";
 import type { DSMNode } from "../src/node/node.ts";
-import { issueKeyCert, type KeyCert, keyNameOf } from "../src/protocol/keycert.ts";
+import { issueKeyCert, keyNameOf } from "../src/protocol/keycert.ts";
 import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/protocol/microblock.ts";
 import { useScratch } from "./helpers/scratch.ts";
 import { makeTwinMesh, meshReceiver, storedKeyCert, storedPayloadOf, type TwinMesh } from "./helpers/twin-mesh.ts";
@@ -46,23 +45,14 @@ describe("verifyLedger: fork evidence must prove itself", () => {
     twinMb = mesh.twinMb;
   });
 
-  function receiver(ledger: Ledger): Receiver {
-    return meshReceiver(mesh, ledger);
-  }
-  function certOf(node: DSMNode, mb: Microblock): KeyCert {
-    return storedKeyCert(node, mb);
-  }
-  function payloadOf(node: DSMNode, mb: Microblock): unknown {
-    return storedPayloadOf(node, mb);
-  }
   /** A ledger holding the genuine fork: the edge's seq 1 stored, the twin's seq 1 kept as evidence. */
   function ledgerWithGenuineFork(): Ledger {
     const l = freshLedger();
-    const r = receiver(l);
-    r.acceptKeyCert(certOf(mesh.edge, edgeMb));
-    expect(r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb)).status).toBe("stored");
-    r.acceptKeyCert(certOf(mesh.twin, twinMb));
-    expect(r.acceptMicroblock(twinMb, payloadOf(mesh.twin, twinMb)).status).toBe("fork");
+    const r = meshReceiver(mesh, l);
+    r.acceptKeyCert(storedKeyCert(mesh.edge, edgeMb));
+    expect(r.acceptMicroblock(edgeMb, storedPayloadOf(mesh.edge, edgeMb)).status).toBe("stored");
+    r.acceptKeyCert(storedKeyCert(mesh.twin, twinMb));
+    expect(r.acceptMicroblock(twinMb, storedPayloadOf(mesh.twin, twinMb)).status).toBe("fork");
     expect(l.counts().forkEvidence).toBe(1);
     return l;
   }
@@ -80,10 +70,10 @@ describe("verifyLedger: fork evidence must prove itself", () => {
 
   test("evidence signed by mallory's certified key but claiming node A is reported", async () => {
     const l = freshLedger();
-    const r = receiver(l);
+    const r = meshReceiver(mesh, l);
     // Node A is known and clean here.
-    r.acceptKeyCert(certOf(mesh.edge, edgeMb));
-    r.acceptMicroblock(edgeMb, payloadOf(mesh.edge, edgeMb));
+    r.acceptKeyCert(storedKeyCert(mesh.edge, edgeMb));
+    r.acceptMicroblock(edgeMb, storedPayloadOf(mesh.edge, edgeMb));
     // Mallory certifies a signing key of her own: a valid certificate, for node M.
     const malloryId = SoftwareIdentityKey.load(path.join(mesh.malloryDir, "identity.pem"));
     const kp = generateKeyPair();
@@ -133,9 +123,9 @@ describe("verifyLedger: fork evidence must prove itself", () => {
     const l = ledgerWithGenuineFork();
     // Give the validator's own node a chain here, then pin the evidence on it.
     const own = await mesh.validator.createMicroblock({ eventType: "test.event", payload: { own: true } });
-    const r = receiver(l);
-    r.acceptKeyCert(certOf(mesh.validator, own));
-    r.acceptMicroblock(own, payloadOf(mesh.validator, own));
+    const r = meshReceiver(mesh, l);
+    r.acceptKeyCert(storedKeyCert(mesh.validator, own));
+    r.acceptMicroblock(own, storedPayloadOf(mesh.validator, own));
     const target = l.chainOf(mesh.validator.mesh, mesh.validator.nodeId, false)!;
     const from = l.chainOf(mesh.edge.mesh, mesh.edge.nodeId, false)!;
     expect(target).not.toBe(from);
