@@ -52,7 +52,7 @@ export const MIGRATIONS: readonly string[] = [
     UNIQUE (chain, seq, second)
   );
   `,
-  // The mesh log (DESIGN.md section 6; src/log/tree-store.ts). Leaf idx -> microblock id;
+  // The mesh log (DESIGN.md section 6; src/log/tree-store.ts over src/ledger/tree-store.ts). Leaf idx -> microblock id;
   // the leaf hash is sha256(0x00 || id) and is not stored. log_nodes holds the root of
   // every complete (perfect) subtree of height >= 1: node (level, idx) covers leaves
   // [idx * 2^level, (idx + 1) * 2^level). Roots and proofs for any size combine
@@ -73,7 +73,7 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (level, idx)
   ) WITHOUT ROWID;
   `,
-  // Checkpoints of this node's mesh (src/log/builder.ts): the finality certificate as
+  // Checkpoints of this node's mesh (src/ledger/checkpoint-store.ts, for src/log/builder.ts): the finality certificate as
   // RFC 8785 bytes, and per chain the last seq already in the log.
   `
   CREATE TABLE checkpoints (
@@ -97,7 +97,7 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX log_spans_chain ON log_spans (chain, from_seq);
   `,
-  // Consensus (src/consensus/signed-store.ts): every message this validator signed, under
+  // Consensus (src/ledger/signed-store.ts): every message this validator signed, under
   // each slot it occupies (a slot holds one message, ever: the guard against signing two
   // bodies for one epoch, across restarts), and verified equivocation evidence.
   `
@@ -117,7 +117,7 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, validator, slot)
   ) WITHOUT ROWID;
   `,
-  // Quarantine records (src/mesh/quarantine.ts), each verified before it is stored, as
+  // Quarantine records (src/protocol/quarantine.ts, stored by src/ledger/quarantine-store.ts), each verified before it is stored, as
   // RFC 8785 bytes; digest = the record's signed domain digest.
   `
   CREATE TABLE quarantine_records (
