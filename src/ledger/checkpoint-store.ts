@@ -7,6 +7,7 @@ import { fromHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { type Ledger, prepared } from "./ledger.ts";
+import { STATEMENTS } from "./sql.ts";
 
 /** A microblock as the checkpoint planner sees it. */
 export interface LogCandidateRow {
@@ -34,24 +35,7 @@ export class CheckpointStore {
 
   constructor(ledger: Ledger, mesh: string) {
     this.#mesh = fromHex(mesh, 32);
-    this.#st = prepared(ledger, {
-      latest: "SELECT certificate FROM checkpoints WHERE mesh = ? ORDER BY epoch DESC LIMIT 1",
-      byEpoch: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?",
-      since: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?",
-      insert: "INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)",
-      included: "SELECT last_seq FROM log_included WHERE chain = ?",
-      setIncluded: "INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq",
-      addSpan: "INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)",
-      rows: "SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq",
-      chains: `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq
-         FROM chains c LEFT JOIN log_included i ON i.chain = c.chain WHERE c.mesh = ?`,
-      // Timestamps never decrease along a chain, so the rows before the epoch end are a prefix.
-      before: "SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq > ? AND timestamp < ? ORDER BY seq",
-      leafIndex: `SELECT s.first_leaf + (m.seq - s.from_seq) AS leaf FROM microblocks m
-         JOIN chains c ON c.chain = m.chain AND c.mesh = ?
-         JOIN log_spans s ON s.chain = m.chain AND s.from_seq <= m.seq AND s.to_seq >= m.seq
-         WHERE m.id = ?`,
-    });
+    this.#st = prepared(ledger, STATEMENTS.checkpoints);
   }
 
   /** The newest stored certificate, or null before the first checkpoint. */

@@ -6,6 +6,7 @@ import type { Statement } from "bun:sqlite";
 import { fromHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type Ledger, prepared } from "./ledger.ts";
+import { STATEMENTS } from "./sql.ts";
 import { type QuarantineRecord, quarantineDigest, quarantineState } from "../protocol/quarantine.ts";
 
 export class QuarantineStore {
@@ -17,13 +18,7 @@ export class QuarantineStore {
     private readonly mesh: string,
   ) {
     this.#mesh = fromHex(mesh, 32);
-    this.#st = prepared(ledger, {
-      add: "INSERT INTO quarantine_records (mesh, digest, node_id, record, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-      all: "SELECT record FROM quarantine_records WHERE mesh = ?",
-      ofNode: "SELECT record FROM quarantine_records WHERE mesh = ? AND node_id = ?",
-      fork: "SELECT min(seq) AS seq, max(detected_at) AS at FROM fork_evidence WHERE chain = ?",
-      forked: "SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?",
-    });
+    this.#st = prepared(ledger, STATEMENTS.quarantine);
   }
 
   /** Stores a record that parseQuarantine accepted; false when it was already there. */

@@ -5,6 +5,7 @@ import type { Statement } from "bun:sqlite";
 import { fromHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type Ledger, prepared } from "./ledger.ts";
+import { STATEMENTS } from "./sql.ts";
 import type { Evidence, Signed } from "../protocol/consensus-messages.ts";
 
 /**
@@ -34,13 +35,7 @@ export class LedgerSignedStore implements SignedStore {
     mesh: string,
   ) {
     this.#mesh = fromHex(mesh, 32);
-    this.#st = prepared(ledger, {
-      get: "SELECT message FROM consensus_signed WHERE mesh = ? AND slot = ?",
-      put: "INSERT INTO consensus_signed (mesh, slot, message, signed_at) VALUES (?, ?, ?, ?)",
-      ofHeight: "SELECT DISTINCT message FROM consensus_signed WHERE mesh = ? AND (slot GLOB ? OR slot GLOB ? OR slot GLOB ? OR slot = ?)",
-      hasEvidence: "SELECT 1 FROM consensus_evidence WHERE mesh = ? AND validator = ?",
-      putEvidence: "INSERT INTO consensus_evidence (mesh, validator, slot, evidence, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    });
+    this.#st = prepared(ledger, STATEMENTS.signed);
   }
 
   claim(slots: readonly string[], msg: Signed): Signed {

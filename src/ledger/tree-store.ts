@@ -3,6 +3,7 @@
 // nodes to keep) is src/log/tree-store.ts; this file only reads and writes the rows.
 import type { Statement } from "bun:sqlite";
 import { type Ledger, ledgerDatabase, prepared } from "./ledger.ts";
+import { STATEMENTS } from "./sql.ts";
 
 export class TreeRows {
   readonly #st: Record<"last" | "putBlock" | "putNode" | "node" | "block", Statement>;
@@ -10,13 +11,7 @@ export class TreeRows {
 
   /** Prepares statements; the tables exist via the ledger's migrations. */
   constructor(ledger: Ledger) {
-    this.#st = prepared(ledger, {
-      last: "SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1",
-      putBlock: "INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids",
-      putNode: "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
-      node: "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?",
-      block: "SELECT ids FROM log_leaves WHERE block = ?",
-    });
+    this.#st = prepared(ledger, STATEMENTS.tree);
     const db = ledgerDatabase(ledger);
     this.#atomically = <T>(fn: () => T): T => db.transaction(fn)();
   }

@@ -1,0 +1,47 @@
+// Every statement of the ledger's typed stores, in one place: a schema change (schema.ts)
+// is checked against one file. Each store prepares its section once (prepared()).
+export const STATEMENTS = {
+  /** Certificates, log_included, log_spans (CheckpointStore). */
+  checkpoints: {
+    latest: "SELECT certificate FROM checkpoints WHERE mesh = ? ORDER BY epoch DESC LIMIT 1",
+    byEpoch: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?",
+    since: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?",
+    insert: "INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)",
+    included: "SELECT last_seq FROM log_included WHERE chain = ?",
+    setIncluded: "INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq",
+    addSpan: "INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)",
+    rows: "SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+    chains: `SELECT c.chain, c.node_id, coalesce(i.last_seq, 0) AS last_seq
+       FROM chains c LEFT JOIN log_included i ON i.chain = c.chain WHERE c.mesh = ?`,
+    // Timestamps never decrease along a chain, so the rows before the epoch end are a prefix.
+    before: "SELECT seq, id, timestamp FROM microblocks WHERE chain = ? AND seq > ? AND timestamp < ? ORDER BY seq",
+    leafIndex: `SELECT s.first_leaf + (m.seq - s.from_seq) AS leaf FROM microblocks m
+       JOIN chains c ON c.chain = m.chain AND c.mesh = ?
+       JOIN log_spans s ON s.chain = m.chain AND s.from_seq <= m.seq AND s.to_seq >= m.seq
+       WHERE m.id = ?`,
+  },
+  /** The mesh log's tree rows (TreeRows). */
+  tree: {
+    last: "SELECT block, length(ids) AS len FROM log_leaves ORDER BY block DESC LIMIT 1",
+    putBlock: "INSERT INTO log_leaves (block, ids) VALUES (?, ?) ON CONFLICT (block) DO UPDATE SET ids = excluded.ids",
+    putNode: "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
+    node: "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?",
+    block: "SELECT ids FROM log_leaves WHERE block = ?",
+  },
+  /** What this validator signed, and evidence (LedgerSignedStore). */
+  signed: {
+    get: "SELECT message FROM consensus_signed WHERE mesh = ? AND slot = ?",
+    put: "INSERT INTO consensus_signed (mesh, slot, message, signed_at) VALUES (?, ?, ?, ?)",
+    ofHeight: "SELECT DISTINCT message FROM consensus_signed WHERE mesh = ? AND (slot GLOB ? OR slot GLOB ? OR slot GLOB ? OR slot = ?)",
+    hasEvidence: "SELECT 1 FROM consensus_evidence WHERE mesh = ? AND validator = ?",
+    putEvidence: "INSERT INTO consensus_evidence (mesh, validator, slot, evidence, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+  },
+  /** Quarantine records and fork evidence (QuarantineStore). */
+  quarantine: {
+    add: "INSERT INTO quarantine_records (mesh, digest, node_id, record, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    all: "SELECT record FROM quarantine_records WHERE mesh = ?",
+    ofNode: "SELECT record FROM quarantine_records WHERE mesh = ? AND node_id = ?",
+    fork: "SELECT min(seq) AS seq, max(detected_at) AS at FROM fork_evidence WHERE chain = ?",
+    forked: "SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?",
+  },
+} as const;
