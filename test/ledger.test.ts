@@ -1,13 +1,13 @@
-// The SQLite ledger (src/ledger/ledger.ts) and dsm verify (src/ledger/verify.ts): real files in
-// temp dirs, real microblocks from real nodes where chain validity matters, hand-made rows where
-// only storage is under test (the ledger is storage only: it does not validate rows).
+// The SQLite ledger (src/ledger/ledger.ts): real files in temp dirs, real microblocks from real
+// nodes where chain validity matters, hand-made rows where only storage is under test (the ledger
+// is storage only: it does not validate rows). verifyLedger's own cases are in test/verify.test.ts.
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Microblock } from "../src/protocol/microblock.ts";
-import { fromHex, toHex, ZERO_HASH } from "../src/encoding/hex.ts";
+import { toHex, ZERO_HASH } from "../src/encoding/hex.ts";
 import { canonicalize } from "../src/encoding/jcs.ts";
 import { Ledger, LedgerError } from "../src/ledger/ledger.ts";
 import { MIGRATIONS } from "../src/ledger/schema.ts";
@@ -420,70 +420,6 @@ describe("two Ledger connections on one file, through two DSMNode instances", ()
     } finally {
       closeQuietly(a);
       closeQuietly(b);
-    }
-  });
-});
-
-describe("verifyLedger", () => {
-  async function nodeWith(n: number) {
-    const { node } = await makeNode();
-    for (let i = 0; i < n; i++) await node.createMicroblock({ eventType: "suricata.alert", payload: { i } });
-    return node;
-  }
-
-  test("a clean ledger has no problems", async () => {
-    const node = await nodeWith(5);
-    try {
-      const r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(r).toMatchObject({ microblocks: 5, chains: 1, keyCerts: 1, payloadsChecked: 5, payloadsWithheld: 0, problemCount: 0 });
-    } finally {
-      closeQuietly(node);
-    }
-  });
-
-  test("an altered row, an altered payload, a missing payload and a deleted row are each found", async () => {
-    const node = await nodeWith(6);
-    try {
-      const mbs = node.ledger.list({});
-      // An outside tamperer: its own connection to the ledger file.
-      const db = new Database(node.ledger.path);
-      db.query("UPDATE microblocks SET event_type = 'suricata.drop' WHERE id = ?").run(fromHex(mbs[1]!.id));
-      db.query("UPDATE payloads SET body = ? WHERE hash = ?").run(Buffer.from('{"i":99}'), fromHex(mbs[2]!.payload_hash));
-      db.query("DELETE FROM payloads WHERE hash = ?").run(fromHex(mbs[3]!.payload_hash));
-      db.query("DELETE FROM microblocks WHERE id = ?").run(fromHex(mbs[4]!.id));
-      const r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      const msgs = r.problems.map((p) => `${p.seq}: ${p.message}`);
-      expect(r.problemCount).toBe(4);
-      expect(msgs[0]).toMatch(/^2: .*id does not match its body/);
-      expect(msgs[1]).toMatch(/^3: .*payload .* does not match payload_hash/);
-      expect(msgs[2]).toMatch(/^4: .*payload is missing/);
-      expect(msgs[3]).toMatch(/^6: .*chain gap: expected seq 5/);
-      // a payload missing from another node's chain is "withheld", not a problem
-      const r2 = await verifyLedger(node.ledger, { ownNodeId: "00".repeat(32) });
-      expect(r2.payloadsWithheld).toBe(1);
-      expect(r2.problemCount).toBe(3);
-    } finally {
-      closeQuietly(node);
-    }
-  });
-
-  test("a swapped signature and a tampered key certificate are found", async () => {
-    const node = await nodeWith(3);
-    try {
-      const mbs = node.ledger.list({});
-      // An outside tamperer: its own connection to the ledger file.
-      const db = new Database(node.ledger.path);
-      db.query("UPDATE microblocks SET sig = ? WHERE id = ?").run(fromHex(mbs[0]!.sig), fromHex(mbs[1]!.id));
-      let r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(r.problems.map((p) => [p.seq, p.message.replace(/^.*: /, "")])).toEqual([[2, "signature does not verify"]]);
-      const cert = JSON.parse(node.ledger.keyCert(mbs[0]!.key)!);
-      cert.first_seq = 2;
-      db.query("UPDATE key_certs SET body = ?").run(Buffer.from(canonicalize(cert)));
-      r = await verifyLedger(node.ledger, { ownNodeId: node.nodeId });
-      expect(r.problems[0]!.kind).toBe("key_certificate");
-      expect(r.problems.filter((p) => p.kind === "microblock").length).toBe(3); // no valid key for any of them
-    } finally {
-      closeQuietly(node);
     }
   });
 });
