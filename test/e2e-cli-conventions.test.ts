@@ -63,7 +63,7 @@ beforeAll(async () => {
 afterAll(() => removeDir(root));
 
 // ---------------------------------------------------------------------------------------
-describe("1. dsm version", () => {
+describe("dsm version", () => {
   test("--version prints one line; version --json and --version --json print the build", async () => {
     const plain = await runDsm(["--version"]);
     expect(plain.code).toBe(0);
@@ -98,7 +98,7 @@ describe("1. dsm version", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("2. common options before the command", () => {
+describe("common options before the command", () => {
   test("--data-dir, --config, --json and -q work before the command name as after it", async () => {
     const after = await runDsm(["status", "--data-dir", dataDir, "--json"]);
     expect(after.code, after.stderr).toBe(0);
@@ -131,7 +131,7 @@ describe("2. common options before the command", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("3. stray arguments", () => {
+describe("stray arguments", () => {
   test("a command without positional arguments refuses one with one clear line", async () => {
     expect(oneLineError(await runDsm(["log", "suricata.alert", "--data-dir", dataDir]))).toBe(
       'dsm log: unexpected argument "suricata.alert" (see: dsm log --help)',
@@ -181,7 +181,7 @@ describe("3. stray arguments", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("4. repeated options; dsm log --type lists", () => {
+describe("repeated options; dsm log --type lists", () => {
   test("an option given twice is refused, unless it takes a list", async () => {
     expect(oneLineError(await runDsm(["log", "--data-dir", dataDir, "--node", "a", "--node", "b"]))).toBe("dsm log: --node given twice");
     expect(oneLineError(await runDsm(["log", "--data-dir", dataDir, "--limit=1", "--limit", "2"]))).toContain("given twice");
@@ -217,7 +217,7 @@ describe("4. repeated options; dsm log --type lists", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("5. dsm export -o -", () => {
+describe("dsm export -o -", () => {
   test("-o - is stdout, not a file named -", async () => {
     const cwd = path.join(root, "cwd");
     fs.mkdirSync(cwd, { recursive: true });
@@ -233,7 +233,7 @@ describe("5. dsm export -o -", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("6. errors", () => {
+describe("errors", () => {
   test("with --json an error is one JSON object on stderr, with its exit code", async () => {
     const cases: [string[], string][] = [
       [["log", "--bogus", "--data-dir", dataDir, "--json"], "unknown option --bogus (see: dsm log --help)"],
@@ -286,7 +286,7 @@ reportFailure(${thrown});`;
 });
 
 // ---------------------------------------------------------------------------------------
-describe("7. closed pipes and write errors on stdout", () => {
+describe("closed pipes and write errors on stdout", () => {
   test("dsm log | head -1 ends quietly with 141 (as a tool killed by SIGPIPE)", async () => {
     for (const args of ["log --limit 0", "log --limit 0 --json", "export", "export -o -"]) {
       const r = await sh(`"$DSM" ${args} --data-dir "$D" | head -1; exit "\${PIPESTATUS[0]}"`);
@@ -345,7 +345,7 @@ describe("7. closed pipes and write errors on stdout", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("8. dsm completion", () => {
+describe("dsm completion", () => {
   test("bash: valid syntax, every subcommand, and it completes options and their values", async () => {
     const r = await runDsm(["completion", "bash"]);
     expect(r.code, r.stderr).toBe(0);
@@ -403,7 +403,7 @@ describe("8. dsm completion", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("9. the man page", () => {
+describe("the man page", () => {
   let page: string;
   beforeAll(async () => {
     const r = await runDsm(["man"]);
@@ -450,7 +450,7 @@ describe("9. the man page", () => {
 });
 
 // ---------------------------------------------------------------------------------------
-describe("10. --help", () => {
+describe("--help", () => {
   test("every command's --help renders", async () => {
     for (const c of COMMANDS) {
       const r = await runDsm([c, "--help"]);

@@ -153,7 +153,7 @@ test("dist/dsm is built and the sample vectors are present", () => {
 // ---------------------------------------------------------------------------
 // 1. Real samples
 
-describe("1. ingest of the real Suricata and Zeek samples", () => {
+describe("ingest of the real Suricata and Zeek samples", () => {
   const cases = [
     ...SURICATA_FILES.map((f) => ["suricata", f, join(SURICATA_DIR, f)] as const),
     ...ZEEK_FILES.map((f) => ["zeek", f, join(ZEEK_DIR, f)] as const),
@@ -281,7 +281,7 @@ function bytes(...parts: (string | Uint8Array)[]): Uint8Array {
   return new Uint8Array(Buffer.concat(arrays));
 }
 
-describe("2. bad lines amid good ones", () => {
+describe("bad lines amid good ones", () => {
   test("each bad line is reported and rejected, good ones are stored, exit 3", async () => {
     const huge = `{"x":"${"a".repeat(2 * 1024 * 1024)}"}`; // valid JSON, 2 MiB: only its length is wrong
     const input = bytes(
@@ -408,7 +408,7 @@ test("3. a 64-bit flow_id is kept exactly, as a string; safe integers stay numbe
 // ---------------------------------------------------------------------------
 // 4. Privacy
 
-describe("4. privacy.anonymize_ips", () => {
+describe("privacy.anonymize_ips", () => {
   const notices = readFileSync(join(ZEEK_DIR, "notice-json.log"), "utf8");
   // A Suricata alert from the host the second sample notice names in its msg.
   const alert = { ...GOOD_ALERT, src_ip: "216.160.83.57", dest_ip: "10.128.2.48" };
@@ -485,7 +485,7 @@ describe("4. privacy.anonymize_ips", () => {
 // ---------------------------------------------------------------------------
 // 5. emit and mitigation
 
-describe("5. dsm emit and dsm mitigation", () => {
+describe("dsm emit and dsm mitigation", () => {
   test("emit records the payload under the event type; bad input is one-line exit 1", async () => {
     await withTempNode(async (node) => {
       const payload = { user: "root", src_ip: "203.0.113.9", tries: 3, nested: { ok: true } };
@@ -634,7 +634,7 @@ test("6. init: refuses to overwrite, --force gives a new identity, private files
 // ---------------------------------------------------------------------------
 // 7. CLI hygiene
 
-describe("7. command line hygiene", () => {
+describe("command line hygiene", () => {
   test("unknown option, unknown command: exit 1 with one line", async () => {
     await withTempNode(async (node) => {
       expect(expectOneLineError(await node.run(["log", "--bogus"]))).toContain("--bogus");
@@ -822,7 +822,7 @@ describe("7. command line hygiene", () => {
 // ---------------------------------------------------------------------------
 // 8. Streaming
 
-describe("8. streaming ingest", () => {
+describe("streaming ingest", () => {
   test("a line is acknowledged while stdin stays open; closing stdin exits 0", async () => {
     const node = await makeNode();
     const proc = node.spawn(["ingest", "--json"]);

@@ -3,9 +3,10 @@
 // the TPM identity key (src/tpm/identity-key.ts), quote verification (src/tpm/attest.ts), a
 // DSMNode with a TPM identity, and the compiled binary's `dsm init --tpm`. No mocks.
 //
-// Two TPMs: `tpmA` serves the in-process tests (sections 1-4), `tpmB` the compiled binary
-// (section 5), which stops it to check the failure a node without its TPM gives. Only one
-// TPM context is open at a time on a TPM: every key or node is closed before the next opens.
+// Two TPMs: `tpmA` serves the in-process tests (the first four describes), `tpmB` the compiled
+// binary ("the compiled binary with a TPM"), which stops it to check the failure a node without
+// its TPM gives. Only one TPM context is open at a time on a TPM: every key or node is closed
+// before the next opens.
 // The e2e part needs dist/dsm: `bun run build` first (`bun run test` does).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as crypto from "node:crypto";
@@ -64,7 +65,7 @@ afterAll(async () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("1. the identity key in the TPM signs like the software key", () => {
+describe("the identity key in the TPM signs like the software key", () => {
   test("sign() gives 64-byte low-S r||s verifying as ECDSA-SHA256 over the digest, with the public key alone", async () => {
     const key = TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true }).key;
     try {
@@ -134,7 +135,7 @@ describe("1. the identity key in the TPM signs like the software key", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("2. the key survives a process restart and a TPM restart", () => {
+describe("the key survives a process restart and a TPM restart", () => {
   test("another bun process opens the node from identity.tpm.json and signs with the same key", async () => {
     expect(nodeId).not.toBe("");
     const script = path.join(tempDir("dsm-tpm-child-"), "child.ts");
@@ -183,7 +184,7 @@ describe("2. the key survives a process restart and a TPM restart", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("3. quotes made through the FFI verify in pure TypeScript", () => {
+describe("quotes made through the FFI verify in pure TypeScript", () => {
   test("verifyQuote accepts a fresh quote and rejects every tampering, a wrong nonce, a wrong AK and a changed PCR 7", () => {
     const key = TpmIdentityKey.load(tpmA.tcti, NODE_HANDLE);
     try {
@@ -257,7 +258,7 @@ describe("3. quotes made through the FFI verify in pure TypeScript", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("4. clear errors", () => {
+describe("clear errors", () => {
   test("missing tpm2-tss library: names the library and what to install", () => {
     const libraries = { ...LIBRARIES, esys: "libtss2-esys-missing.so.0" };
     const e = tpmError(() => Tpm.open(tpmA.tcti, { libraries }));
@@ -313,7 +314,7 @@ describe("4. clear errors", () => {
   });
 
   test("create on an occupied handle: a key this data dir did not make is never replaced, even with force; its own key is, with force", async () => {
-    // Section 1 left a key at SCRATCH_HANDLE, section 1's node one at NODE_HANDLE.
+    // "the identity key in the TPM signs like the software key" left a key at SCRATCH_HANDLE, its node one at NODE_HANDLE.
     const before = TpmIdentityKey.load(tpmA.tcti, SCRATCH_HANDLE);
     const oldPub = toHex(before.publicKey);
     before.close();
@@ -374,7 +375,7 @@ describe("4. clear errors", () => {
     const elsewhere = TpmIdentityKey.create(tpmA.tcti, { handle: 0x81010005, explicit: true, force: true, own: { handle: 0x81010002, publicKey: toHex(autoOwn.key.publicKey) } });
     expect(elsewhere).toMatchObject({ skipped: null, replaced: false, released: 0x81010002 });
     expect(held()).toEqual([NODE_HANDLE, 0x81010003, 0x81010005, SCRATCH_HANDLE]);
-    // The node of section 1 still has its key, and it still signs.
+    // The node of "the identity key in the TPM signs like the software key" still has its key, and it still signs.
     const node = DSMNode.open(dataDir, testConfig());
     try {
       expect(node.nodeId).toBe(nodeId);
@@ -399,7 +400,7 @@ describe("4. clear errors", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("5. the compiled binary with a TPM", () => {
+describe("the compiled binary with a TPM", () => {
   test("dsm init --tpm, status, ingest, verify; emit without the TPM fails in one line naming the TCTI", async () => {
     requireBinary();
     tpmB = await startSwtpm(tempDir("dsm-swtpm-b-"));
@@ -452,7 +453,7 @@ describe("5. the compiled binary with a TPM", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-describe("6. two data dirs on one TPM (the compiled binary)", () => {
+describe("two data dirs on one TPM (the compiled binary)", () => {
   test("init --force never evicts the other node's key; a free handle is found or suggested; --force on a node replaces its own key", async () => {
     requireBinary();
     tpmC = await startSwtpm(tempDir("dsm-swtpm-c-"));
