@@ -73,7 +73,7 @@ EXAMPLES
       if (ctx.json) printJson({ ok: r.ok && !stop.signal, ...s, stopped_by: stop.signal, missing: r.missing, forks: imp.forks, quarantine: quarantined });
       return stop.exitCode(r.ok ? EXIT.ok : EXIT.partial);
     });
-    process.exitCode = code;
+    await stop.finish(code);
   },
 });
 

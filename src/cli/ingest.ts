@@ -86,6 +86,6 @@ EXAMPLES
         pipeline.close();
       }
     });
-    process.exitCode = code;
+    await signal.finish(code);
   },
 });

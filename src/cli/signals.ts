@@ -14,6 +14,12 @@ export interface Stop extends StopSignal {
   exitCode(code: number): number;
   /** Removes the handlers (the default action returns). */
   release(): void;
+  /**
+   * Once stopped, ends the process with `code` as soon as stdout has taken everything
+   * written (the acknowledgements): the input may still be open, a pipe whose writer goes
+   * on, and an open stdin would keep the process alive. Not stopped: sets the exit code.
+   */
+  finish(code: number): Promise<void>;
 }
 
 export function onStopSignals(): Stop {
@@ -24,6 +30,12 @@ export function onStopSignals(): Stop {
     exitCode: (code) => (stop.signal === null ? code : CODES[stop.signal]),
     release: () => {
       for (const [name, fn] of handlers) process.off(name, fn);
+    },
+    finish: async (code) => {
+      process.exitCode = code;
+      if (stop.signal === null) return;
+      await new Promise<void>((resolve) => process.stdout.write("", () => resolve()));
+      process.exit(code);
     },
   };
   for (const name of Object.keys(CODES) as StopName[]) {

@@ -121,9 +121,11 @@ export class IngestPipeline {
       const { value, done } = await reader.read();
       if (done || !value) break;
       // Bounded read-ahead: chunks on the worker, and prepared events not yet committed.
-      while ((this.#inFlight >= MAX_CHUNKS_IN_FLIGHT || this.#uncommitted >= 4 * this.opts.batchMaxEvents) && !this.#fatal) {
+      while ((this.#inFlight >= MAX_CHUNKS_IN_FLIGHT || this.#uncommitted >= 4 * this.opts.batchMaxEvents) && !this.#fatal && !signal?.stopped) {
         await new Promise<void>((r) => (this.#wake = r));
       }
+      // Stopped while waiting: what the worker would hand back now is dropped anyway.
+      if (signal?.stopped) break;
       // A copy, transferred: the reader may reuse its buffer.
       const bytes = value.slice();
       this.#inFlight += 1;
