@@ -18,7 +18,7 @@ const SHIPPED_PATH = join(import.meta.dir, "..", "config", "dsm.yaml");
 
 const EXPECTED_DEFAULTS: DsmConfig = {
   node: { role: "edge", data_dir: "" },
-  identity: { kind: "software", tcti: "", tpm_handle: 0x81010001 },
+  identity: { kind: "software", tcti: "", tpm_handle: 0x81000100 },
   keys: { signing_key_lifetime_s: 86400 },
   ledger: { file: "ledger.sqlite", batch_max_events: 1000, batch_max_ms: 50, busy_timeout_ms: 10000 },
   ingest: { format: "auto", max_line_bytes: 1048576 },
@@ -97,7 +97,7 @@ describe("defaults", () => {
 
   test("tpm identity is accepted; deciding whether it is usable is the caller's job", () => {
     const config = parse("identity:\n  kind: tpm\n  tcti: device:/dev/tpmrm0\n");
-    expect(config.identity).toEqual({ kind: "tpm", tcti: "device:/dev/tpmrm0", tpm_handle: 0x81010001 });
+    expect(config.identity).toEqual({ kind: "tpm", tcti: "device:/dev/tpmrm0", tpm_handle: 0x81000100 });
     expect(parse("identity:\n  tpm_handle: 0x81000002\n").identity.tpm_handle).toBe(0x81000002);
     expect(() => parse("identity:\n  tpm_handle: 0x80000000\n")).toThrow(/tpm_handle/);
   });
@@ -428,6 +428,13 @@ describe("environment overrides", () => {
     expect(config.node.role).toBe("validator");
     expect(config.mesh.genesis).toBe("/etc/dsm/genesis.json");
     expect(config.ledger.batch_max_events).toBe(1000);
+  });
+
+  test("an integer may be hex in the environment, as YAML reads it in the file; anything else is refused", () => {
+    expect(applyEnvOverrides(defaultConfig(), { DSM_IDENTITY_TPM_HANDLE: "0x81000101" }).identity.tpm_handle).toBe(0x81000101);
+    expect(applyEnvOverrides(defaultConfig(), { DSM_IDENTITY_TPM_HANDLE: "2164261121" }).identity.tpm_handle).toBe(0x81000101);
+    expect(() => applyEnvOverrides(defaultConfig(), { DSM_IDENTITY_TPM_HANDLE: "0x8100zz01" })).toThrow(/tpm_handle/);
+    expect(() => applyEnvOverrides(defaultConfig(), { DSM_LEDGER_BATCH_MAX_MS: "1e3" })).toThrow(/batch_max_ms/);
   });
 
   test("booleans accept true, false, 1 and 0", () => {

@@ -29,8 +29,8 @@ import { prng } from "./helpers/prng.ts";
 import { freePort, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
 const PCRS = [0, 1, 2, 3, 4, 5, 6, 7];
-const NODE_HANDLE = 0x81010001; // identity.tpm_handle's default, used by DSMNode.init
-const SCRATCH_HANDLE = 0x81010030; // create / force tests
+const NODE_HANDLE = 0x81000100; // identity.tpm_handle's default, used by DSMNode.init
+const SCRATCH_HANDLE = 0x8100012f; // create / force tests
 const REPO = path.resolve(import.meta.dir, "..");
 
 let tpmA: Swtpm;
@@ -95,7 +95,7 @@ describe("the identity key in the TPM signs like the software key", () => {
     expect(fs.existsSync(path.join(dataDir, "identity.pem"))).toBe(false);
     expect(fs.existsSync(path.join(dataDir, "identity.tpm.json"))).toBe(true);
     const marker = JSON.parse(fs.readFileSync(path.join(dataDir, "identity.tpm.json"), "utf8"));
-    expect(marker).toEqual({ tcti: tpmA.tcti, handle: "0x81010001", identity_pub: r.card.identity_pub });
+    expect(marker).toEqual({ tcti: tpmA.tcti, handle: "0x81000100", identity_pub: r.card.identity_pub });
 
     // The card on disk parses in full (signature under identity_pub, BLS proof of possession).
     const card = parseCard(JSON.parse(fs.readFileSync(path.join(dataDir, "card.json"), "utf8")));
@@ -295,8 +295,8 @@ describe("clear errors", () => {
   });
 
   test("empty persistent handle: says it is empty and how to create the key", () => {
-    const e = tpmError(() => TpmIdentityKey.load(tpmA.tcti, 0x81010042));
-    expect(e.message).toContain("TPM handle 0x81010042 is empty");
+    const e = tpmError(() => TpmIdentityKey.load(tpmA.tcti, 0x81000141));
+    expect(e.message).toContain("TPM handle 0x81000141 is empty");
     expect(e.message).toContain("dsm init --tpm");
     expect(e.rc! & 0xfff).toBe(0x18b);
     expect(tpmError(() => TpmIdentityKey.load(tpmA.tcti, 0x80000001)).message).toContain("is not a persistent handle");
@@ -325,9 +325,9 @@ describe("clear errors", () => {
     // Named handle, someone else's key: refused with or without force, a free handle suggested.
     for (const force of [false, true]) {
       const e = tpmError(() => TpmIdentityKey.create(tpmA.tcti, { handle: SCRATCH_HANDLE, explicit: true, force }));
-      expect(e.message).toContain("TPM handle 0x81010030 holds a key this data dir did not create");
+      expect(e.message).toContain("TPM handle 0x8100012f holds a key this data dir did not create");
       expect(e.message).toContain("left alone, even with --force");
-      expect(e.message).toContain("--tpm-handle 0x81010002 (or --tpm-handle auto)");
+      expect(e.message).toContain("--tpm-handle 0x81000101 (or --tpm-handle auto)");
     }
     // Recorded by this data dir at that handle, but the key there is not the recorded one.
     const wrongOwn = { handle: SCRATCH_HANDLE, publicKey: `02${"11".repeat(32)}` };
@@ -363,18 +363,25 @@ describe("clear errors", () => {
     // The default handle (not named) taken: the first free one instead, and said so.
     const moved = TpmIdentityKey.create(tpmA.tcti, { handle: NODE_HANDLE });
     expect(moved).toMatchObject({ skipped: NODE_HANDLE, replaced: false, released: null });
-    expect(moved.key.persistentHandle).toBe(0x81010002);
+    expect(moved.key.persistentHandle).toBe(0x81000101);
     // "auto": the first free one, or with force its own key's handle, replaced in place.
     const auto = TpmIdentityKey.create(tpmA.tcti, { handle: "auto" });
     expect(auto).toMatchObject({ skipped: null, replaced: false, released: null });
-    expect(auto.key.persistentHandle).toBe(0x81010003);
-    const autoOwn = TpmIdentityKey.create(tpmA.tcti, { handle: "auto", force: true, own: { handle: 0x81010002, publicKey: toHex(moved.key.publicKey) } });
+    expect(auto.key.persistentHandle).toBe(0x81000102);
+    const autoOwn = TpmIdentityKey.create(tpmA.tcti, { handle: "auto", force: true, own: { handle: 0x81000101, publicKey: toHex(moved.key.publicKey) } });
     expect(autoOwn).toMatchObject({ skipped: null, replaced: true, released: null });
-    expect(autoOwn.key.persistentHandle).toBe(0x81010002);
+    expect(autoOwn.key.persistentHandle).toBe(0x81000101);
     // With force to a new handle, its own key elsewhere is evicted: it is nobody's identity now.
-    const elsewhere = TpmIdentityKey.create(tpmA.tcti, { handle: 0x81010005, explicit: true, force: true, own: { handle: 0x81010002, publicKey: toHex(autoOwn.key.publicKey) } });
-    expect(elsewhere).toMatchObject({ skipped: null, replaced: false, released: 0x81010002 });
-    expect(held()).toEqual([NODE_HANDLE, 0x81010003, 0x81010005, SCRATCH_HANDLE]);
+    const elsewhere = TpmIdentityKey.create(tpmA.tcti, { handle: 0x81000104, explicit: true, force: true, own: { handle: 0x81000101, publicKey: toHex(autoOwn.key.publicKey) } });
+    expect(elsewhere).toMatchObject({ skipped: null, replaced: false, released: 0x81000101 });
+    expect(held()).toEqual([NODE_HANDLE, 0x81000102, 0x81000104, SCRATCH_HANDLE]);
+    // The ranges the TCG reserves (storage primaries and the SRK, endorsement keys and the EK,
+    // the platform): never a new key there, named or not; the error points to the owner range.
+    for (const [h, why] of [[0x81000001, /storage primary keys/], [0x81010001, /endorsement range/], [0x81800000, /platform range/]] as const) {
+      expect(() => TpmIdentityKey.create(tpmA.tcti, { handle: h, explicit: true })).toThrow(why);
+      expect(() => TpmIdentityKey.create(tpmA.tcti, { handle: h, explicit: true })).toThrow(/--tpm-handle 0x810001\w\w \(or --tpm-handle auto\)/);
+    }
+    expect(held()).toEqual([NODE_HANDLE, 0x81000102, 0x81000104, SCRATCH_HANDLE]);
     // The node of "the identity key in the TPM signs like the software key" still has its key, and it still signs.
     const node = DSMNode.open(dataDir, testConfig());
     try {
@@ -384,7 +391,7 @@ describe("clear errors", () => {
       node.close();
     }
     withTpm(tpmA.tcti, (tpm) => {
-      for (const h of [0x81010003, 0x81010005]) tpm.persist(tpm.loadPersistent(h), h);
+      for (const h of [0x81000102, 0x81000104]) tpm.persist(tpm.loadPersistent(h), h);
     });
     expect(held()).toEqual(handlesBefore);
   });
@@ -473,19 +480,19 @@ describe("two data dirs on one TPM (the compiled binary)", () => {
     };
     try {
       const initA = await init(a, []);
-      expect(initA).toMatchObject({ tpm_handle: "0x81010001", tpm_handle_skipped: null, tpm_key_replaced: false, tpm_handle_released: null });
+      expect(initA).toMatchObject({ tpm_handle: "0x81000100", tpm_handle_skipped: null, tpm_key_replaced: false, tpm_handle_released: null });
       await emitAndVerify(a, 1);
 
       // B names A's handle, with --force: refused, exit 1, one line suggesting a free handle.
       for (const force of [["--force"], []]) {
-        const refused = await b.run(["init", "--tpm", tcti, "--tpm-handle", "0x81010001", ...force]);
+        const refused = await b.run(["init", "--tpm", tcti, "--tpm-handle", "0x81000100", ...force]);
         expect(refused.code).toBe(1);
         expect(refused.stdout).toBe("");
         expect(refused.errLines).toHaveLength(1);
-        expect(refused.errLines[0]).toStartWith("dsm init: TPM handle 0x81010001 holds a key this data dir did not create");
-        expect(refused.errLines[0]).toContain("--tpm-handle 0x81010002 (or --tpm-handle auto)");
+        expect(refused.errLines[0]).toStartWith("dsm init: TPM handle 0x81000100 holds a key this data dir did not create");
+        expect(refused.errLines[0]).toContain("--tpm-handle 0x81000101 (or --tpm-handle auto)");
       }
-      expect(held()).toEqual([0x81010001]);
+      expect(held()).toEqual([0x81000100]);
       // A's key is still there, still A's: A signs and verifies.
       const status = JSON.parse((await a.ok(["status", "--json"])).stdout) as { node_id: string };
       expect(status.node_id).toBe(initA.node_id);
@@ -493,37 +500,37 @@ describe("two data dirs on one TPM (the compiled binary)", () => {
 
       // B without --tpm-handle (even with --force): the default is taken, the first free handle is used and said.
       const initB = await b.ok(["init", "--tpm", tcti, "--force"]);
-      expect(initB.stdout).toContain("identity  TPM key at handle 0x81010002");
-      expect(initB.stdout).toContain("note      TPM handle 0x81010001 holds another key (left alone): this node's key is at the free handle 0x81010002");
-      expect(JSON.parse(fs.readFileSync(path.join(b.dataDir, "identity.tpm.json"), "utf8")).handle).toBe("0x81010002");
+      expect(initB.stdout).toContain("identity  TPM key at handle 0x81000101");
+      expect(initB.stdout).toContain("note      TPM handle 0x81000100 holds another key (left alone): this node's key is at the free handle 0x81000101");
+      expect(JSON.parse(fs.readFileSync(path.join(b.dataDir, "identity.tpm.json"), "utf8")).handle).toBe("0x81000101");
       await emitAndVerify(b, 1);
       await emitAndVerify(a, 3);
       // identity.tpm_handle other than the default names a handle, as the flag does: B's, refused.
-      const viaConfig = await c.run(["init", "--tpm", tcti], { env: { DSM_IDENTITY_TPM_HANDLE: String(0x81010002) } });
+      const viaConfig = await c.run(["init", "--tpm", tcti], { env: { DSM_IDENTITY_TPM_HANDLE: "0x81000101" } });
       expect(viaConfig.code).toBe(1);
-      expect(viaConfig.errLines[0]).toContain("TPM handle 0x81010002 holds a key this data dir did not create");
-      expect(viaConfig.errLines[0]).toContain("--tpm-handle 0x81010003");
+      expect(viaConfig.errLines[0]).toContain("TPM handle 0x81000101 holds a key this data dir did not create");
+      expect(viaConfig.errLines[0]).toContain("--tpm-handle 0x81000102");
       // --tpm-handle auto: the first free one.
       const initC = await init(c, ["--tpm-handle", "auto"]);
-      expect(initC).toMatchObject({ tpm_handle: "0x81010003", tpm_handle_skipped: null });
+      expect(initC).toMatchObject({ tpm_handle: "0x81000102", tpm_handle_skipped: null });
       // With --force a data dir's own key stays where it is, whatever the config says.
       const reC = await init(c, ["--force"]);
-      expect(reC).toMatchObject({ tpm_handle: "0x81010003", tpm_key_replaced: true });
-      expect(held()).toEqual([0x81010001, 0x81010002, 0x81010003]);
+      expect(reC).toMatchObject({ tpm_handle: "0x81000102", tpm_key_replaced: true });
+      expect(held()).toEqual([0x81000100, 0x81000101, 0x81000102]);
 
       // --force on A itself: A's own key, recognised by its public key, replaced at its handle.
       const reA = await init(a, ["--force"]);
-      expect(reA).toMatchObject({ tpm_handle: "0x81010001", tpm_key_replaced: true, tpm_handle_skipped: null, tpm_handle_released: null });
+      expect(reA).toMatchObject({ tpm_handle: "0x81000100", tpm_key_replaced: true, tpm_handle_skipped: null, tpm_handle_released: null });
       expect(reA.node_id).not.toBe(initA.node_id);
       await emitAndVerify(a, 4);
       await emitAndVerify(b, 2);
       // --force on A onto B's handle: B's key, refused. Onto a free one: A moves, its old key is evicted.
-      const ontoB = await a.run(["init", "--tpm", tcti, "--force", "--tpm-handle", "0x81010002"]);
+      const ontoB = await a.run(["init", "--tpm", tcti, "--force", "--tpm-handle", "0x81000101"]);
       expect(ontoB.code).toBe(1);
       expect(ontoB.errLines[0]).toContain("holds a key this data dir did not create");
-      const moved = await init(a, ["--force", "--tpm-handle", "0x81010010"]);
-      expect(moved).toMatchObject({ tpm_handle: "0x81010010", tpm_key_replaced: false, tpm_handle_released: "0x81010001" });
-      expect(held()).toEqual([0x81010002, 0x81010003, 0x81010010]);
+      const moved = await init(a, ["--force", "--tpm-handle", "0x8100010f"]);
+      expect(moved).toMatchObject({ tpm_handle: "0x8100010f", tpm_key_replaced: false, tpm_handle_released: "0x81000100" });
+      expect(held()).toEqual([0x81000101, 0x81000102, 0x8100010f]);
       await emitAndVerify(a, 5);
       await emitAndVerify(b, 3);
       // A bad --tpm-handle, or one without --tpm.

@@ -8,7 +8,7 @@ export default command({
   help: `Creates the data directory (mode 0700) and, each in a 0600 file:
   identity.pem   the P-256 identity key, a software key; with --tpm TCTI (or
                  identity.kind: tpm) the key is created inside the TPM instead and
-                 made persistent at identity.tpm_handle (default 0x81010001); its
+                 made persistent at identity.tpm_handle (default 0x81000100); its
                  private part never leaves the TPM, and identity.tpm.json records
                  where it is. The card then says tpm: true and names the TPM's
                  attestation key (ak_pub).
@@ -27,9 +27,11 @@ that its own checkpoints can be made; dsm run on an edge says "edge, validator o
 local one-node mesh". A validator for a real mesh: dsm init --role validator.
 
 TPM HANDLE  Without --tpm-handle the key goes to identity.tpm_handle (default
-0x81010001); if that default handle holds a key this data dir did not make (another
-node on the same TPM, an EK, another program's key), the first free handle of
-0x81010001-0x810100ff is used and init says which. --tpm-handle 0x81...... names the
+0x81000100, in the owner range); if that default handle holds a key this data dir did
+not make (another node on the same TPM, another program's key), the first free handle of
+0x81000100-0x810001ff is used and init says which. dsm makes no key in the ranges the TCG
+reserves: storage primary keys (0x81000000-0x810000ff, the SRK), endorsement keys
+(0x81010000-0x8101ffff, the EK at 0x81010001) and the platform's (0x81800000 and up). --tpm-handle 0x81...... names the
 handle: held by any other key, it is refused (with a free handle suggested); auto picks
 the first free one. --force replaces only this data dir's own TPM key, recognised by the
 public key identity.tpm.json records, never another key at the same handle. The

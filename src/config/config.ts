@@ -180,6 +180,8 @@ function expectedText(rule: Rule, fromText: boolean): string {
 }
 
 const INTEGER_TEXT = /^-?[0-9]+$/;
+/** Hex in an environment variable too (DSM_IDENTITY_TPM_HANDLE=0x81000100), as YAML reads it in the file. */
+const HEX_TEXT = /^0x[0-9a-fA-F]+$/;
 
 /**
  * Checks a value against its rule. `fromText` is set when the value came from an environment
@@ -193,7 +195,7 @@ function checkValue(rule: Rule, value: unknown, fromText: boolean, origin = ""):
   switch (rule.type) {
     case "int": {
       let n = value;
-      if (fromText && typeof value === "string") n = INTEGER_TEXT.test(value) ? Number(value) : NaN;
+      if (fromText && typeof value === "string") n = INTEGER_TEXT.test(value) || HEX_TEXT.test(value) ? Number(value) : NaN;
       if (typeof n !== "number" || !Number.isInteger(n) || n < rule.min || n > rule.max) return fail();
       return n;
     }

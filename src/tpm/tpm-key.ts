@@ -12,10 +12,24 @@ import type { IdentityKey } from "../identity/identity-key.ts";
 import { parsePublicArea, parseSignatureEcdsa } from "./quote.ts";
 import { eccSigningTemplate, Tpm, TPM2_RC_HANDLE_EMPTY, TpmError } from "./tpm.ts";
 
-export const DEFAULT_TPM_HANDLE = 0x81010001;
+/**
+ * The owner range, clear of the storage primary keys' 0x81000000-0x810000ff (the SRK is
+ * 0x81000001): the TCG handle registry gives 0x81010000-0x8101ffff to endorsement keys (an
+ * RSA EK at 0x81010001, where swtpm and provisioned TPMs put theirs) and 0x81800000 and up
+ * to the platform, and dsm makes no key in either.
+ */
+export const DEFAULT_TPM_HANDLE = 0x81000100;
 /** The handles dsm picks from by itself (--tpm-handle auto, or the default handle taken). */
 export const DSM_HANDLE_FIRST = DEFAULT_TPM_HANDLE;
-export const DSM_HANDLE_LAST = 0x810100ff;
+export const DSM_HANDLE_LAST = 0x810001ff;
+
+/** Why dsm makes no key at `h`, or null when it may: the ranges the TCG reserves. */
+export function reservedHandle(h: number): string | null {
+  if (h >= 0x81000000 && h <= 0x810000ff) return "the range of storage primary keys (the SRK is 0x81000001)";
+  if (h >= 0x81010000 && h <= 0x8101ffff) return "the endorsement range (the EK lives at 0x81010001)";
+  if (h >= 0x81800000) return "the platform range";
+  return null;
+}
 
 export interface CreateOptions {
   /** Where to persist the key; "auto": the first free handle of the dsm range. Default DEFAULT_TPM_HANDLE. */
@@ -93,6 +107,9 @@ export class TpmIdentityKey implements IdentityKey {
       if (asked === "auto") {
         target = freeHandle(inUse, own ? (h) => isOwn(h) : () => false, opts.force ?? false);
         replaced = inUse.has(target);
+      } else if (!isOwn(asked) && reservedHandle(asked) !== null) {
+        // Only this data dir's own key (from before this rule) may stay in a reserved range.
+        throw new TpmError(`TPM handle ${handleHex(asked)} is in ${reservedHandle(asked)}: dsm makes no key there; use --tpm-handle ${handleHex(suggestHandle(inUse) ?? DEFAULT_TPM_HANDLE)} (or --tpm-handle auto), or set identity.tpm_handle in the owner range 0x81000100-0x8100ffff`);
       } else if (!inUse.has(asked)) {
         target = asked;
       } else if (isOwn(asked)) {
