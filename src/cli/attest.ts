@@ -5,7 +5,7 @@ import { DSMValidator } from "../node/validator.ts";
 import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
 import type { DSMNode } from "../node/node.ts";
-import { CliError, command, commonArgs, type Context, context, EXIT, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
+import { CliError, command, commonArgs, type Context, context, EXIT, print, printJson, readJsonFile, warn, warning, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "attest", description: "Answer an attestation challenge with a TPM quote, or check an answer" },
@@ -103,7 +103,7 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
   const bundle = readJsonFile(String(args.bundle), "attestation bundle");
   const check = (genesis: Genesis, node: DSMNode | null): void => {
     const r = verifyAttestation(bundle, genesis, nonce);
-    if (nonce === undefined) warn("dsm attest verify: no --nonce given: the quote's freshness is not checked (a replayed answer would pass)");
+    if (nonce === undefined) warning("dsm attest verify: no --nonce given: the quote's freshness is not checked (a replayed answer would pass)");
     if (r.ok) {
       if (ctx.json) printJson({ ok: true, node_id: r.nodeId, pcr_digest: r.pcrDigest, ak_name: r.akName });
       else print(`OK: node ${r.nodeId} attested: PCR digest ${r.pcrDigest} is accepted by the genesis`);
