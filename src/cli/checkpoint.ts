@@ -8,7 +8,7 @@ import { epochAt, epochBounds } from "../protocol/checkpoint.ts";
 import { checkpointNote } from "../log/note.ts";
 import type { DSMNode } from "../node/node.ts";
 import { writeFileAtomic } from "../fs/files.ts";
-import { CliError, type Context, command, commonArgs, context, EXIT, intArg, print, printJson, warn, withNode } from "./common.ts";
+import { CliError, type Context, command, commonArgs, context, EXIT, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "checkpoint", description: "Build and sign the checkpoint of the last closed epoch (or show a stored one)" },
@@ -122,19 +122,8 @@ function report(ctx: Context, cert: FinalityCertificate): boolean {
 
 /** The last epoch dsm checkpoint reported for this data dir; -1 before the first. */
 function lastReported(file: string): number {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return -1;
-    throw new CliError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let epoch: unknown;
-  try {
-    epoch = (JSON.parse(text) as { epoch?: unknown }).epoch;
-  } catch {
-    epoch = undefined;
-  }
+  if (!fs.existsSync(file)) return -1;
+  const epoch = (readJsonFile(file, "checkpoint record") as { epoch?: unknown } | null)?.epoch;
   if (typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) {
     throw new CliError(`${file} is damaged (it records the last checkpoint reported); remove it to report the latest certificate again`);
   }

@@ -2,6 +2,7 @@ import { Daemon, DaemonStartError } from "../mesh/daemon.ts";
 import { createLogger, type DaemonLog, type Level, LEVELS, type LogFormat } from "../mesh/daemon-log.ts";
 import { CliError, command, commonArgs, context, withNode } from "./common.ts";
 import { tolerate } from "./output.ts";
+import { onStopSignals } from "./signals.ts";
 
 export default command({
   meta: { name: "run", description: "Run the node on the mesh: gossip, validation, consensus (foreground)" },
@@ -74,15 +75,13 @@ const EXIT_GRACE_MS = 500;
 
 /**
  * Resolves with the exit code once a signal (or the parent's exit) has stopped the daemon:
- * 0 for a graceful stop, whatever the signal. A second signal exits at once.
+ * 0 for a graceful stop, whatever the signal. A second signal exits at once (signals.ts).
  */
 function stopped(daemon: Daemon, log: DaemonLog): Promise<number> {
   return new Promise<number>((resolve) => {
-    let signals = 0;
+    const signals = onStopSignals();
     let watch: ReturnType<typeof setInterval> | undefined;
-    const onSignal = (why: string) => {
-      signals++;
-      if (signals > 1) process.exit(130);
+    const onStop = (why: string) => {
       if (watch) clearInterval(watch);
       log("info", `${why}: stopping (again to exit at once)`, { reason: why });
       // A socket torn down during the stop may report its abort as an error nobody listens
@@ -103,8 +102,7 @@ function stopped(daemon: Daemon, log: DaemonLog): Promise<number> {
         },
       );
     };
-    process.on("SIGINT", () => onSignal("SIGINT"));
-    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    signals.cancel = () => onStop(signals.signal!);
     // Started by a parent that owns this daemon (dsm demo): stop when that parent is
     // gone, even if it was killed before it could stop its children.
     const parent = Number(process.env.DSM_RUN_PARENT_PID ?? "");
@@ -113,7 +111,9 @@ function stopped(daemon: Daemon, log: DaemonLog): Promise<number> {
         try {
           process.kill(parent, 0);
         } catch {
-          onSignal("parent exited");
+          // As a first signal: a signal after it exits at once.
+          signals.stopped = true;
+          onStop("parent exited");
         }
       }, 1000);
     }
