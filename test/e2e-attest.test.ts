@@ -1,19 +1,22 @@
-// Attestation and quarantine end to end, with the compiled binary and real software TPMs:
-// a validator and two edges with TPM identities, a genesis that requires attestation with
-// a PCR policy from a reference node, a quote that verifies, then PCR 7 extended on one
-// edge: its next answer fails, the validator signs a quarantine record, and the next
-// checkpoint leaves out that edge's later microblocks while including the other edge's.
-// An operator's lift brings them back.
+// Attestation and quarantine end to end, with the compiled binary and real software TPMs
+// manufactured with EK certificates (swtpm_setup + swtpm_localca): a validator and two
+// edges with TPM identities, a genesis that requires attestation with a PCR policy from a
+// reference node and the local CA's root as ek_root, enrollment by credential activation
+// with files, a bound quote that verifies, then PCR 7 extended on one edge: its next
+// answer fails, the validator signs a quarantine record, and the next checkpoint leaves
+// out that edge's later microblocks while including the other edge's. An operator's lift
+// brings them back. The refusals of the forged and borrowed answers are in
+// e2e-attest-forgery.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
-import { haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
+import { type EkCa, haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
 let root: string;
 let env: Record<string, string>;
-const tpms: Swtpm[] = [];
+const tpms: (Swtpm & { ekCa?: EkCa })[] = [];
 const dir = (n: string) => path.join(root, n);
 let genesisFile: string;
 
@@ -61,17 +64,32 @@ beforeAll(async () => {
   if (!haveSwtpm()) throw new Error("swtpm is not installed (apt-get install swtpm swtpm-tools tpm2-tools; .ci/run does)");
   root = tempDir();
   env = cleanEnv(root);
-  for (let i = 0; i < 3; i++) tpms.push(await startSwtpm());
-  await ok(["init", "--data-dir", dir("v"), "--role", "validator", "--tpm", tpms[0]!.tcti]);
+  const ca = path.join(root, "ek-ca");
+  for (let i = 0; i < 3; i++) tpms.push(await startSwtpm({ ekCa: ca }));
+  fs.writeFileSync(path.join(root, "ek-root.pem"), tpms[0]!.ekCa!.root);
+  fs.writeFileSync(path.join(root, "ek-inter.pem"), tpms[0]!.ekCa!.intermediate);
+  const chain = ["--ek-chain", path.join(root, "ek-inter.pem")];
+  await ok(["init", "--data-dir", dir("v"), "--role", "validator", "--tpm", tpms[0]!.tcti, ...chain]);
   fs.writeFileSync(path.join(root, "v.card"), await ok(["card", "--data-dir", dir("v"), "--json"]));
   // The validator is the reference node: every fresh swtpm boots to the same PCRs.
   fs.writeFileSync(path.join(root, "policy.json"), await ok(["attest", "--golden", "--data-dir", dir("v"), "--json"]));
   genesisFile = path.join(root, "genesis.json");
   const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000).toISOString();
-  await ok(["genesis", "--name", "attested", "--validator", path.join(root, "v.card"), "--pcr-policy", path.join(root, "policy.json"), "--admission", "open", "--epoch-duration", "1", "--genesis-time", t0, "-o", genesisFile]);
-  await ok(["init", "--data-dir", dir("e1"), "--role", "edge", "--tpm", tpms[1]!.tcti, "--genesis", genesisFile]);
-  await ok(["init", "--data-dir", dir("e2"), "--role", "edge", "--tpm", tpms[2]!.tcti, "--genesis", genesisFile]);
+  await ok(["genesis", "--name", "attested", "--validator", path.join(root, "v.card"), "--pcr-policy", path.join(root, "policy.json"), "--ek-root", path.join(root, "ek-root.pem"), "--admission", "open", "--epoch-duration", "1", "--genesis-time", t0, "-o", genesisFile]);
+  await ok(["init", "--data-dir", dir("e1"), "--role", "edge", "--tpm", tpms[1]!.tcti, ...chain, "--genesis", genesisFile]);
+  await ok(["init", "--data-dir", dir("e2"), "--role", "edge", "--tpm", tpms[2]!.tcti, ...chain, "--genesis", genesisFile]);
 }, 60_000);
+
+/** Enrollment with files: challenge on the validator, activation on the edge, proof checked on the validator. */
+async function enroll(edge: string): Promise<string> {
+  const card = path.join(root, `${edge}.card`);
+  fs.writeFileSync(card, await ok(["card", "--data-dir", dir(edge), "--json"], inMesh()));
+  const c = path.join(root, `${edge}-enroll-c.json`);
+  const a = path.join(root, `${edge}-enroll-a.json`);
+  await ok(["attest", "enroll-challenge", card, "--data-dir", dir("v"), "-o", c], inMesh());
+  await ok(["attest", "enroll-answer", c, "--data-dir", dir(edge), "-o", a], inMesh());
+  return ok(["attest", "enroll-verify", a, "--data-dir", dir("v")], inMesh());
+}
 
 afterAll(async () => {
   for (const t of tpms) {
@@ -89,19 +107,64 @@ describe("attestation and quarantine with real TPMs", () => {
     expect(g.attestation.digests).toHaveLength(1);
     await ok(["init", "--data-dir", dir("soft"), "--role", "validator"]);
     fs.writeFileSync(path.join(root, "soft.card"), await ok(["card", "--data-dir", dir("soft"), "--json"]));
-    const r = await runDsm(["genesis", "--name", "x", "--validator", path.join(root, "soft.card"), "--pcr-policy", path.join(root, "policy.json")], env);
+    const r = await runDsm(["genesis", "--name", "x", "--validator", path.join(root, "soft.card"), "--pcr-policy", path.join(root, "policy.json"), "--ek-root", path.join(root, "ek-root.pem")], env);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/software identity key, but this genesis requires TPM attestation/);
+    expect(g.attestation.ek_roots).toEqual([fs.readFileSync(path.join(root, "ek-root.pem"), "utf8")]);
+    // Required attestation with no EK trusted would lock everyone out.
+    const none = await runDsm(["genesis", "--name", "x", "--validator", path.join(root, "v.card"), "--pcr-policy", path.join(root, "policy.json")], env);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/--ek-root FILE .*--ek-allow DIGEST/);
   });
+
+  test("the card carries the EK certificate chain; enrollment by credential activation with files", async () => {
+    const card = JSON.parse(await ok(["card", "--data-dir", dir("e1"), "--json"], inMesh()));
+    expect(card.tpm).toBe(true);
+    expect(card.tpm_evidence.ek_certificates).toHaveLength(2); // the EK certificate from NV, then --ek-chain's intermediate
+    // openssl agrees the chain is good.
+    const leaf = path.join(root, "e1-ek.der");
+    fs.writeFileSync(leaf, Buffer.from(card.tpm_evidence.ek_certificates[0], "hex"));
+    const pem = Bun.spawnSync(["openssl", "x509", "-inform", "DER", "-in", leaf, "-out", `${leaf}.pem`]);
+    expect(pem.exitCode).toBe(0);
+    const v = Bun.spawnSync(["openssl", "verify", "-CAfile", path.join(root, "ek-root.pem"), "-untrusted", path.join(root, "ek-inter.pem"), `${leaf}.pem`], { stderr: "pipe" });
+    expect(v.stdout.toString()).toContain(": OK");
+    // Before enrollment the validator imports nothing of e1: the mesh requires edges to attest.
+    await emit("e1", 100);
+    const file = path.join(root, "e1-early.ndjson");
+    await ok(["export", "--data-dir", dir("e1"), "-o", file], inMesh());
+    const early = await runDsm(["import", "--data-dir", dir("v"), file, "--json"], { ...env, ...inMesh() });
+    expect(early.stderr).toMatch(/no verified enrollment/);
+    expect(JSON.parse(early.stdout).stored).toBe(0);
+    for (const e of ["e1", "e2"]) expect(await enroll(e)).toMatch(/enrolled: TPM-rooted, EK certificate from swtpm-localca/);
+    // A challenge is answered once: the same answer again is refused.
+    const again = await runDsm(["attest", "enroll-verify", path.join(root, "e1-enroll-a.json"), "--data-dir", dir("v")], { ...env, ...inMesh() });
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/answers no challenge this data dir sent and still waits on/);
+  }, 60_000);
 
   test("a healthy edge's answer verifies; the wrong nonce does not", async () => {
     const nonce = "11".repeat(32);
     const answer = path.join(root, "e1-ok.json");
+    const e1 = await nodeId("e1");
     await ok(["attest", "--data-dir", dir("e1"), "--nonce", nonce, "-o", answer], inMesh());
-    const good = await runDsm(["attest", "verify", answer, "--genesis", genesisFile, "--nonce", nonce, "--json"], env);
+    const good = await runDsm(["attest", "verify", answer, "--node", e1, "--genesis", genesisFile, "--nonce", nonce, "--json", "--data-dir", dir("v")], { ...env, ...inMesh() });
     expect(good.code).toBe(0);
     expect(JSON.parse(good.stdout).ok).toBe(true);
-    const stale = await runDsm(["attest", "verify", answer, "--genesis", genesisFile, "--nonce", "22".repeat(32)], env);
+    // tpm2_checkquote accepts the same quote dsm accepts.
+    const a = JSON.parse(fs.readFileSync(answer, "utf8"));
+    const card = JSON.parse(await ok(["card", "--data-dir", dir("e1"), "--json"], inMesh()));
+    const akPem = path.join(root, "e1-ak.pem");
+    const { tpmPublicKeyObject, parseTpmPublic } = await import("../src/tpm/public-area.ts");
+    fs.writeFileSync(akPem, tpmPublicKeyObject(parseTpmPublic(Buffer.from(card.tpm_evidence.ak_public, "hex"))).export({ type: "spki", format: "pem" }) as string);
+    fs.writeFileSync(path.join(root, "q.msg"), Buffer.from(a.attest, "hex"));
+    fs.writeFileSync(path.join(root, "q.sig"), Buffer.from(a.signature, "hex"));
+    const { quoteQualifyingData } = await import("../src/protocol/enrollment.ts");
+    const { parsePublicArea } = await import("../src/tpm/quote.ts");
+    const akName = Buffer.from(parsePublicArea(Buffer.from(card.tpm_evidence.ak_public, "hex")).name).toString("hex");
+    const q = Buffer.from(quoteQualifyingData(a.mesh, e1, akName, nonce)).toString("hex");
+    const check = Bun.spawnSync(["tpm2_checkquote", "-u", akPem, "-m", path.join(root, "q.msg"), "-s", path.join(root, "q.sig"), "-g", "sha256", "-q", q], { stderr: "pipe" });
+    expect(check.exitCode).toBe(0);
+    const stale = await runDsm(["attest", "verify", answer, "--node", e1, "--genesis", genesisFile, "--nonce", "22".repeat(32), "--data-dir", dir("v")], { ...env, ...inMesh() });
     expect(stale.code).toBe(2);
     expect(stale.stderr).toMatch(/FAILED \(stale_nonce\)/);
     // A software-key node has nothing to attest with.
@@ -122,11 +185,11 @@ describe("attestation and quarantine with real TPMs", () => {
     const nonce = "33".repeat(32);
     const answer = path.join(root, "e1-bad.json");
     await ok(["attest", "--data-dir", dir("e1"), "--nonce", nonce, "-o", answer], inMesh());
-    const bad = await runDsm(["attest", "verify", answer, "--nonce", nonce, "--quarantine", "--data-dir", dir("v"), "--json"], { ...env, ...inMesh() });
+    const bad = await runDsm(["attest", "verify", answer, "--node", e1, "--nonce", nonce, "--quarantine", "--data-dir", dir("v"), "--json"], { ...env, ...inMesh() });
     expect(bad.code).toBe(2);
     const out = JSON.parse(bad.stdout);
     expect(out.check).toBe("pcr-digest");
-    expect(out.quarantine).toMatchObject({ type: "Q", node_id: e1, action: "quarantine", from_seq: 3, reason: "attestation_failed", validator: 0 });
+    expect(out.quarantine).toMatchObject({ type: "Q", node_id: e1, action: "quarantine", from_seq: 4, reason: "attestation_failed", validator: 0 });
     // Both edges go on producing; the validator receives everything.
     for (let k = 2; k < 4; k++) {
       await emit("e1", k);
@@ -135,9 +198,10 @@ describe("attestation and quarantine with real TPMs", () => {
     await sync();
     const cp = await checkpoint();
     expect(cp.ranges[e2]).toEqual([1, 4]);
-    expect(cp.ranges[e1]).toEqual([1, 2]);
+    expect(cp.ranges[e1]).toEqual([1, 3]); // seq 1 was emitted before enrollment, imported after
+
     const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
-    expect(list.quarantined).toEqual([{ node_id: e1, from_seq: 3, reason: expect.stringContaining("attestation_failed") }]);
+    expect(list.quarantined).toEqual([{ node_id: e1, from_seq: 4, reason: expect.stringContaining("attestation_failed") }]);
   }, 60_000);
 
   test("records travel: another node imports the validator's record; a forged one is refused", async () => {
@@ -166,7 +230,7 @@ describe("attestation and quarantine with real TPMs", () => {
     await emit("e2", 4);
     await sync();
     const cp = await checkpoint();
-    expect(cp.ranges[e1]).toEqual([3, 4]);
+    expect(cp.ranges[e1]).toEqual([4, 5]);
   }, 30_000);
 
   test("over the mesh: the validator's daemon challenges each node as it connects; the changed edge is quarantined, the healthy one passes", async () => {

@@ -43,7 +43,7 @@ export class Receiver {
   constructor(
     private readonly ledger: Ledger,
     private readonly policy: MeshPolicy,
-    private readonly opts: { maxClockSkewMs: number; now?: () => number },
+    private readonly opts: { maxClockSkewMs: number; now?: () => number; notAttested?: (nodeId: string) => string | null },
   ) {}
 
   /** A key certificate from another node: parsed, checked against our mesh and admission, stored. */
@@ -151,6 +151,7 @@ export class Receiver {
       isAdmitted: (nodeId) => this.policy.isAdmitted(nodeId),
       // Until signed quarantine records exist (type Q), fork evidence is what quarantines a node.
       isQuarantined: (nodeId) => this.#quarantined(nodeId),
+      notAttested: this.opts.notAttested,
     };
   }
 

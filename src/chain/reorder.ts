@@ -57,9 +57,9 @@ export class ReorderBuffer {
   constructor(
     private readonly ledger: Ledger,
     policy: MeshPolicy,
-    opts: { maxClockSkewMs: number; report: (line: string) => void },
+    opts: { maxClockSkewMs: number; report: (line: string) => void; notAttested?: (nodeId: string) => string | null },
   ) {
-    this.#receiver = new Receiver(ledger, policy, { maxClockSkewMs: opts.maxClockSkewMs });
+    this.#receiver = new Receiver(ledger, policy, { maxClockSkewMs: opts.maxClockSkewMs, notAttested: opts.notAttested });
     this.#report = opts.report;
   }
 

@@ -1,17 +1,32 @@
 import * as fs from "node:fs";
 import { isHex } from "../encoding/hex.ts";
+import { type NodeCard, parseCard } from "../protocol/card.ts";
+import { type EnrollAnswer, parseEnrollAnswer, parseEnrollChallenge } from "../protocol/enrollment.ts";
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
+import { answerEnrollment, EnrollError, finishEnrollment, makeEnrollChallenge } from "../tpm/enroll.ts";
 import { DSMValidator } from "../node/validator.ts";
 import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
 import type { DSMNode } from "../node/node.ts";
-import { CliError, command, commonArgs, type Context, context, EXIT, print, printJson, readJsonFile, warn, warning, withNode } from "./common.ts";
+import { CliError, command, commonArgs, type Context, context, EXIT, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
 export default command({
-  meta: { name: "attest", description: "Answer an attestation challenge with a TPM quote, or check an answer" },
-  help: `DESIGN.md section 7: a validator challenges a node with a fresh nonce; the node answers
-with a TPM2_Quote of the genesis policy's PCRs (sha256 bank) signed by the attestation key
-its card names; anyone with the genesis checks the answer, with no TPM of their own.
+  meta: { name: "attest", description: "Enroll a TPM node's attestation key, answer a challenge with a TPM quote, or check an answer" },
+  help: `DESIGN.md section 7: trust in a TPM node is a chain checked link by link: its EK
+certificate (to the genesis' ek_roots, or its EK digest on ek_allowlist), its AK bound to
+that EK by credential activation (enrollment), its identity key certified by the AK, and
+then quotes of the genesis policy's PCRs, bound to the mesh, the node, its enrolled AK and
+the verifier's nonce. The mesh (dsm run) does all of it over /dsm/enroll/1 and
+/dsm/attest/1; these commands do it with files, for an air-gapped verifier.
+
+ENROLLMENT (the verifier runs 1 and 3 on its data dir; the node runs 2)
+  1. dsm attest enroll-challenge CARD [-o c.json]
+      Checks the card's evidence (EK chain, AK, certify) and makes a TPM2_MakeCredential
+      challenge against its EK for its AK; the secret stays in this data dir's ledger.
+  2. dsm attest enroll-answer c.json [-o a.json]
+      On the TPM node: TPM2_ActivateCredential, then an HMAC proof under the secret.
+  3. dsm attest enroll-verify a.json
+      Checks the proof and records the enrollment: later quotes are checked under this AK.
 
   dsm attest --nonce HEX [--pcrs LIST] [-o FILE]
       On a TPM node: the answer (an attestation bundle: card, nonce, quote, signature).
@@ -19,28 +34,34 @@ its card names; anyone with the genesis checks the answer, with no TPM of their 
   dsm attest --golden [--pcrs LIST]
       On a reference node: {"pcrs": [...], "digests": ["<current composite digest>"]},
       the policy file that dsm genesis --pcr-policy records.
-  dsm attest verify BUNDLE [--genesis FILE] [--nonce HEX] [--quarantine]
-      Checks an answer: the bundle's mesh, the card's signature, a TPM node admitted to
-      the mesh, the quote signed by the card's attestation key, exactly the policy's
-      PCRs, a digest the genesis accepts, and with --nonce the challenge's nonce (without
-      it, freshness is not checked and a warning says so). --genesis defaults to the data
-      dir's genesis. With --quarantine, run on a validator: a failed answer makes that
-      validator sign a quarantine record (type Q) for the node, stored in its ledger and
-      printed, so the node's later microblocks stay out of checkpoints.
+  dsm attest verify BUNDLE --node NODE_ID --nonce HEX [--genesis FILE] [--quarantine]
+      Checks the answer of the node you challenged (--node) to your nonce: the bundle's
+      mesh, that it answers for that node, that node's enrollment in this data dir's
+      ledger, the quote made by the enrolled AK over the binding of mesh, node, AK and
+      nonce, exactly the policy's PCRs and a digest the genesis accepts. A node with no
+      enrollment here fails (not_enrolled): it is a software node, whatever its card
+      says. --genesis defaults to the data dir's genesis. With --quarantine, run on a
+      validator: a failed answer makes it sign a quarantine record (type Q) for the node,
+      stored in its ledger and printed, so its later microblocks stay out of checkpoints.
 
 LIST: PCR indices, e.g. 0,1,2,7 or 0-7.
 
-EXIT STATUS  0 answer made / verified, 2 the answer does not verify, 1 error (no TPM,
-unreadable file, bad arguments).
+EXIT STATUS  0 answer made / verified / enrolled, 2 the evidence, enrollment or answer
+does not verify (the check that failed is named), 1 error (no TPM, unreadable file, bad
+arguments).
 
 EXAMPLES
-  dsm attest --nonce $(openssl rand -hex 32) -o answer.json
-  dsm attest --golden > pcr-policy.json
-  dsm attest verify answer.json --genesis genesis.json --nonce <the nonce sent>`,
+  dsm attest enroll-challenge edge1-card.json -o c.json     # on the validator
+  dsm attest enroll-answer c.json -o a.json                 # on edge1
+  dsm attest enroll-verify a.json                           # on the validator
+  dsm attest --nonce $(openssl rand -hex 32) -o answer.json # on edge1
+  dsm attest verify answer.json --node <edge1 node id> --nonce <the nonce sent>
+  dsm attest --golden > pcr-policy.json`,
   args: {
     ...commonArgs,
-    action: { type: "positional", required: false, description: "verify: check an answer instead of making one", valueHint: "verify" },
-    bundle: { type: "positional", required: false, description: "With verify: the attestation bundle file", valueHint: "BUNDLE" },
+    action: { type: "positional", required: false, description: "verify, enroll-challenge, enroll-answer or enroll-verify", valueHint: "ACTION" },
+    bundle: { type: "positional", required: false, description: "The file the action reads: an answer, a card, a challenge", valueHint: "FILE" },
+    node: { type: "string", description: "With verify: the node id you challenged", valueHint: "NODE_ID" },
     nonce: { type: "string", description: "The challenge: 32 bytes as 64 hex characters", valueHint: "HEX" },
     pcrs: { type: "string", description: "PCR indices to quote (default: the genesis policy's)", valueHint: "LIST" },
     golden: { type: "boolean", description: "Print this TPM's current PCR digest as a policy file" },
@@ -51,8 +72,12 @@ EXAMPLES
   async run({ args }) {
     const ctx = context(args);
     const action = args.action === undefined ? undefined : String(args.action);
-    if (action !== undefined && action !== "verify") throw new CliError(`unknown action "${action}": use dsm attest --nonce HEX, dsm attest --golden or dsm attest verify BUNDLE`);
+    if (action !== undefined && !["verify", "enroll-challenge", "enroll-answer", "enroll-verify"].includes(action)) {
+      throw new CliError(`unknown action "${action}": use dsm attest --nonce HEX, --golden, verify, enroll-challenge, enroll-answer or enroll-verify (see dsm attest --help)`);
+    }
     if (action === "verify") return verify(ctx, args);
+    if (action !== undefined) return enroll(ctx, action, args);
+    if (args.node !== undefined) throw new CliError("--node belongs to dsm attest verify");
     if (args.bundle !== undefined) throw new CliError(`unexpected argument "${args.bundle}"`);
     if (args.quarantine || args.genesis !== undefined) throw new CliError("--genesis and --quarantine belong to dsm attest verify");
     if (args.golden && args.nonce !== undefined) throw new CliError("--golden and --nonce exclude each other");
@@ -95,44 +120,131 @@ export function parsePcrList(text: string): number[] {
   return [...out].sort((x, y) => x - y);
 }
 
-async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown; nonce?: unknown; quarantine?: unknown; golden?: unknown; output?: unknown; pcrs?: unknown }): Promise<void> {
+async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown; nonce?: unknown; node?: unknown; quarantine?: unknown; golden?: unknown; output?: unknown; pcrs?: unknown }): Promise<void> {
   if (args.bundle === undefined) throw new CliError("dsm attest verify needs the BUNDLE file");
   if (args.golden || args.output !== undefined || args.pcrs !== undefined) throw new CliError("--golden, --pcrs and -o are for making an answer, not verifying one");
-  const nonce = args.nonce === undefined ? undefined : String(args.nonce);
-  if (nonce !== undefined && !isHex(nonce, 32)) throw new CliError("--nonce must be 64 lowercase hex characters (32 bytes)");
+  if (args.nonce === undefined) throw new CliError("dsm attest verify needs --nonce HEX, the nonce you sent: without it a replayed answer would pass");
+  if (args.node === undefined) throw new CliError("dsm attest verify needs --node NODE_ID, the node you challenged: the answer's own claim of who it is does not count");
+  const nonce = String(args.nonce);
+  if (!isHex(nonce, 32)) throw new CliError("--nonce must be 64 lowercase hex characters (32 bytes)");
+  const nodeId = String(args.node);
+  if (!isHex(nodeId, 32)) throw new CliError("--node must be a node id: 64 lowercase hex characters");
   const bundle = readJsonFile(String(args.bundle), "attestation bundle");
-  const check = (genesis: Genesis, node: DSMNode | null): void => {
-    const r = verifyAttestation(bundle, genesis, nonce);
-    if (nonce === undefined) warning("dsm attest verify: no --nonce given: the quote's freshness is not checked (a replayed answer would pass)");
-    if (r.ok) {
-      if (ctx.json) printJson({ ok: true, node_id: r.nodeId, pcr_digest: r.pcrDigest, ak_name: r.akName });
-      else print(`OK: node ${r.nodeId} attested: PCR digest ${r.pcrDigest} is accepted by the genesis`);
-      return;
-    }
-    process.exitCode = EXIT.verifyFailed;
-    let record = null;
-    if (node && r.nodeId) record = quarantineFor(node, r.nodeId, `${r.check}: ${r.reason}`);
-    if (ctx.json) printJson({ ok: false, node_id: r.nodeId, check: r.check, error: r.reason, ...(record ? { quarantine: record } : {}) });
-    else if (record) print(JSON.stringify(record));
-    process.stderr.write(`dsm attest verify: FAILED (${r.check}): ${r.reason}\n`);
-    if (record) warn(`dsm attest verify: node ${r.nodeId!.slice(0, 16)}… quarantined from seq ${record.from_seq} (record signed by validator ${record.validator})`);
-  };
-  if (args.quarantine) {
-    await withNode(ctx, (node) => check(node.genesis, node));
-    return;
-  }
+  let genesisFile: Genesis | null = null;
   if (args.genesis !== undefined) {
-    let genesis: Genesis;
     try {
-      genesis = parseGenesis(readJsonFile(String(args.genesis), "genesis"), { checkPop: true });
+      genesisFile = parseGenesis(readJsonFile(String(args.genesis), "genesis"), { checkPop: true });
     } catch (e) {
       if (e instanceof CliError) throw e;
       throw new CliError(`${args.genesis}: ${(e as Error).message}`);
     }
-    check(genesis, null);
+  }
+  await withNode(
+    ctx,
+    (node) => {
+      const genesis = genesisFile ?? node.genesis;
+      const enrollment = node.enrollments.get(nodeId);
+      const r = verifyAttestation(bundle, genesis, { nodeId, enrollment, nonce });
+      if (r.ok) {
+        if (args.quarantine) node.enrollments.quoted(nodeId, Date.now(), r.pcrDigest, "passed");
+        if (ctx.json) printJson({ ok: true, node_id: r.nodeId, pcr_digest: r.pcrDigest, ak_name: r.akName, ek: enrollment!.ek });
+        else print(`OK: node ${r.nodeId} attested: quote by its enrolled AK (${enrollment!.ek.method === "certificate" ? `EK certificate from ${enrollment!.ek.issuer}` : "EK on the allowlist"}), PCR digest ${r.pcrDigest} accepted by the genesis`);
+        return;
+      }
+      process.exitCode = EXIT.verifyFailed;
+      let record = null;
+      if (args.quarantine) record = quarantineFor(node, nodeId, `${r.check}: ${r.reason}`);
+      if (ctx.json) printJson({ ok: false, node_id: r.nodeId, check: r.check, error: r.reason, ...(record ? { quarantine: record } : {}) });
+      else if (record) print(JSON.stringify(record));
+      process.stderr.write(`dsm attest verify: FAILED (${r.check}): ${r.reason}\n`);
+      if (record) warn(`dsm attest verify: node ${nodeId.slice(0, 16)}… quarantined from seq ${record.from_seq} (record signed by validator ${record.validator})`);
+    },
+    { readonly: !args.quarantine },
+  );
+}
+
+/** The three steps of enrollment with files (see the help text). */
+async function enroll(ctx: Context, action: string, args: { bundle?: unknown; output?: unknown; nonce?: unknown; golden?: unknown; genesis?: unknown; quarantine?: unknown; pcrs?: unknown }): Promise<void> {
+  if (args.bundle === undefined) throw new CliError(`dsm attest ${action} needs its input file (see dsm attest --help)`);
+  if (args.nonce !== undefined || args.golden || args.genesis !== undefined || args.quarantine || args.pcrs !== undefined) throw new CliError(`dsm attest ${action} takes only its file${action === "enroll-verify" ? "" : " and -o"}`);
+  const file = String(args.bundle);
+  const emit = (value: unknown, what: string) => {
+    const text = ctx.json || args.output === undefined ? JSON.stringify(value) : JSON.stringify(value, null, 2) + "\n";
+    if (args.output === undefined) return print(text);
+    fs.writeFileSync(String(args.output), text, { mode: 0o644 });
+    warn(`${what} written to ${args.output}`);
+  };
+  if (action === "enroll-challenge") {
+    let card: NodeCard;
+    try {
+      card = parseCard(readJsonFile(file, "card"), file, { checkPop: false });
+    } catch (e) {
+      if (e instanceof CliError) throw e;
+      throw new CliError(`${file}: ${(e as Error).message}`);
+    }
+    await withNode(ctx, (node) => {
+      let p;
+      try {
+        p = makeEnrollChallenge(card, node.genesis, node.mesh, node.nodeId, Date.now());
+      } catch (e) {
+        if (!(e instanceof EnrollError)) throw e;
+        process.exitCode = EXIT.verifyFailed;
+        if (ctx.json) printJson({ ok: false, node_id: card.node_id, check: e.check, error: e.message });
+        process.stderr.write(`dsm attest enroll-challenge: node ${card.node_id.slice(0, 16)}… cannot be enrolled (${e.check}): ${e.message}\n`);
+        return;
+      }
+      node.enrollments.addPending(p, Date.now());
+      emit(p.challenge, `enrollment challenge for node ${card.node_id.slice(0, 16)}… (${p.ek.method === "certificate" ? `EK certificate from ${p.ek.issuer}` : "EK on the allowlist"})`);
+    });
     return;
   }
-  await withNode(ctx, (node) => check(node.genesis, null), { readonly: true });
+  if (action === "enroll-answer") {
+    let c;
+    try {
+      c = parseEnrollChallenge(readJsonFile(file, "enrollment challenge"), file);
+    } catch (e) {
+      if (e instanceof CliError) throw e;
+      throw new CliError(`${file}: ${(e as Error).message}`);
+    }
+    await withNode(ctx, (node) => {
+      const key = tpmKeyOf(node);
+      let a;
+      try {
+        a = answerEnrollment(key, node.card(), node.mesh, c);
+      } catch (e) {
+        throw new CliError(`cannot answer ${file}: ${(e as Error).message}`);
+      }
+      emit(a, "enrollment answer");
+    });
+    return;
+  }
+  if (args.output !== undefined) throw new CliError("dsm attest enroll-verify writes no file: it records the enrollment in the ledger");
+  let a: EnrollAnswer;
+  try {
+    a = parseEnrollAnswer(readJsonFile(file, "enrollment answer"), file);
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError(`${file}: ${(e as Error).message}`);
+  }
+  await withNode(ctx, (node) => {
+    const p = node.enrollments.pending(a.challenge);
+    if (!p) throw new CliError(`${file} answers no challenge this data dir sent and still waits on (answered already, expired, or made elsewhere): run dsm attest enroll-challenge again`);
+    node.enrollments.dropPending(a.challenge);
+    let e;
+    try {
+      e = finishEnrollment(p, a, Date.now());
+    } catch (err) {
+      process.exitCode = EXIT.verifyFailed;
+      const check = err instanceof EnrollError ? err.check : "enroll";
+      if (ctx.json) printJson({ ok: false, node_id: p.challenge.node_id, check, error: (err as Error).message });
+      process.stderr.write(`dsm attest enroll-verify: FAILED (${check}): ${(err as Error).message}\n`);
+      return;
+    }
+    node.enrollments.put(e);
+    const how = e.ek.method === "certificate" ? `EK certificate from ${e.ek.issuer}` : `EK ${e.ek.digest.slice(0, 16)}… on the allowlist`;
+    if (ctx.json) printJson({ ok: true, node_id: e.node_id, ak_name: e.ak_name, ek: e.ek });
+    else print(`OK: node ${e.node_id} enrolled: TPM-rooted, ${how}; its AK ${e.ak_name.slice(0, 20)}… is in that TPM (credential activated)`);
+  });
 }
 
 /** This validator signs and stores a quarantine record: the node's microblocks after its current head stay out. */

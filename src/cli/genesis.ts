@@ -10,14 +10,16 @@ import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } fro
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
 // without `multiple`, so a repeated string flag keeps only its last value: these are
 // collected from the raw arguments instead.
-const REPEATED = { validator: ["validator"], allow: ["allow"] } as const;
+const REPEATED = { validator: ["validator"], allow: ["allow"], ekRoot: ["ek-root"], ekAllow: ["ek-allow"] } as const;
 // Every flag of this command that takes a value (the walker must skip their values).
-const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "pcr-policy", "output", "o", "config", "data-dir"]);
+const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "pcr-policy", "ek-root", "ek-allow", "attest-roles", "output", "o", "config", "data-dir"]);
 
 interface Raw {
   /** Validator cards in command-line order, from --validator and plain arguments alike. */
   validator: string[];
   allow: string[];
+  ekRoot: string[];
+  ekAllow: string[];
   positionals: string[];
   outputGiven: boolean;
   outputValue: string | undefined;
@@ -25,7 +27,7 @@ interface Raw {
 
 /** Walks the raw arguments the way citty/parseArgs do, but keeps every repeated value. */
 export function collectArgs(rawArgs: string[]): Raw {
-  const out: Raw = { validator: [], allow: [], positionals: [], outputGiven: false, outputValue: undefined };
+  const out: Raw = { validator: [], allow: [], ekRoot: [], ekAllow: [], positionals: [], outputGiven: false, outputValue: undefined };
   for (let i = 0; i < rawArgs.length; i++) {
     const tok = rawArgs[i]!;
     if (tok === "--") {
@@ -136,13 +138,18 @@ open admits any edge. Without -o the genesis goes to stdout.
 --pcr-policy FILE makes the mesh require TPM attestation (DESIGN.md section 7): FILE lists
 the PCR indices to quote and the composite digests accepted (dsm attest --golden on a
 reference node prints it; several reference nodes' digests may be merged into one list).
-Validator cards and --allow cards of software-key nodes are then refused.
+Validator cards and --allow cards of software-key nodes are then refused. Such a mesh
+also names the endorsement keys it trusts, as a TPM's chain of trust starts there:
+--ek-root FILE (PEM CA certificates: the TPM vendors' roots, or swtpm_localca's; a file
+may hold several; repeatable) and/or --ek-allow DIGEST (an EK without a certificate:
+sha256 of its TPMT_PUBLIC, as dsm card --json shows it under tpm.ek_digest; repeatable).
+--attest-roles edge,validator chooses which roles must attest (default: both).
 
 EXAMPLES
   dsm genesis --name soc-eu --validator v1.json --validator v2.json --validator v3.json -o genesis.json
   dsm genesis --name lab v1.json v2.json --admission open --epoch-duration 60 -o genesis.json
   dsm genesis --name soc-eu --validator v1.json --allow edge1.json --allow 02ab...ef -o genesis.json
-  dsm genesis --name fleet --validator v1.json --pcr-policy pcr-policy.json -o genesis.json`,
+  dsm genesis --name fleet --validator v1.json --pcr-policy pcr-policy.json --ek-root vendor-roots.pem -o genesis.json`,
   args: {
     validators: { type: "positional", required: false, description: "Validator card files (also: --validator)", valueHint: "CARD.json" },
     name: { type: "string", description: "Mesh name: 1-64 letters, digits, '.', '_' or '-'", valueHint: "NAME" },
@@ -152,6 +159,9 @@ EXAMPLES
     admission: { type: "enum", options: ["open", "allowlist"], description: "Which edges may write: allowlist (default) or open" },
     allow: { type: "string", description: "Admit this edge: identity key hex or card file; repeatable", valueHint: "KEY|CARD.json" },
     "pcr-policy": { type: "string", description: "Require TPM attestation with this PCR policy (from dsm attest --golden)", valueHint: "FILE" },
+    "ek-root": { type: "string", description: "With --pcr-policy: trust EK certificates under these PEM CA certificates; repeatable", valueHint: "FILE" },
+    "ek-allow": { type: "string", description: "With --pcr-policy: trust this EK digest (a TPM without an EK certificate); repeatable", valueHint: "DIGEST" },
+    "attest-roles": { type: "string", description: "With --pcr-policy: which roles must attest: edge, validator or edge,validator (default)", valueHint: "ROLES" },
     output: { type: "string", alias: "o", description: "Write the genesis here (default: stdout)", valueHint: "FILE" },
     force: { type: "boolean", description: "Replace an existing output file" },
     json: { type: "boolean", description: "Machine-readable summary on stdout" },
@@ -184,7 +194,20 @@ EXAMPLES
     const admission = (args.admission as "open" | "allowlist" | undefined) ?? "allowlist";
     if (admission === "open" && allowValues.length > 0) throw new CliError("--allow needs --admission allowlist (open admits every edge)");
     const pcrPolicy = args["pcr-policy"] === undefined ? undefined : readPcrPolicy(String(args["pcr-policy"]));
-    const allow = allowValues.map((v) => allowedKey(v, pcrPolicy !== undefined));
+    const ekRoots = splitList(raw.ekRoot).flatMap(readPemCertificates);
+    const ekAllow = splitList(raw.ekAllow).map((d) => {
+      const v = d.toLowerCase().replace(/^(0x)?000b(?=[0-9a-f]{64}$)/, "");
+      if (!isHex(v, 32)) throw new CliError(`--ek-allow ${JSON.stringify(d)} is not an EK digest (64 hex digits, or the EK's name 000b + 64 hex digits as tpm2_readpublic prints it)`);
+      return v;
+    });
+    let roles: ("edge" | "validator")[] | undefined;
+    if (args["attest-roles"] !== undefined) {
+      roles = [...new Set(String(args["attest-roles"]).split(",").map((r) => r.trim()))] as ("edge" | "validator")[];
+      if (roles.length === 0 || !roles.every((r) => r === "edge" || r === "validator")) throw new CliError(`--attest-roles must be edge, validator or edge,validator, got "${args["attest-roles"]}"`);
+    }
+    if (pcrPolicy === undefined && (ekRoots.length > 0 || ekAllow.length > 0 || roles)) throw new CliError("--ek-root, --ek-allow and --attest-roles belong with --pcr-policy (they shape required attestation)");
+    if (pcrPolicy !== undefined && ekRoots.length === 0 && ekAllow.length === 0) throw new CliError("--pcr-policy needs the endorsement keys the mesh trusts: --ek-root FILE (CA certificates) and/or --ek-allow DIGEST");
+    const allow = allowValues.map((v) => allowedKey(v, pcrPolicy !== undefined && (roles ?? ["edge"]).includes("edge")));
 
     const output = raw.outputGiven ? raw.outputValue : undefined;
     if (raw.outputGiven && (output === undefined || output === "")) throw new CliError("-o needs a value");
@@ -204,7 +227,7 @@ EXAMPLES
         sources: files,
         admission,
         allow,
-        attestation: pcrPolicy && { required: true, ...pcrPolicy },
+        attestation: pcrPolicy && { required: true, ...pcrPolicy, ek_roots: ekRoots, ek_allowlist: ekAllow, ...(roles ? { roles } : {}) },
       });
     } catch (e) {
       throw new CliError((e as Error).message);
@@ -229,3 +252,16 @@ EXAMPLES
     warn(`mesh ${mesh} (${name}, ${genesis.validators.length} validator${genesis.validators.length === 1 ? "" : "s"}, ${genesis.admission.policy} admission)${output === undefined ? "" : ` written to ${output}`}`);
   },
 });
+
+/** Each certificate of a PEM file, as its own PEM block: the genesis lists one per entry. */
+function readPemCertificates(file: string): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new CliError(`--ek-root ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new CliError(`--ek-root ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it`);
+  return blocks.map((b) => b.replace(/\r\n/g, "\n") + "\n");
+}

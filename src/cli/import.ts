@@ -84,6 +84,7 @@ export class Importer {
   constructor(node: DSMNode) {
     this.#buffer = new ReorderBuffer(node.ledger, node.policy, {
       maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000,
+      notAttested: (id) => node.notAttested(id),
       report: (line) => warn(`dsm import: ${line}`),
     });
   }

@@ -1,5 +1,6 @@
 import * as fs from "node:fs";
 import { DEFAULT_CONFIG_TEXT } from "../config/config.ts";
+import { pemCertificates } from "../crypto/x509.ts";
 import { DSMNode } from "../node/node.ts";
 import { CliError, command, commonArgs, context, print, printJson, warning } from "./common.ts";
 
@@ -10,8 +11,13 @@ export default command({
                  identity.kind: tpm) the key is created inside the TPM instead and
                  made persistent at identity.tpm_handle (default 0x81000100); its
                  private part never leaves the TPM, and identity.tpm.json records
-                 where it is. The card then says tpm: true and names the TPM's
-                 attestation key (ak_pub).
+                 where it is. The card then says tpm: true and carries the TPM's
+                 evidence (DESIGN.md section 7): the endorsement key (EK) and its
+                 certificate read from NV (0x01c00002 RSA 2048, 0x01c0000a P-256,
+                 0x01c00016 P-384), the intermediates given with --ek-chain, the
+                 attestation key (AK), and the AK's TPM2_Certify of the identity key.
+                 Validators enroll the AK by credential activation before they trust
+                 it; until then the node counts as a software node.
   libp2p.key     the Ed25519 key that fixes the node's libp2p peer id
   bls.key        the BLS12-381 key this node votes with as a validator
   privacy.key    the secret for privacy.anonymize_ips
@@ -54,11 +60,14 @@ EXAMPLES
     role: { type: "enum", options: ["edge", "validator", "both"], description: "Node role (default: node.role from the config)" },
     tpm: { type: "string", description: "Create the identity key in this TPM (TCTI string) instead of a key file", valueHint: "TCTI" },
     "tpm-handle": { type: "string", description: "Persistent handle for the TPM key, or auto: the first free one (default: identity.tpm_handle)", valueHint: "0x81......|auto" },
+    "ek-chain": { type: "string", description: "With --tpm: PEM intermediates of the EK certificate, carried on the card", valueHint: "FILE" },
   },
   async run({ args }) {
     const ctx = context(args);
     const tpmHandle = tpmHandleArg(args["tpm-handle"]);
     if (tpmHandle !== undefined && args.tpm === undefined && ctx.config.identity.kind !== "tpm") throw new CliError("--tpm-handle needs --tpm TCTI (or identity.kind: tpm)");
+    if (args["ek-chain"] !== undefined && args.tpm === undefined && ctx.config.identity.kind !== "tpm") throw new CliError("--ek-chain needs --tpm TCTI (or identity.kind: tpm)");
+    const ekChain = args["ek-chain"] === undefined ? undefined : readEkChain(String(args["ek-chain"]));
     const r = await DSMNode.init({
       dataDir: ctx.dataDir,
       config: ctx.config,
@@ -70,6 +79,7 @@ EXAMPLES
       role: args.role as "edge" | "validator" | "both" | undefined,
       tpm: args.tpm === undefined ? undefined : String(args.tpm),
       tpmHandle,
+      ekChain,
     });
     const kind = r.card.tpm ? "tpm" : "software";
     if (kind === "software") warning("dsm: identity key is a SOFTWARE key in a 0600 file (no TPM): protect this data dir like a private key");
@@ -96,6 +106,7 @@ EXAMPLES
         `  peer id   ${r.card.peer_id}`,
         `  role      ${r.card.role}`,
         kind === "tpm" ? `  identity  TPM key at handle ${tpm!.handle} (${r.layout.tpmIdentity}); attestation key ${r.card.ak_pub}` : `  identity  software key ${r.layout.identityKey}`,
+        ...(kind === "tpm" ? [`  EK        ${r.card.tpm_evidence?.ek_certificates.length ? `certificate from NV${ekChain?.length ? ` + ${ekChain.length} intermediate(s)` : ""}` : "no certificate in NV: the genesis must list its digest (ek_allowlist)"}`] : []),
         ...(skippedNote ? [`  note      ${skippedNote}`] : []),
         ...(tpm?.replaced ? [`  note      replaced this data dir's previous TPM key at ${tpm.handle}`] : []),
         ...(tpm?.released ? [`  note      evicted this data dir's previous TPM key at ${tpm.released}`] : []),
@@ -111,4 +122,19 @@ function tpmHandleArg(value: string | undefined): number | "auto" | undefined {
   if (value === "auto") return "auto";
   if (!/^0x81[0-9a-fA-F]{6}$/.test(value)) throw new CliError(`--tpm-handle must be a persistent handle 0x81000000-0x81ffffff in hex, or auto; got "${value}"`);
   return Number.parseInt(value, 16);
+}
+
+/** --ek-chain: the PEM certificates in FILE, as DER. */
+function readEkChain(file: string): Uint8Array[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new CliError(`--ek-chain ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return pemCertificates(text);
+  } catch (e) {
+    throw new CliError(`--ek-chain ${file}: ${(e as Error).message}`);
+  }
 }

@@ -26,7 +26,20 @@ export function domainDigestOfCanonical(kind: DigestKind, canonicalJson: string)
   return h.digest() as Uint8Array;
 }
 
-export type DigestKind = "microblock" | "keycert" | "keycert-pop" | "card" | "checkpoint" | "genesis" | "proposal" | "vote" | "quarantine";
+export type DigestKind =
+  | "microblock"
+  | "keycert"
+  | "keycert-pop"
+  | "card"
+  | "checkpoint"
+  | "genesis"
+  | "proposal"
+  | "vote"
+  | "quarantine"
+  | "tpm-certify"
+  | "tpm-quote"
+  | "enroll-challenge"
+  | "enroll-proof";
 
 const DOMAIN_PREFIX: Record<DigestKind, string> = {
   microblock: "hookprobe-dsm/microblock/v1\n",
@@ -38,4 +51,10 @@ const DOMAIN_PREFIX: Record<DigestKind, string> = {
   proposal: "hookprobe-dsm/proposal/v1\n",
   vote: "hookprobe-dsm/vote/v1\n",
   quarantine: "hookprobe-dsm/quarantine/v1\n",
+  // TPM-made and enrollment digests (DESIGN.md section 7, docs/PROTOCOL.md "Attestation"):
+  // what TPM2_Certify and TPM2_Quote carry as qualifyingData, and what enrollment hashes.
+  "tpm-certify": "hookprobe-dsm/tpm-certify/v1\n",
+  "tpm-quote": "hookprobe-dsm/tpm-quote/v1\n",
+  "enroll-challenge": "hookprobe-dsm/enroll-challenge/v1\n",
+  "enroll-proof": "hookprobe-dsm/enroll-proof/v1\n",
 };

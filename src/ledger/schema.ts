@@ -130,4 +130,27 @@ export const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX quarantine_records_node ON quarantine_records (mesh, node_id);
   `,
+  // Enrollments (src/ledger/enrollment-store.ts, DESIGN.md section 7): the AK this verifier
+  // enrolled for each node by credential activation, its last attestation, and challenges
+  // sent and not answered yet (their credential is a secret: the data dir is 0700).
+  `
+  CREATE TABLE enrollments (
+    mesh BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    record BLOB NOT NULL,
+    enrolled_at INTEGER NOT NULL,
+    quoted_at INTEGER,
+    pcr_digest TEXT,
+    result TEXT,
+    PRIMARY KEY (mesh, node_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE enroll_pending (
+    mesh BLOB NOT NULL,
+    challenge BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    pending BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, challenge)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -44,4 +44,15 @@ export const STATEMENTS = {
     fork: "SELECT min(seq) AS seq, max(detected_at) AS at FROM fork_evidence WHERE chain = ?",
     forked: "SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?",
   },
+  enrollment: {
+    put: "INSERT INTO enrollments (mesh, node_id, record, enrolled_at) VALUES (?, ?, ?, ?) ON CONFLICT (mesh, node_id) DO UPDATE SET record = excluded.record, enrolled_at = excluded.enrolled_at, quoted_at = NULL, pcr_digest = NULL, result = NULL",
+    get: "SELECT record, quoted_at, pcr_digest, result FROM enrollments WHERE mesh = ? AND node_id = ?",
+    all: "SELECT record, quoted_at, pcr_digest, result FROM enrollments WHERE mesh = ?",
+    quoted: "UPDATE enrollments SET quoted_at = ?, pcr_digest = ?, result = ? WHERE mesh = ? AND node_id = ?",
+    drop: "DELETE FROM enrollments WHERE mesh = ? AND node_id = ?",
+    addPending: "INSERT INTO enroll_pending (mesh, challenge, node_id, pending, created_at) VALUES (?, ?, ?, ?, ?)",
+    getPending: "SELECT pending FROM enroll_pending WHERE mesh = ? AND challenge = ?",
+    dropPending: "DELETE FROM enroll_pending WHERE mesh = ? AND challenge = ?",
+    expirePending: "DELETE FROM enroll_pending WHERE created_at < ?",
+  },
 } as const;

@@ -3,12 +3,14 @@
 import type { DSMNode } from "../node/node.ts";
 import { parseCard } from "../protocol/card.ts";
 import { canonicalize } from "../encoding/jcs.ts";
+import { mustAttest } from "../protocol/genesis.ts";
+import { verifyEvidence } from "../tpm/evidence.ts";
 
 /**
  * Why a peer's node card does not admit it to this mesh, or null when it does: the card
  * must verify under its identity key, name the connection's peer id, and belong to a
  * validator of the genesis (exactly the card listed there) or a node the admission policy
- * admits (with a TPM when the genesis requires attestation).
+ * admits (with TPM evidence that verifies when the genesis makes its role attest).
  */
 export function admitCard(node: DSMNode, value: unknown, peerId: string): string | null {
   let card;
@@ -22,6 +24,12 @@ export function admitCard(node: DSMNode, value: unknown, peerId: string): string
   const listed = genesis.validators.find((c) => c.node_id === card.node_id);
   if (listed) return canonicalize(listed) === canonicalize(card) ? null : `node ${card.node_id.slice(0, 16)}… shows a card other than its genesis card`;
   if (!node.policy.isAdmitted(card.node_id)) return `node ${card.node_id.slice(0, 16)}… is not admitted by the mesh's ${genesis.admission.policy} policy`;
-  if (genesis.attestation.required && !card.tpm) return `node ${card.node_id.slice(0, 16)}… has no TPM, and the mesh requires attestation`;
+  if (mustAttest(genesis, card.node_id)) {
+    // Checked now, from what the card shows against the genesis' EK roots: the links that
+    // need no round trip. Validators then enroll its AK (credential activation).
+    if (!card.tpm) return `node ${card.node_id.slice(0, 16)}… has no TPM, and the mesh requires attestation of its role`;
+    const ev = verifyEvidence(card, genesis.attestation, Date.now());
+    if (!ev.ok) return `node ${card.node_id.slice(0, 16)}… must attest, but its TPM evidence does not verify (${ev.check}): ${ev.reason}`;
+  }
   return null;
 }

@@ -26,7 +26,25 @@ export interface DaemonStatus {
   lag_epochs: number | null;
   validators: { index: number; node_id: string; peer_id: string; connected: boolean; signed_last: boolean }[];
   consensus: { round: number; step: string; base_epoch: number; flagged: number[] } | null;
-  attestation: { challenging: boolean; passed: number; failed: number };
+  attestation: {
+    challenging: boolean;
+    passed: number;
+    failed: number;
+    /** Failures by the check that failed. */
+    failures: Record<string, number>;
+    /** Admitted peers and their trust level (DESIGN.md section 7). */
+    nodes: {
+      node_id: string;
+      peer_id: string;
+      trust: "software" | "tpm-evidence" | "tpm-enrolled";
+      detail: string;
+      ek: string | null;
+      /** Last attestation here: when (ms), its PCR digest, and "passed" or "failed: <check>". */
+      quoted_at: number | null;
+      pcr_digest: string | null;
+      result: string | null;
+    }[];
+  };
 }
 
 export interface DaemonApi {

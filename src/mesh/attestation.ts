@@ -1,30 +1,51 @@
-// Attestation (DESIGN.md section 7): every node answers a validator's challenge with a TPM
-// quote over its nonce (without a TPM it says so), and a validator of a mesh whose genesis
-// requires attestation challenges each admitted peer, at admission and every
-// attestation.interval_epochs. A failed or missing answer makes it sign a quarantine record.
+// Attestation (DESIGN.md section 7) over the mesh. Every TPM node answers two protocols:
+// /dsm/enroll/1 (credential activation: its AK is in the TPM of its EK) and /dsm/attest/1
+// (a quote bound to itself and the validator's nonce). A validator of a mesh whose genesis
+// requires attestation enrolls each admitted TPM peer, validators included, then challenges
+// it at admission and every attestation.interval_epochs, checking each answer against the
+// AK it enrolled, never against what the answer says. A failed or missing answer makes it
+// sign a quarantine record.
+import type { EnrollmentStore } from "../ledger/enrollment-store.ts";
 import type { DSMValidator } from "../node/validator.ts";
 import type { NodeCard } from "../protocol/card.ts";
+import { parseEnrollAnswer, parseEnrollChallenge } from "../protocol/enrollment.ts";
+import { mustAttest } from "../protocol/genesis.ts";
 import type { QuarantineRecord } from "../protocol/quarantine.ts";
-import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, newNonce, verifyAttestation } from "../tpm/attestation.ts";
+import { answerEnrollment, EnrollError, finishEnrollment, makeEnrollChallenge } from "../tpm/enroll.ts";
+import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import type { MeshContext } from "./context.ts";
 
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
+export const ENROLL_PROTOCOL = "/dsm/enroll/1";
+
+export interface AttestationStatus {
+  challenging: boolean;
+  passed: number;
+  failed: number;
+  /** Failures by the check that failed (enrollment and quotes alike). */
+  failures: Record<string, number>;
+}
 
 export class Attestation {
   /** This node challenges its peers: a validator, and the genesis requires attestation. */
   challenging = false;
   passed = 0;
   failed = 0;
+  readonly failures: Record<string, number> = {};
   #timer: ReturnType<typeof setInterval> | null = null;
+  /** One enrollment or challenge at a time per node: a reconnect storm must not stack them. */
+  readonly #busy = new Set<string>();
 
   constructor(
     private readonly ctx: MeshContext,
     private readonly validator: DSMValidator | null,
+    private readonly enrollments: EnrollmentStore,
   ) {}
 
-  serve(): Promise<void> {
-    return this.ctx.net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
+  async serve(): Promise<void> {
+    await this.ctx.net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
+    await this.ctx.net.serve(ENROLL_PROTOCOL, (req) => this.#answerEnroll(req));
   }
 
   /** Starts challenging, when this node should: admitted peers now, and all of them every interval. */
@@ -43,16 +64,15 @@ export class Attestation {
     if (this.#timer) clearInterval(this.#timer);
   }
 
-  /** A peer just admitted: challenged at once when this node challenges at all. */
+  /** A peer just admitted: enrolled and challenged at once when this node challenges at all. */
   onAdmitted(peerId: string, card: NodeCard): void {
     if (this.challenging) void this.challenge(peerId, card);
   }
 
-  status(): { challenging: boolean; passed: number; failed: number } {
-    return { challenging: this.challenging, passed: this.passed, failed: this.failed };
+  status(): AttestationStatus {
+    return { challenging: this.challenging, passed: this.passed, failed: this.failed, failures: { ...this.failures } };
   }
 
-  /** The answer to a validator's challenge: a quote of the asked PCRs over its nonce. */
   #answer(req: unknown): unknown {
     const node = this.ctx.node;
     const r = req as { nonce?: unknown; pcrs?: unknown };
@@ -66,46 +86,112 @@ export class Attestation {
     }
   }
 
+  #answerEnroll(req: unknown): unknown {
+    const node = this.ctx.node;
+    if (!(node.identity instanceof TpmIdentityKey)) return { error: "this node has no TPM (software identity key)" };
+    try {
+      return answerEnrollment(node.identity, node.card(), node.mesh, parseEnrollChallenge(req));
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+  }
+
+  #count(check: string): void {
+    this.failed++;
+    this.failures[check] = (this.failures[check] ?? 0) + 1;
+  }
+
   /**
-   * Challenges a peer: a fresh nonce, a quote of the genesis PCRs back, checked against the
-   * genesis. A failed or missing answer makes this validator sign a quarantine record, which
-   * gossip carries to every node.
+   * Enrolls a peer by credential activation (unless its current AK is enrolled already).
+   * The enrollment or the reason it failed: a node that must attest and fails is refused.
+   */
+  async enroll(peerId: string, card: NodeCard): Promise<{ ok: true } | { ok: false; check: string; reason: string }> {
+    const { node, net } = this.ctx;
+    const have = this.enrollments.get(card.node_id);
+    const akNow = card.tpm_evidence?.ak_public;
+    if (have && akNow && have.ak_public === akNow) return { ok: true };
+    let pending;
+    try {
+      pending = makeEnrollChallenge(card, node.genesis, node.mesh, node.nodeId, Date.now());
+    } catch (e) {
+      return { ok: false, check: e instanceof EnrollError ? e.check : "enroll", reason: (e as Error).message };
+    }
+    let answer: unknown;
+    try {
+      answer = await net.request(peerId, ENROLL_PROTOCOL, pending.challenge, node.config.attestation.timeout_s * 1000, 16 * 1024);
+    } catch (e) {
+      return { ok: false, check: "enroll_no_answer", reason: (e as Error).message };
+    }
+    const error = (answer as { error?: unknown })?.error;
+    if (typeof error === "string") return { ok: false, check: "activation", reason: `the node could not activate the credential: ${error}` };
+    try {
+      this.enrollments.put(finishEnrollment(pending, parseEnrollAnswer(answer), Date.now()));
+    } catch (e) {
+      return { ok: false, check: e instanceof EnrollError ? e.check : "enroll", reason: (e as Error).message };
+    }
+    this.ctx.log("info", `node ${card.node_id.slice(0, 16)}… enrolled: its AK is in the TPM of its EK (${pending.ek.method === "certificate" ? `certificate from ${pending.ek.issuer}` : "EK allowlist"})`, { node_id: card.node_id });
+    return { ok: true };
+  }
+
+  /**
+   * Challenges a peer: enrolled first when it is not, then a fresh nonce, a bound quote
+   * back, checked against the enrolled AK and the genesis. A failure makes this validator
+   * sign a quarantine record, which gossip carries to every node.
    */
   async challenge(peerId: string, card: NodeCard): Promise<void> {
     const { node, net, builder, stats } = this.ctx;
-    if (!this.validator || this.ctx.stopping()) return;
+    if (!this.validator || this.ctx.stopping() || this.#busy.has(card.node_id)) return;
     if (builder.quarantine.quarantinedFrom(card.node_id) !== undefined) return; // already held back
-    const nonce = newNonce();
-    const timeoutMs = node.config.attestation.timeout_s * 1000;
-    let answer: unknown;
-    let missed = false;
+    this.#busy.add(card.node_id);
     try {
-      answer = await net.request(peerId, ATTEST_PROTOCOL, { nonce, pcrs: node.genesis.attestation.pcrs }, timeoutMs, 64 * 1024);
-    } catch (e) {
-      missed = true;
-      answer = { error: (e as Error).message };
+      const must = mustAttest(node.genesis, card.node_id);
+      if (!card.tpm && !must) return; // a software node the mesh does not ask to attest
+      const e = await this.enroll(peerId, card);
+      if (this.ctx.stopping()) return;
+      if (!e.ok) {
+        this.#count(e.check);
+        this.ctx.log("warn", `enrollment of node ${card.node_id.slice(0, 16)}… failed (${e.check}): ${e.reason}`, { node_id: card.node_id, check: e.check });
+        this.enrollments.drop(card.node_id);
+        // It counts as a software node; where its role must attest it is not admitted at all.
+        if (must) await net.refuse(peerId, `no verified enrollment (${e.check}): ${e.reason}`);
+        return;
+      }
+      const nonce = newNonce();
+      let answer: unknown;
+      let missed = false;
+      try {
+        answer = await net.request(peerId, ATTEST_PROTOCOL, { nonce, pcrs: node.genesis.attestation.pcrs }, node.config.attestation.timeout_s * 1000, 64 * 1024);
+      } catch (err) {
+        missed = true;
+        answer = { error: (err as Error).message };
+      }
+      if (this.ctx.stopping()) return;
+      const error = (answer as { error?: unknown })?.error;
+      const enrollment = this.enrollments.get(card.node_id);
+      const r = typeof error === "string" ? { ok: false as const, check: "no_answer", reason: error } : verifyAttestation(answer, node.genesis, { nodeId: card.node_id, enrollment, nonce });
+      if (r.ok) {
+        this.passed++;
+        this.enrollments.quoted(card.node_id, Date.now(), r.pcrDigest, "passed");
+        return;
+      }
+      this.#count(r.check);
+      this.enrollments.quoted(card.node_id, Date.now(), null, `failed: ${r.check}`);
+      this.#quarantine(card, missed, `${r.check}: ${r.reason}`, r.check, stats);
+    } finally {
+      this.#busy.delete(card.node_id);
     }
-    if (this.ctx.stopping()) return;
-    const error = (answer as { error?: unknown })?.error;
-    const r = typeof error === "string" ? { ok: false as const, check: "no_answer", reason: error } : verifyAttestation(answer, node.genesis, nonce);
-    if (r.ok) {
-      this.passed++;
-      return;
-    }
-    this.failed++;
+  }
+
+  #quarantine(card: NodeCard, missed: boolean, detail: string, check: string, stats: MeshContext["stats"]): void {
     let record: QuarantineRecord;
     try {
-      record = this.validator.quarantine(card.node_id, {
-        action: "quarantine",
-        reason: missed ? "attestation_missed" : "attestation_failed",
-        detail: `${r.check}: ${r.reason}`,
-      });
+      record = this.validator!.quarantine(card.node_id, { action: "quarantine", reason: missed ? "attestation_missed" : "attestation_failed", detail });
     } catch (e) {
       // Not stored, so not sent: the next challenge (attestation.interval_epochs) tries again.
-      stats.storageFailed(`attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}), but its quarantine record could not be stored: ${(e as Error).message}`);
+      stats.storageFailed(`attestation of node ${card.node_id.slice(0, 16)}… failed (${check}), but its quarantine record could not be stored: ${(e as Error).message}`);
       return;
     }
-    this.ctx.log("warn", `attestation of node ${card.node_id.slice(0, 16)}… failed (${r.check}): quarantined from seq ${record.from_seq}`, { node_id: card.node_id, check: r.check, from_seq: record.from_seq });
+    this.ctx.log("warn", `attestation of node ${card.node_id.slice(0, 16)}… failed (${check}): quarantined from seq ${record.from_seq}`, { node_id: card.node_id, check, from_seq: record.from_seq });
     this.ctx.engine()?.logChanged();
   }
 }

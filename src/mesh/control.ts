@@ -129,6 +129,10 @@ export function metricsText(daemon: DaemonApi, version: string): string {
   metric("dsm_last_finalized_epoch", "gauge", "Epoch of the newest finality certificate held (-1: none).", [["", s.last_finalized_epoch ?? -1]]);
   metric("dsm_finality_latency_seconds", "gauge", "Time from the end of the last finalized epoch to its certificate.", [["", s.finality_latency_ms === null ? 0 : s.finality_latency_ms / 1000]]);
   metric("dsm_participation_ratio", "gauge", "Signers of the last certificate over the validators of the genesis.", [["", s.participation ?? 0]]);
+  metric("dsm_attestations_total", "counter", "Attestations (enrollments and quotes) of peers by this validator, passed or failed by the check that failed.", [
+    ['{result="passed"}', s.attestation.passed],
+    ...Object.entries(s.attestation.failures).map(([c, n]): [string, number] => [`{result="failed",check="${c}"}`, n]),
+  ]);
   metric("dsm_build_info", "gauge", "Build information.", [[`{version="${version}",role="${s.role}"}`, 1]]);
   return lines.join("\n") + "\n";
 }

@@ -29,6 +29,7 @@ import type { DaemonApi, DaemonStatus } from "./api.ts";
 import type { MeshContext } from "./context.ts";
 import { MeshStats } from "./stats.ts";
 import { Attestation } from "./attestation.ts";
+import { trustLine, verifyEvidence } from "../tpm/evidence.ts";
 import { Sync } from "./sync.ts";
 import { Leaves } from "./leaves.ts";
 import { Finality } from "./finality.ts";
@@ -72,7 +73,11 @@ export class Daemon implements DaemonApi {
   ) {
     this.mbTopic = `dsm/${node.mesh.slice(0, 16)}/mb/1`;
     this.cpTopic = `dsm/${node.mesh.slice(0, 16)}/cp/1`;
-    this.#receiver = new Receiver(node.ledger, node.policy, { maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000 });
+    this.#receiver = new Receiver(node.ledger, node.policy, {
+      maxClockSkewMs: node.config.mesh.max_clock_skew_s * 1000,
+      // A validator takes nothing from a node whose role must attest until it enrolled it.
+      notAttested: (id) => (this.#validator ? node.notAttested(id) : null),
+    });
     this.builder = new CheckpointBuilder(node.ledger, node.policy);
     this.#stats = new MeshStats(node.genesis, log);
   }
@@ -183,7 +188,7 @@ export class Daemon implements DaemonApi {
       catchUp: () => finality.catchUp(),
       want: (nodeId, from) => sync.want(nodeId, from),
     });
-    const attestation = new Attestation(ctx, this.#validator);
+    const attestation = new Attestation(ctx, this.#validator, this.node.enrollments);
     return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine };
   }
 
@@ -222,8 +227,29 @@ export class Daemon implements DaemonApi {
       lag_epochs: stats.lastFinalized === null ? null : Math.max(0, closed - stats.lastFinalized),
       validators: genesis.validators.map((c, i) => ({ index: i, node_id: c.node_id, peer_id: c.peer_id, connected: connected.has(c.peer_id) || c.node_id === this.node.nodeId, signed_last: signed.has(i) })),
       consensus: st ? { round: st.round, step: st.step, base_epoch: st.baseEpoch, flagged: st.flagged } : null,
-      attestation: this.#parts!.attestation.status(),
+      attestation: { ...this.#parts!.attestation.status(), nodes: this.#trust(net) },
     };
+  }
+
+  /** Each admitted peer's trust level: what its card shows, checked, and what this node enrolled. */
+  #trust(net: MeshNet): DaemonStatus["attestation"]["nodes"] {
+    const out: DaemonStatus["attestation"]["nodes"] = [];
+    for (const [peerId, raw] of net.cards) {
+      const card = raw as NodeCard;
+      const e = this.node.enrollments.get(card.node_id);
+      const ev = card.tpm ? verifyEvidence(card, this.node.genesis.attestation, Date.now()) : null;
+      out.push({
+        node_id: card.node_id,
+        peer_id: peerId,
+        trust: e ? "tpm-enrolled" : ev?.ok ? "tpm-evidence" : "software",
+        detail: trustLine(ev, e !== null),
+        ek: e ? (e.ek.method === "certificate" ? `certificate: ${e.ek.issuer}` : "allowlist") : null,
+        quoted_at: e?.quoted_at ?? null,
+        pcr_digest: e?.pcr_digest ?? null,
+        result: e?.result ?? null,
+      });
+    }
+    return out;
   }
 
   /** The certificate of `epoch` (default: the last closed one) or a later one, waiting up to ms. */

@@ -151,6 +151,14 @@ export class MeshNet {
     await this.node.hangUp(peerIdFromString(peerId)).catch(() => {});
   }
 
+  /** Refuses an admitted peer from now on (a must-attest node whose enrollment failed), and hangs up. */
+  async refuse(peerId: string, reason: string): Promise<void> {
+    this.admitted.delete(peerId);
+    this.cards.delete(peerId);
+    this.refused.set(peerId, reason);
+    await this.node.hangUp(peerIdFromString(peerId)).catch(() => {});
+  }
+
   get peerId(): string {
     return this.node.peerId.toString();
   }

@@ -6,7 +6,9 @@ import * as fs from "node:fs";
 import { toHex } from "../encoding/hex.ts";
 import type { Microblock } from "../protocol/microblock.ts";
 import type { DsmConfig } from "../config/config.ts";
-import { makeCard, type NodeCard, parseCard, type Role } from "../protocol/card.ts";
+import { makeCard, type NodeCard, parseCard, type Role, type TpmEvidence } from "../protocol/card.ts";
+import { collectEvidence } from "../tpm/evidence.ts";
+import { EnrollmentStore } from "../ledger/enrollment-store.ts";
 import { type IdentityKey, nodeIdOf, PublicIdentityKey, SoftwareIdentityKey } from "../identity/identity-key.ts";
 import { createLibp2pKey } from "../identity/libp2p-key.ts";
 import { createIpAnonymizer } from "../ingest/anonymize.ts";
@@ -14,7 +16,7 @@ import type { InputFormat } from "../ingest/records.ts";
 import { type Anonymizer, checkPrepared, EventError, type PreparedEvent, prepareEvent, prepareRecord } from "../ingest/prepare.ts";
 import { Ledger } from "../ledger/ledger.ts";
 import { DEFAULT_TPM_HANDLE, handleHex, TpmIdentityKey } from "../tpm/tpm-key.ts";
-import { type Genesis, makeLocalGenesis, MeshPolicy, parseGenesis } from "../protocol/genesis.ts";
+import { type Genesis, makeLocalGenesis, MeshPolicy, mustAttest, parseGenesis } from "../protocol/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
 import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
@@ -46,6 +48,8 @@ export interface InitOptions {
    * handle held by another key gives way to the first free one.
    */
   tpmHandle?: number | "auto";
+  /** DER intermediates of the EK certificate (the vendor's, or swtpm_localca's), carried on the card. */
+  ekChain?: Uint8Array[];
 }
 
 export interface InitResult {
@@ -89,6 +93,23 @@ export class DSMNode implements EventSink {
     this.#anonymize = this.anonymizeSecret ? createIpAnonymizer(this.anonymizeSecret) : null;
   }
 
+  #enrollments: EnrollmentStore | null = null;
+
+  /** The AKs this node enrolled (as a verifier), and their last attestations. */
+  get enrollments(): EnrollmentStore {
+    this.#enrollments ??= new EnrollmentStore(this.ledger, this.policy.mesh);
+    return this.#enrollments;
+  }
+
+  /**
+   * Why this node takes no microblock of `nodeId` (DESIGN.md section 7), or null: the
+   * genesis makes its role attest, and this node holds no verified enrollment of it.
+   */
+  notAttested(nodeId: string): string | null {
+    if (nodeId === this.nodeId || !mustAttest(this.genesis, nodeId)) return null;
+    return this.enrollments.get(nodeId) ? null : "the mesh requires attestation of its role and it has no verified enrollment here (EK, credential activation, certify): a software node, whatever its card says";
+  }
+
   get mesh(): string {
     return this.policy.mesh;
   }
@@ -109,6 +130,7 @@ export class DSMNode implements EventSink {
     const useTpm = opts.tpm !== undefined || opts.config.identity.kind === "tpm";
     let identity: IdentityKey;
     let akPub: string | undefined;
+    let evidence: TpmEvidence | undefined;
     let tpmInfo: InitResult["tpm"];
     if (useTpm) {
       const tcti = opts.tpm ?? opts.config.identity.tcti;
@@ -129,6 +151,7 @@ export class DSMNode implements EventSink {
       identity = key;
       try {
         akPub = toHex(key.attestationKeySec1());
+        evidence = collectEvidence(key, nodeIdOf(key.publicKey), opts.ekChain ?? []);
       } catch (e) {
         key.close();
         throw e;
@@ -142,7 +165,7 @@ export class DSMNode implements EventSink {
       fs.rmSync(layout.tpmIdentity, { force: true });
     }
     try {
-      return { ...(await DSMNode.#initRest(opts, layout, identity, akPub, joined, nowMs, force)), ...(tpmInfo ? { tpm: tpmInfo } : {}) };
+      return { ...(await DSMNode.#initRest(opts, layout, identity, akPub, evidence, joined, nowMs, force)), ...(tpmInfo ? { tpm: tpmInfo } : {}) };
     } finally {
       if (identity instanceof TpmIdentityKey) identity.close();
     }
@@ -153,6 +176,7 @@ export class DSMNode implements EventSink {
     layout: DataDirLayout,
     identity: IdentityKey,
     akPub: string | undefined,
+    tpmEvidence: TpmEvidence | undefined,
     joined: Genesis | null,
     nowMs: number,
     force: boolean,
@@ -167,6 +191,7 @@ export class DSMNode implements EventSink {
       peerId: p2p.peerId,
       nowMs,
       akPub,
+      tpmEvidence,
       blsPub: toHex(blsPublicKey(blsSecret)),
       blsPop: toHex(blsPopProve(blsSecret)),
     });

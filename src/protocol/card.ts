@@ -10,6 +10,26 @@ import { blsKeyValidate, blsPopVerify } from "../crypto/bls.ts";
 
 export type Role = "edge" | "validator" | "both";
 
+/**
+ * What a TPM node shows so a verifier can check its chain of trust link by link (DESIGN.md
+ * section 7): the EK and its certificate chain (vendor), the AK, and the identity key with
+ * the AK's TPM2_Certify over it. All TPM wire bytes in hex; certificates DER in hex. The
+ * card's own word (tpm: true) counts for nothing until these verify and the AK is enrolled.
+ */
+export interface TpmEvidence {
+  /** TPMT_PUBLIC of the endorsement key. */
+  ek_public: string;
+  /** The EK certificate (DER) then the intermediates it needs; empty for a TPM without one. */
+  ek_certificates: string[];
+  /** TPMT_PUBLIC of the attestation key. */
+  ak_public: string;
+  /** TPMT_PUBLIC of the identity key. */
+  identity_public: string;
+  /** TPM2_Certify of the identity key by the AK: TPMS_ATTEST and TPMT_SIGNATURE. */
+  certify_attest: string;
+  certify_signature: string;
+}
+
 export interface NodeCardBody {
   v: 1;
   type: "N";
@@ -18,6 +38,7 @@ export interface NodeCardBody {
   identity_pub: string;
   tpm: boolean;
   ak_pub?: string;
+  tpm_evidence?: TpmEvidence;
   peer_id: string;
   addrs: string[];
   bls_pub?: string;
@@ -27,11 +48,16 @@ export interface NodeCardBody {
 export type NodeCard = Signed<NodeCardBody>;
 
 const REQUIRED = ["v", "type", "node_id", "role", "identity_pub", "tpm", "peer_id", "addrs", "created", "sig"] as const;
-const OPTIONAL = ["ak_pub", "bls_pub", "bls_pop"] as const;
+const OPTIONAL = ["ak_pub", "tpm_evidence", "bls_pub", "bls_pop"] as const;
+const EVIDENCE_KEYS = ["ek_public", "ek_certificates", "ak_public", "identity_public", "certify_attest", "certify_signature"] as const;
+/** Bounds that keep a card small (it travels in every handshake and in the genesis). */
+const MAX_TPM_OBJECT = 1024;
+const MAX_CERT = 4096;
+const MAX_CERTS = 4;
 
 export async function makeCard(
   identity: IdentityKey,
-  fields: { role: Role; peerId: string; addrs?: string[]; nowMs: number; akPub?: string; blsPub?: string; blsPop?: string },
+  fields: { role: Role; peerId: string; addrs?: string[]; nowMs: number; akPub?: string; tpmEvidence?: TpmEvidence; blsPub?: string; blsPop?: string },
 ): Promise<NodeCard> {
   const body: NodeCardBody = {
     v: 1,
@@ -45,6 +71,7 @@ export async function makeCard(
     created: formatTime(fields.nowMs),
   };
   if (fields.akPub) body.ak_pub = fields.akPub;
+  if (fields.tpmEvidence) body.tpm_evidence = fields.tpmEvidence;
   if (fields.blsPub) body.bls_pub = fields.blsPub;
   if (fields.blsPop) body.bls_pop = fields.blsPop;
   return signBody("card", body, identity);
@@ -66,6 +93,10 @@ export function parseCard(value: unknown, what = "node card", opts: { checkPop?:
   const tpm = boolField(o, "tpm", what);
   if (tpm) hexField(o, "ak_pub", what, 33);
   else if ("ak_pub" in o) throw new SchemaError(`${what}: "ak_pub" is only for TPM nodes`);
+  if ("tpm_evidence" in o) {
+    if (!tpm) throw new SchemaError(`${what}: "tpm_evidence" is only for TPM nodes`);
+    parseTpmEvidence(o.tpm_evidence, `${what} tpm_evidence`);
+  }
   stringField(o, "peer_id", what, /^[1-9A-HJ-NP-Za-km-z]{32,64}$/, "a base58 libp2p peer id");
   const addrs = o.addrs;
   if (!Array.isArray(addrs) || addrs.length > 16 || !addrs.every((a) => typeof a === "string" && a.length <= 256)) {
@@ -85,4 +116,19 @@ export function parseCard(value: unknown, what = "node card", opts: { checkPop?:
     if (!blsPopVerify(pk, fromHex(card.bls_pop!))) throw new SchemaError(`${what}: bls_pop is not a valid proof of possession for bls_pub`);
   }
   return card;
+}
+
+function boundedHex(v: unknown, what: string, max: number): void {
+  if (typeof v !== "string" || v.length === 0 || v.length > max * 2 || !/^(?:[0-9a-f]{2})+$/.test(v)) throw new SchemaError(`${what} must be lowercase hex of 1 to ${max} bytes`);
+}
+
+/** The shape of a card's TPM evidence; what it proves is checked in src/tpm/evidence.ts. */
+export function parseTpmEvidence(value: unknown, what: string): TpmEvidence {
+  const o = expectObject(value, what);
+  expectKeys(o, what, EVIDENCE_KEYS);
+  for (const k of ["ek_public", "ak_public", "identity_public", "certify_attest", "certify_signature"] as const) boundedHex(o[k], `${what}: "${k}"`, MAX_TPM_OBJECT);
+  const certs = o.ek_certificates;
+  if (!Array.isArray(certs) || certs.length > MAX_CERTS) throw new SchemaError(`${what}: "ek_certificates" must list at most ${MAX_CERTS} certificates`);
+  certs.forEach((c, i) => boundedHex(c, `${what}: ek_certificates[${i}]`, MAX_CERT));
+  return o as unknown as TpmEvidence;
 }

@@ -20,8 +20,25 @@ export interface Genesis {
   epoch_duration: number;
   validators: NodeCard[];
   admission: Admission;
-  attestation: { required: boolean; pcrs: number[]; digests: string[] };
+  attestation: AttestationPolicy;
 }
+
+/**
+ * DESIGN.md section 7. ek_roots (PEM CA certificates: TPM vendors' roots, or a local CA) and
+ * ek_allowlist (EK digests: hex sha256 of the EK's TPMT_PUBLIC, its name without the
+ * algorithm) say which endorsement keys a verifier trusts; roles, which nodes must attest
+ * (absent: every role). The optional keys are left out when unused, so a genesis that
+ * never attests keeps the bytes, and the mesh id, it always had.
+ */
+export interface AttestationPolicy {
+  required: boolean;
+  pcrs: number[];
+  digests: string[];
+  ek_roots?: string[];
+  ek_allowlist?: string[];
+  roles?: AttestRole[];
+}
+export type AttestRole = "edge" | "validator";
 
 export const DEFAULT_EPOCH_SECONDS = 300;
 
@@ -100,7 +117,7 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
     if (new Set(adm.keys).size !== adm.keys.length) throw new SchemaError(`genesis admission: "keys" lists a key twice`);
   } else throw new SchemaError(`genesis admission: "policy" must be "open" or "allowlist"`);
   const att = expectObject(o.attestation, "genesis attestation");
-  expectKeys(att, "genesis attestation", ["required", "pcrs", "digests"]);
+  expectKeys(att, "genesis attestation", ["required", "pcrs", "digests"], ["ek_roots", "ek_allowlist", "roles"]);
   if (typeof att.required !== "boolean") throw new SchemaError(`genesis attestation: "required" must be true or false`);
   if (!Array.isArray(att.pcrs) || !att.pcrs.every((p) => Number.isInteger(p) && p >= 0 && p <= 23)) {
     throw new SchemaError(`genesis attestation: "pcrs" must list PCR indices 0-23`);
@@ -113,8 +130,46 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
   if (att.required && (att.pcrs.length === 0 || att.digests.length === 0)) {
     throw new SchemaError(`genesis attestation: "required" needs at least one PCR index and one accepted digest`);
   }
+  parseEkTrust(att);
   // A copy: what the caller holds can change later; the parsed genesis must not.
   return structuredClone(o) as unknown as Genesis;
+}
+
+const PEM_CERT = /^-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?$/;
+
+function parseEkTrust(att: Record<string, unknown>): void {
+  const what = "genesis attestation";
+  if ("ek_roots" in att) {
+    const roots = att.ek_roots;
+    if (!Array.isArray(roots) || roots.length === 0 || roots.length > 64) throw new SchemaError(`${what}: "ek_roots" must list 1 to 64 PEM CA certificates`);
+    roots.forEach((r, i) => {
+      if (typeof r !== "string" || r.length > 16384 || !PEM_CERT.test(r)) throw new SchemaError(`${what}: ek_roots[${i}] is not one PEM certificate (-----BEGIN CERTIFICATE----- ...)`);
+    });
+    if (new Set(roots).size !== roots.length) throw new SchemaError(`${what}: "ek_roots" lists a certificate twice`);
+  }
+  if ("ek_allowlist" in att) {
+    const list = att.ek_allowlist;
+    if (!Array.isArray(list) || list.length === 0 || list.length > 100000 || !list.every((d) => isHex(d, 32))) throw new SchemaError(`${what}: "ek_allowlist" must list EK digests (64 lowercase hex: sha256 of the EK's TPMT_PUBLIC)`);
+    if (new Set(list).size !== list.length) throw new SchemaError(`${what}: "ek_allowlist" lists a digest twice`);
+  }
+  if ("roles" in att) {
+    const roles = att.roles;
+    if (!Array.isArray(roles) || roles.length === 0 || !roles.every((r) => r === "edge" || r === "validator") || new Set(roles).size !== roles.length) {
+      throw new SchemaError(`${what}: "roles" must list "edge" and/or "validator", each once`);
+    }
+  }
+  // Attestation required with no EK anyone trusts would lock every node out.
+  if (att.required && !("ek_roots" in att) && !("ek_allowlist" in att)) {
+    throw new SchemaError(`${what}: "required" needs the EKs it trusts: "ek_roots" (CA certificates) and/or "ek_allowlist" (EK digests); dsm genesis --ek-root FILE / --ek-allow DIGEST`);
+  }
+}
+
+/** Must this node attest: the genesis requires it of its role (a validator, or else an edge)? */
+export function mustAttest(genesis: Genesis, nodeId: string): boolean {
+  const att = genesis.attestation;
+  if (!att.required) return false;
+  const role: AttestRole = genesis.validators.some((c) => c.node_id === nodeId) ? "validator" : "edge";
+  return (att.roles ?? ["edge", "validator"]).includes(role);
 }
 
 /** Which node ids may write to this mesh: its validators, plus edges under the admission policy. */
@@ -174,7 +229,7 @@ export function buildGenesis(opts: {
     const card = parseCard(raw, label(i), { checkPop: true });
     if (!card.bls_pub) throw new SchemaError(`${label(i)}: card has no bls_pub/bls_pop, so it cannot vote (init the node with --role validator)`);
     if (card.role === "edge") throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} has role edge, not validator or both`);
-    if (opts.attestation?.required && !card.tpm) {
+    if (opts.attestation?.required && (opts.attestation.roles ?? ["validator"]).includes("validator") && !card.tpm) {
       throw new SchemaError(`${label(i)}: node ${card.node_id.slice(0, 16)} has a software identity key, but this genesis requires TPM attestation`);
     }
     const n = byNode.get(card.node_id);
@@ -211,7 +266,14 @@ export function buildGenesis(opts: {
     epoch_duration: epoch,
     validators,
     admission,
-    attestation: { required: att.required, pcrs: [...att.pcrs], digests: [...att.digests] },
+    attestation: {
+      required: att.required,
+      pcrs: [...att.pcrs],
+      digests: [...att.digests],
+      ...(att.ek_roots?.length ? { ek_roots: [...att.ek_roots] } : {}),
+      ...(att.ek_allowlist?.length ? { ek_allowlist: [...att.ek_allowlist] } : {}),
+      ...(att.roles?.length ? { roles: [...att.roles] } : {}),
+    },
   };
   // The same checks every node runs on the file (PoP already checked above).
   return parseGenesis(JSON.parse(JSON.stringify(genesis)), { checkPop: false });

@@ -96,7 +96,8 @@ export type RejectReason =
   | "quarantined"
   | "future_timestamp"
   | "payload_hash"
-  | "chain";
+  | "chain"
+  | "not_attested";
 
 export class MicroblockRejected extends Error {
   constructor(readonly reason: RejectReason, message: string) {
@@ -120,6 +121,8 @@ export interface ValidationContext {
   signingKey(keyName: string): SigningKeyInfo | undefined;
   isAdmitted(nodeId: string): boolean;
   isQuarantined(nodeId: string): boolean;
+  /** Why the node may not write here yet (its role must attest and it has no verified enrollment), or null. */
+  notAttested?(nodeId: string): string | null;
 }
 
 /**
@@ -156,6 +159,8 @@ export function checkMicroblock(mb: Microblock, idBytes: Uint8Array, ctx: Valida
   const at = where(mb);
   if (!ctx.isAdmitted(mb.node_id)) throw new MicroblockRejected("not_admitted", `${at}: node is not admitted to this mesh`);
   if (ctx.isQuarantined(mb.node_id)) throw new MicroblockRejected("quarantined", `${at}: node is quarantined`);
+  const unattested = ctx.notAttested?.(mb.node_id) ?? null;
+  if (unattested !== null) throw new MicroblockRejected("not_attested", `${at}: ${unattested}`);
   const key = ctx.signingKey(mb.key);
   if (!key) throw new MicroblockRejected("unknown_key", `${at}: no key certificate for signing key ${mb.key.slice(0, 16)}…`);
   checkKeyUse(mb, key, at);

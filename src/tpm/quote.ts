@@ -484,27 +484,8 @@ function verifyQuoteUnsafe(input: VerifyQuoteInput): VerifyQuoteResult {
   }
 
   // 4. the signature over the attest bytes
-  let sig: EcdsaSignature;
-  try {
-    sig = parseSignatureEcdsa(signature);
-  } catch (e) {
-    return fail("signature", `signature does not parse: ${(e as Error).message}`);
-  }
-  if (sig.hashAlg !== TPM_ALG_SHA256) return fail("signature", `signature hash is ${hex16(sig.hashAlg)}, not sha256`);
-  const rN = BigInt("0x" + toHex(sig.r));
-  const sN = BigInt("0x" + toHex(sig.s));
-  if (rN === 0n || rN >= N || sN === 0n || sN >= N) return fail("signature", "signature r or s is out of range");
-  const rs = new Uint8Array(64);
-  rs.set(sig.r, 0);
-  rs.set(sig.s, 32);
-  let good = false;
-  try {
-    // plain ECDSA: TPM signatures may have s in the high half, which is valid ECDSA
-    good = crypto.verify("sha256", attest, { key: akKeyObject(ak), dsaEncoding: "ieee-p1363" }, rs);
-  } catch {
-    good = false;
-  }
-  if (!good) return fail("signature", "ECDSA signature over the attest does not verify under the AK");
+  const bad = akSignatureProblem(ak, attest, signature);
+  if (bad !== null) return fail("signature", bad);
 
   return {
     ok: true,
@@ -516,6 +497,33 @@ function verifyQuoteUnsafe(input: VerifyQuoteInput): VerifyQuoteResult {
     firmwareVersion: a.firmwareVersion,
     akName: toHex(ak.name),
   };
+}
+
+/**
+ * Why a TPMT_SIGNATURE is not the AK's ECDSA-SHA256 signature over `message` (a TPMS_ATTEST),
+ * or null when it is. Plain ECDSA: TPM signatures may have s in the high half.
+ */
+export function akSignatureProblem(ak: EccPublicArea, message: Uint8Array, signature: Uint8Array): string | null {
+  let sig: EcdsaSignature;
+  try {
+    sig = parseSignatureEcdsa(signature);
+  } catch (e) {
+    return `signature does not parse: ${(e as Error).message}`;
+  }
+  if (sig.hashAlg !== TPM_ALG_SHA256) return `signature hash is ${hex16(sig.hashAlg)}, not sha256`;
+  const rN = BigInt("0x" + toHex(sig.r));
+  const sN = BigInt("0x" + toHex(sig.s));
+  if (rN === 0n || rN >= N || sN === 0n || sN >= N) return "signature r or s is out of range";
+  const rs = new Uint8Array(64);
+  rs.set(sig.r, 0);
+  rs.set(sig.s, 32);
+  let good = false;
+  try {
+    good = crypto.verify("sha256", message, { key: akKeyObject(ak), dsaEncoding: "ieee-p1363" }, rs);
+  } catch {
+    good = false;
+  }
+  return good ? null : "ECDSA signature over the attest does not verify under the AK";
 }
 
 function akKeyObject(ak: EccPublicArea): crypto.KeyObject {
