@@ -10,6 +10,8 @@ const P = FFIType.ptr;
 const U32 = FFIType.u32;
 const U16 = FFIType.u16;
 const U64 = FFIType.u64;
+const U8 = FFIType.u8;
+const I32 = FFIType.i32;
 
 /** ESYS_TR values of tss2_esys.h. */
 export const ESYS_TR_NONE = 0xfff;
@@ -22,6 +24,16 @@ export const TPM2_SU_CLEAR = 0x0000;
 /** TPM2_CAP_HANDLES of tss2_tpm2_types.h; with property 0x81000000 (TPM2_HR_PERSISTENT) it lists persistent handles. */
 export const TPM2_CAP_HANDLES = 0x00000001;
 export const TPM2_HR_PERSISTENT = 0x81000000;
+/** TPM2_CAP_TPM_PROPERTIES; TPM2_PT_NV_BUFFER_MAX (TPM2_PT_FIXED + 44) is the largest NV_Read/NV_Write chunk. */
+export const TPM2_CAP_TPM_PROPERTIES = 0x00000006;
+export const TPM2_PT_NV_BUFFER_MAX = 0x0000012c;
+/** TPM2_SE session types (u8). */
+export const TPM2_SE_HMAC = 0x00;
+export const TPM2_SE_POLICY = 0x01;
+/** TPMA_SESSION bits (u8). */
+export const TPMA_SESSION_CONTINUESESSION = 0x01;
+export const TPMA_SESSION_DECRYPT = 0x20;
+export const TPMA_SESSION_ENCRYPT = 0x40;
 
 /** Generous sizes for unmarshal targets: each is larger than sizeof() of its C struct (tss 3.x). */
 export const STRUCT_BYTES = 4096;
@@ -51,6 +63,28 @@ const esysSymbols = {
   Esys_FlushContext: { args: [P, U32], returns: U32 },
   // ctx, s1, s2, s3, capability, property, propertyCount, moreData* (TPMI_YES_NO, u8), capabilityData**
   Esys_GetCapability: { args: [P, U32, U32, U32, U32, U32, U32, P, P], returns: U32 },
+  // ctx, nvIndex, s1, s2, s3, nvPublic**, nvName**
+  Esys_NV_ReadPublic: { args: [P, U32, U32, U32, U32, P, P], returns: U32 },
+  // ctx, authHandle, nvIndex, s1, s2, s3, size (u16), offset (u16), data**
+  Esys_NV_Read: { args: [P, U32, U32, U32, U32, U32, U16, U16, P], returns: U32 },
+  // ctx, tpmKey, bind, s1, s2, s3, nonceCaller (may be NULL), sessionType (TPM2_SE, u8), symmetric, authHash (u16), sessionHandle*
+  Esys_StartAuthSession: { args: [P, U32, U32, U32, U32, U32, P, U8, P, U16, P], returns: U32 },
+  // ctx, session, flags (TPMA_SESSION, u8), mask (u8)
+  Esys_TRSess_SetAttributes: { args: [P, U32, U8, U8], returns: U32 },
+  // ctx, session, flags* (u8)
+  Esys_TRSess_GetAttributes: { args: [P, U32, P], returns: U32 },
+  // ctx, objectHandle, signHandle, s1, s2, s3, qualifyingData, inScheme, certifyInfo**, signature**
+  Esys_Certify: { args: [P, U32, U32, U32, U32, U32, P, P, P, P], returns: U32 },
+  // ctx, activateHandle, keyHandle, s1, s2, s3, credentialBlob, secret, certInfo**
+  Esys_ActivateCredential: { args: [P, U32, U32, U32, U32, U32, P, P, P], returns: U32 },
+  // ctx, authHandle, policySession, s1, s2, s3, nonceTPM, cpHashA, policyRef, expiration (i32), timeout**, policyTicket**
+  Esys_PolicySecret: { args: [P, U32, U32, U32, U32, U32, P, P, P, I32, P, P], returns: U32 },
+  // ctx, policySession, s1, s2, s3, pHashList
+  Esys_PolicyOR: { args: [P, U32, U32, U32, U32, P], returns: U32 },
+  // ctx, policySession, s1, s2, s3, policyDigest**
+  Esys_PolicyGetDigest: { args: [P, U32, U32, U32, U32, P], returns: U32 },
+  // ctx, handle, name**
+  Esys_TR_GetName: { args: [P, U32, P], returns: U32 },
 } as const;
 
 const tctiSymbols = {
@@ -82,6 +116,15 @@ const muSymbols = {
   Tss2_MU_TPML_DIGEST_Marshal: MARSHAL,
   Tss2_MU_TPML_DIGEST_VALUES_Unmarshal: UNMARSHAL,
   Tss2_MU_TPMS_CAPABILITY_DATA_Marshal: MARSHAL,
+  Tss2_MU_TPM2B_NV_PUBLIC_Marshal: MARSHAL,
+  Tss2_MU_TPM2B_MAX_NV_BUFFER_Marshal: MARSHAL,
+  Tss2_MU_TPMT_SYM_DEF_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPM2B_NONCE_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPM2B_ID_OBJECT_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPM2B_ENCRYPTED_SECRET_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPM2B_DIGEST_Marshal: MARSHAL,
+  Tss2_MU_TPML_DIGEST_Unmarshal: UNMARSHAL,
+  Tss2_MU_TPM2B_NAME_Marshal: MARSHAL,
 } as const;
 
 export type Tss2Libraries = {

@@ -18,8 +18,15 @@ import {
   openTss2,
   STRUCT_BYTES,
   TPM2_CAP_HANDLES,
+  TPM2_CAP_TPM_PROPERTIES,
   TPM2_HR_PERSISTENT,
+  TPM2_PT_NV_BUFFER_MAX,
+  TPM2_SE_HMAC,
+  TPM2_SE_POLICY,
   TPM2_SU_CLEAR,
+  TPMA_SESSION_CONTINUESESSION,
+  TPMA_SESSION_DECRYPT,
+  TPMA_SESSION_ENCRYPT,
   type Tss2Libraries,
 } from "../../ffi/tss2.ts";
 import { TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_SHA256, TPM_ECC_NIST_P256, TPMA_OBJECT } from "./quote.ts";
@@ -38,7 +45,30 @@ export class TpmError extends Error {
 const TPM2_RC_INITIALIZE = 0x100; // TPM2_Startup on a started TPM: fine
 /** TSS2_TCTI_RC_IO_ERROR: the TCTI could not talk to the TPM (nothing listening, or the peer hung up). */
 const TCTI_RC_IO_ERROR = 0xa000a;
-export const TPM2_RC_HANDLE_EMPTY = 0x18b; // nothing at that persistent handle
+export const TPM2_RC_HANDLE_EMPTY = 0x18b; // nothing at that persistent handle (or NV index)
+
+/** TPMA_NV bits that say who may read an NV index (Part 2, 13.4). */
+export const TPMA_NV_OWNERREAD = 1 << 17;
+export const TPMA_NV_AUTHREAD = 1 << 18;
+/** TPM_ALG_AES and TPM_ALG_CFB: the session's parameter-encryption cipher. */
+const TPM_ALG_AES = 0x0006;
+const TPM_ALG_CFB = 0x0043;
+/** TPM2_MAX_NV_BUFFER_SIZE of tpm2-tss: the largest chunk ever asked for. */
+const NV_CHUNK_MAX = 1024;
+
+/** The public area of an NV index (TPMS_NV_PUBLIC). */
+export interface NvPublic {
+  nvIndex: number;
+  nameAlg: number;
+  attributes: number;
+  authPolicy: Uint8Array;
+  dataSize: number;
+}
+
+/** True for a TSS2_RC that means "no such handle" (a persistent key or NV index that is absent). */
+export function isHandleEmpty(e: unknown): e is TpmError {
+  return e instanceof TpmError && e.rc !== undefined && (e.rc & 0xfff) === TPM2_RC_HANDLE_EMPTY;
+}
 
 /** Big-endian wire-format writer. */
 class Wire {
@@ -277,29 +307,269 @@ export class Tpm {
     this.#check("Esys_FlushContext", this.#lib.esys.Esys_FlushContext(this.#ctx, handle));
   }
 
-  /** ECDSA P-256 over a 32-byte digest with an unrestricted key: TPMT_SIGNATURE wire bytes. */
-  sign(handle: number, digest: Uint8Array): Uint8Array {
+  /**
+   * ECDSA P-256 over a 32-byte digest with an unrestricted key: TPMT_SIGNATURE wire bytes.
+   * `session` authorises the key: ESYS_TR_PASSWORD (empty password) or an HMAC session from
+   * startSaltedSession, which also encrypts the digest on its way to the TPM.
+   */
+  sign(handle: number, digest: Uint8Array, session: number = ESYS_TR_PASSWORD): Uint8Array {
     if (digest.length !== 32) throw new TpmError(`TPM sign: digest must be 32 bytes, got ${digest.length}`);
     const d = this.#unmarshal("TPM2B_DIGEST", new Wire().sized(digest).done());
     const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256).done());
     // A NULL ticket: the digest was not made by the TPM, which an unrestricted key allows.
     const ticket = this.#unmarshal("TPMT_TK_HASHCHECK", new Wire().u16(0x8024).u32(0x40000007).sized(new Uint8Array(0)).done());
     const out = new BigUint64Array(1);
-    this.#check("Esys_Sign", this.#lib.esys.Esys_Sign(this.#ctx, handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, d, scheme, ticket, out));
+    this.#check("Esys_Sign", this.#lib.esys.Esys_Sign(this.#ctx, handle, session, ESYS_TR_NONE, ESYS_TR_NONE, d, scheme, ticket, out));
     return this.#marshalAndFree("TPMT_SIGNATURE", ptrOf(out));
   }
 
-  /** TPM2_Quote over sha256 PCRs: the TPMS_ATTEST wire bytes and the TPMT_SIGNATURE over them. */
-  quote(akHandle: number, nonce: Uint8Array, pcrs: readonly number[]): { attest: Uint8Array; signature: Uint8Array } {
-    if (nonce.length > 64) throw new TpmError(`TPM quote: nonce must be at most 64 bytes, got ${nonce.length}`);
-    const data = this.#unmarshal("TPM2B_DATA", new Wire().sized(nonce).done());
+  /**
+   * TPM2_Quote over sha256 PCRs: the TPMS_ATTEST wire bytes and the TPMT_SIGNATURE over them.
+   * qualifyingData (at most 64 bytes) becomes the attest's extraData. `session` authorises the
+   * AK (ESYS_TR_PASSWORD, or a salted HMAC session: qualifyingData and the attest are then
+   * encrypted on the bus).
+   */
+  quote(akHandle: number, qualifyingData: Uint8Array, pcrs: readonly number[], session: number = ESYS_TR_PASSWORD): { attest: Uint8Array; signature: Uint8Array } {
+    if (qualifyingData.length > 64) throw new TpmError(`TPM quote: qualifyingData must be at most 64 bytes, got ${qualifyingData.length}`);
+    const data = this.#unmarshal("TPM2B_DATA", new Wire().sized(qualifyingData).done());
     const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256).done());
     const sel = this.#unmarshal("TPML_PCR_SELECTION", pcrSelection(pcrs));
     const quoted = new BigUint64Array(1);
     const sig = new BigUint64Array(1);
-    this.#check("Esys_Quote", this.#lib.esys.Esys_Quote(this.#ctx, akHandle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, data, scheme, sel, quoted, sig));
+    this.#check("Esys_Quote", this.#lib.esys.Esys_Quote(this.#ctx, akHandle, session, ESYS_TR_NONE, ESYS_TR_NONE, data, scheme, sel, quoted, sig));
     const attest = this.#marshalAndFree("TPM2B_ATTEST", ptrOf(quoted)).subarray(2);
     return { attest, signature: this.#marshalAndFree("TPMT_SIGNATURE", ptrOf(sig)) };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // NV indices (the EK certificate)
+
+  /** TPMS_NV_PUBLIC of an NV index (an ESYS_TR from loadPersistent / Esys_TR_FromTPMPublic). */
+  nvReadPublic(nvHandle: number): NvPublic {
+    const pub = new BigUint64Array(1);
+    const name = new BigUint64Array(1);
+    this.#check("Esys_NV_ReadPublic", this.#lib.esys.Esys_NV_ReadPublic(this.#ctx, nvHandle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, pub, name));
+    this.#lib.esys.Esys_Free(ptrOf(name));
+    // TPM2B_NV_PUBLIC: u16 size, u32 nvIndex, u16 nameAlg, u32 attributes, TPM2B authPolicy, u16 dataSize
+    const w = this.#marshalAndFree("TPM2B_NV_PUBLIC", ptrOf(pub));
+    const dv = new DataView(w.buffer, w.byteOffset, w.byteLength);
+    const policyLen = dv.getUint16(12);
+    if (w.length !== 16 + policyLen) throw new TpmError(`Esys_NV_ReadPublic: TPM2B_NV_PUBLIC of ${w.length} bytes does not parse`);
+    return { nvIndex: dv.getUint32(2), nameAlg: dv.getUint16(6), attributes: dv.getUint32(8), authPolicy: w.slice(14, 14 + policyLen), dataSize: dv.getUint16(14 + policyLen) };
+  }
+
+  #nvBufferMax: number | null = null;
+
+  /** TPM2_PT_NV_BUFFER_MAX: the largest NV_Read the TPM takes (asked once per connection). */
+  nvBufferMax(): number {
+    if (this.#nvBufferMax !== null) return this.#nvBufferMax;
+    const more = new Uint8Array(1);
+    const data = new BigUint64Array(1);
+    this.#check(
+      "Esys_GetCapability(TPM_PT_NV_BUFFER_MAX)",
+      this.#lib.esys.Esys_GetCapability(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_TPM_PROPERTIES, TPM2_PT_NV_BUFFER_MAX, 1, more, data),
+    );
+    // TPMS_CAPABILITY_DATA: u32 capability, TPML_TAGGED_TPM_PROPERTY: u32 count, (u32 property, u32 value)...
+    const w = this.#marshalAndFree("TPMS_CAPABILITY_DATA", ptrOf(data));
+    const dv = new DataView(w.buffer, w.byteOffset, w.byteLength);
+    let max = NV_CHUNK_MAX;
+    if (w.length >= 16 && dv.getUint32(0) === TPM2_CAP_TPM_PROPERTIES && dv.getUint32(4) >= 1 && dv.getUint32(8) === TPM2_PT_NV_BUFFER_MAX) max = dv.getUint32(12);
+    this.#nvBufferMax = Math.max(1, Math.min(max, 0xffff));
+    return this.#nvBufferMax;
+  }
+
+  /**
+   * The whole contents of an NV index, as tpm2_nvread (and tpm2_getekcertificate) read it:
+   * authorised by the index itself when it is AUTHREAD, else by the owner (OWNERREAD), with an
+   * empty password; in chunks of at most min(1024, TPM2_PT_NV_BUFFER_MAX) bytes (`chunk`
+   * overrides; a chunk the TPM calls too large is halved and retried). An absent index is a
+   * TpmError with rc TPM2_RC_HANDLE_EMPTY (see isHandleEmpty).
+   */
+  nvRead(index: number, opts: { chunk?: number } = {}): Uint8Array {
+    const label = `NV index 0x${index.toString(16).padStart(8, "0")}`;
+    if (!Number.isInteger(index) || index >>> 24 !== 0x01) throw new TpmError(`${label} is not an NV index handle (0x01xxxxxx)`);
+    const nv = new Uint32Array(1);
+    const rc = this.#lib.esys.Esys_TR_FromTPMPublic(this.#ctx, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nv);
+    if (rc !== 0) {
+      if ((rc & 0xfff) === TPM2_RC_HANDLE_EMPTY) throw new TpmError(`${label} is not defined on this TPM`, rc);
+      this.#check(`Esys_TR_FromTPMPublic(${label})`, rc);
+    }
+    // The ESYS_TR stays until close(), as loadPersistent's do: ESYS hands out one per TPM
+    // handle, so closing it here would close a caller's too.
+    const handle = nv[0]!;
+    const pub = this.nvReadPublic(handle);
+    let auth: number;
+    if (pub.attributes & TPMA_NV_AUTHREAD) auth = handle;
+    else if (pub.attributes & TPMA_NV_OWNERREAD) auth = ESYS_TR_RH_OWNER;
+    else throw new TpmError(`${label} is readable neither with its own auth nor the owner's (attributes 0x${pub.attributes.toString(16)})`);
+    let chunk = opts.chunk ?? Math.min(NV_CHUNK_MAX, this.nvBufferMax());
+    if (!Number.isInteger(chunk) || chunk < 1 || chunk > 0xffff) throw new TpmError(`${label}: chunk size ${chunk} is not 1-65535`);
+    const out = new Uint8Array(pub.dataSize);
+    let off = 0;
+    while (off < out.length) {
+      const want = Math.min(chunk, out.length - off);
+      const data = new BigUint64Array(1);
+      const r = this.#lib.esys.Esys_NV_Read(this.#ctx, auth, handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, want, off, data);
+      if (r !== 0 && isSizeError(r) && want > 16) {
+        chunk = Math.max(16, want >> 1); // more than TPM2_PT_NV_BUFFER_MAX: smaller chunks
+        continue;
+      }
+      this.#check(`Esys_NV_Read(${label}, offset ${off}, size ${want})`, r);
+      const w = this.#marshalAndFree("TPM2B_MAX_NV_BUFFER", ptrOf(data));
+      const got = w.subarray(2);
+      if (got.length === 0 || got.length > want) throw new TpmError(`Esys_NV_Read(${label}): asked ${want} bytes at ${off}, got ${got.length}`);
+      out.set(got, off);
+      off += got.length;
+    }
+    return out;
+  }
+
+  /** The TPM name of a loaded object or NV index (nameAlg || digest of its public area). */
+  trName(handle: number): Uint8Array {
+    const out = new BigUint64Array(1);
+    this.#check("Esys_TR_GetName", this.#lib.esys.Esys_TR_GetName(this.#ctx, handle, out));
+    return this.#marshalAndFree("TPM2B_NAME", ptrOf(out)).slice(2);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sessions
+
+  /**
+   * An HMAC session salted with `saltKey` (an EK: ESYS encrypts the salt to its public key,
+   * RSA-OAEP or ECDH, so only that TPM learns the session key), unbound, AES-128-CFB
+   * parameter encryption, SHA-256, attributes continueSession | decrypt | encrypt: the first
+   * TPM2B parameter of each command (a digest, qualifyingData, a credential blob) and of each
+   * response travel encrypted; ESYS drops decrypt or encrypt for a command that has no such
+   * parameter (TPM2_Sign's response). Flush it when done.
+   */
+  startSaltedSession(saltKey: number): number {
+    const sym = this.#unmarshal("TPMT_SYM_DEF", new Wire().u16(TPM_ALG_AES).u16(128).u16(TPM_ALG_CFB).done());
+    const out = new Uint32Array(1);
+    this.#check(
+      "Esys_StartAuthSession(HMAC, salted)",
+      this.#lib.esys.Esys_StartAuthSession(this.#ctx, saltKey, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, null, TPM2_SE_HMAC, sym, TPM_ALG_SHA256, out),
+    );
+    const session = out[0]!;
+    try {
+      const all = TPMA_SESSION_CONTINUESESSION | TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT;
+      this.#check("Esys_TRSess_SetAttributes", this.#lib.esys.Esys_TRSess_SetAttributes(this.#ctx, session, all, 0xff));
+    } catch (e) {
+      this.flush(session);
+      throw e;
+    }
+    return session;
+  }
+
+  /** A policy session (unsalted, no parameter encryption) whose digest uses `authHash` (the nameAlg of the object it will authorise). */
+  startPolicySession(authHash: number): number {
+    const sym = this.#unmarshal("TPMT_SYM_DEF", new Wire().u16(TPM_ALG_NULL).done());
+    const out = new Uint32Array(1);
+    this.#check(
+      "Esys_StartAuthSession(policy)",
+      this.#lib.esys.Esys_StartAuthSession(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, null, TPM2_SE_POLICY, sym, authHash, out),
+    );
+    return out[0]!;
+  }
+
+  /** TPM2_PolicySecret: the policy session is satisfied by the auth of `authHandle` (default the endorsement hierarchy, empty password). */
+  policySecret(policySession: number, authHandle: number = ESYS_TR_RH_ENDORSEMENT): void {
+    const nonce = this.#unmarshal("TPM2B_NONCE", new Wire().sized(new Uint8Array(0)).done());
+    const cpHash = this.#unmarshal("TPM2B_DIGEST", new Wire().sized(new Uint8Array(0)).done());
+    const ref = this.#unmarshal("TPM2B_NONCE", new Wire().sized(new Uint8Array(0)).done());
+    const timeout = new BigUint64Array(1);
+    const ticket = new BigUint64Array(1);
+    this.#check(
+      "Esys_PolicySecret",
+      this.#lib.esys.Esys_PolicySecret(this.#ctx, authHandle, policySession, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, nonce, cpHash, ref, 0, timeout, ticket),
+    );
+    this.#lib.esys.Esys_Free(ptrOf(timeout));
+    this.#lib.esys.Esys_Free(ptrOf(ticket));
+  }
+
+  /** TPM2_PolicyOR over 2-8 branch digests, the session's current digest being one of them. */
+  policyOr(policySession: number, branches: readonly Uint8Array[]): void {
+    if (branches.length < 2 || branches.length > 8) throw new TpmError(`TPM2_PolicyOR takes 2-8 branches, got ${branches.length}`);
+    const w = new Wire().u32(branches.length);
+    for (const b of branches) w.sized(b);
+    const list = this.#unmarshal("TPML_DIGEST", w.done());
+    this.#check("Esys_PolicyOR", this.#lib.esys.Esys_PolicyOR(this.#ctx, policySession, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, list));
+  }
+
+  /** The policy session's current digest. */
+  policyDigest(policySession: number): Uint8Array {
+    const out = new BigUint64Array(1);
+    this.#check("Esys_PolicyGetDigest", this.#lib.esys.Esys_PolicyGetDigest(this.#ctx, policySession, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, out));
+    return this.#marshalAndFree("TPM2B_DIGEST", ptrOf(out)).slice(2);
+  }
+
+  /** TPMA_SESSION of a session as ESYS will send it (continueSession 0x01, decrypt 0x20, encrypt 0x40). */
+  sessionAttributes(session: number): number {
+    const out = new Uint8Array(1);
+    this.#check("Esys_TRSess_GetAttributes", this.#lib.esys.Esys_TRSess_GetAttributes(this.#ctx, session, out));
+    return out[0]!;
+  }
+
+  /** Sets the TPMA_SESSION bits under `mask` to those of `flags`. */
+  setSessionAttributes(session: number, flags: number, mask: number = 0xff): void {
+    this.#check("Esys_TRSess_SetAttributes", this.#lib.esys.Esys_TRSess_SetAttributes(this.#ctx, session, flags, mask));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Certify and ActivateCredential
+
+  /**
+   * TPM2_Certify: `signHandle` (a restricted ECDSA P-256 key: the AK) signs that the TPM holds
+   * `objectHandle`. attest is TPMS_ATTEST (type TPM_ST_ATTEST_CERTIFY 0x8017: the object's name
+   * and qualified name, extraData = qualifyingData), signature a TPMT_SIGNATURE (ECDSA
+   * SHA-256). The object needs ADMIN auth, the signer USER auth: each from its own session
+   * (ESYS_TR_PASSWORD by default). ESYS refuses one session in both places, and two sessions
+   * with encrypt (0x7001a): with two salted sessions, only the first may encrypt.
+   */
+  certify(objectHandle: number, signHandle: number, qualifyingData: Uint8Array, sessions: { object?: number; sign?: number } = {}): { attest: Uint8Array; signature: Uint8Array } {
+    if (qualifyingData.length > 64) throw new TpmError(`TPM certify: qualifyingData must be at most 64 bytes, got ${qualifyingData.length}`);
+    const data = this.#unmarshal("TPM2B_DATA", new Wire().sized(qualifyingData).done());
+    const scheme = this.#unmarshal("TPMT_SIG_SCHEME", new Wire().u16(TPM_ALG_ECDSA).u16(TPM_ALG_SHA256).done());
+    const info = new BigUint64Array(1);
+    const sig = new BigUint64Array(1);
+    this.#check(
+      "Esys_Certify",
+      this.#lib.esys.Esys_Certify(this.#ctx, objectHandle, signHandle, sessions.object ?? ESYS_TR_PASSWORD, sessions.sign ?? ESYS_TR_PASSWORD, ESYS_TR_NONE, data, scheme, info, sig),
+    );
+    const attest = this.#marshalAndFree("TPM2B_ATTEST", ptrOf(info)).subarray(2);
+    return { attest, signature: this.#marshalAndFree("TPMT_SIGNATURE", ptrOf(sig)) };
+  }
+
+  /**
+   * TPM2_ActivateCredential: the EK (`keyHandle`) recovers the seed in `secret`
+   * (TPM2B_ENCRYPTED_SECRET contents), and releases the credential in `credentialBlob`
+   * (TPM2B_ID_OBJECT contents) only if it was made for the name of `activateHandle` (the AK).
+   * The AK needs ADMIN auth (`sessions.activate`, default ESYS_TR_PASSWORD; a salted HMAC
+   * session encrypts the blob and the answer); the EK USER auth, its authPolicy:
+   * `sessions.key`, or by default a policy session here with PolicySecret(TPM_RH_ENDORSEMENT)
+   * in the EK's nameAlg, flushed afterwards (the TCG low-range templates' PolicyA; ek.ts makes
+   * the high-range PolicyB). Returns the credential.
+   */
+  activateCredential(activateHandle: number, keyHandle: number, credentialBlob: Uint8Array, secret: Uint8Array, sessions: { activate?: number; key?: number } = {}): Uint8Array {
+    const blob = this.#unmarshal("TPM2B_ID_OBJECT", new Wire().sized(credentialBlob).done());
+    const seed = this.#unmarshal("TPM2B_ENCRYPTED_SECRET", new Wire().sized(secret).done());
+    let keySession = sessions.key;
+    let own = false;
+    if (keySession === undefined) {
+      const pub = this.readPublic(keyHandle); // TPMT_PUBLIC: u16 type, u16 nameAlg, ...
+      keySession = this.startPolicySession((pub[2]! << 8) | pub[3]!);
+      own = true;
+    }
+    try {
+      if (own) this.policySecret(keySession);
+      const out = new BigUint64Array(1);
+      this.#check(
+        "Esys_ActivateCredential",
+        this.#lib.esys.Esys_ActivateCredential(this.#ctx, activateHandle, keyHandle, sessions.activate ?? ESYS_TR_PASSWORD, keySession, ESYS_TR_NONE, blob, seed, out),
+      );
+      return this.#marshalAndFree("TPM2B_DIGEST", ptrOf(out)).slice(2);
+    } finally {
+      if (own) this.flush(keySession);
+    }
   }
 
   /** sha256 PCR values, in ascending index order. */
@@ -330,6 +600,11 @@ export class Tpm {
     const values = this.#unmarshal("TPML_DIGEST_VALUES", new Wire().u32(1).u16(TPM_ALG_SHA256).bytes(digest).done());
     this.#check(`Esys_PCR_Extend(${pcr})`, this.#lib.esys.Esys_PCR_Extend(this.#ctx, ESYS_TR_PCR0 + pcr, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, values));
   }
+}
+
+/** TPM_RC_VALUE or TPM_RC_SIZE (format-one codes, any parameter): a chunk the TPM will not take. */
+function isSizeError(rc: number): boolean {
+  return rc >>> 16 === 0 && (rc & 0x80) !== 0 && ((rc & 0x3f) === 0x04 || (rc & 0x3f) === 0x15);
 }
 
 /** The pointer an ESYS out-parameter (T**) received. */
