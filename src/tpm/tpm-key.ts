@@ -5,10 +5,21 @@
 // The attestation key (restricted, endorsement hierarchy) is a primary key too: the TPM
 // derives it again from its endorsement seed whenever a quote is asked for, so it is never
 // persisted and takes no handle.
+//
+// Every command that uses a key (sign, quote, certify, activate) is authorised through an
+// HMAC session salted with the endorsement key (ek.ts), with parameter encryption: the
+// digest, qualifyingData, credential blob and the answers travel encrypted between dsm and
+// the TPM, and only the TPM holding that EK knows the session key. The salting EK is the
+// certified one (checked against its certificate once per key object, then byte for byte
+// on each use); a TPM with no EK certificate salts with the ECC P-256 template EK, which is
+// cheap to derive (the RSA one costs a TPM2_CreatePrimary of RSA 2048 on each use unless
+// persisted), since without a certificate no EK is any more trusted than another.
 import { normaliseLowS } from "../crypto/p256.ts";
 import { sha256 } from "../crypto/sha256.ts";
 import { toHex } from "../encoding/hex.ts";
+import { TPMA_SESSION_CONTINUESESSION } from "../../ffi/tss2.ts";
 import type { IdentityKey } from "../identity/identity-key.ts";
+import { EkCertificateMismatch, type EkKind, type Endorsement, endorsementOf, ekPolicySession, findEkCertificate, type LoadedEk, loadEk } from "./ek.ts";
 import { parsePublicArea, parseSignatureEcdsa } from "./quote.ts";
 import { eccSigningTemplate, Tpm, TPM2_RC_HANDLE_EMPTY, TpmError } from "./tpm.ts";
 
@@ -65,6 +76,9 @@ export interface Quote {
   akPublic: Uint8Array;
 }
 
+/** TPM2_Certify of the identity key by the AK: the same three parts as a quote, attest of type 0x8017. */
+export type Certification = Quote;
+
 /**
  * The key holds no TPM connection between operations: each one connects, works, and
  * disconnects (a few ms). So the daemon and `dsm ingest` can share a TPM that takes one
@@ -73,7 +87,11 @@ export interface Quote {
 export class TpmIdentityKey implements IdentityKey {
   readonly kind = "tpm" as const;
   readonly publicKey: Uint8Array;
+  readonly #publicArea: Uint8Array;
   #akPublic: Uint8Array | null = null;
+  /** The EK certificate found in NV (undefined: not looked for yet; null: there is none). */
+  #ekCert: { kind: EkKind; certificate: Uint8Array } | null | undefined = undefined;
+  #endorsement: Endorsement | null = null;
 
   private constructor(
     readonly tcti: string,
@@ -83,6 +101,7 @@ export class TpmIdentityKey implements IdentityKey {
     const pub = parsePublicArea(publicArea);
     if (pub.restricted || !pub.sign) throw new TpmError(`TPM handle ${handleHex(persistentHandle)} holds a key that is not an unrestricted signing key`);
     this.publicKey = pub.sec1Compressed;
+    this.#publicArea = Uint8Array.from(publicArea);
   }
 
   /**
@@ -155,7 +174,10 @@ export class TpmIdentityKey implements IdentityKey {
   async sign(digest: Uint8Array): Promise<Uint8Array> {
     if (!(digest instanceof Uint8Array) || digest.length !== 32) throw new TpmError("the identity key signs 32-byte digests only");
     // ECDSA-SHA256 hashes its message; the TPM signs a hash it is given, so it gets sha256(digest).
-    const wire = withTpm(this.tcti, (tpm) => tpm.sign(loadHandle(tpm, this.persistentHandle), sha256(digest)));
+    const wire = withTpm(this.tcti, (tpm) => {
+      const key = loadHandle(tpm, this.persistentHandle);
+      return this.#salted(tpm, (session) => tpm.sign(key, sha256(digest), session));
+    });
     const sig = parseSignatureEcdsa(wire);
     const rs = new Uint8Array(64);
     rs.set(sig.r, 0);
@@ -179,17 +201,147 @@ export class TpmIdentityKey implements IdentityKey {
     return parsePublicArea(this.attestationPublic()).sec1Compressed;
   }
 
-  /** TPM2_Quote over sha256 PCRs with the attestation key. */
-  quote(nonce: Uint8Array, pcrs: readonly number[]): Quote {
+  /**
+   * TPM2_Quote over sha256 PCRs with the attestation key; qualifyingData (at most 64 bytes,
+   * a nonce or a digest binding the quote to something) is the attest's extraData.
+   */
+  quote(qualifyingData: Uint8Array, pcrs: readonly number[]): Quote {
+    return withTpm(this.tcti, (tpm) =>
+      this.#withAk(tpm, (ak) => ({ ...this.#salted(tpm, (session) => tpm.quote(ak.handle, qualifyingData, pcrs, session)), akPublic: ak.publicArea })),
+    );
+  }
+
+  /** TPMT_PUBLIC wire bytes of the identity key (its name is 0x000b || sha256 of them). */
+  identityPublicArea(): Uint8Array {
+    return Uint8Array.from(this.#publicArea);
+  }
+
+  /**
+   * The EK this TPM presents (ek.ts endorsementOf): the first of RSA 2048, ECC P-256, ECC
+   * P-384 whose certificate is in NV, with that certificate (checked to certify this EK);
+   * with none, the RSA 2048 template EK and certificate null. Read once per key object.
+   */
+  endorsement(): Endorsement {
+    const e = this.#endorsement ?? withTpm(this.tcti, (tpm) => this.#endorsementOn(tpm));
+    return { kind: e.kind, publicArea: Uint8Array.from(e.publicArea), certificate: e.certificate && Uint8Array.from(e.certificate) };
+  }
+
+  /**
+   * TPM2_Certify: the AK signs that this TPM holds the identity key (TPMS_ATTEST type 0x8017
+   * naming it, extraData = qualifyingData, at most 64 bytes). The identity key's ADMIN auth
+   * comes through the EK-salted session with parameter encryption, the AK's through a second
+   * salted session without (ESYS allows one encrypting session per command).
+   */
+  certifyIdentity(qualifyingData: Uint8Array): Certification {
     return withTpm(this.tcti, (tpm) => {
-      const ak = tpm.createPrimary("endorsement", eccSigningTemplate(true));
-      try {
-        this.#akPublic ??= ak.publicArea;
-        return { ...tpm.quote(ak.handle, nonce, pcrs), akPublic: ak.publicArea };
-      } finally {
-        tpm.flush(ak.handle);
-      }
+      const key = loadHandle(tpm, this.persistentHandle);
+      return this.#withAk(tpm, (ak) =>
+        this.#salted(tpm, (session, ek) => {
+          const signSession = tpm.startSaltedSession(ek.handle);
+          try {
+            tpm.setSessionAttributes(signSession, TPMA_SESSION_CONTINUESESSION);
+            return { ...tpm.certify(key, ak.handle, qualifyingData, { object: session, sign: signSession }), akPublic: ak.publicArea };
+          } finally {
+            tpm.flush(signSession);
+          }
+        }),
+      );
     });
+  }
+
+  /**
+   * TPM2_ActivateCredential with this TPM's EK (endorsement()) and the AK: recovers the
+   * credential a verifier made with TPM2_MakeCredential for the AK's name against the EK
+   * (credentialBlob: TPM2B_ID_OBJECT contents, secret: TPM2B_ENCRYPTED_SECRET contents). The
+   * AK's auth is the EK-salted HMAC session (the blob and the answer encrypted), the EK's a
+   * policy session satisfying its authPolicy. A credential for another key or another TPM's
+   * EK fails with a TpmError.
+   */
+  activateCredential(credentialBlob: Uint8Array, secret: Uint8Array): Uint8Array {
+    return withTpm(this.tcti, (tpm) => {
+      const e = this.#endorsementOn(tpm);
+      return this.#withAk(tpm, (ak) => {
+        const ek = this.#loadEndorsementEk(tpm, e);
+        try {
+          const session = tpm.startSaltedSession(ek.handle);
+          try {
+            const policy = ekPolicySession(tpm, e.kind);
+            try {
+              return tpm.activateCredential(ak.handle, ek.handle, credentialBlob, secret, { activate: session, key: policy });
+            } catch (err) {
+              // A secret for another EK makes libtpms answer 0x101 "TPM failure" (its RSA-OAEP
+              // decoding failed; the TPM is fine), another name 0x1df "integrity check failed".
+              if (err instanceof TpmError && err.rc !== undefined && err.rc >>> 16 === 0) {
+                throw new TpmError(`${err.message}: the credential does not open with this TPM's ${e.kind} EK and attestation key (made for another TPM's EK, or another key's name?)`, err.rc);
+              }
+              throw err;
+            } finally {
+              tpm.flush(policy);
+            }
+          } finally {
+            tpm.flush(session);
+          }
+        } finally {
+          ek.release();
+        }
+      });
+    });
+  }
+
+  /** The primary AK, derived for one use and flushed. */
+  #withAk<T>(tpm: Tpm, fn: (ak: { handle: number; publicArea: Uint8Array }) => T): T {
+    const ak = tpm.createPrimary("endorsement", eccSigningTemplate(true));
+    try {
+      this.#akPublic ??= ak.publicArea;
+      return fn(ak);
+    } finally {
+      tpm.flush(ak.handle);
+    }
+  }
+
+  #certOn(tpm: Tpm): { kind: EkKind; certificate: Uint8Array } | null {
+    if (this.#ekCert === undefined) this.#ekCert = findEkCertificate(tpm);
+    return this.#ekCert;
+  }
+
+  #endorsementOn(tpm: Tpm): Endorsement {
+    this.#endorsement ??= endorsementOf(tpm, this.#certOn(tpm));
+    return this.#endorsement;
+  }
+
+  /** The endorsement EK, loaded again: the same key byte for byte, or a TpmError (it changed under us). */
+  #loadEndorsementEk(tpm: Tpm, e: Endorsement): LoadedEk {
+    const ek = loadEk(tpm, e.kind);
+    if (!sameBytes(ek.publicArea, e.publicArea)) {
+      ek.release();
+      throw new TpmError(`this TPM's ${e.kind} EK is not the one read before (its public area changed): was the TPM cleared or the persistent EK replaced?`);
+    }
+    return ek;
+  }
+
+  /** Runs fn with an HMAC session salted with the EK (see the top of this file), flushed afterwards. */
+  #salted<T>(tpm: Tpm, fn: (session: number, ek: LoadedEk) => T): T {
+    const cert = this.#certOn(tpm);
+    let certified: Endorsement | null = null;
+    if (cert !== null) {
+      try {
+        certified = this.#endorsementOn(tpm);
+      } catch (e) {
+        // An EK from a vendor template: no enrollment, but signing must go on.
+        if (!(e instanceof EkCertificateMismatch)) throw e;
+      }
+    }
+    const ek = certified !== null ? this.#loadEndorsementEk(tpm, certified) : loadEk(tpm, "ecc-p256");
+    try {
+      const session = tpm.startSaltedSession(ek.handle);
+      try {
+        return fn(session, ek);
+      } finally {
+        tpm.flush(session);
+      }
+    } finally {
+      ek.release();
+    }
   }
 
   pcrRead(pcrs: readonly number[]): Uint8Array[] {
@@ -246,6 +398,10 @@ function foreignKeyMessage(h: number, own: CreateOptions["own"], free: number | 
   const whose = own && own.handle === h ? "a key that is not the one this data dir recorded in identity.tpm.json" : "a key this data dir did not create";
   const hint = free !== null ? `use a free handle: --tpm-handle ${handleHex(free)} (or --tpm-handle auto)` : `no handle of ${handleHex(DSM_HANDLE_FIRST)}-${handleHex(DSM_HANDLE_LAST)} is free; choose one with --tpm-handle`;
   return `TPM handle ${handleHex(h)} holds ${whose} (another node's identity, or another program's key), so it is left alone, even with --force; ${hint}. A key known to be unused can be removed with: tpm2_evictcontrol -C o -c ${handleHex(h)}`;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function checkHandle(h: number): void {
