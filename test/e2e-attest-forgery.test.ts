@@ -213,7 +213,7 @@ describe("forged and borrowed TPM trust is refused, each by its own check", () =
     expect((late as { reason: string }).reason).toMatch(/expired/);
     // One byte of the EK certificate's signature changed: refused here, and by openssl.
     const leaf = bytes(e1.tpm_evidence!.ek_certificates[0]!);
-    leaf[leaf.length - 5] ^= 0x01;
+    leaf[leaf.length - 5]! ^= 0x01;
     const tampered = { ...e1, tpm_evidence: { ...e1.tpm_evidence!, ek_certificates: [hex(leaf), ...e1.tpm_evidence!.ek_certificates.slice(1)] } };
     const bad = verifyEvidence(tampered, genesis.attestation, Date.now());
     expect(bad).toMatchObject({ ok: false, check: "ek_chain" });

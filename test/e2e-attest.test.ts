@@ -233,6 +233,26 @@ describe("attestation and quarantine with real TPMs", () => {
     expect(cp.ranges[e1]).toEqual([4, 5]);
   }, 30_000);
 
+  test("verify and verify-proof say which links of the chain of trust each node has", async () => {
+    const e2 = await nodeId("e2");
+    const v = JSON.parse(await ok(["verify", "--data-dir", dir("v"), "--json"], inMesh()));
+    expect(v.ok).toBe(true);
+    expect(v.trust.find((t: { node_id: string }) => t.node_id === e2)).toMatchObject({ trust: "tpm-enrolled", detail: expect.stringContaining("EK certificate from swtpm-localca") });
+    const first = JSON.parse((await ok(["log", "--data-dir", dir("v"), "--node", e2.slice(0, 12), "--json", "--limit", "1"], inMesh())).split("\n")[0]!);
+    const proof = path.join(root, "e2-proof.json");
+    await ok(["proof", "inclusion", first.id, "--data-dir", dir("v"), "-o", proof], inMesh());
+    const r = await runDsm(["verify-proof", proof, "--genesis", genesisFile], env);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/node key: TPM-rooted, EK certificate from swtpm-localca → AK → identity key \(certified by the AK\) → signing key/);
+    // A card swapped for another node's is refused, not believed.
+    const b = JSON.parse(fs.readFileSync(proof, "utf8"));
+    b.node_card = JSON.parse(await ok(["card", "--data-dir", dir("e1"), "--json"], inMesh()));
+    fs.writeFileSync(proof, JSON.stringify(b));
+    const swapped = await runDsm(["verify-proof", proof, "--genesis", genesisFile], env);
+    expect(swapped.code).toBe(2);
+    expect(swapped.stderr).toMatch(/node card: is node .* not the microblock's node/);
+  }, 30_000);
+
   test("over the mesh: the validator's daemon challenges each node as it connects; the changed edge is quarantined, the healthy one passes", async () => {
     const e1 = await nodeId("e1");
     const procs: ReturnType<typeof Bun.spawn>[] = [];

@@ -228,7 +228,7 @@ test("dist/dsm verify-proof: 0 on a good bundle, 2 after one flipped byte, 1 on 
   const ok = run(good);
   expect(ok.stderr.toString()).toBe("");
   expect(ok.exitCode).toBe(0);
-  expect(ok.stdout.toString()).toMatch(/^OK: microblock [0-9a-f]{64} \(node [0-9a-f]{12}…, seq 6\) is leaf 5 of checkpoint epoch \d+ \(tree_size 11\), final with 1\/1 validators\n$/);
+  expect(ok.stdout.toString()).toMatch(/^OK: microblock [0-9a-f]{64} \(node [0-9a-f]{12}…, seq 6\) is leaf 5 of checkpoint epoch \d+ \(tree_size 11\), final with 1\/1 validators\n  node key: no node card in the bundle: its trust links are not shown\n$/);
   const at = text.indexOf('"root": "') + 9 + 7;
   const bad = path.join(root, "bad.json");
   fs.writeFileSync(bad, text.slice(0, at) + (text[at] === "0" ? "1" : "0") + text.slice(at + 1));

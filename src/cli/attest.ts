@@ -1,5 +1,7 @@
 import * as fs from "node:fs";
-import { isHex } from "../encoding/hex.ts";
+import { fromHex, isHex, toHex } from "../encoding/hex.ts";
+import { parseCertificate } from "../crypto/x509.ts";
+import { ekDigest, parseTpmPublic } from "../tpm/public-area.ts";
 import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type EnrollAnswer, parseEnrollAnswer, parseEnrollChallenge } from "../protocol/enrollment.ts";
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
@@ -31,6 +33,10 @@ ENROLLMENT (the verifier runs 1 and 3 on its data dir; the node runs 2)
   dsm attest --nonce HEX [--pcrs LIST] [-o FILE]
       On a TPM node: the answer (an attestation bundle: card, nonce, quote, signature).
       PCRs default to the genesis policy's (0-7 when it names none).
+  dsm attest --ek
+      This node's endorsement key as its card shows it: its digest (what a genesis'
+      ek_allowlist lists, for a TPM without an EK certificate), its type and, when it
+      has one, its certificate's issuer and validity. Needs no TPM access.
   dsm attest --golden [--pcrs LIST]
       On a reference node: {"pcrs": [...], "digests": ["<current composite digest>"]},
       the policy file that dsm genesis --pcr-policy records.
@@ -65,6 +71,7 @@ EXAMPLES
     nonce: { type: "string", description: "The challenge: 32 bytes as 64 hex characters", valueHint: "HEX" },
     pcrs: { type: "string", description: "PCR indices to quote (default: the genesis policy's)", valueHint: "LIST" },
     golden: { type: "boolean", description: "Print this TPM's current PCR digest as a policy file" },
+    ek: { type: "boolean", description: "Print this node's EK digest and certificate issuer" },
     genesis: { type: "string", description: "With verify: the mesh genesis (default: the data dir's)", valueHint: "FILE" },
     quarantine: { type: "boolean", description: "With verify, on a validator: sign and store a quarantine record on failure" },
     output: { type: "string", alias: "o", description: "Write the answer here instead of stdout", valueHint: "FILE" },
@@ -80,6 +87,10 @@ EXAMPLES
     if (args.node !== undefined) throw new CliError("--node belongs to dsm attest verify");
     if (args.bundle !== undefined) throw new CliError(`unexpected argument "${args.bundle}"`);
     if (args.quarantine || args.genesis !== undefined) throw new CliError("--genesis and --quarantine belong to dsm attest verify");
+    if (args.ek) {
+      if (args.golden || args.nonce !== undefined || args.pcrs !== undefined || args.output !== undefined) throw new CliError("--ek takes no other option");
+      return showEk(ctx);
+    }
     if (args.golden && args.nonce !== undefined) throw new CliError("--golden and --nonce exclude each other");
     if (!args.golden && args.nonce === undefined) throw new CliError("give --nonce HEX (answer a challenge) or --golden (print a PCR policy); see dsm attest --help");
     const nonce = args.nonce === undefined ? undefined : String(args.nonce);
@@ -101,6 +112,33 @@ EXAMPLES
     });
   },
 });
+
+async function showEk(ctx: Context): Promise<void> {
+  await withNode(
+    ctx,
+    (node) => {
+      const ev = node.card().tpm_evidence;
+      if (!ev) throw new CliError("this node's card carries no TPM evidence: it has a software key, or was made before dsm read EKs (dsm init --tpm --force makes a new card)");
+      const ek = parseTpmPublic(fromHex(ev.ek_public));
+      const cert = ev.ek_certificates.length > 0 ? parseCertificate(fromHex(ev.ek_certificates[0]!)) : null;
+      const out = {
+        ek_digest: ekDigest(ek),
+        ek_name: toHex(ek.name),
+        ek_type: ek.type === "rsa" ? `rsa${ek.rsa!.keyBits}` : `ecc-${ek.ecc!.curve.toLowerCase()}`,
+        certificate: cert ? { issuer: cert.issuer.text, subject: cert.subject.text, not_before: new Date(cert.notBefore).toISOString(), not_after: new Date(cert.notAfter).toISOString(), intermediates: ev.ek_certificates.length - 1 } : null,
+      };
+      if (ctx.json) return printJson(out);
+      print(
+        [
+          `EK digest    ${out.ek_digest}`,
+          `EK           ${out.ek_type}, name ${out.ek_name}`,
+          cert ? `certificate  issued by ${out.certificate!.issuer}, valid ${out.certificate!.not_before} to ${out.certificate!.not_after}, ${out.certificate!.intermediates} intermediate(s) on the card` : "certificate  none in NV: a genesis trusts this EK only through ek_allowlist (dsm genesis --ek-allow DIGEST)",
+        ].join("\n"),
+      );
+    },
+    { readonly: true },
+  );
+}
 
 function tpmKeyOf(node: DSMNode): TpmIdentityKey {
   if (!(node.identity instanceof TpmIdentityKey)) throw new CliError("this node's identity key is a software key: it has no TPM to attest with (dsm init --tpm TCTI)");

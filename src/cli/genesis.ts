@@ -142,7 +142,7 @@ Validator cards and --allow cards of software-key nodes are then refused. Such a
 also names the endorsement keys it trusts, as a TPM's chain of trust starts there:
 --ek-root FILE (PEM CA certificates: the TPM vendors' roots, or swtpm_localca's; a file
 may hold several; repeatable) and/or --ek-allow DIGEST (an EK without a certificate:
-sha256 of its TPMT_PUBLIC, as dsm card --json shows it under tpm.ek_digest; repeatable).
+sha256 of its TPMT_PUBLIC, as dsm attest --ek prints it on the node; repeatable).
 --attest-roles edge,validator chooses which roles must attest (default: both).
 
 EXAMPLES

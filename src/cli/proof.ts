@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import { CheckpointBuilder } from "../log/builder.ts";
 import { BundleUnavailable, consistencyBundle, inclusionBundle } from "../log/bundle.ts";
 import type { ProofBundle } from "../log/verify-bundle.ts";
+import type { NodeCard } from "../protocol/card.ts";
 import type { Ledger } from "../ledger/ledger.ts";
 import { CliError, command, commonArgs, context, intArg, print, withNode } from "./common.ts";
 
@@ -34,11 +35,11 @@ EXAMPLES
   async run({ args }) {
     const ctx = context(args);
     const kind = args.kind as string;
-    let make: (ledger: Ledger, builder: CheckpointBuilder) => ProofBundle;
+    let make: (ledger: Ledger, builder: CheckpointBuilder, cardOf: (nodeId: string) => NodeCard | null) => ProofBundle;
     if (kind === "inclusion") {
       if (args.second !== undefined) throw new CliError(`dsm proof inclusion takes one ID, got an extra "${args.second}"`);
       const epoch = intArg(args.checkpoint, "checkpoint");
-      make = (ledger, builder) => inclusionBundle(ledger, builder, args.first as string, epoch);
+      make = (ledger, builder, cardOf) => inclusionBundle(ledger, builder, args.first as string, epoch, cardOf);
     } else if (kind === "consistency") {
       if (args.checkpoint !== undefined) throw new CliError("--checkpoint only applies to dsm proof inclusion");
       if (args.second === undefined) throw new CliError("dsm proof consistency needs EPOCH1 and EPOCH2");
@@ -48,7 +49,7 @@ EXAMPLES
     } else throw new CliError(`proof kind must be "inclusion" or "consistency", got "${kind}"`);
     const bundle = await withNode(ctx, (node) => {
       try {
-        return make(node.ledger, new CheckpointBuilder(node.ledger, node.policy));
+        return make(node.ledger, new CheckpointBuilder(node.ledger, node.policy), (n) => node.cardOf(n));
       } catch (e) {
         if (e instanceof BundleUnavailable) throw new CliError(e.message);
         throw e;

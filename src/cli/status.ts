@@ -1,4 +1,6 @@
 import * as fs from "node:fs";
+import type { DSMNode } from "../node/node.ts";
+import { verifyEvidence } from "../tpm/evidence.ts";
 import { MeshClient } from "../mesh/client.ts";
 import type { DaemonStatus } from "../mesh/api.ts";
 import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
@@ -44,13 +46,16 @@ EXAMPLES
         ledger: { path: node.ledger.path, bytes: size, microblocks: counts.microblocks, payloads: counts.payloads, key_certificates: counts.keyCerts, chains: counts.chains, fork_evidence: counts.forkEvidence },
         head,
         anonymize_ips: node.config.privacy.anonymize_ips,
+        trust: ownTrust(node),
+        enrollments: node.enrollments.all().map((e) => ({ node_id: e.node_id, ek: e.ek, enrolled_at: new Date(e.enrolled_at).toISOString(), quoted_at: e.quoted_at === null ? null : new Date(e.quoted_at).toISOString(), pcr_digest: e.pcr_digest, result: e.result })),
         daemon,
       };
       if (ctx.json) return printJson(status);
       print(
         [
           `node        ${status.node_id}`,
-          `identity    ${status.tpm ? "TPM key" : "SOFTWARE KEY (no TPM): the identity key is a file and could be copied"}`,
+          `identity    ${status.tpm ? `TPM key: ${status.trust.detail}` : "SOFTWARE KEY (no TPM): the identity key is a file and could be copied"}`,
+          ...(status.enrollments.length > 0 ? [`enrolled    ${status.enrollments.length} TPM node(s) enrolled here; last quotes: ${status.enrollments.filter((e) => e.result === "passed").length} passed, ${status.enrollments.filter((e) => e.result?.startsWith("failed")).length} failed`] : []),
           `role        ${status.role}`,
           `mesh        ${status.mesh} (${status.mesh_name}${status.local_mesh ? ", local one-node mesh" : ""})`,
           `data dir    ${status.data_dir}`,
@@ -64,6 +69,8 @@ EXAMPLES
                 `daemon      running as ${daemon.role}, peer ${daemon.peer_id}, ${daemon.peers} peers`,
                 `            finalized epoch ${daemon.last_finalized_epoch ?? "none yet"}${daemon.lag_epochs ? `, ${daemon.lag_epochs} closed epochs behind` : ""}; ${daemon.validators.filter((v) => v.connected).length} of ${daemon.validators.length} validators connected`,
                 `            gossip: ${daemon.published} microblocks sent, ${daemon.received} received, ${Object.values(daemon.rejected).reduce((a, b) => a + b, 0)} rejected`,
+                ...(daemon.attestation.challenging ? [`            attestation: ${daemon.attestation.passed} passed, ${daemon.attestation.failed} failed${Object.keys(daemon.attestation.failures).length ? ` (${Object.entries(daemon.attestation.failures).map(([c, n]) => `${c} ${n}`).join(", ")})` : ""}`] : []),
+                ...daemon.attestation.nodes.map((n) => `            peer ${n.node_id.slice(0, 16)}…  ${trustText(n)}`),
               ].join("\n")
             : "daemon      not running",
         ].join("\n"),
@@ -71,3 +78,17 @@ EXAMPLES
     }, { readonly: true });
   },
 });
+
+/** This node's own chain of trust, as a verifier holding its genesis would see its card. */
+function ownTrust(node: DSMNode): { level: "software" | "tpm-evidence" | "tpm-claimed"; detail: string } {
+  const card = node.card();
+  if (!card.tpm) return { level: "software", detail: "software key" };
+  const ev = verifyEvidence(card, node.genesis.attestation, Date.now());
+  if (ev.ok) return { level: "tpm-evidence", detail: `EK (${ev.ek.method === "certificate" ? `certificate from ${ev.ek.issuer}` : "on the genesis' ek_allowlist"}) → AK → identity key (certified by the AK); validators enroll the AK by credential activation` };
+  return { level: "tpm-claimed", detail: `its evidence does not verify against this genesis (${ev.check}): ${ev.reason}` };
+}
+
+export function trustText(n: DaemonStatus["attestation"]["nodes"][number]): string {
+  const last = n.quoted_at === null ? "" : `; last quote ${new Date(n.quoted_at).toISOString()} ${n.result ?? ""}${n.pcr_digest ? ` (PCR digest ${n.pcr_digest.slice(0, 16)}…)` : ""}`;
+  return `${n.trust}: ${n.detail}${last}`;
+}

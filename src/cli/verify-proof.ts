@@ -13,6 +13,12 @@ certificate (a quorum q = n - floor((n-1)/3) of the genesis validators in the si
 bitfield, and their aggregate BLS signature over the checkpoint); for a consistency
 bundle both certificates and the consistency proof between their trees.
 
+An inclusion bundle made by the node itself, or by a validator that enrolled the node,
+carries the node's card; then a second line says which links of the node's chain of trust
+(DESIGN.md section 7) check out against the genesis: "TPM-rooted, EK certificate from
+<issuer> → AK → identity key → signing key → this microblock", or "software key". The
+AK's credential activation is checked by the validators at enrollment, not here.
+
 EXIT STATUS  0 the bundle proves what it says (one line "OK: ..."), 2 it does not (one
 line saying what failed), 1 a file is unreadable, not JSON, or the genesis is invalid.
 
@@ -38,7 +44,10 @@ EXAMPLES
     try {
       const summary = verifyBundle(bundle, genesis);
       if (json) printJson({ ok: true, ...summary });
-      else print(`OK: ${summary.message}`);
+      else {
+        print(`OK: ${summary.message}`);
+        if (summary.type === "inclusion") print(`  node key: ${summary.trust.detail}`);
+      }
     } catch (e) {
       if (!(e instanceof BundleError)) throw e;
       if (json) printJson({ ok: false, error: e.message });

@@ -1,5 +1,7 @@
 import { onStopSignals } from "./signals.ts";
 import { verifyLedger, verifyReportJson } from "../ledger/verify.ts";
+import type { DSMNode } from "../node/node.ts";
+import { verifyEvidence } from "../tpm/evidence.ts";
 import { CliError, command, commonArgs, context, EXIT, print, printJson, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
 
@@ -34,8 +36,10 @@ EXAMPLES
     const started = performance.now();
     let lastDraw = 0;
     const stop = onStopSignals();
-    const report = await withNode(ctx, (node) =>
-      verifyLedger(node.ledger, {
+    let trust: { node_id: string; trust: string; detail: string }[] = [];
+    const report = await withNode(ctx, (node) => {
+      trust = chainTrust(node);
+      return verifyLedger(node.ledger, {
         stop,
         ownNodeId: node.nodeId,
         policy: node.policy,
@@ -51,12 +55,13 @@ EXAMPLES
               process.stderr.write(`\rverifying [${bar}] ${pct}% ${done}/${total}`);
             }
           : undefined,
-      }), { readonly: true });
+      });
+    }, { readonly: true });
     if (tty) process.stderr.write("\n");
     const seconds = (performance.now() - started) / 1000;
     const complete = !report.stopped;
     const ok = report.problemCount === 0 && complete;
-    if (ctx.json) printJson({ ok, complete, ...verifyReportJson(report), seconds: Number(seconds.toFixed(3)) });
+    if (ctx.json) printJson({ ok, complete, ...verifyReportJson(report), trust, seconds: Number(seconds.toFixed(3)) });
     else {
       print(
         `${report.problemCount > 0 ? "FAILED" : complete ? "OK" : `INCOMPLETE (stopped by ${stop.signal})`}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +
@@ -65,6 +70,7 @@ EXAMPLES
       );
       for (const p of report.problems) print(`  ${p.message}`);
       if (report.problemCount > report.problems.length) print(`  ... and ${report.problemCount - report.problems.length} more`);
+      for (const t of trust) print(`  chain ${t.node_id.slice(0, 16)}…: ${t.detail}`);
     }
     if (!complete && report.problemCount === 0) {
       process.stderr.write(`dsm verify: stopped by ${stop.signal} after ${report.microblocks} microblocks: the rest was not checked\n`);
@@ -75,3 +81,25 @@ EXAMPLES
     }
   },
 });
+
+/**
+ * Which links of the chain of trust (DESIGN.md section 7) each chain's node has, as this
+ * data dir knows it: its own card's evidence, checked against the genesis, or for other
+ * nodes the enrollment this node made of them. Nothing else counts: another node's card
+ * claim is not evidence until its AK was enrolled.
+ */
+function chainTrust(node: DSMNode): { node_id: string; trust: string; detail: string }[] {
+  return node.ledger.resolveNodeId("").sort().map((id) => {
+    if (id === node.nodeId) {
+      const card = node.card();
+      if (!card.tpm) return { node_id: id, trust: "software", detail: "software key (this node)" };
+      const ev = verifyEvidence(card, node.genesis.attestation, Date.now());
+      return ev.ok
+        ? { node_id: id, trust: "tpm-evidence", detail: `TPM key (this node): ${ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the allowlist"} → AK → identity key (certified) → signing keys` }
+        : { node_id: id, trust: "tpm-claimed", detail: `TPM key (this node), its evidence does not verify against this genesis (${ev.check})` };
+    }
+    const e = node.enrollments.get(id);
+    if (!e) return { node_id: id, trust: "software", detail: "software key, or a TPM this node has not enrolled" };
+    return { node_id: id, trust: "tpm-enrolled", detail: `TPM-rooted, ${e.ek.method === "certificate" ? `EK certificate from ${e.ek.issuer}` : "EK on the allowlist"} → AK (enrolled here) → identity key → signing keys` };
+  });
+}

@@ -4,6 +4,7 @@
 import { isHex, toHex } from "../encoding/hex.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { CheckpointBuilder } from "./builder.ts";
+import type { NodeCard } from "../protocol/card.ts";
 import type { ConsistencyBundle, InclusionBundle } from "./verify-bundle.ts";
 
 /** Assembly refused (unknown id, not yet checkpointed, unknown epoch). */
@@ -12,9 +13,10 @@ export class BundleUnavailable extends Error {}
 /**
  * The inclusion bundle for microblock `id` (64 hex) in the checkpoint of `epoch`, or by
  * default in the latest checkpoint (every checkpoint is cumulative, so the latest one
- * contains every leaf that any checkpoint does).
+ * contains every leaf that any checkpoint does). cardOf gives the node's card when the
+ * maker holds it (its own, or an enrolled node's), so the bundle shows its trust links.
  */
-export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: string, epoch?: number): InclusionBundle {
+export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: string, epoch?: number, cardOf?: (nodeId: string) => NodeCard | null): InclusionBundle {
   if (!isHex(id, 32)) throw new BundleUnavailable(`"${id}" is not a full microblock id (64 lowercase hex)`);
   const stored = ledger.byId(id);
   if (!stored) throw new BundleUnavailable(`no microblock with id ${id}`);
@@ -28,6 +30,7 @@ export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: 
   const keyCert = ledger.keyCert(stored.key);
   if (keyCert === null) throw new BundleUnavailable(`no key certificate for signing key ${stored.key.slice(0, 16)}…`);
   const payload = ledger.payload(stored.payload_hash);
+  const card = cardOf?.(stored.node_id) ?? null;
   return {
     v: 1,
     type: "inclusion",
@@ -37,6 +40,7 @@ export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: 
     leaf_index: index,
     proof: builder.tree.inclusionProof(index, size).map(toHex),
     certificate,
+    ...(card ? { node_card: card } : {}),
   };
 }
 

@@ -9,7 +9,9 @@ import { expectKeys, expectObject, intField, literalField } from "../encoding/sc
 import { verify as p256Verify } from "../crypto/p256.ts";
 import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../protocol/microblock.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
+import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
+import { verifyEvidence } from "../tpm/evidence.ts";
 import { BundleError, check, type FinalityCertificate, type FinalityInfo, oneLine, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
@@ -24,6 +26,8 @@ export interface InclusionBundle {
   leaf_index: number;
   proof: string[];
   certificate: FinalityCertificate;
+  /** The node's card, when the bundle's maker held it: what its trust links are read from. */
+  node_card?: NodeCard;
 }
 
 export interface ConsistencyBundle {
@@ -37,8 +41,32 @@ export interface ConsistencyBundle {
 export type ProofBundle = InclusionBundle | ConsistencyBundle;
 
 export type BundleSummary =
-  | ({ type: "inclusion"; id: string; node_id: string; seq: number; leaf_index: number; payload: boolean } & FinalityInfo & { message: string })
+  | ({ type: "inclusion"; id: string; node_id: string; seq: number; leaf_index: number; payload: boolean; trust: BundleTrust } & FinalityInfo & { message: string })
   | { type: "consistency"; older: FinalityInfo; newer: FinalityInfo; message: string };
+
+/** Which links of the node's chain of trust (DESIGN.md section 7) the bundle shows. */
+export interface BundleTrust {
+  level: "unknown" | "software" | "tpm-evidence" | "tpm-claimed";
+  detail: string;
+}
+
+/**
+ * Reads the node's trust links from its card, checked against the genesis: the card must be
+ * the microblock's node's (its identity key is the one whose K certificate signs it). What a
+ * light client cannot check is the credential activation: validators enrolled the AK.
+ */
+function bundleTrust(value: unknown, nodeId: string, genesis: Genesis): BundleTrust {
+  if (value === undefined) return { level: "unknown", detail: "no node card in the bundle: its trust links are not shown" };
+  const card = check("node card", () => parseCard(value, "node card", { checkPop: false }));
+  if (card.node_id !== nodeId) throw new BundleError(`node card: is node ${card.node_id.slice(0, 12)}…'s, not the microblock's node ${nodeId.slice(0, 12)}…`);
+  if (!card.tpm) return { level: "software", detail: "software key" };
+  const ev = verifyEvidence(card, genesis.attestation, Date.now());
+  if (!ev.ok) return { level: "tpm-claimed", detail: `card says TPM, but its evidence does not verify against the genesis (${ev.check}): treated as a software key` };
+  return {
+    level: "tpm-evidence",
+    detail: `TPM-rooted, ${ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the genesis' allowlist"} → AK → identity key (certified by the AK) → signing key (K certificate) → this microblock; the AK's credential activation is the validators' check, not in this bundle`,
+  };
+}
 
 function parseProof(value: unknown, what: string): Uint8Array[] {
   if (!Array.isArray(value) || value.length > 128) throw new BundleError(`${what}: "proof" must be a list of at most 128 hashes`);
@@ -58,7 +86,7 @@ export function verifyBundle(value: unknown, genesis: Genesis): BundleSummary {
 
 function verifyInclusionBundle(o: Record<string, unknown>, genesis: Genesis): BundleSummary {
   check("bundle", () => {
-    expectKeys(o, "inclusion bundle", ["v", "type", "microblock", "key_certificate", "payload", "leaf_index", "proof", "certificate"]);
+    expectKeys(o, "inclusion bundle", ["v", "type", "microblock", "key_certificate", "payload", "leaf_index", "proof", "certificate"], ["node_card"]);
     literalField(o, "v", "inclusion bundle", 1);
     intField(o, "leaf_index", "inclusion bundle", 0);
   });
@@ -92,6 +120,7 @@ function verifyInclusionBundle(o: Record<string, unknown>, genesis: Genesis): Bu
   }
   const f = verifyFinality(fc, genesis);
   const payload = o.payload !== null;
+  const trust = bundleTrust(o.node_card, mb.node_id, genesis);
   return {
     type: "inclusion",
     id: mb.id,
@@ -99,6 +128,7 @@ function verifyInclusionBundle(o: Record<string, unknown>, genesis: Genesis): Bu
     seq: mb.seq,
     leaf_index: index,
     payload,
+    trust,
     ...f,
     message:
       `microblock ${mb.id} (node ${mb.node_id.slice(0, 12)}…, seq ${mb.seq}${payload ? "" : ", payload withheld"}) is leaf ${index} of checkpoint ` +

@@ -94,7 +94,7 @@ async function route(daemon: DaemonApi, req: Request): Promise<Response> {
     case "/proof": {
       const id = url.searchParams.get("id") ?? "";
       if (!/^[0-9a-f]{64}$/.test(id)) throw new RangeError("id must be a 64-hex microblock id");
-      return json(inclusionBundle(node.ledger, builder, id, intParam(url, "epoch", 0)));
+      return json(inclusionBundle(node.ledger, builder, id, intParam(url, "epoch", 0), (n) => node.cardOf(n)));
     }
     case "/checkpoint/wait": {
       // Wakes the engine (a proposal now, if this validator is the proposer) and waits for

@@ -110,6 +110,11 @@ export class DSMNode implements EventSink {
     return this.enrollments.get(nodeId) ? null : "the mesh requires attestation of its role and it has no verified enrollment here (EK, credential activation, certify): a software node, whatever its card says";
   }
 
+  /** A node's card as this node holds it: its own, or that of a node it enrolled; null otherwise. */
+  cardOf(nodeId: string): NodeCard | null {
+    return nodeId === this.nodeId ? this.card() : (this.enrollments.get(nodeId)?.card ?? null);
+  }
+
   get mesh(): string {
     return this.policy.mesh;
   }

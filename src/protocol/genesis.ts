@@ -9,6 +9,7 @@ import { sha256Hex } from "../crypto/sha256.ts";
 import { nodeIdOf } from "./node-id.ts";
 import { type NodeCard, parseCard } from "./card.ts";
 import { importPublicKey } from "../crypto/p256.ts";
+import { parseCertificate, pemCertificates } from "../crypto/x509.ts";
 
 export type Admission = { policy: "open" } | { policy: "allowlist"; keys: string[] };
 
@@ -144,6 +145,14 @@ function parseEkTrust(att: Record<string, unknown>): void {
     if (!Array.isArray(roots) || roots.length === 0 || roots.length > 64) throw new SchemaError(`${what}: "ek_roots" must list 1 to 64 PEM CA certificates`);
     roots.forEach((r, i) => {
       if (typeof r !== "string" || r.length > 16384 || !PEM_CERT.test(r)) throw new SchemaError(`${what}: ek_roots[${i}] is not one PEM certificate (-----BEGIN CERTIFICATE----- ...)`);
+      let cert;
+      try {
+        cert = parseCertificate(pemCertificates(r)[0]!);
+      } catch (e) {
+        throw new SchemaError(`${what}: ek_roots[${i}]: ${(e as Error).message}`);
+      }
+      // A trust anchor issues certificates: an EK certificate itself listed here is a mistake.
+      if (!cert.basicConstraints?.ca) throw new SchemaError(`${what}: ek_roots[${i}] (${cert.subject.text || "no subject"}) is not a CA certificate`);
     });
     if (new Set(roots).size !== roots.length) throw new SchemaError(`${what}: "ek_roots" lists a certificate twice`);
   }

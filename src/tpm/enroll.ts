@@ -21,6 +21,8 @@ export interface Enrollment {
   ak_public: string;
   ek: EkTrust;
   enrolled_at: number;
+  /** The card enrolled: proof bundles made here carry it, so a light client sees the trust links. */
+  card: NodeCard;
 }
 
 /** A verifier's pending challenge: the credential is its secret, kept until the answer comes. */
@@ -29,6 +31,7 @@ export interface PendingEnrollment {
   credential: Uint8Array;
   ek: EkTrust;
   ak_public: string;
+  card: NodeCard;
 }
 
 export class EnrollError extends Error {
@@ -58,14 +61,14 @@ export function makeEnrollChallenge(card: NodeCard, genesis: Genesis, mesh: stri
     verifier,
     created: formatTime(nowMs),
   };
-  return { challenge, credential, ek: ev.ek, ak_public: toHex(ev.akPublic) };
+  return { challenge, credential, ek: ev.ek, ak_public: toHex(ev.akPublic), card };
 }
 
 /** The verifier's check of the answer: the node recovered the credential, so the AK is in the EK's TPM. */
 export function finishEnrollment(p: PendingEnrollment, answer: EnrollAnswer, nowMs: number): Enrollment {
   const problem = enrollAnswerProblem(p.challenge, p.credential, answer);
   if (problem) throw new EnrollError("activation", problem);
-  return { node_id: p.challenge.node_id, ak_name: p.challenge.ak_name, ak_public: p.ak_public, ek: p.ek, enrolled_at: nowMs };
+  return { node_id: p.challenge.node_id, ak_name: p.challenge.ak_name, ak_public: p.ak_public, ek: p.ek, enrolled_at: nowMs, card: p.card };
 }
 
 /**

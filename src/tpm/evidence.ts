@@ -7,7 +7,7 @@
 // and the identity key's attributes, and the certify. Pure; never throws.
 import * as crypto from "node:crypto";
 import { fromHex, toHex } from "../encoding/hex.ts";
-import { parseCertificate, verifyChain } from "../crypto/x509.ts";
+import { parseCertificate, pemCertificates, verifyChain } from "../crypto/x509.ts";
 import type { NodeCard, TpmEvidence } from "../protocol/card.ts";
 import { certifyQualifyingData } from "../protocol/enrollment.ts";
 import type { AttestationPolicy } from "../protocol/genesis.ts";
@@ -56,7 +56,7 @@ function verifyEvidenceUnsafe(card: NodeCard, policy: AttestationPolicy, nowMs: 
   const certs = ev.ek_certificates.map((c) => fromHex(c));
   if (certs.length > 0 && policy.ek_roots?.length) {
     const anchors: Uint8Array[] = [];
-    for (const pem of policy.ek_roots) anchors.push(pemToDer(pem));
+    for (const pem of policy.ek_roots) anchors.push(...pemCertificates(pem));
     const chain = verifyChain(certs[0]!, certs.slice(1), anchors, { nowMs, leafKeyUsage: ek.type === "rsa" ? ["keyEncipherment"] : ["keyAgreement"] });
     if (!chain.ok) {
       if (!policy.ek_allowlist?.includes(digest)) return fail(chain.check === "untrusted" ? "ek_untrusted" : "ek_chain", `EK certificate: ${chain.reason}`);
@@ -130,11 +130,6 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 
 function timingEqualHex(a: string, b: string): boolean {
   return a.length === b.length && crypto.timingSafeEqual(Buffer.from(a), Buffer.from(b));
-}
-
-function pemToDer(pem: string): Uint8Array {
-  const body = pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, "");
-  return new Uint8Array(Buffer.from(body, "base64"));
 }
 
 /** One line for an operator: which links of the chain this node has. */
