@@ -113,7 +113,7 @@ let genesisFile: string;
 const dir = (n: string) => path.join(root, n);
 const file = (n: string) => path.join(root, n);
 const inMesh = () => ({ DSM_MESH_GENESIS: genesisFile });
-let swtpm: Swtpm | null = null;
+let swtpm: (Swtpm & { ekCa?: import("./helpers/swtpm.ts").EkCa }) | null = null;
 let daemon: Subprocess | null = null;
 
 /** Runs dsm, expects an exit code, records its stdout under the command name. */
@@ -238,19 +238,28 @@ describe("--json output is snake_case everywhere", () => {
 
   test("attest: --golden, an answer, verify (ok and failed, with a quarantine record) on a software TPM", async () => {
     if (!haveSwtpm()) throw new Error("swtpm is not installed (apt-get install swtpm swtpm-tools tpm2-tools; .ci/run does)");
-    swtpm = await startSwtpm();
+    swtpm = await startSwtpm({ ekCa: file("ek-ca") });
+    fs.writeFileSync(file("ek-root.pem"), swtpm.ekCa!.root + swtpm.ekCa!.intermediate);
     await json(["init", "--data-dir", dir("T"), "--role", "validator", "--tpm", swtpm.tcti, "--json"], { env: {} });
     fs.writeFileSync(file("T.card"), (await json(["card", "--data-dir", dir("T"), "--json"], { env: {} })).stdout);
     const policy = await json(["attest", "--golden", "--data-dir", dir("T"), "--json"], { env: {} });
     fs.writeFileSync(file("policy.json"), policy.stdout);
+    await json(["attest", "--ek", "--data-dir", dir("T"), "--json"], { env: {} });
     const g2 = file("genesis-tpm.json");
-    await json(["genesis", "--name", "json-tpm", "--validator", file("T.card"), "--pcr-policy", file("policy.json"), "-o", g2, "--json"], { env: {} });
+    await json(["genesis", "--name", "json-tpm", "--validator", file("T.card"), "--pcr-policy", file("policy.json"), "--ek-root", file("ek-root.pem"), "-o", g2, "--json"], { env: {} });
     const nonce = "11".repeat(32);
     const tEnv = { DSM_MESH_GENESIS: g2 };
+    // T enrolls itself, with files, as an air-gapped verifier would enroll it.
+    const challenge = await json(["attest", "enroll-challenge", file("T.card"), "--data-dir", dir("T"), "--json"], { env: tEnv });
+    fs.writeFileSync(file("c.json"), challenge.stdout);
+    const enrollAnswer = await json(["attest", "enroll-answer", file("c.json"), "--data-dir", dir("T"), "--json"], { env: tEnv });
+    fs.writeFileSync(file("a.json"), enrollAnswer.stdout);
+    expect(parse(await json(["attest", "enroll-verify", file("a.json"), "--data-dir", dir("T"), "--json"], { env: tEnv })).ok).toBe(true);
     const answer = await json(["attest", "--data-dir", dir("T"), "--nonce", nonce, "--json"], { env: tEnv });
     fs.writeFileSync(file("answer.json"), answer.stdout);
-    expect(parse(await json(["attest", "verify", file("answer.json"), "--genesis", g2, "--nonce", nonce, "--json"], { env: tEnv })).ok).toBe(true);
-    const failed = parse(await json(["attest", "verify", file("answer.json"), "--data-dir", dir("T"), "--nonce", "22".repeat(32), "--quarantine", "--json"], { env: tEnv, code: 2 }));
+    const tId = parse(await json(["card", "--data-dir", dir("T"), "--json"], { env: tEnv })).node_id as string;
+    expect(parse(await json(["attest", "verify", file("answer.json"), "--node", tId, "--genesis", g2, "--data-dir", dir("T"), "--nonce", nonce, "--json"], { env: tEnv })).ok).toBe(true);
+    const failed = parse(await json(["attest", "verify", file("answer.json"), "--node", tId, "--data-dir", dir("T"), "--nonce", "22".repeat(32), "--quarantine", "--json"], { env: tEnv, code: 2 }));
     expect(failed.ok).toBe(false);
     expect(failed.quarantine?.type).toBe("Q");
   }, 60_000);

@@ -160,7 +160,13 @@ describe("genesis and mesh policy", () => {
     for (const pcrs of [[24], [-1], [1.5], ["0"], "0-7"]) {
       expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs, digests: [] } })).toThrow(/pcrs/);
     }
-    expect(parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [0, 7, 23], digests: ["0f".repeat(32)] } })).toBeTruthy();
+    expect(parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [0, 7, 23], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(32)] } })).toBeTruthy();
+    // Required, but no EK trusted: nobody could ever enroll.
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [0, 7, 23], digests: ["0f".repeat(32)] } })).toThrow(/ek_roots.*ek_allowlist/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["AB".repeat(32)] } })).toThrow(/ek_allowlist/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_roots: ["not a certificate"] } })).toThrow(/ek_roots\[0\] is not one PEM certificate/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(32)], roles: ["edge", "edge"] } })).toThrow(/roles/);
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(32)], roles: ["admin"] } })).toThrow(/roles/);
     expect(() => parseGenesis({ ...clone(genesis), attestation: { required: "yes", pcrs: [], digests: [] } })).toThrow(/required/);
     expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [], digests: ["0F".repeat(32)] } })).toThrow(/digests/);
   });

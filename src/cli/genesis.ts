@@ -4,7 +4,8 @@ import { importPublicKey } from "../crypto/p256.ts";
 import { fromHex, isHex } from "../encoding/hex.ts";
 import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
 import { parseCard } from "../protocol/card.ts";
-import { buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
+import { type AttestationPolicy, buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
+import { verifyEvidence } from "../tpm/evidence.ts";
 import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } from "./common.ts";
 
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
@@ -69,7 +70,7 @@ function splitList(values: string[]): string[] {
 }
 
 /** An --allow value: an identity key in hex, or a node card file whose key is admitted. */
-function allowedKey(value: string, requireTpm: boolean): string {
+function allowedKey(value: string, policy: AttestationPolicy | null): string {
   if (/^[0-9a-fA-F]{66}$/.test(value)) {
     const k = value.toLowerCase();
     try {
@@ -87,7 +88,11 @@ function allowedKey(value: string, requireTpm: boolean): string {
   } catch (e) {
     throw new CliError((e as Error).message);
   }
-  if (requireTpm && !card.tpm) throw new CliError(`--allow card (${value}): node ${card.node_id.slice(0, 16)}… has a software identity key, but --pcr-policy makes this mesh require TPM attestation`);
+  if (policy && !card.tpm) throw new CliError(`--allow card (${value}): node ${card.node_id.slice(0, 16)}… has a software identity key, but --pcr-policy makes this mesh require TPM attestation`);
+  if (policy) {
+    const ev = verifyEvidence(card, policy, Date.now());
+    if (!ev.ok) throw new CliError(`--allow card (${value}): node ${card.node_id.slice(0, 16)}… must attest, but its TPM evidence does not verify against --ek-root/--ek-allow (${ev.check}): ${ev.reason}`);
+  }
   return card.identity_pub;
 }
 
@@ -207,7 +212,9 @@ EXAMPLES
     }
     if (pcrPolicy === undefined && (ekRoots.length > 0 || ekAllow.length > 0 || roles)) throw new CliError("--ek-root, --ek-allow and --attest-roles belong with --pcr-policy (they shape required attestation)");
     if (pcrPolicy !== undefined && ekRoots.length === 0 && ekAllow.length === 0) throw new CliError("--pcr-policy needs the endorsement keys the mesh trusts: --ek-root FILE (CA certificates) and/or --ek-allow DIGEST");
-    const allow = allowValues.map((v) => allowedKey(v, pcrPolicy !== undefined && (roles ?? ["edge"]).includes("edge")));
+    const attestation: AttestationPolicy | undefined = pcrPolicy && { required: true, ...pcrPolicy, ek_roots: ekRoots, ek_allowlist: ekAllow, ...(roles ? { roles } : {}) };
+    const attests = (role: "edge" | "validator") => attestation !== undefined && (roles ?? ["edge", "validator"]).includes(role);
+    const allow = allowValues.map((v) => allowedKey(v, attests("edge") ? attestation! : null));
 
     const output = raw.outputGiven ? raw.outputValue : undefined;
     if (raw.outputGiven && (output === undefined || output === "")) throw new CliError("-o needs a value");
@@ -227,10 +234,18 @@ EXAMPLES
         sources: files,
         admission,
         allow,
-        attestation: pcrPolicy && { required: true, ...pcrPolicy, ek_roots: ekRoots, ek_allowlist: ekAllow, ...(roles ? { roles } : {}) },
+        attestation,
       });
     } catch (e) {
       throw new CliError((e as Error).message);
+    }
+    // A validator that must attest and whose evidence does not verify would be refused by
+    // every peer: say so now, not at the first connection.
+    if (attests("validator")) {
+      genesis.validators.forEach((card, i) => {
+        const ev = verifyEvidence(card, genesis.attestation, Date.now());
+        if (!ev.ok) throw new CliError(`card ${i + 1} (${files[i]}): node ${card.node_id.slice(0, 16)}… must attest, but its TPM evidence does not verify against --ek-root/--ek-allow (${ev.check}): ${ev.reason}`);
+      });
     }
     const mesh = meshIdOf(genesis);
     const text = JSON.stringify(genesis, null, 2) + "\n";
