@@ -168,15 +168,7 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
   const nodeId = String(args.node);
   if (!isHex(nodeId, 32)) throw new CliError("--node must be a node id: 64 lowercase hex characters");
   const bundle = readJsonFile(String(args.bundle), "attestation bundle");
-  let genesisFile: Genesis | null = null;
-  if (args.genesis !== undefined) {
-    try {
-      genesisFile = parseGenesis(readJsonFile(String(args.genesis), "genesis"), { checkPop: true });
-    } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError(`${args.genesis}: ${(e as Error).message}`);
-    }
-  }
+  const genesisFile: Genesis | null = args.genesis === undefined ? null : readParsed(String(args.genesis), "genesis", (v) => parseGenesis(v, { checkPop: true }));
   await withNode(
     ctx,
     (node) => {
@@ -201,6 +193,16 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
   );
 }
 
+/** A JSON file parsed into its type; what is wrong with it becomes one CliError naming the file. */
+function readParsed<T>(file: string, what: string, parse: (value: unknown) => T): T {
+  const value = readJsonFile(file, what);
+  try {
+    return parse(value);
+  } catch (e) {
+    throw new CliError(`${file}: ${(e as Error).message}`);
+  }
+}
+
 /** The three steps of enrollment with files (see the help text). */
 async function enroll(ctx: Context, action: string, args: { bundle?: unknown; output?: unknown; nonce?: unknown; golden?: unknown; genesis?: unknown; quarantine?: unknown; pcrs?: unknown }): Promise<void> {
   if (args.bundle === undefined) throw new CliError(`dsm attest ${action} needs its input file (see dsm attest --help)`);
@@ -213,13 +215,7 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
     warn(`${what} written to ${args.output}`);
   };
   if (action === "enroll-challenge") {
-    let card: NodeCard;
-    try {
-      card = parseCard(readJsonFile(file, "card"), file, { checkPop: false });
-    } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError(`${file}: ${(e as Error).message}`);
-    }
+    const card: NodeCard = readParsed(file, "card", (v) => parseCard(v, file, { checkPop: false }));
     await withNode(ctx, (node) => {
       let p;
       try {
@@ -237,13 +233,7 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
     return;
   }
   if (action === "enroll-answer") {
-    let c;
-    try {
-      c = parseEnrollChallenge(readJsonFile(file, "enrollment challenge"), file);
-    } catch (e) {
-      if (e instanceof CliError) throw e;
-      throw new CliError(`${file}: ${(e as Error).message}`);
-    }
+    const c = readParsed(file, "enrollment challenge", (v) => parseEnrollChallenge(v, file));
     await withNode(ctx, (node) => {
       const key = tpmKeyOf(node);
       let a;
@@ -257,13 +247,7 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
     return;
   }
   if (args.output !== undefined) throw new CliError("dsm attest enroll-verify writes no file: it records the enrollment in the ledger");
-  let a: EnrollAnswer;
-  try {
-    a = parseEnrollAnswer(readJsonFile(file, "enrollment answer"), file);
-  } catch (e) {
-    if (e instanceof CliError) throw e;
-    throw new CliError(`${file}: ${(e as Error).message}`);
-  }
+  const a: EnrollAnswer = readParsed(file, "enrollment answer", (v) => parseEnrollAnswer(v, file));
   await withNode(ctx, (node) => {
     const p = node.enrollments.pending(a.challenge);
     if (!p) throw new CliError(`${file} answers no challenge this data dir sent and still waits on (answered already, expired, or made elsewhere): run dsm attest enroll-challenge again`);

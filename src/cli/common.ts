@@ -1,6 +1,7 @@
 // What every subcommand shares: the common flags, config resolution, output, and the
 // rule that a failure is one line on stderr and a documented exit code.
 import * as fs from "node:fs";
+import { pemCertificates } from "../crypto/x509.ts";
 import * as os from "node:os";
 import type { ArgsDef, CommandDef } from "citty";
 import { type DsmConfig, resolveConfig } from "../config/config.ts";
@@ -124,6 +125,21 @@ export function timeArg(value: string | undefined, flag: string, nowMs = Date.no
 }
 
 /** Reads and parses a JSON file; errors name the file and say what is wrong, in one line. */
+/** The certificates of a PEM file (DER), for a flag's value; a clear CliError naming the flag otherwise. */
+export function readPemFile(file: string, flag: string): Uint8Array[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new CliError(`${flag} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    return pemCertificates(text);
+  } catch (e) {
+    throw new CliError(`${flag} ${file}: ${(e as Error).message}`);
+  }
+}
+
 export function readJsonFile(file: string, what: string): unknown {
   let text: string;
   try {

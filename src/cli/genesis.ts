@@ -6,7 +6,8 @@ import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
 import { parseCard } from "../protocol/card.ts";
 import { type AttestationPolicy, buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
 import { verifyEvidence } from "../tpm/evidence.ts";
-import { CliError, command, intArg, printJson, readJsonFile, timeArg, warn } from "./common.ts";
+import { CliError, command, intArg, printJson, readJsonFile, readPemFile, timeArg, warn } from "./common.ts";
+import { certificatePem } from "../crypto/x509.ts";
 
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
 // without `multiple`, so a repeated string flag keeps only its last value: these are
@@ -199,7 +200,7 @@ EXAMPLES
     const admission = (args.admission as "open" | "allowlist" | undefined) ?? "allowlist";
     if (admission === "open" && allowValues.length > 0) throw new CliError("--allow needs --admission allowlist (open admits every edge)");
     const pcrPolicy = args["pcr-policy"] === undefined ? undefined : readPcrPolicy(String(args["pcr-policy"]));
-    const ekRoots = splitList(raw.ekRoot).flatMap(readPemCertificates);
+    const ekRoots = splitList(raw.ekRoot).flatMap((f) => readPemFile(f, "--ek-root").map(certificatePem));
     const ekAllow = splitList(raw.ekAllow).map((d) => {
       const v = d.toLowerCase().replace(/^(0x)?000b(?=[0-9a-f]{64}$)/, "");
       if (!isHex(v, 32)) throw new CliError(`--ek-allow ${JSON.stringify(d)} is not an EK digest (64 hex digits, or the EK's name 000b + 64 hex digits as tpm2_readpublic prints it)`);
@@ -268,15 +269,3 @@ EXAMPLES
   },
 });
 
-/** Each certificate of a PEM file, as its own PEM block: the genesis lists one per entry. */
-function readPemCertificates(file: string): string[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    throw new CliError(`--ek-root ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw new CliError(`--ek-root ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it`);
-  return blocks.map((b) => b.replace(/\r\n/g, "\n") + "\n");
-}

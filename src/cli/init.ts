@@ -1,8 +1,7 @@
 import * as fs from "node:fs";
 import { DEFAULT_CONFIG_TEXT } from "../config/config.ts";
-import { pemCertificates } from "../crypto/x509.ts";
 import { DSMNode } from "../node/node.ts";
-import { CliError, command, commonArgs, context, print, printJson, warning } from "./common.ts";
+import { CliError, command, commonArgs, context, print, printJson, readPemFile, warning } from "./common.ts";
 
 export default command({
   meta: { name: "init", description: "Create a node: data dir, identity key, libp2p and BLS keys, card, config" },
@@ -67,7 +66,7 @@ EXAMPLES
     const tpmHandle = tpmHandleArg(args["tpm-handle"]);
     if (tpmHandle !== undefined && args.tpm === undefined && ctx.config.identity.kind !== "tpm") throw new CliError("--tpm-handle needs --tpm TCTI (or identity.kind: tpm)");
     if (args["ek-chain"] !== undefined && args.tpm === undefined && ctx.config.identity.kind !== "tpm") throw new CliError("--ek-chain needs --tpm TCTI (or identity.kind: tpm)");
-    const ekChain = args["ek-chain"] === undefined ? undefined : readEkChain(String(args["ek-chain"]));
+    const ekChain = args["ek-chain"] === undefined ? undefined : readPemFile(String(args["ek-chain"]), "--ek-chain");
     const r = await DSMNode.init({
       dataDir: ctx.dataDir,
       config: ctx.config,
@@ -124,17 +123,3 @@ function tpmHandleArg(value: string | undefined): number | "auto" | undefined {
   return Number.parseInt(value, 16);
 }
 
-/** --ek-chain: the PEM certificates in FILE, as DER. */
-function readEkChain(file: string): Uint8Array[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (e) {
-    throw new CliError(`--ek-chain ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  try {
-    return pemCertificates(text);
-  } catch (e) {
-    throw new CliError(`--ek-chain ${file}: ${(e as Error).message}`);
-  }
-}

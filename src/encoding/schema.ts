@@ -28,6 +28,12 @@ export function hexField(o: Obj, k: string, what: string, bytes: number): string
   return v;
 }
 
+/** Lowercase hex of 1 to `max` bytes (TPM structures, certificates: variable length, bounded). */
+export function boundedHex(v: unknown, what: string, max: number): string {
+  if (typeof v !== "string" || v.length === 0 || v.length > max * 2 || !/^(?:[0-9a-f]{2})+$/.test(v)) throw new SchemaError(`${what} must be lowercase hex of 1 to ${max} bytes`);
+  return v;
+}
+
 export function intField(o: Obj, k: string, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const v = o[k];
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {

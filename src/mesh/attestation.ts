@@ -41,6 +41,8 @@ export class Attestation {
     private readonly ctx: MeshContext,
     private readonly validator: DSMValidator | null,
     private readonly enrollments: EnrollmentStore,
+    /** Fetches a node's microblocks from a seq (/dsm/sync/1): those refused before its enrollment. */
+    private readonly want: (nodeId: string, fromSeq: number) => Promise<void>,
   ) {}
 
   async serve(): Promise<void> {
@@ -52,6 +54,8 @@ export class Attestation {
   start(): void {
     const { node, net } = this.ctx;
     this.challenging = this.validator !== null && node.genesis.attestation.required;
+    // Peers admitted before this point missed onAdmitted's challenge.
+    if (this.challenging) for (const [peerId, card] of net.cards) void this.challenge(peerId, card as NodeCard);
     const every = node.config.attestation.interval_epochs;
     if (this.challenging && every > 0) {
       this.#timer = setInterval(() => {
@@ -130,6 +134,10 @@ export class Attestation {
       return { ok: false, check: e instanceof EnrollError ? e.check : "enroll", reason: (e as Error).message };
     }
     this.ctx.log("info", `node ${card.node_id.slice(0, 16)}… enrolled: its AK is in the TPM of its EK (${pending.ek.method === "certificate" ? `certificate from ${pending.ek.issuer}` : "EK allowlist"})`, { node_id: card.node_id });
+    // Microblocks it gossiped before now were refused (not_attested), and it will not offer
+    // them again: fetch them.
+    const head = node.ledger.head(node.mesh, card.node_id);
+    void this.want(card.node_id, (head?.seq ?? 0) + 1).catch(() => {});
     return { ok: true };
   }
 

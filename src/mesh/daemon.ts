@@ -122,7 +122,7 @@ export class Daemon implements DaemonApi {
         own: this.node.card(),
         admit: (card, peerId) => admitCard(this.node, card, peerId),
         timeoutMs: 5000,
-        // A peer admitted before attestation starts (below) is left to its interval's challenges.
+        // A peer admitted before attestation starts (below) is challenged by start().
         onAdmitted: (peerId, card) => this.#parts?.attestation.onAdmitted(peerId, card as NodeCard),
         onRefused: (peerId, reason) => {
           this.#stats.count("peer");
@@ -188,7 +188,7 @@ export class Daemon implements DaemonApi {
       catchUp: () => finality.catchUp(),
       want: (nodeId, from) => sync.want(nodeId, from),
     });
-    const attestation = new Attestation(ctx, this.#validator, this.node.enrollments);
+    const attestation = new Attestation(ctx, this.#validator, this.node.enrollments, (nodeId, from) => sync.want(nodeId, from));
     return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine };
   }
 

@@ -2,7 +2,7 @@
 // key. Cards are made before any mesh exists (a genesis is built from them), so they
 // name no mesh; their digest kind keeps them apart from every other signed object.
 import { fromHex } from "../encoding/hex.ts";
-import { boolField, expectKeys, expectObject, hexField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
+import { boolField, boundedHex, expectKeys, expectObject, hexField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
 import { formatTime } from "../encoding/time.ts";
 import { type Signed, signBody, verifyBody } from "../crypto/signed.ts";
 import { type IdentityKey, nodeIdOf } from "./node-id.ts";
@@ -116,10 +116,6 @@ export function parseCard(value: unknown, what = "node card", opts: { checkPop?:
     if (!blsPopVerify(pk, fromHex(card.bls_pop!))) throw new SchemaError(`${what}: bls_pop is not a valid proof of possession for bls_pub`);
   }
   return card;
-}
-
-function boundedHex(v: unknown, what: string, max: number): void {
-  if (typeof v !== "string" || v.length === 0 || v.length > max * 2 || !/^(?:[0-9a-f]{2})+$/.test(v)) throw new SchemaError(`${what} must be lowercase hex of 1 to ${max} bytes`);
 }
 
 /** The shape of a card's TPM evidence; what it proves is checked in src/tpm/evidence.ts. */

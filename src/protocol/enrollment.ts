@@ -6,7 +6,7 @@
 // over what it was asked. The secret never travels in clear and never appears in the answer.
 import * as crypto from "node:crypto";
 import { fromHex, toHex } from "../encoding/hex.ts";
-import { expectKeys, expectObject, hexField, literalField, SchemaError, stringField, timeField } from "../encoding/schema.ts";
+import { boundedHex, expectKeys, expectObject, hexField, literalField, stringField, timeField } from "../encoding/schema.ts";
 import { domainDigest } from "../crypto/sha256.ts";
 
 export interface EnrollChallenge {
@@ -39,12 +39,6 @@ export interface EnrollAnswer {
 
 const MAX_BLOB = 1024;
 
-function boundedHex(o: Record<string, unknown>, k: string, what: string, max: number): string {
-  const v = o[k];
-  if (typeof v !== "string" || v.length === 0 || v.length > max * 2 || !/^(?:[0-9a-f]{2})+$/.test(v)) throw new SchemaError(`${what}: "${k}" must be lowercase hex of 1 to ${max} bytes`);
-  return v;
-}
-
 export function parseEnrollChallenge(value: unknown, what = "enroll challenge"): EnrollChallenge {
   const o = expectObject(value, what);
   expectKeys(o, what, ["v", "type", "mesh", "node_id", "ak_name", "credential_blob", "secret", "verifier", "created"]);
@@ -53,8 +47,8 @@ export function parseEnrollChallenge(value: unknown, what = "enroll challenge"):
   hexField(o, "mesh", what, 32);
   hexField(o, "node_id", what, 32);
   stringField(o, "ak_name", what, /^000b[0-9a-f]{64}$/, "a sha256 TPM name (000b then 64 hex digits)");
-  boundedHex(o, "credential_blob", what, MAX_BLOB);
-  boundedHex(o, "secret", what, MAX_BLOB);
+  boundedHex(o.credential_blob, `${what}: "credential_blob"`, MAX_BLOB);
+  boundedHex(o.secret, `${what}: "secret"`, MAX_BLOB);
   hexField(o, "verifier", what, 32);
   timeField(o, "created", what);
   return o as unknown as EnrollChallenge;

@@ -4,7 +4,7 @@
 // daemon carries these objects over libp2p; `dsm attest` carries them in files.
 import * as crypto from "node:crypto";
 import { fromHex, isHex, toHex } from "../encoding/hex.ts";
-import { expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
+import { boundedHex, expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
 import type { NodeCard } from "../protocol/card.ts";
 import { quoteQualifyingData } from "../protocol/enrollment.ts";
 import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
@@ -64,9 +64,7 @@ export function goldenDigest(key: TpmIdentityKey, pcrs: readonly number[]): stri
 }
 
 function hexBytes(o: Record<string, unknown>, k: string, max: number): Uint8Array {
-  const v = o[k];
-  if (typeof v !== "string" || v.length === 0 || v.length > max * 2 || !/^(?:[0-9a-f]{2})+$/.test(v)) throw new SchemaError(`attestation: "${k}" must be lowercase hex of at most ${max} bytes`);
-  return fromHex(v);
+  return fromHex(boundedHex(o[k], `attestation: "${k}"`, max));
 }
 
 /**

@@ -10,6 +10,7 @@
 import * as crypto from "node:crypto";
 import { p256, p384 } from "@noble/curves/nist.js";
 import { toHex } from "../encoding/hex.ts";
+import { WireReader } from "./wire.ts";
 
 export const TPM_ALG_RSA = 0x0001;
 export const TPM_ALG_SHA256 = 0x000b;
@@ -86,51 +87,6 @@ export type TpmPublic = {
   /** The TPMT_PUBLIC bytes that were parsed (a copy). */
   wire: Uint8Array;
 };
-
-// ---------------------------------------------------------------------------------------------
-// Wire reader (the same rules as quote.ts's)
-
-export class WireReader {
-  private off = 0;
-  constructor(
-    private readonly buf: Uint8Array,
-    private readonly what: string,
-  ) {}
-
-  private need(n: number, field: string): void {
-    const left = this.buf.length - this.off;
-    if (n > left) throw new Error(`${this.what} truncated: ${field} needs ${n} bytes at offset ${this.off}, ${left} left`);
-  }
-  u16(field: string): number {
-    this.need(2, field);
-    const v = (this.buf[this.off]! << 8) | this.buf[this.off + 1]!;
-    this.off += 2;
-    return v;
-  }
-  u32(field: string): number {
-    this.need(4, field);
-    const b = this.buf;
-    const o = this.off;
-    this.off += 4;
-    return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-  }
-  bytes(n: number, field: string): Uint8Array {
-    this.need(n, field);
-    const out = this.buf.slice(this.off, this.off + n);
-    this.off += n;
-    return out;
-  }
-  /** TPM2B: u16 size || bytes, size at most max. */
-  tpm2b(field: string, max: number): Uint8Array {
-    const size = this.u16(`${field} size`);
-    if (size > max) throw new Error(`${this.what}: ${field} is ${size} bytes, at most ${max} allowed`);
-    return this.bytes(size, field);
-  }
-  end(): void {
-    const left = this.buf.length - this.off;
-    if (left !== 0) throw new Error(`${this.what}: ${left} trailing byte(s) after offset ${this.off}`);
-  }
-}
 
 function hex16(n: number): string {
   return `0x${n.toString(16).padStart(4, "0")}`;

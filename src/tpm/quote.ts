@@ -11,6 +11,7 @@ import * as crypto from "node:crypto";
 import { p256 } from "@noble/curves/nist.js";
 import { toHex } from "../encoding/hex.ts";
 import { sha256 } from "../crypto/sha256.ts";
+import { WireReader } from "./wire.ts";
 
 export const TPM_ALG_SHA256 = 0x000b;
 export const TPM_ALG_NULL = 0x0010;
@@ -43,64 +44,6 @@ const PCR_SELECT_MAX = 4; // TPM2_PCR_SELECT_MAX: 32 PCRs
 const NUM_PCR_BANKS = 16; // TPM2_NUM_PCR_BANKS
 const N = p256.Point.CURVE().n;
 
-// ---------------------------------------------------------------------------------------------
-// Wire reader
-
-class Reader {
-  private off = 0;
-  constructor(
-    private readonly buf: Uint8Array,
-    private readonly what: string,
-  ) {}
-
-  private need(n: number, field: string): void {
-    const left = this.buf.length - this.off;
-    if (n > left) throw new Error(`${this.what} truncated: ${field} needs ${n} bytes at offset ${this.off}, ${left} left`);
-  }
-  u8(field: string): number {
-    this.need(1, field);
-    return this.buf[this.off++]!;
-  }
-  u16(field: string): number {
-    this.need(2, field);
-    const v = (this.buf[this.off]! << 8) | this.buf[this.off + 1]!;
-    this.off += 2;
-    return v;
-  }
-  u32(field: string): number {
-    this.need(4, field);
-    const b = this.buf;
-    const o = this.off;
-    this.off += 4;
-    return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-  }
-  u64(field: string): bigint {
-    const hi = this.u32(field);
-    const lo = this.u32(field);
-    return (BigInt(hi) << 32n) | BigInt(lo);
-  }
-  bytes(n: number, field: string): Uint8Array {
-    this.need(n, field);
-    const out = this.buf.slice(this.off, this.off + n);
-    this.off += n;
-    return out;
-  }
-  /** TPM2B: u16 size || bytes, size at most max. */
-  tpm2b(field: string, max: number): Uint8Array {
-    const size = this.u16(`${field} size`);
-    if (size > max) throw new Error(`${this.what}: ${field} is ${size} bytes, at most ${max} allowed`);
-    return this.bytes(size, field);
-  }
-  /** Everything not read yet. */
-  rest(): Uint8Array {
-    return this.bytes(this.buf.length - this.off, "rest");
-  }
-  end(): void {
-    const left = this.buf.length - this.off;
-    if (left !== 0) throw new Error(`${this.what}: ${left} trailing byte(s) after offset ${this.off}`);
-  }
-}
-
 function asBytes(v: unknown, what: string): Uint8Array {
   if (!(v instanceof Uint8Array)) throw new Error(`${what} must be a Uint8Array`);
   return v;
@@ -122,7 +65,7 @@ function leftPad32(b: Uint8Array, field: string): Uint8Array {
  * tpm2-tools writes `tpm2_readpublic -f tss` as TPM2B_PUBLIC: this turns it into TPMT_PUBLIC.
  */
 export function unwrapTpm2b(bytes: Uint8Array, what = "TPM2B"): Uint8Array {
-  const r = new Reader(asBytes(bytes, what), what);
+  const r = new WireReader(asBytes(bytes, what), what);
   const inner = r.tpm2b("contents", 0xffff);
   r.end();
   return inner;
@@ -159,7 +102,7 @@ export interface EccPublicArea {
 /** TPMT_PUBLIC wire bytes (no TPM2B size prefix) of an ECC NIST P-256 key with a sha256 nameAlg. */
 export function parsePublicArea(tpmtPublic: Uint8Array): EccPublicArea {
   const buf = asBytes(tpmtPublic, "TPMT_PUBLIC");
-  const r = new Reader(buf, "TPMT_PUBLIC");
+  const r = new WireReader(buf, "TPMT_PUBLIC");
   const type = r.u16("type");
   if (type !== TPM_ALG_ECC) throw new Error(`TPMT_PUBLIC: key type ${hex16(type)} is not ECC (0x0023)`);
   const nameAlg = r.u16("nameAlg");
@@ -272,7 +215,7 @@ export interface ParsedAttest {
 
 /** TPMS_ATTEST wire bytes. Magic is returned, not checked (verifyQuote checks it). */
 export function parseAttest(tpmsAttest: Uint8Array): ParsedAttest {
-  const r = new Reader(asBytes(tpmsAttest, "TPMS_ATTEST"), "TPMS_ATTEST");
+  const r = new WireReader(asBytes(tpmsAttest, "TPMS_ATTEST"), "TPMS_ATTEST");
   const magic = r.u32("magic");
   const type = r.u16("type");
   const qualifiedSigner = r.tpm2b("qualifiedSigner", 2 + 64); // TPM2B_NAME: alg || digest, or a 4-byte handle
@@ -326,7 +269,7 @@ export interface EcdsaSignature {
 }
 
 export function parseSignatureEcdsa(tpmtSignature: Uint8Array): EcdsaSignature {
-  const rd = new Reader(asBytes(tpmtSignature, "TPMT_SIGNATURE"), "TPMT_SIGNATURE");
+  const rd = new WireReader(asBytes(tpmtSignature, "TPMT_SIGNATURE"), "TPMT_SIGNATURE");
   const sigAlg = rd.u16("sigAlg");
   if (sigAlg !== TPM_ALG_ECDSA) throw new Error(`TPMT_SIGNATURE: sigAlg ${hex16(sigAlg)} is not ECDSA (0x0018)`);
   const hashAlg = rd.u16("hash");
