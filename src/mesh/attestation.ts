@@ -18,6 +18,8 @@ import type { MeshContext } from "./context.ts";
 
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
 export const ENROLL_PROTOCOL = "/dsm/enroll/1";
+/** A validator enrolls once and challenges every attestation.interval_epochs: this is generous. */
+const TPM_REQUESTS_PER_MINUTE = 30;
 
 export interface AttestationStatus {
   challenging: boolean;
@@ -36,6 +38,8 @@ export class Attestation {
   #timer: ReturnType<typeof setInterval> | null = null;
   /** One enrollment or challenge at a time per node: a reconnect storm must not stack them. */
   readonly #busy = new Set<string>();
+  /** The node side: when each validator asked for TPM work in the last minute. */
+  readonly #asked = new Map<string, number[]>();
 
   constructor(
     private readonly ctx: MeshContext,
@@ -46,8 +50,25 @@ export class Attestation {
   ) {}
 
   async serve(): Promise<void> {
-    await this.ctx.net.serve(ATTEST_PROTOCOL, (req) => this.#answer(req));
-    await this.ctx.net.serve(ENROLL_PROTOCOL, (req) => this.#answerEnroll(req));
+    await this.ctx.net.serve(ATTEST_PROTOCOL, (req, peerId) => this.#tpmTurn(peerId, () => this.#answer(req)), 4 * 1024);
+    await this.ctx.net.serve(ENROLL_PROTOCOL, (req, peerId) => this.#tpmTurn(peerId, () => this.#answerEnroll(req, peerId)), 16 * 1024);
+  }
+
+  /**
+   * A TPM is slow and shared (tens of ms per command on a real chip), so a peer must not
+   * be able to keep it busy: only the mesh's validators ask (they are the ones who enroll
+   * and challenge), at most TPM_REQUESTS_PER_MINUTE each. (The TPM calls are synchronous,
+   * so requests never overlap.)
+   */
+  #tpmTurn(peerId: string, answer: () => unknown): unknown {
+    const validator = this.ctx.node.genesis.validators.some((c) => c.peer_id === peerId);
+    if (!validator) return { error: "only the mesh's validators enroll and challenge this node" };
+    const now = Date.now();
+    const recent = (this.#asked.get(peerId) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= TPM_REQUESTS_PER_MINUTE) return { error: `more than ${TPM_REQUESTS_PER_MINUTE} TPM requests a minute: try later` };
+    recent.push(now);
+    this.#asked.set(peerId, recent);
+    return answer();
   }
 
   /** Starts challenging, when this node should: admitted peers now, and all of them every interval. */
@@ -90,11 +111,15 @@ export class Attestation {
     }
   }
 
-  #answerEnroll(req: unknown): unknown {
+  #answerEnroll(req: unknown, peerId: string): unknown {
     const node = this.ctx.node;
     if (!(node.identity instanceof TpmIdentityKey)) return { error: "this node has no TPM (software identity key)" };
     try {
-      return answerEnrollment(node.identity, node.card(), node.mesh, parseEnrollChallenge(req));
+      const c = parseEnrollChallenge(req);
+      // The answer names the verifier: it must be the validator asking, not one it relays for.
+      const asker = node.genesis.validators.find((v) => v.peer_id === peerId);
+      if (!asker || asker.node_id !== c.verifier) return { error: "the challenge names another verifier than the validator asking" };
+      return answerEnrollment(node.identity, node.card(), node.mesh, c);
     } catch (e) {
       return { error: (e as Error).message };
     }
@@ -157,11 +182,20 @@ export class Attestation {
       const e = await this.enroll(peerId, card);
       if (this.ctx.stopping()) return;
       if (!e.ok) {
+        // No answer may be the network: the next interval tries again, and until then the
+        // node's microblocks stay out (not_attested). Any other failure is a verdict: the
+        // card's AK is not enrolled, so an older enrollment of the node no longer counts.
+        const verdict = e.check !== "enroll_no_answer";
+        if (verdict) this.enrollments.drop(card.node_id);
+        // A TPM node the mesh does not ask to attest stays a software node: not a failure.
+        if (!must) {
+          this.ctx.log("debug", `node ${card.node_id.slice(0, 16)}… not enrolled (${e.check}): ${e.reason}`, { node_id: card.node_id, check: e.check });
+          return;
+        }
         this.#count(e.check);
         this.ctx.log("warn", `enrollment of node ${card.node_id.slice(0, 16)}… failed (${e.check}): ${e.reason}`, { node_id: card.node_id, check: e.check });
-        this.enrollments.drop(card.node_id);
-        // It counts as a software node; where its role must attest it is not admitted at all.
-        if (must) await net.refuse(peerId, `no verified enrollment (${e.check}): ${e.reason}`);
+        // Where its role must attest, a node whose evidence or activation failed is not admitted.
+        if (verdict) await net.refuse(peerId, `no verified enrollment (${e.check}): ${e.reason}`);
         return;
       }
       const nonce = newNonce();
