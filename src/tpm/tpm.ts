@@ -270,6 +270,14 @@ export class Tpm {
     return this.#marshalAndFree("TPM2B_PUBLIC", ptrOf(outs[0]!)).subarray(2);
   }
 
+  /** TPM2_GetCapability: the TPMS_CAPABILITY_DATA wire bytes, and whether the TPM has more. */
+  #capability(what: string, capability: number, property: number, count: number): { wire: Uint8Array; more: boolean } {
+    const more = new Uint8Array(1);
+    const data = new BigUint64Array(1);
+    this.#check(`Esys_GetCapability(${what})`, this.#lib.esys.Esys_GetCapability(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, capability, property, count, more, data));
+    return { wire: this.#marshalAndFree("TPMS_CAPABILITY_DATA", ptrOf(data)), more: more[0] !== 0 };
+  }
+
   /**
    * Every persistent handle in use (TPM2_GetCapability TPM_CAP_HANDLES from 0x81000000),
    * ascending: keys of any owner, dsm's or not. Asked in pages until the TPM says no more.
@@ -278,14 +286,8 @@ export class Tpm {
     const out: number[] = [];
     let from = TPM2_HR_PERSISTENT;
     for (let page = 0; page < 1024; page++) {
-      const more = new Uint8Array(1);
-      const data = new BigUint64Array(1);
-      this.#check(
-        "Esys_GetCapability(TPM_CAP_HANDLES)",
-        this.#lib.esys.Esys_GetCapability(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, from, 128, more, data),
-      );
+      const { wire, more } = this.#capability("TPM_CAP_HANDLES", TPM2_CAP_HANDLES, from, 128);
       // TPMS_CAPABILITY_DATA wire: u32 capability, then TPML_HANDLE: u32 count, u32 handles.
-      const wire = this.#marshalAndFree("TPMS_CAPABILITY_DATA", ptrOf(data));
       const dv = new DataView(wire.buffer, wire.byteOffset, wire.byteLength);
       if (wire.length < 8 || dv.getUint32(0) !== TPM2_CAP_HANDLES) throw new TpmError("Esys_GetCapability(TPM_CAP_HANDLES) answered another capability");
       const count = dv.getUint32(4);
@@ -297,7 +299,7 @@ export class Tpm {
         out.push(h);
         last = h;
       }
-      if (!more[0] || last < 0 || last >= 0x81ffffff) break;
+      if (!more || last < 0 || last >= 0x81ffffff) break;
       from = last + 1;
     }
     return [...new Set(out)].sort((a, b) => a - b);
@@ -363,14 +365,8 @@ export class Tpm {
   /** TPM2_PT_NV_BUFFER_MAX: the largest NV_Read the TPM takes (asked once per connection). */
   nvBufferMax(): number {
     if (this.#nvBufferMax !== null) return this.#nvBufferMax;
-    const more = new Uint8Array(1);
-    const data = new BigUint64Array(1);
-    this.#check(
-      "Esys_GetCapability(TPM_PT_NV_BUFFER_MAX)",
-      this.#lib.esys.Esys_GetCapability(this.#ctx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_TPM_PROPERTIES, TPM2_PT_NV_BUFFER_MAX, 1, more, data),
-    );
+    const { wire: w } = this.#capability("TPM_PT_NV_BUFFER_MAX", TPM2_CAP_TPM_PROPERTIES, TPM2_PT_NV_BUFFER_MAX, 1);
     // TPMS_CAPABILITY_DATA: u32 capability, TPML_TAGGED_TPM_PROPERTY: u32 count, (u32 property, u32 value)...
-    const w = this.#marshalAndFree("TPMS_CAPABILITY_DATA", ptrOf(data));
     const dv = new DataView(w.buffer, w.byteOffset, w.byteLength);
     let max = NV_CHUNK_MAX;
     if (w.length >= 16 && dv.getUint32(0) === TPM2_CAP_TPM_PROPERTIES && dv.getUint32(4) >= 1 && dv.getUint32(8) === TPM2_PT_NV_BUFFER_MAX) max = dv.getUint32(12);
