@@ -13,6 +13,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { MeshClient } from "../src/mesh/client.ts";
+import { MeshNet } from "../src/mesh/p2p.ts";
 import type { DaemonStatus } from "../src/mesh/api.ts";
 import type { FinalityCertificate } from "../src/protocol/certificate.ts";
 import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
@@ -32,6 +33,8 @@ const logs = new Map<string, string>();
 const dir = (n: string) => path.join(root, n);
 /** Node ids and peer ids by data dir name: v (validator), t1 and t2 (TPM edges), s (software edge). */
 const ids: Record<string, { node: string; peer: string }> = {};
+/** Each edge daemon's dialable address (multiaddr with /p2p/). */
+const addrs: Record<string, string> = {};
 const TPM_EDGES = ["t1", "t2"];
 const EDGES = [...TPM_EDGES, "s"];
 /** Set when the validator ever lists the software edge among its admitted peers. */
@@ -193,7 +196,10 @@ beforeAll(async () => {
   metricsPort = await freePort();
   const v = await start("v", [], { DSM_METRICS_PORT: String(metricsPort) });
   ids.v!.peer = v.split("/p2p/")[1]!;
-  for (const e of EDGES) ids[e]!.peer = (await start(e, [v])).split("/p2p/")[1]!;
+  for (const e of EDGES) {
+    addrs[e] = await start(e, [v]);
+    ids[e]!.peer = addrs[e]!.split("/p2p/")[1]!;
+  }
 }, 90_000);
 
 afterAll(async () => {
@@ -294,6 +300,33 @@ describe("a mesh where edges must attest: a software validator, two TPM edges, o
     expect(Number(m![1])).toBeGreaterThanOrEqual(2);
     expect(text).not.toMatch(/^dsm_attestations_total\{result="failed"/m);
   }, 20_000);
+
+  test("a TPM node does TPM work only for the mesh's validators: another admitted TPM edge asking gets an error", async () => {
+    // A third TPM edge, admitted by t1's gater (its evidence verifies), talks to t1 directly.
+    tpms.push(await startSwtpm({ ekCa: path.join(root, "ek-ca") }));
+    await ok(["init", "--data-dir", dir("t3"), "--role", "edge", "--tpm", tpms[2]!.tcti, "--ek-chain", dir("ek-inter.pem"), "--genesis", env.DSM_MESH_GENESIS!]);
+    const card = JSON.parse(fs.readFileSync(path.join(dir("t3"), "card.json"), "utf8"));
+    const rogue = await MeshNet.start({
+      privateKey: new Uint8Array(fs.readFileSync(path.join(dir("t3"), "libp2p.key"))),
+      listen: ["/ip4/127.0.0.1/tcp/0"],
+      bootstrap: [addrs.t1!],
+      maxMessageBytes: 1 << 20,
+      cards: { own: card, admit: () => null, timeoutMs: 5000 },
+    });
+    try {
+      const mesh = (JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"])) as { mesh: string }).mesh;
+      const challenge = { v: 1, type: "enroll-challenge", mesh, node_id: ids.t1!.node, ak_name: "000b" + "11".repeat(32), credential_blob: "22".repeat(68), secret: "33".repeat(256), verifier: card.node_id, created: new Date().toISOString() };
+      const enroll = await until("t1 to admit t3 and answer", 20_000, async () => {
+        const r = (await rogue.request(ids.t1!.peer, "/dsm/enroll/1", challenge, 5000).catch(() => undefined)) as { error?: string } | undefined;
+        return r?.error !== undefined ? r : undefined;
+      });
+      expect(enroll.error).toMatch(/only the mesh's validators enroll and challenge this node/);
+      const attest = (await rogue.request(ids.t1!.peer, "/dsm/attest/1", { nonce: "44".repeat(32), pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }, 5000)) as { error?: string };
+      expect(attest.error).toMatch(/only the mesh's validators/);
+    } finally {
+      await rogue.stop();
+    }
+  }, 60_000);
 
   test("SIGTERM stops every daemon: exit 0", async () => {
     const running = [...procs.values()];

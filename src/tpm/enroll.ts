@@ -10,6 +10,7 @@ import type { NodeCard } from "../protocol/card.ts";
 import { answerEnrollChallenge, type EnrollAnswer, enrollAnswerProblem, type EnrollChallenge } from "../protocol/enrollment.ts";
 import type { Genesis } from "../protocol/genesis.ts";
 import { makeCredential } from "./credential.ts";
+import { parsePublicArea } from "./quote.ts";
 import { type EkTrust, verifyEvidence } from "./evidence.ts";
 import type { TpmIdentityKey } from "./tpm-key.ts";
 
@@ -80,6 +81,8 @@ export function answerEnrollment(key: TpmIdentityKey, card: NodeCard, mesh: stri
   if (c.node_id !== card.node_id) throw new EnrollError("node", `the challenge is for node ${c.node_id.slice(0, 16)}…, not this one (${card.node_id.slice(0, 16)}…)`);
   const ak = card.tpm_evidence?.ak_public;
   if (!ak) throw new EnrollError("no_evidence", "this node's card carries no TPM evidence (dsm init --tpm again to add it)");
+  // Before any TPM work: a credential for another AK could never activate here.
+  if (c.ak_name !== toHex(parsePublicArea(fromHex(ak)).name)) throw new EnrollError("ak", "the challenge is for another AK than this node's");
   const credential = key.activateCredential(fromHex(c.credential_blob), fromHex(c.secret));
   return answerEnrollChallenge(c, credential);
 }
