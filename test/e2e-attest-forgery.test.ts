@@ -15,10 +15,12 @@ import { SoftwareIdentityKey } from "../src/identity/identity-key.ts";
 import { type NodeCard, type NodeCardBody } from "../src/protocol/card.ts";
 import { certifyQualifyingData, quoteQualifyingData } from "../src/protocol/enrollment.ts";
 import { parseGenesis } from "../src/protocol/genesis.ts";
+import { ekTemplate } from "../src/tpm/ek.ts";
 import { verifyEvidence } from "../src/tpm/evidence.ts";
 import { qualifiedName } from "../src/tpm/quote.ts";
 import { TpmIdentityKey } from "../src/tpm/tpm-key.ts";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { attestHeader, fakePublicArea, softSign, tpmName, wire } from "./helpers/tpm-forge.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 import { type EkCa, haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
@@ -49,42 +51,6 @@ async function card(node: string): Promise<NodeCard> {
 function writeJson(name: string, value: unknown): string {
   fs.writeFileSync(file(name), JSON.stringify(value));
   return file(name);
-}
-
-/** Big-endian TPM wire bytes. */
-function wire(...parts: (number | [number, 2 | 4 | 8] | Uint8Array | { b2: Uint8Array })[]): Uint8Array {
-  const out: number[] = [];
-  for (const p of parts) {
-    if (p instanceof Uint8Array) out.push(...p);
-    else if (typeof p === "number") out.push(p & 0xff);
-    else if (Array.isArray(p)) {
-      const [v, n] = p;
-      const big = BigInt(v);
-      for (let i = n - 1; i >= 0; i--) out.push(Number((big >> BigInt(8 * i)) & 0xffn));
-    } else out.push(p.b2.length >> 8, p.b2.length & 0xff, ...p.b2);
-  }
-  return Uint8Array.from(out);
-}
-
-/** A TPMT_PUBLIC for a P-256 key that never was in any TPM, with every attribute a TPM key would show. */
-function fakePublicArea(publicKey: Uint8Array, restricted: boolean): Uint8Array {
-  const xy = p256.Point.fromBytes(publicKey).toBytes(false);
-  const attrs = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 10) | (1 << 18) | (restricted ? 1 << 16 : 0);
-  return wire([0x0023, 2], [0x000b, 2], [attrs, 4], { b2: new Uint8Array(0) }, [0x0010, 2], [0x0018, 2], [0x000b, 2], [0x0003, 2], [0x0010, 2], { b2: xy.subarray(1, 33) }, { b2: xy.subarray(33) });
-}
-
-function tpmName(publicArea: Uint8Array): Uint8Array {
-  return Uint8Array.from([0x00, 0x0b, ...crypto.createHash("sha256").update(publicArea).digest()]);
-}
-
-/** An ECDSA TPMT_SIGNATURE made in software. */
-function softSign(key: crypto.KeyObject, message: Uint8Array): Uint8Array {
-  const rs = crypto.sign("sha256", message, { key, dsaEncoding: "ieee-p1363" });
-  return wire([0x0018, 2], [0x000b, 2], { b2: rs.subarray(0, 32) }, { b2: rs.subarray(32) });
-}
-
-function attestHeader(type: number, akPublic: Uint8Array, extraData: Uint8Array): Uint8Array {
-  return wire([0xff544347, 4], [type, 2], { b2: qualifiedName(tpmName(akPublic)) }, { b2: extraData }, [1234, 8], [0, 4], [0, 4], 1, [0, 8]);
 }
 
 beforeAll(async () => {
@@ -222,6 +188,22 @@ describe("forged and borrowed TPM trust is refused, each by its own check", () =
     expect(Bun.spawnSync(["openssl", "x509", "-inform", "DER", "-in", file("tampered.der"), "-out", file("tampered.pem")]).exitCode).toBe(0);
     const o = Bun.spawnSync(["openssl", "verify", "-CAfile", file("root-a.pem"), "-untrusted", file("inter-a.pem"), file("tampered.pem")], { stderr: "pipe" });
     expect(o.exitCode).not.toBe(0);
+    // A TLS server certificate from the same CA, its key in software, passed off as an EK
+    // (the TCG RSA template around its modulus): refused, as no EK certificate.
+    const caKey = fs.readFileSync(path.join(file("ca-a"), "signkey.pem"), "utf8").match(/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/)![0];
+    fs.writeFileSync(file("ca-a.key"), caKey + "\n");
+    fs.writeFileSync(file("tls.ext"), "keyUsage=critical,keyEncipherment,digitalSignature\nextendedKeyUsage=serverAuth\n");
+    const sh = (cmd: string[]) => expect(Bun.spawnSync(cmd, { stderr: "pipe" }).exitCode).toBe(0);
+    sh(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", file("tls.key"), "-subj", "/CN=router.example", "-out", file("tls.csr")]);
+    sh(["openssl", "x509", "-req", "-in", file("tls.csr"), "-CA", file("inter-a.pem"), "-CAkey", file("ca-a.key"), "-CAcreateserial", "-days", "30", "-extfile", file("tls.ext"), "-out", file("tls.pem")]);
+    const tlsDer = new Uint8Array(Buffer.from(fs.readFileSync(file("tls.pem"), "utf8").replace(/-----[A-Z ]+-----|\s/g, ""), "base64"));
+    const modulus = new Uint8Array(Buffer.from((crypto.createPrivateKey(fs.readFileSync(file("tls.key"))).export({ format: "jwk" }) as { n: string }).n, "base64url"));
+    const template = ekTemplate("rsa2048");
+    const fakeEk = Uint8Array.from([...template.subarray(0, template.length - 256), ...modulus]);
+    const tlsAsEk = { ...e1, tpm_evidence: { ...e1.tpm_evidence!, ek_public: hex(fakeEk), ek_certificates: [hex(tlsDer), e1.tpm_evidence!.ek_certificates[1]!] } };
+    const tls = verifyEvidence(tlsAsEk, genesis.attestation, Date.now());
+    expect(tls).toMatchObject({ ok: false, check: "ek_chain" });
+    expect((tls as { reason: string }).reason).toMatch(/does not include tcg-kp-EKCertificate .*not an EK certificate/);
     const good = Bun.spawnSync(["openssl", "x509", "-inform", "DER", "-out", file("e1-ek.pem")], { stdin: bytes(e1.tpm_evidence!.ek_certificates[0]!) });
     expect(good.exitCode).toBe(0);
     expect(Bun.spawnSync(["openssl", "verify", "-CAfile", file("root-a.pem"), "-untrusted", file("inter-a.pem"), file("e1-ek.pem")]).exitCode).toBe(0);

@@ -14,6 +14,10 @@ import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { MeshClient } from "../src/mesh/client.ts";
 import { MeshNet } from "../src/mesh/p2p.ts";
+import { signBody } from "../src/crypto/signed.ts";
+import { certifyQualifyingData } from "../src/protocol/enrollment.ts";
+import { TpmIdentityKey } from "../src/tpm/tpm-key.ts";
+import { withSoftwareAk } from "./helpers/tpm-forge.ts";
 import type { DaemonStatus } from "../src/mesh/api.ts";
 import type { FinalityCertificate } from "../src/protocol/certificate.ts";
 import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
@@ -194,7 +198,7 @@ beforeAll(async () => {
   for (const e of EDGES) await emit(e, 2, "before");
 
   metricsPort = await freePort();
-  const v = await start("v", [], { DSM_METRICS_PORT: String(metricsPort) });
+  const v = (addrs.v = await start("v", [], { DSM_METRICS_PORT: String(metricsPort) }));
   ids.v!.peer = v.split("/p2p/")[1]!;
   for (const e of EDGES) {
     addrs[e] = await start(e, [v]);
@@ -323,6 +327,46 @@ describe("a mesh where edges must attest: a software validator, two TPM edges, o
       expect(enroll.error).toMatch(/only the mesh's validators enroll and challenge this node/);
       const attest = (await rogue.request(ids.t1!.peer, "/dsm/attest/1", { nonce: "44".repeat(32), pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }, 5000)) as { error?: string };
       expect(attest.error).toMatch(/only the mesh's validators/);
+    } finally {
+      await rogue.stop();
+    }
+  }, 60_000);
+
+  test("an enrolled TPM edge that shows a validator a card with another AK, then never answers enrollment, loses its enrollment", async () => {
+    // t1 (enrolled) goes rogue: its daemon stops, and in its place, with its libp2p key, a
+    // node shows t1's card re-signed by t1's TPM identity key with a software AK beside the
+    // real EK certificate, and serves no /dsm/enroll/1. The old enrollment must not stand.
+    const before = JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"])) as { enrollments: { node_id: string }[] };
+    expect(before.enrollments.map((e) => e.node_id)).toContain(ids.t1!.node);
+    // A validator keeps the card a peer showed when it was admitted, so the new card is seen
+    // by a validator that meets the peer afresh: here, the validator's daemon restarted.
+    for (const n of ["t1", "v"]) {
+      const p = procs.get(dir(n))!;
+      procs.delete(dir(n));
+      p.kill("SIGTERM");
+      expect(await p.exited).toBe(0);
+    }
+    addrs.v = await start("v", []);
+    const card = JSON.parse(fs.readFileSync(path.join(dir("t1"), "card.json"), "utf8"));
+    const marker = JSON.parse(fs.readFileSync(path.join(dir("t1"), "identity.tpm.json"), "utf8")) as { handle: string };
+    const key = TpmIdentityKey.load(tpms[0]!.tcti, Number(marker.handle));
+    const forged = withSoftwareAk(card.tpm_evidence, certifyQualifyingData(card.node_id, card.identity_pub));
+    const { sig: _s, ...body } = card;
+    const rogueCard = await signBody("card", { ...body, ak_pub: Buffer.from(forged.akSec1).toString("hex"), tpm_evidence: forged.evidence }, key);
+    const rogue = await MeshNet.start({
+      privateKey: new Uint8Array(fs.readFileSync(path.join(dir("t1"), "libp2p.key"))),
+      listen: ["/ip4/127.0.0.1/tcp/0"],
+      bootstrap: [addrs.v!],
+      maxMessageBytes: 1 << 20,
+      cards: { own: rogueCard, admit: () => null, timeoutMs: 5000 },
+    });
+    try {
+      await until("the validator to drop t1's enrollment", 30_000, async () => {
+        const st = JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"])) as { enrollments: { node_id: string }[] };
+        return st.enrollments.some((e) => e.node_id === ids.t1!.node) ? undefined : st;
+      });
+      const st = await validatorStatus();
+      expect(st.attestation.nodes.find((n) => n.node_id === ids.t1!.node)?.trust).not.toBe("tpm-enrolled");
     } finally {
       await rogue.stop();
     }

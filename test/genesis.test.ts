@@ -161,6 +161,9 @@ describe("genesis and mesh policy", () => {
       expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs, digests: [] } })).toThrow(/pcrs/);
     }
     expect(parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [0, 7, 23], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(32)] } })).toBeTruthy();
+    // A sha384 EK's digest (swtpm's and the TCG high-range P-384 EK) is 48 bytes.
+    expect(parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(48)] } })).toBeTruthy();
+    expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["ab".repeat(40)] } })).toThrow(/ek_allowlist/);
     // Required, but no EK trusted: nobody could ever enroll.
     expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [0, 7, 23], digests: ["0f".repeat(32)] } })).toThrow(/ek_roots.*ek_allowlist/);
     expect(() => parseGenesis({ ...clone(genesis), attestation: { required: true, pcrs: [7], digests: ["0f".repeat(32)], ek_allowlist: ["AB".repeat(32)] } })).toThrow(/ek_allowlist/);

@@ -262,7 +262,8 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
       process.stderr.write(`dsm attest enroll-verify: FAILED (${check}): ${(err as Error).message}\n`);
       return;
     }
-    node.enrollments.put(e);
+    const superseded = node.enrollments.put(e);
+    for (const other of superseded) warn(`dsm attest enroll-verify: node ${other.slice(0, 16)}… had the same EK (one TPM is one enrolled node): it is no longer enrolled`);
     const how = e.ek.method === "certificate" ? `EK certificate from ${e.ek.issuer}` : `EK ${e.ek.digest.slice(0, 16)}… on the allowlist`;
     if (ctx.json) printJson({ ok: true, node_id: e.node_id, ak_name: e.ak_name, ek: e.ek });
     else print(`OK: node ${e.node_id} enrolled: TPM-rooted, ${how}; its AK ${e.ak_name.slice(0, 20)}… is in that TPM (credential activated)`);

@@ -148,7 +148,7 @@ Validator cards and --allow cards of software-key nodes are then refused. Such a
 also names the endorsement keys it trusts, as a TPM's chain of trust starts there:
 --ek-root FILE (PEM CA certificates: the TPM vendors' roots, or swtpm_localca's; a file
 may hold several; repeatable) and/or --ek-allow DIGEST (an EK without a certificate:
-sha256 of its TPMT_PUBLIC, as dsm attest --ek prints it on the node; repeatable).
+its TPM name without the algorithm, as dsm attest --ek prints it on the node; repeatable).
 --attest-roles edge,validator chooses which roles must attest (default: both).
 
 EXAMPLES
@@ -202,8 +202,8 @@ EXAMPLES
     const pcrPolicy = args["pcr-policy"] === undefined ? undefined : readPcrPolicy(String(args["pcr-policy"]));
     const ekRoots = splitList(raw.ekRoot).flatMap((f) => readPemFile(f, "--ek-root").map(certificatePem));
     const ekAllow = splitList(raw.ekAllow).map((d) => {
-      const v = d.toLowerCase().replace(/^(0x)?000b(?=[0-9a-f]{64}$)/, "");
-      if (!isHex(v, 32)) throw new CliError(`--ek-allow ${JSON.stringify(d)} is not an EK digest (64 hex digits, or the EK's name 000b + 64 hex digits as tpm2_readpublic prints it)`);
+      const v = d.toLowerCase().replace(/^(0x)?000b(?=[0-9a-f]{64}$)/, "").replace(/^(0x)?000c(?=[0-9a-f]{96}$)/, "");
+      if (!isHex(v, 32) && !isHex(v, 48)) throw new CliError(`--ek-allow ${JSON.stringify(d)} is not an EK digest (64 or 96 hex digits as dsm attest --ek prints it, or the EK's name as tpm2_readpublic prints it: 000b + 64, 000c + 96)`);
       return v;
     });
     let roles: ("edge" | "validator")[] | undefined;

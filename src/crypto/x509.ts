@@ -64,6 +64,8 @@ export interface Certificate {
   keyUsage: Set<KeyUsageName> | null;
   /** extKeyUsage OIDs. */
   extKeyUsage: string[] | null;
+  /** The subjectAltName extension's value (GeneralNames DER), unparsed; null when absent. */
+  subjectAltName: Uint8Array | null;
   /** OIDs of critical extensions this parser does not understand (or does not enforce). */
   unknownCritical: string[];
 }
@@ -381,11 +383,12 @@ interface Extensions {
   basicConstraints: Certificate["basicConstraints"];
   keyUsage: Certificate["keyUsage"];
   extKeyUsage: Certificate["extKeyUsage"];
+  subjectAltName: Certificate["subjectAltName"];
   unknownCritical: string[];
 }
 
 function readExtensions(d: Der, t: Tlv): Extensions {
-  const out: Extensions = { basicConstraints: null, keyUsage: null, extKeyUsage: null, unknownCritical: [] };
+  const out: Extensions = { basicConstraints: null, keyUsage: null, extKeyUsage: null, subjectAltName: null, unknownCritical: [] };
   const wrap = d.inner(t, "extensions");
   const list = wrap.inner(wrap.expect(SEQUENCE, "extensions"), "extensions");
   wrap.finish();
@@ -420,6 +423,8 @@ function readExtensions(d: Der, t: Tlv): Extensions {
         if (byte !== undefined && byte & (0x80 >> (i & 7))) set.add(name);
       });
       out.keyUsage = set;
+    } else if (oid === EXT.subjectAltName) {
+      out.subjectAltName = value;
     } else if (oid === EXT.extKeyUsage) {
       const s = v.inner(v.expect(SEQUENCE, what), what);
       v.finish();
@@ -477,7 +482,7 @@ export function parseCertificate(der: Uint8Array): Certificate {
   const extTlv = tbs.optional(0xa3, "extensions");
   if (extTlv && version !== 3) throw new X509Error(`extensions in a version ${version} certificate`);
   tbs.finish();
-  const ext = extTlv ? readExtensions(tbs, extTlv) : { basicConstraints: null, keyUsage: null, extKeyUsage: null, unknownCritical: [] };
+  const ext = extTlv ? readExtensions(tbs, extTlv) : { basicConstraints: null, keyUsage: null, extKeyUsage: null, subjectAltName: null, unknownCritical: [] };
 
   const alg = cert.inner(outerAlg, "signatureAlgorithm");
   const sigAlgOid = readOid(alg, "signatureAlgorithm");

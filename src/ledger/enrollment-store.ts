@@ -32,9 +32,18 @@ export class EnrollmentStore {
     this.#st = prepared(ledger, STATEMENTS.enrollment);
   }
 
-  /** Records a verified enrollment, replacing an earlier one of the node (a new AK after re-init). */
-  put(e: Enrollment): void {
-    this.ledger.immediate(() => this.#st.put.run(this.#mesh, fromHex(e.node_id, 32), Buffer.from(canonicalize(e)), e.enrolled_at));
+  /**
+   * Records a verified enrollment, replacing an earlier one of the node. One TPM is one
+   * enrolled node: an enrollment of another node with the same EK (the TPM re-initialised for
+   * a new identity, or one chip behind many node ids) is dropped; their ids are returned.
+   */
+  put(e: Enrollment): string[] {
+    return this.ledger.immediate(() => {
+      const others = this.all().filter((o) => o.node_id !== e.node_id && o.ek.digest === e.ek.digest).map((o) => o.node_id);
+      for (const id of others) this.#st.drop.run(this.#mesh, fromHex(id, 32));
+      this.#st.put.run(this.#mesh, fromHex(e.node_id, 32), Buffer.from(canonicalize(e)), e.enrolled_at);
+      return others;
+    });
   }
 
   get(nodeId: string): EnrollmentState | null {
@@ -66,8 +75,8 @@ export class EnrollmentStore {
   }
 
   /** The pending challenge an answer names, or null (never sent here, already answered, or expired). */
-  pending(challenge: string): PendingEnrollment | null {
-    const row = this.#st.getPending.get(this.#mesh, fromHex(challenge, 32)) as { pending: Uint8Array } | null;
+  pending(challenge: string, nowMs = Date.now()): PendingEnrollment | null {
+    const row = this.#st.getPending.get(this.#mesh, fromHex(challenge, 32), nowMs - PENDING_TTL_MS) as { pending: Uint8Array } | null;
     if (!row) return null;
     const p = JSON.parse(Buffer.from(row.pending).toString("utf8")) as PendingEnrollment & { credential: string };
     return { ...p, credential: fromHex(p.credential, 32) };

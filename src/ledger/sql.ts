@@ -51,7 +51,7 @@ export const STATEMENTS = {
     quoted: "UPDATE enrollments SET quoted_at = ?, pcr_digest = ?, result = ? WHERE mesh = ? AND node_id = ?",
     drop: "DELETE FROM enrollments WHERE mesh = ? AND node_id = ?",
     addPending: "INSERT INTO enroll_pending (mesh, challenge, node_id, pending, created_at) VALUES (?, ?, ?, ?, ?)",
-    getPending: "SELECT pending FROM enroll_pending WHERE mesh = ? AND challenge = ?",
+    getPending: "SELECT pending FROM enroll_pending WHERE mesh = ? AND challenge = ? AND created_at >= ?",
     dropPending: "DELETE FROM enroll_pending WHERE mesh = ? AND challenge = ?",
     expirePending: "DELETE FROM enroll_pending WHERE created_at < ?",
   },

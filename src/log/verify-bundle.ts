@@ -10,7 +10,7 @@ import { verify as p256Verify } from "../crypto/p256.ts";
 import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, payloadMatches } from "../protocol/microblock.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
 import { type NodeCard, parseCard } from "../protocol/card.ts";
-import { type Genesis, MeshPolicy } from "../protocol/genesis.ts";
+import { type Genesis, MeshPolicy, mustAttest } from "../protocol/genesis.ts";
 import { verifyEvidence } from "../tpm/evidence.ts";
 import { BundleError, check, type FinalityCertificate, type FinalityInfo, oneLine, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
@@ -59,13 +59,20 @@ function bundleTrust(value: unknown, nodeId: string, genesis: Genesis): BundleTr
   if (value === undefined) return { level: "unknown", detail: "no node card in the bundle: its trust links are not shown" };
   const card = check("node card", () => parseCard(value, "node card", { checkPop: false }));
   if (card.node_id !== nodeId) throw new BundleError(`node card: is node ${card.node_id.slice(0, 12)}…'s, not the microblock's node ${nodeId.slice(0, 12)}…`);
+  // A validator's card is fixed by the genesis: another one, however well signed, is not its.
+  const listed = genesis.validators.find((c) => c.node_id === nodeId);
+  if (listed && canonicalize(listed) !== canonicalize(card)) throw new BundleError(`node card: is not validator ${nodeId.slice(0, 12)}…'s card in the genesis`);
   if (!card.tpm) return { level: "software", detail: "software key" };
   const ev = verifyEvidence(card, genesis.attestation, Date.now());
   if (!ev.ok) return { level: "tpm-claimed", detail: `card says TPM, but its evidence does not verify against the genesis (${ev.check}): treated as a software key` };
-  return {
-    level: "tpm-evidence",
-    detail: `TPM-rooted, ${ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the genesis' allowlist"} → AK → identity key (certified by the AK) → signing key (K certificate) → this microblock; the AK's credential activation is the validators' check, not in this bundle`,
-  };
+  const ek = ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the genesis' allowlist";
+  // What a light client cannot check is the credential activation. Where the genesis makes
+  // this role attest, honest validators take nothing of an unenrolled node, so a finalized
+  // checkpoint stands for it; elsewhere a card with a copied EK certificate reads the same.
+  if (mustAttest(genesis, nodeId)) {
+    return { level: "tpm-evidence", detail: `TPM-rooted, ${ek} → AK (enrolled by the validators: the genesis requires it of this role) → identity key (certified by the AK) → signing key (K certificate) → this microblock` };
+  }
+  return { level: "tpm-claimed", detail: `its card shows TPM evidence (${ek} → AK → identity key), but the genesis does not require this role to attest, so nothing here shows the AK was enrolled: a copied EK certificate would read the same` };
 }
 
 function parseProof(value: unknown, what: string): Uint8Array[] {

@@ -18,8 +18,14 @@ import type { MeshContext } from "./context.ts";
 
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
 export const ENROLL_PROTOCOL = "/dsm/enroll/1";
-/** A validator enrolls once and challenges every attestation.interval_epochs: this is generous. */
-const TPM_REQUESTS_PER_MINUTE = 30;
+/**
+ * A validator enrolls a node once and challenges it at most once an epoch (every
+ * attestation.interval_epochs >= 1): four a minute or four an epoch, whichever is more,
+ * leaves room for reconnects and a re-enrollment.
+ */
+export function tpmRequestsPerMinute(epochSeconds: number): number {
+  return Math.max(30, Math.ceil((4 * 60) / epochSeconds));
+}
 
 export interface AttestationStatus {
   challenging: boolean;
@@ -65,7 +71,8 @@ export class Attestation {
     if (!validator) return { error: "only the mesh's validators enroll and challenge this node" };
     const now = Date.now();
     const recent = (this.#asked.get(peerId) ?? []).filter((t) => now - t < 60_000);
-    if (recent.length >= TPM_REQUESTS_PER_MINUTE) return { error: `more than ${TPM_REQUESTS_PER_MINUTE} TPM requests a minute: try later` };
+    const cap = tpmRequestsPerMinute(this.ctx.node.genesis.epoch_duration);
+    if (recent.length >= cap) return { error: `more than ${cap} TPM requests a minute: try later` };
     recent.push(now);
     this.#asked.set(peerId, recent);
     return answer();
@@ -139,6 +146,9 @@ export class Attestation {
     const have = this.enrollments.get(card.node_id);
     const akNow = card.tpm_evidence?.ak_public;
     if (have && akNow && have.ak_public === akNow) return { ok: true };
+    // A TPM derives the same AK every time: a card with another one is a new claim, and the
+    // old enrollment must not stand for it while the new one is pending (or never answered).
+    if (have) this.enrollments.drop(card.node_id);
     let pending;
     try {
       pending = makeEnrollChallenge(card, node.genesis, node.mesh, node.nodeId, Date.now());
@@ -152,9 +162,11 @@ export class Attestation {
       return { ok: false, check: "enroll_no_answer", reason: (e as Error).message };
     }
     const error = (answer as { error?: unknown })?.error;
-    if (typeof error === "string") return { ok: false, check: "activation", reason: `the node could not activate the credential: ${error}` };
+    // The node says why it did not answer (busy, rate, a TPM error): asked again next interval.
+    if (typeof error === "string") return { ok: false, check: "enroll_no_answer", reason: `the node did not answer the enrollment: ${error}` };
     try {
-      this.enrollments.put(finishEnrollment(pending, parseEnrollAnswer(answer), Date.now()));
+      const superseded = this.enrollments.put(finishEnrollment(pending, parseEnrollAnswer(answer), Date.now()));
+      for (const other of superseded) this.ctx.log("warn", `node ${card.node_id.slice(0, 16)}… enrolled with the EK of node ${other.slice(0, 16)}…: one TPM is one enrolled node, so ${other.slice(0, 16)}… is no longer enrolled`, { node_id: card.node_id, superseded: other });
     } catch (e) {
       return { ok: false, check: e instanceof EnrollError ? e.check : "enroll", reason: (e as Error).message };
     }
@@ -209,6 +221,8 @@ export class Attestation {
       }
       if (this.ctx.stopping()) return;
       const error = (answer as { error?: unknown })?.error;
+      // A node that says why it cannot quote has not attested: a missed attestation.
+      if (typeof error === "string") missed = true;
       const enrollment = this.enrollments.get(card.node_id);
       const r = typeof error === "string" ? { ok: false as const, check: "no_answer", reason: error } : verifyAttestation(answer, node.genesis, { nodeId: card.node_id, enrollment, nonce });
       if (r.ok) {
@@ -216,8 +230,11 @@ export class Attestation {
         this.enrollments.quoted(card.node_id, Date.now(), r.pcrDigest, "passed");
         return;
       }
-      this.#count(r.check);
       this.enrollments.quoted(card.node_id, Date.now(), null, `failed: ${r.check}`);
+      // Only a node the genesis makes attest answers for its quotes; another TPM node's
+      // result is shown (dsm status, dsm peers), never held against it.
+      if (!must) return;
+      this.#count(r.check);
       this.#quarantine(card, missed, `${r.check}: ${r.reason}`, r.check, stats);
     } finally {
       this.#busy.delete(card.node_id);

@@ -26,8 +26,8 @@ export interface Genesis {
 
 /**
  * DESIGN.md section 7. ek_roots (PEM CA certificates: TPM vendors' roots, or a local CA) and
- * ek_allowlist (EK digests: hex sha256 of the EK's TPMT_PUBLIC, its name without the
- * algorithm) say which endorsement keys a verifier trusts; roles, which nodes must attest
+ * ek_allowlist (EK digests: the EK's TPM name without its algorithm, i.e. the hash of its
+ * TPMT_PUBLIC under its nameAlg) say which endorsement keys a verifier trusts; roles, which nodes must attest
  * (absent: every role). The optional keys are left out when unused, so a genesis that
  * never attests keeps the bytes, and the mesh id, it always had.
  */
@@ -158,7 +158,9 @@ function parseEkTrust(att: Record<string, unknown>): void {
   }
   if ("ek_allowlist" in att) {
     const list = att.ek_allowlist;
-    if (!Array.isArray(list) || list.length === 0 || list.length > 100000 || !list.every((d) => isHex(d, 32))) throw new SchemaError(`${what}: "ek_allowlist" must list EK digests (64 lowercase hex: sha256 of the EK's TPMT_PUBLIC)`);
+    if (!Array.isArray(list) || list.length === 0 || list.length > 100000 || !list.every((d) => isHex(d, 32) || isHex(d, 48))) {
+      throw new SchemaError(`${what}: "ek_allowlist" must list EK digests (lowercase hex of the EK's name without its algorithm: 64 digits for sha256, 96 for sha384)`);
+    }
     if (new Set(list).size !== list.length) throw new SchemaError(`${what}: "ek_allowlist" lists a digest twice`);
   }
   if ("roles" in att) {

@@ -63,6 +63,8 @@ function verifyEvidenceUnsafe(card: NodeCard, policy: AttestationPolicy, nowMs: 
     } else {
       const leaf = parseCertificate(certs[0]!);
       if (!samePublicKey(ek, leaf.publicKey)) return fail("ek_key_mismatch", "the EK certificate certifies another key than the EK the card shows");
+      const notEk = notAnEkCertificate(leaf);
+      if (notEk) return fail("ek_chain", `EK certificate: ${notEk}`);
       trust = { method: "certificate", issuer: chain.issuerCn, digest };
     }
   }
@@ -98,6 +100,33 @@ function verifyEvidenceUnsafe(card: NodeCard, policy: AttestationPolicy, nowMs: 
   if (certifyProblem) return fail("certify", certifyProblem);
 
   return { ok: true, ek: trust, ekPublic: ek.wire, akPublic: fromHex(ev.ak_public), akName: toHex(ak.name) };
+}
+
+/** tcg-kp-EKCertificate, and the DER of tcg-at-tpmManufacturer (2.23.133.2.1) as an OID. */
+const TCG_KP_EK_CERTIFICATE = "2.23.133.8.1";
+const TCG_AT_TPM_MANUFACTURER = Uint8Array.from([0x06, 0x05, 0x67, 0x81, 0x05, 0x02, 0x01]);
+
+/**
+ * Why a certificate under an EK root is not an EK certificate (TCG EK Credential Profile
+ * 3.2), or null: a CA that also issues TLS or user certificates must not make their keys
+ * count as endorsement keys. Key usage must be stated; an extended key usage, when present,
+ * must include tcg-kp-EKCertificate; and the certificate must say it is a TPM's, by that
+ * usage or by the TPM manufacturer attribute in its subjectAltName.
+ */
+function notAnEkCertificate(leaf: ReturnType<typeof parseCertificate>): string | null {
+  if (leaf.keyUsage === null) return "states no key usage: not an EK certificate";
+  const eku = leaf.extKeyUsage;
+  if (eku !== null && !eku.includes(TCG_KP_EK_CERTIFICATE)) return `its extended key usage (${eku.join(", ")}) does not include tcg-kp-EKCertificate (${TCG_KP_EK_CERTIFICATE}): not an EK certificate`;
+  const marked = eku?.includes(TCG_KP_EK_CERTIFICATE) || (leaf.subjectAltName !== null && contains(leaf.subjectAltName, TCG_AT_TPM_MANUFACTURER));
+  return marked ? null : "neither its extended key usage nor its subjectAltName names a TPM (tcg-kp-EKCertificate, tcg-at-tpmManufacturer): not an EK certificate";
+}
+
+function contains(hay: Uint8Array, needle: Uint8Array): boolean {
+  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return true;
+  }
+  return false;
 }
 
 /** The TCG EK templates: restricted, decrypt, not sign, fixed to the TPM. */
@@ -136,7 +165,7 @@ function timingEqualHex(a: string, b: string): boolean {
 export function trustLine(r: EvidenceResult | null, enrolled: boolean): string {
   if (r === null || !r.ok) return r && r.check !== "software" ? `software key (TPM claimed, not verified: ${r.reason})` : "software key";
   const ek = r.ek.method === "certificate" ? `EK certificate from ${r.ek.issuer}` : `EK ${r.ek.digest.slice(0, 16)}… on the allowlist`;
-  return enrolled ? `TPM-rooted, ${ek}` : `TPM evidence verified (${ek}), AK not enrolled yet`;
+  return enrolled ? `TPM-rooted, ${ek}` : `its card's TPM evidence is consistent (${ek}), but its AK is not enrolled here: it counts as a software node`;
 }
 
 /** What a TPM key can show of itself: the parts of TpmIdentityKey evidence needs. */
