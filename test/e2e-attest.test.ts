@@ -243,7 +243,7 @@ describe("attestation and quarantine with real TPMs", () => {
     await ok(["proof", "inclusion", first.id, "--data-dir", dir("v"), "-o", proof], inMesh());
     const r = await runDsm(["verify-proof", proof, "--genesis", genesisFile], env);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/node key: TPM-rooted, EK certificate from swtpm-localca → AK → identity key \(certified by the AK\) → signing key/);
+    expect(r.stdout).toMatch(/node key: TPM-rooted, EK certificate from swtpm-localca → AK \(enrolled by the validators: the genesis requires it of this role\) → identity key \(certified by the AK\) → signing key/);
     // A card swapped for another node's is refused, not believed.
     const b = JSON.parse(fs.readFileSync(proof, "utf8"));
     b.node_card = JSON.parse(await ok(["card", "--data-dir", dir("e1"), "--json"], inMesh()));
