@@ -37,6 +37,7 @@ describe("EnrollmentStore", () => {
     expect(store.put(enrollment(c, "cc".repeat(32)))).toEqual([]);
     expect(store.put(enrollment(b, "aa".repeat(32)))).toEqual([a]);
     expect(store.get(a)).toBeNull();
+    expect([store.has(a), store.has(b), store.has(c)]).toEqual([false, true, true]);
     expect(store.all().map((e) => e.node_id).sort()).toEqual([b, c]);
     // Re-enrolling the same node replaces its record and clears its last quote.
     store.quoted(b, 5000, "ff".repeat(32), "passed");

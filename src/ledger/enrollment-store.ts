@@ -46,6 +46,11 @@ export class EnrollmentStore {
     });
   }
 
+  /** Whether the node is enrolled: asked for every microblock received, so no record is read. */
+  has(nodeId: string): boolean {
+    return this.#st.has.get(this.#mesh, fromHex(nodeId, 32)) !== null;
+  }
+
   get(nodeId: string): EnrollmentState | null {
     const row = this.#st.get.get(this.#mesh, fromHex(nodeId, 32)) as Row | null;
     return row ? stateOf(row) : null;

@@ -47,6 +47,7 @@ export const STATEMENTS = {
   enrollment: {
     put: "INSERT INTO enrollments (mesh, node_id, record, enrolled_at) VALUES (?, ?, ?, ?) ON CONFLICT (mesh, node_id) DO UPDATE SET record = excluded.record, enrolled_at = excluded.enrolled_at, quoted_at = NULL, pcr_digest = NULL, result = NULL",
     get: "SELECT record, quoted_at, pcr_digest, result FROM enrollments WHERE mesh = ? AND node_id = ?",
+    has: "SELECT 1 AS x FROM enrollments WHERE mesh = ? AND node_id = ?",
     all: "SELECT record, quoted_at, pcr_digest, result FROM enrollments WHERE mesh = ?",
     quoted: "UPDATE enrollments SET quoted_at = ?, pcr_digest = ?, result = ? WHERE mesh = ? AND node_id = ?",
     drop: "DELETE FROM enrollments WHERE mesh = ? AND node_id = ?",

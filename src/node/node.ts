@@ -107,7 +107,7 @@ export class DSMNode implements EventSink {
    */
   notAttested(nodeId: string): string | null {
     if (nodeId === this.nodeId || !mustAttest(this.genesis, nodeId)) return null;
-    return this.enrollments.get(nodeId) ? null : "the mesh requires attestation of its role and it has no verified enrollment here (EK, credential activation, certify): a software node, whatever its card says";
+    return this.enrollments.has(nodeId) ? null : "the mesh requires attestation of its role and it has no verified enrollment here (EK, credential activation, certify): a software node, whatever its card says";
   }
 
   /** A node's card as this node holds it: its own, or that of a node it enrolled; null otherwise. */
