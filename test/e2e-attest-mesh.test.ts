@@ -97,6 +97,17 @@ async function start(name: string, bootstrap: string[], extra: Record<string, st
   throw new Error(`dsm run in ${d} did not start: ${logs.get(d)}`);
 }
 
+/** A libp2p node in this process with a data dir's libp2p key, showing `card`, dialling `bootstrap`. */
+function peerAs(name: string, card: unknown, bootstrap: string): Promise<MeshNet> {
+  return MeshNet.start({
+    privateKey: new Uint8Array(fs.readFileSync(path.join(dir(name), "libp2p.key"))),
+    listen: ["/ip4/127.0.0.1/tcp/0"],
+    bootstrap: [bootstrap],
+    maxMessageBytes: 1 << 20,
+    cards: { own: card, admit: () => null, timeoutMs: 5000 },
+  });
+}
+
 async function stopAll(): Promise<void> {
   const running = [...procs.values()];
   procs.clear();
@@ -310,13 +321,7 @@ describe("a mesh where edges must attest: a software validator, two TPM edges, o
     tpms.push(await startSwtpm({ ekCa: path.join(root, "ek-ca") }));
     await ok(["init", "--data-dir", dir("t3"), "--role", "edge", "--tpm", tpms[2]!.tcti, "--ek-chain", dir("ek-inter.pem"), "--genesis", env.DSM_MESH_GENESIS!]);
     const card = JSON.parse(fs.readFileSync(path.join(dir("t3"), "card.json"), "utf8"));
-    const rogue = await MeshNet.start({
-      privateKey: new Uint8Array(fs.readFileSync(path.join(dir("t3"), "libp2p.key"))),
-      listen: ["/ip4/127.0.0.1/tcp/0"],
-      bootstrap: [addrs.t1!],
-      maxMessageBytes: 1 << 20,
-      cards: { own: card, admit: () => null, timeoutMs: 5000 },
-    });
+    const rogue = await peerAs("t3", card, addrs.t1!);
     try {
       const mesh = (JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"])) as { mesh: string }).mesh;
       const challenge = { v: 1, type: "enroll-challenge", mesh, node_id: ids.t1!.node, ak_name: "000b" + "11".repeat(32), credential_blob: "22".repeat(68), secret: "33".repeat(256), verifier: card.node_id, created: new Date().toISOString() };
@@ -353,13 +358,7 @@ describe("a mesh where edges must attest: a software validator, two TPM edges, o
     const forged = withSoftwareAk(card.tpm_evidence, certifyQualifyingData(card.node_id, card.identity_pub));
     const { sig: _s, ...body } = card;
     const rogueCard = await signBody("card", { ...body, ak_pub: Buffer.from(forged.akSec1).toString("hex"), tpm_evidence: forged.evidence }, key);
-    const rogue = await MeshNet.start({
-      privateKey: new Uint8Array(fs.readFileSync(path.join(dir("t1"), "libp2p.key"))),
-      listen: ["/ip4/127.0.0.1/tcp/0"],
-      bootstrap: [addrs.v!],
-      maxMessageBytes: 1 << 20,
-      cards: { own: rogueCard, admit: () => null, timeoutMs: 5000 },
-    });
+    const rogue = await peerAs("t1", rogueCard, addrs.v!);
     try {
       await until("the validator to drop t1's enrollment", 30_000, async () => {
         const st = JSON.parse(await ok(["status", "--data-dir", dir("v"), "--json"])) as { enrollments: { node_id: string }[] };

@@ -39,9 +39,9 @@ import {
 } from "../src/tpm/ek.ts";
 import { parseAttest, parsePublicArea, parseSignatureEcdsa, pcrCompositeDigest, qualifiedName, unwrapTpm2b, verifyQuote } from "../src/tpm/quote.ts";
 import { TpmIdentityKey, withTpm } from "../src/tpm/tpm-key.ts";
-import { eccSigningTemplate, isHandleEmpty, Tpm, TpmError } from "../src/tpm/tpm.ts";
+import { eccSigningTemplate, isHandleEmpty, Tpm } from "../src/tpm/tpm.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
-import { startSwtpm, type EkCa, type Swtpm } from "./helpers/swtpm.ts";
+import { startSwtpm, tpmError, type EkCa, type Swtpm } from "./helpers/swtpm.ts";
 
 const KEY_HANDLE = 0x81000100;
 const PCRS = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -75,16 +75,6 @@ function run(t: Swtpm | null, args: string[]): string {
   const p = Bun.spawnSync(args, { cwd: work, env, stdout: "pipe", stderr: "pipe" });
   if (p.exitCode !== 0) throw new Error(`${args.join(" ")} failed (${p.exitCode}): ${p.stderr.toString()}`);
   return p.stdout.toString();
-}
-
-function tpmError(fn: () => unknown): TpmError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(TpmError);
-    return e as TpmError;
-  }
-  throw new Error("expected a TpmError, nothing was thrown");
 }
 
 /** tpm2-tools' credential file (lib/files.c, tpm2_makecredential): u32 0xBADCC0DE, u32 version 1, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET. */

@@ -22,11 +22,11 @@ import { toHex } from "../src/encoding/hex.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { parsePublicArea, pcrCompositeDigest, verifyQuote, type VerifyQuoteInput } from "../src/tpm/quote.ts";
 import { TpmIdentityKey, withTpm } from "../src/tpm/tpm-key.ts";
-import { eccSigningTemplate, pcrSelection, Tpm, TpmError } from "../src/tpm/tpm.ts";
+import { eccSigningTemplate, pcrSelection, Tpm } from "../src/tpm/tpm.ts";
 import { DSM, ndjson, requireBinary, TempNode } from "./helpers/e2e.ts";
 import { cleanupTempDirs, tempDir, testConfig } from "./helpers/node.ts";
 import { prng } from "./helpers/prng.ts";
-import { freePort, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
+import { freePort, startSwtpm, tpmError, type Swtpm } from "./helpers/swtpm.ts";
 
 const PCRS = [0, 1, 2, 3, 4, 5, 6, 7];
 const NODE_HANDLE = 0x81000100; // identity.tpm_handle's default, used by DSMNode.init
@@ -40,17 +40,6 @@ let dataDir = "";
 let nodeId = "";
 
 const randomBytes = (n: number) => new Uint8Array(crypto.randomBytes(n));
-
-/** Runs fn with a TpmError expected; returns it. */
-function tpmError(fn: () => unknown): TpmError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(TpmError);
-    return e as TpmError;
-  }
-  throw new Error("expected a TpmError, nothing was thrown");
-}
 
 beforeAll(async () => {
   tpmA = await startSwtpm(tempDir("dsm-swtpm-a-"));

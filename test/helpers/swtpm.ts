@@ -5,6 +5,8 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { expect } from "bun:test";
+import { TpmError } from "../../src/tpm/tpm.ts";
 import { freePort } from "./net.ts";
 
 export { freePort };
@@ -132,4 +134,15 @@ export async function startSwtpm(opts?: string | SwtpmOptions): Promise<Swtpm & 
   };
   await t.start();
   return t;
+}
+
+/** Runs fn with a TpmError expected; returns it. */
+export function tpmError(fn: () => unknown): TpmError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(TpmError);
+    return e as TpmError;
+  }
+  throw new Error("expected a TpmError, nothing was thrown");
 }
