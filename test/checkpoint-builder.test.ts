@@ -176,3 +176,55 @@ test("a ledger holding part of the log keeps a certificate with leaf ids from el
     node.close();
   }
 });
+
+test("one certificate per epoch everywhere: a better one for the stored body replaces it (most signers, then bytes); a worse or foreign one does not", async () => {
+  const { blsAggregateSignatures, blsSign } = await import("../src/crypto/bls.ts");
+  const { buildGenesis } = await import("../src/protocol/genesis.ts");
+  const { betterCertificate } = await import("../src/protocol/certificate.ts");
+  const { signersBitfield } = await import("../src/protocol/validator-set.ts");
+  const dirs: string[] = [];
+  const cards: unknown[] = [];
+  const secrets: Uint8Array[] = [];
+  for (let i = 0; i < 4; i++) {
+    const dir = path.join(root, `v4-${i}`);
+    await DSMNode.init({ dataDir: dir, config: defaultConfig(), role: "validator" });
+    dirs.push(dir);
+    cards.push(JSON.parse(fs.readFileSync(path.join(dir, "card.json"), "utf8")));
+    secrets.push(new Uint8Array(fs.readFileSync(path.join(dir, "bls.key"))));
+  }
+  const genesis = buildGenesis({ name: "four", validators: cards, epochDurationS: 1, genesisTimeMs: Math.floor(Date.now() / 1000) * 1000 - 5000 });
+  const file = path.join(root, "four.json");
+  fs.writeFileSync(file, JSON.stringify(genesis));
+  const config = defaultConfig();
+  config.mesh.genesis = file;
+  const node = DSMNode.open(dirs[0]!, config);
+  try {
+    const mb = await node.createMicroblock({ eventType: "test.event", payload: { k: 1 } });
+    await closeEpoch();
+    const builder = new CheckpointBuilder(node.ledger, node.policy);
+    const body = builder.propose(epochAt(node.genesis, Date.parse(mb.timestamp)))!;
+    const sigs = secrets.map((sk) => blsSign(sk, checkpointDigest(body)));
+    const cert = (who: number[]) => ({ v: 1 as const, type: "F" as const, checkpoint: body, signers: signersBitfield(who, 4), agg_sig: toHex(blsAggregateSignatures(who.map((i) => sigs[i]!))) });
+    const three = cert([0, 1, 2]);
+    const otherThree = cert([1, 2, 3]);
+    const four = cert([0, 1, 2, 3]);
+    builder.commit(three);
+    // The rule: more signers first; among equals, the smaller JCS bytes.
+    expect(betterCertificate(four, three)).toBe(true);
+    expect(betterCertificate(three, four)).toBe(false);
+    expect(betterCertificate(three, otherThree)).toBe(canonicalize(three) < canonicalize(otherThree));
+    expect(betterCertificate(three, three)).toBe(false);
+    const firstOfThree = betterCertificate(three, otherThree) ? three : otherThree;
+    expect(builder.improveCertificate(otherThree)).toBe(firstOfThree === otherThree);
+    expect(canonicalize(builder.byEpoch(body.epoch))).toBe(canonicalize(firstOfThree));
+    expect(builder.improveCertificate(four)).toBe(true);
+    expect(canonicalize(builder.latest())).toBe(canonicalize(four));
+    // Nothing worse or for another body ever replaces it.
+    expect(builder.improveCertificate(three)).toBe(false);
+    expect(builder.improveCertificate({ ...four, checkpoint: { ...body, root: "00".repeat(32) } })).toBe(false);
+    expect(canonicalize(builder.latest())).toBe(canonicalize(four));
+    expect(builder.tree.size()).toBe(1);
+  } finally {
+    node.close();
+  }
+});

@@ -31,7 +31,7 @@ const candidateOf = (r: MbRow): LogCandidateRow => ({ seq: r.seq, id: toHex(r.id
 
 export class CheckpointStore {
   readonly #mesh: Uint8Array;
-  readonly #st: Record<"latest" | "byEpoch" | "since" | "insert" | "included" | "setIncluded" | "addSpan" | "rows" | "chains" | "before" | "leafIndex", Statement>;
+  readonly #st: Record<keyof typeof STATEMENTS.checkpoints, Statement>;
 
   constructor(ledger: Ledger, mesh: string) {
     this.#mesh = fromHex(mesh, 32);
@@ -57,6 +57,11 @@ export class CheckpointStore {
   /** Stores a certificate under its epoch (the caller has checked it). */
   insertCertificate(epoch: number, digest: Uint8Array, cert: FinalityCertificate, createdAt: number): void {
     this.#st.insert.run(this.#mesh, epoch, digest, Buffer.from(canonicalize(cert)), createdAt);
+  }
+
+  /** Replaces the stored certificate of an epoch by another one for the same body (digest); false when none matched. */
+  replaceCertificate(epoch: number, digest: Uint8Array, cert: FinalityCertificate): boolean {
+    return this.#st.replace.run(Buffer.from(canonicalize(cert)), this.#mesh, epoch, digest).changes > 0;
   }
 
   /** Records that the log includes seqs [from, to] of a chain, as leaves from firstLeaf on. */

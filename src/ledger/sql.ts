@@ -7,6 +7,7 @@ export const STATEMENTS = {
     byEpoch: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?",
     since: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?",
     insert: "INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)",
+    replace: "UPDATE checkpoints SET certificate = ? WHERE mesh = ? AND epoch = ? AND digest = ?",
     included: "SELECT last_seq FROM log_included WHERE chain = ?",
     setIncluded: "INSERT INTO log_included (chain, last_seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET last_seq = excluded.last_seq",
     addSpan: "INSERT INTO log_spans (first_leaf, chain, from_seq, to_seq) VALUES (?, ?, ?, ?)",

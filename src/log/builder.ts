@@ -20,7 +20,7 @@ import {
   planCheckpoint,
 } from "../protocol/checkpoint.ts";
 import { TreeStore } from "./tree-store.ts";
-import type { FinalityCertificate } from "../protocol/certificate.ts";
+import { betterCertificate, type FinalityCertificate } from "../protocol/certificate.ts";
 
 
 /** What check() finds (the consensus port's CheckResult, src/consensus/ports.ts). */
@@ -156,6 +156,21 @@ export class CheckpointBuilder {
         leaf += to - from + 1;
       }
       this.#store(cert, ids.map(toHex));
+    });
+  }
+
+  /**
+   * A certificate (checked by the caller: a quorum of the validators) for a body already
+   * finalized here: kept instead of the stored one when it is the better one by
+   * betterCertificate, so every node ends with the same certificate per epoch. True when
+   * it replaced the stored one.
+   */
+  improveCertificate(cert: FinalityCertificate): boolean {
+    return this.ledger.immediate(() => {
+      const stored = this.byEpoch(cert.checkpoint.epoch);
+      if (!stored || checkpointDigestHex(stored.checkpoint) !== checkpointDigestHex(cert.checkpoint)) return false;
+      if (!betterCertificate(cert, stored)) return false;
+      return this.#rows.replaceCertificate(cert.checkpoint.epoch, checkpointDigest(cert.checkpoint), cert);
     });
   }
 

@@ -7,7 +7,8 @@ import { CheckpointConflict } from "../log/builder.ts";
 import { type FinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
 import { checkpointDigestHex } from "../protocol/checkpoint.ts";
 import { toHex } from "../encoding/hex.ts";
-import { type MeshContext, peersToAsk } from "./context.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import { type MeshContext, peersToAsk, publishJson } from "./context.ts";
 import type { Leaves } from "./leaves.ts";
 
 export const FINALITY_PROTOCOL = "/dsm/finality/1";
@@ -62,9 +63,14 @@ export class Finality {
    * quorum against the genesis and keeps it, in order, with the leaf ids it commits to.
    */
   onCertificate(value: unknown): void {
+    const { node, builder } = this.ctx;
+    // Another certificate for a body finalized here: kept if it is the better one, so that
+    // every node converges on one certificate per epoch (validators and edges alike).
+    const epoch = (value as { checkpoint?: { epoch?: unknown } })?.checkpoint?.epoch;
+    const latest = builder.latest();
+    if (typeof epoch === "number" && latest && epoch <= latest.checkpoint.epoch) return this.#improve(value);
     const engine = this.ctx.engine();
     if (engine) return engine.receive(value);
-    const { node, builder } = this.ctx;
     let cert: FinalityCertificate;
     try {
       verifyFinality(value, node.genesis, "certificate", node.config.consensus.quorum_threshold);
@@ -73,8 +79,6 @@ export class Finality {
       this.ctx.stats.count("certificate");
       return;
     }
-    const latest = builder.latest();
-    if (latest && cert.checkpoint.epoch <= latest.checkpoint.epoch) return;
     const digest = checkpointDigestHex(cert.checkpoint);
     // Each certificate once in the queue, and never again one this ledger contradicts.
     if (this.#queued.has(digest) || this.#contradicted.has(digest)) return;
@@ -84,6 +88,28 @@ export class Finality {
       .then(() => this.#keep(cert, digest))
       .catch((e) => this.ctx.log("warn", `certificate: ${(e as Error).message}`))
       .finally(() => this.#queued.delete(digest));
+  }
+
+  /** A certificate for an epoch already final here: checked, and kept when better; then passed on. */
+  #improve(value: unknown): void {
+    const { node, builder } = this.ctx;
+    const stored = builder.byEpoch((value as FinalityCertificate).checkpoint.epoch);
+    if (!stored || canonicalize(stored) === canonicalize(value)) return; // the same one: nothing to do
+    try {
+      verifyFinality(value, node.genesis, "certificate", node.config.consensus.quorum_threshold);
+    } catch {
+      this.ctx.stats.count("certificate");
+      return;
+    }
+    let improved = false;
+    try {
+      improved = builder.improveCertificate(value as FinalityCertificate);
+    } catch (e) {
+      this.ctx.stats.storageFailed(`a better certificate of epoch ${stored.checkpoint.epoch} could not be stored: ${(e as Error).message}`);
+      return;
+    }
+    // Passed on once, when it replaced ours: a node still holding a worse one learns of it.
+    if (improved) void publishJson(this.ctx, this.ctx.cpTopic, value);
   }
 
   async #keep(cert: FinalityCertificate, digest: string): Promise<void> {

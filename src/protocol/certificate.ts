@@ -2,6 +2,7 @@
 // aggregate BLS signature of a quorum of the genesis's validators. Its type, its parser and
 // its check against a genesis, in one place: every node that stores one, the consensus
 // engine that makes one and the light client that is handed one use these.
+import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
 import { type CheckpointBody, checkpointDigest, parseCheckpoint } from "./checkpoint.ts";
 import { type Genesis, meshIdOf } from "./genesis.ts";
@@ -14,6 +15,21 @@ export interface FinalityCertificate {
   /** Bitfield over genesis validator order, hex; validator i is bit (7 - i % 8) of byte i / 8. */
   signers: string;
   agg_sig: string;
+}
+
+/**
+ * Of two valid certificates for one checkpoint body, the one every node keeps: the most
+ * signers, then the smaller JCS bytes. A deterministic rule, so nodes that saw different
+ * quorums converge on one certificate per epoch (byte-identical everywhere) as the better
+ * one travels. True when `a` should replace `b`.
+ */
+export function betterCertificate(a: FinalityCertificate, b: FinalityCertificate): boolean {
+  const na = signerIndices(a.signers).length;
+  const nb = signerIndices(b.signers).length;
+  if (na !== nb) return na > nb;
+  const ca = canonicalize(a);
+  const cb = canonicalize(b);
+  return ca < cb;
 }
 
 /** A bundle does not prove what it claims; the message is one line saying what failed. */
