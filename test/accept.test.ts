@@ -225,11 +225,14 @@ describe("gossip lines through Receiver.batch", () => {
       });
       expect(outs).toEqual(["stored", "stored", "stored"]);
       for (const mb of mbs.slice(0, 3)) expect(validator.ledger.payload(mb.payload_hash)).toBe(canonical(mb));
-      // A second "payload" member (JSON keeps the last), or another value in the payload's place: refused, nothing stored.
-      const doubled = rec(lines[4]!.slice(0, -1) + `,"payload":{"z":3}}`, "doubled");
+      // A second "payload" member (JSON.parse would keep the last), or a second "sig" in the
+      // microblock: the line is refused before anything reads it (I-JSON, RFC 7493).
+      expect(() => parseExchangeLine(lines[4]!.slice(0, -1) + `,"payload":{"z":3}}`, "doubled")).toThrow(/member name "payload" appears twice/);
+      expect(() => parseExchangeLine(lines[4]!.replace('"sig":', '"sig":"00","sig":'), "doubled sig")).toThrow(/member name "sig" appears twice/);
+      // Another value in the payload's place: refused, nothing stored.
       const tampered = rec(lines[4]!.replace('"z":3', '"z":4'), "tampered");
       const before = validator.ledger.counts();
-      for (const x of [doubled, tampered]) expectRejected(() => r.batch(() => r.acceptMicroblock(x.microblock, x.payload)), "payload_hash");
+      for (const x of [tampered]) expectRejected(() => r.batch(() => r.acceptMicroblock(x.microblock, x.payload)), "payload_hash");
       expect(validator.ledger.counts()).toEqual(before);
       expect(validator.ledger.head(e2.mesh, e2.nodeId)?.seq).toBe(3);
     } finally {

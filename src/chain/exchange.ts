@@ -8,6 +8,7 @@
 // only frames and unframes lines: every signature, chain and admission rule is the
 // Receiver's (src/chain/accept.ts), which the importer runs on each record.
 import type { Microblock } from "../protocol/microblock.ts";
+import { parseJson } from "../encoding/json.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 
 /** A line longer than this is rejected unread (a payload is at most ingest.max_line_bytes). */
@@ -106,9 +107,9 @@ export function parseExchangeLine(text: string, where: string, maxBytes = MAX_EX
   }
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text, "line");
   } catch (e) {
-    throw new ExchangeLineError(where, `not valid JSON: ${(e as Error).message}`);
+    throw new ExchangeLineError(where, `not valid JSON: ${(e as Error).message.replace(/^line: /, "")}`);
   }
   if (!isObject(value)) throw new ExchangeLineError(where, "expected a JSON object");
   switch (value.kind) {

@@ -2,6 +2,7 @@
 // rule that a failure is one line on stderr and a documented exit code.
 import * as fs from "node:fs";
 import { pemCertificates } from "../crypto/x509.ts";
+import { parseJson } from "../encoding/json.ts";
 import * as os from "node:os";
 import type { ArgsDef, CommandDef } from "citty";
 import { type DsmConfig, resolveConfig } from "../config/config.ts";
@@ -150,8 +151,8 @@ export function readJsonFile(file: string, what: string): unknown {
     throw new CliError(`cannot read ${what} ${file}: ${why}`);
   }
   try {
-    return JSON.parse(text);
+    return parseJson(text, "x");
   } catch (e) {
-    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message.split("\n")[0]}`);
+    throw new CliError(`${what} ${file} is not valid JSON: ${(e as Error).message.replace(/^x: /, "").split("\n")[0]}`);
   }
 }

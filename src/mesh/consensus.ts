@@ -6,6 +6,7 @@ import type { ConsensusEngine, EngineEvent } from "../consensus/engine.ts";
 import type { DSMValidator } from "../node/validator.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
 import { DEC, type MeshContext, publishJson } from "./context.ts";
+import { parseJson } from "../encoding/json.ts";
 import type { Verdict } from "./p2p.ts";
 
 /** Where the topic's messages that are not the engine's go, and what the engine asks of the mesh. */
@@ -46,7 +47,7 @@ export class ConsensusGossip {
   #check(data: Uint8Array): Verdict {
     this.ctx.stats.bytesIn += data.length;
     try {
-      const v = JSON.parse(DEC.decode(data));
+      const v = parseJson(DEC.decode(data), "gossip");
       return typeof v === "object" && v !== null && typeof v.type === "string" ? "accept" : this.ctx.stats.reject("malformed");
     } catch {
       return this.ctx.stats.reject("malformed");

@@ -14,6 +14,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import { createLibp2p, type Libp2p } from "libp2p";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { lpStream } from "@libp2p/utils";
+import { parseJson } from "../encoding/json.ts";
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -96,7 +97,7 @@ export class MeshNet {
       try {
         const lp = lpStream(stream, { maxDataLength: maxBytes });
         const frame = await lp.read({ signal: AbortSignal.timeout(10_000) });
-        const response = await handler(JSON.parse(new TextDecoder().decode(frame.subarray())), connection.remotePeer.toString());
+        const response = await handler(parseJson(new TextDecoder().decode(frame.subarray()), "request"), connection.remotePeer.toString());
         await lp.write(new TextEncoder().encode(JSON.stringify(response)));
       } catch {
         // a malformed or slow request gets no answer
@@ -113,7 +114,7 @@ export class MeshNet {
       const lp = lpStream(stream, { maxDataLength: maxBytes });
       await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal });
       const frame = await lp.read({ signal });
-      return JSON.parse(new TextDecoder().decode(frame.subarray()));
+      return parseJson(new TextDecoder().decode(frame.subarray()), `${protocol} answer`);
     } finally {
       await stream.close().catch(() => {});
     }
