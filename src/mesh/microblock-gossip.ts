@@ -1,9 +1,13 @@
 // Microblocks on dsm/<mesh[0:16]>/mb/1. Out: this node's own chain (written by `dsm ingest`
 // in another process, same SQLite file) in batches bounded by max_message_bytes, everything
-// offered once at start, peers keep what they lack. In (validators only): each batch is
-// checked and stored as the gossip validator, so a sender of an invalid one is penalised.
+// offered once at start, peers keep what they lack; what no certificate includes an epoch
+// after its epoch closed is offered again (with backoff). In (validators only): each batch
+// is checked and stored as the gossip validator, so a sender of an invalid one is penalised;
+// a microblock refused only for a timestamp ahead of this node's clock is fetched from the
+// mesh (/dsm/sync/1) once this clock has reached it.
 import { KeyCertRejected } from "../chain/accept.ts";
 import { ExchangeLineError, parseExchangeLine } from "../chain/exchange.ts";
+import { epochAt, epochBounds } from "../protocol/checkpoint.ts";
 import { MicroblockRejected } from "../protocol/microblock.ts";
 import { DEC, ENC, type MeshContext } from "./context.ts";
 import type { Verdict } from "./p2p.ts";
@@ -11,6 +15,14 @@ import { chunks } from "./sync.ts";
 
 /** The longest wait before this node's chain is offered again after a batch reached no peer. */
 const PUBLISH_BACKOFF_MAX_MS = 2000;
+/** Own microblocks no certificate includes are offered again at most every this many epochs (doubling from 1). */
+const REOFFER_BACKOFF_MAX_EPOCHS = 16;
+/** How often this node looks at what of its chain is finalized, and at microblocks refused as ahead of its clock. */
+const CHECK_EVERY_MS = 1000;
+/** A microblock refused as ahead of this clock is fetched for at most this long after it stopped being ahead. */
+const AHEAD_FETCH_FOR_MS = 5 * 60_000;
+/** Nodes whose refused-as-ahead microblocks are remembered at once (a validator's memory stays bounded). */
+const AHEAD_MAX_NODES = 4096;
 
 export class MicroblockGossip {
   #timer: ReturnType<typeof setInterval> | null = null;
@@ -18,6 +30,16 @@ export class MicroblockGossip {
   #publishing = false;
   #publishRetryAt = 0;
   #publishBackoffMs = 0;
+  /** The highest seq of this node's chain known to be in a certificate (a prefix of the chain). */
+  #acked = 0;
+  #reofferAt = 0;
+  #reofferEpochs = 0;
+  #checkAt = 0;
+  /**
+   * Per node, the lowest seq this validator refused only because its timestamp was ahead of
+   * this clock by more than max_clock_skew_s, and when it no longer is: fetched then.
+   */
+  #ahead = new Map<string, { seq: number; validAtMs: number }>();
 
   constructor(
     private readonly ctx: MeshContext,
@@ -33,7 +55,85 @@ export class MicroblockGossip {
   /** Offers this node's chain every gossip.batch_max_ms, from its start. */
   start(): void {
     this.#lastSeq = 0;
-    this.#timer = setInterval(() => void this.publishNew(), this.ctx.node.config.gossip.batch_max_ms);
+    this.#timer = setInterval(() => void this.#tick(), this.ctx.node.config.gossip.batch_max_ms);
+  }
+
+  async #tick(): Promise<void> {
+    await this.publishNew();
+    const now = Date.now();
+    if (now < this.#checkAt || this.ctx.stopping()) return;
+    this.#checkAt = now + CHECK_EVERY_MS;
+    this.#fetchNoLongerAhead(now);
+    this.#reofferUnfinalized(now);
+  }
+
+  /**
+   * A validator refused a node's microblock as dated ahead of its clock; now that its clock
+   * has reached it, the node's chain is fetched from the first seq this validator lacks
+   * (Sync.want, at most once a second per node), until it holds that microblock or gives up.
+   */
+  #fetchNoLongerAhead(now: number): void {
+    const { node } = this.ctx;
+    for (const [nodeId, a] of this.#ahead) {
+      const have = node.ledger.head(node.mesh, nodeId)?.seq ?? 0;
+      if (have >= a.seq || now > a.validAtMs + AHEAD_FETCH_FOR_MS) this.#ahead.delete(nodeId);
+      else if (now >= a.validAtMs) void this.want(nodeId, have + 1).catch(() => {});
+    }
+  }
+
+  /** Remembers a microblock refused as dated ahead of this clock (store(), inside its transaction). */
+  #noteAhead(value: unknown): void {
+    const mb = value as { node_id?: unknown; seq?: unknown; timestamp?: unknown };
+    if (typeof mb.node_id !== "string" || typeof mb.seq !== "number" || typeof mb.timestamp !== "string") return;
+    const ts = Date.parse(mb.timestamp);
+    if (!Number.isFinite(ts)) return;
+    const { node } = this.ctx;
+    const cur = this.#ahead.get(mb.node_id);
+    // The lowest seq not yet held: an entry already held (a fetch stored up to it) gives way.
+    if (cur && mb.seq >= cur.seq && (node.ledger.head(node.mesh, mb.node_id)?.seq ?? 0) < cur.seq) return;
+    if (!cur && this.#ahead.size >= AHEAD_MAX_NODES) return;
+    this.#ahead.set(mb.node_id, { seq: mb.seq, validAtMs: ts - node.config.mesh.max_clock_skew_s * 1000 });
+  }
+
+  /**
+   * This node's own microblocks that no certificate includes one epoch after their epoch
+   * closed (refused for a timestamp ahead of the validators' clocks, lost, or offered while
+   * no validator listened) are offered again, from the first one not included, once its
+   * timestamp is behind this clock: at most once an epoch, backing off to once every
+   * REOFFER_BACKOFF_MAX_EPOCHS epochs while nothing more is included.
+   */
+  #reofferUnfinalized(now: number): void {
+    const { node, builder } = this.ctx;
+    if (this.#lastSeq <= this.#acked) return;
+    const included = (seq: number): boolean => {
+      const mb = node.ledger.bySeq(node.mesh, node.nodeId, seq);
+      return mb !== null && builder.leafIndexOf(mb.id) !== null;
+    };
+    // Certificates include a prefix of the chain: its end, by bisection over what was offered.
+    let lo = this.#acked;
+    let hi = this.#lastSeq;
+    if (lo < hi && included(lo + 1)) {
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi + 1) / 2);
+        if (included(mid)) lo = mid;
+        else hi = mid - 1;
+      }
+    }
+    if (lo > this.#acked) {
+      this.#acked = lo;
+      this.#reofferEpochs = 0;
+      this.#reofferAt = 0;
+    }
+    if (this.#lastSeq <= this.#acked || now < this.#reofferAt) return;
+    const first = node.ledger.bySeq(node.mesh, node.nodeId, this.#acked + 1);
+    if (!first) return;
+    const { genesis } = node;
+    const epochMs = genesis.epoch_duration * 1000;
+    const ts = Date.parse(first.timestamp);
+    if (now < epochBounds(genesis, epochAt(genesis, ts)).endMs + epochMs) return;
+    this.#reofferEpochs = Math.min(REOFFER_BACKOFF_MAX_EPOCHS, Math.max(1, this.#reofferEpochs * 2));
+    this.#reofferAt = now + this.#reofferEpochs * epochMs;
+    this.#lastSeq = this.#acked; // publishNew offers from the first seq not included
   }
 
   stop(): void {
@@ -102,8 +202,9 @@ export class MicroblockGossip {
     try {
       receiver.batch(() => {
         for (const [i, line] of lines.entries()) {
+          let rec: ReturnType<typeof parseExchangeLine> | null = null;
           try {
-            const rec = parseExchangeLine(line, `gossip line ${i + 1}`);
+            rec = parseExchangeLine(line, `gossip line ${i + 1}`);
             if (rec.kind === "key_certificate") receiver.acceptKeyCert(rec.certificate);
             else {
               const out = receiver.acceptMicroblock(rec.microblock, rec.payload ?? undefined);
@@ -112,7 +213,11 @@ export class MicroblockGossip {
               last = out.microblock.seq;
             }
           } catch (e) {
-            if (e instanceof MicroblockRejected) verdict = stats.reject(e.reason);
+            if (e instanceof MicroblockRejected) {
+              verdict = stats.reject(e.reason);
+              // Valid but dated ahead of this clock: fetched again once it is not (#fetchNoLongerAhead).
+              if (e.reason === "future_timestamp" && rec?.kind === "microblock") this.#noteAhead(rec.microblock);
+            }
             else if (e instanceof KeyCertRejected) verdict = stats.reject(e.reason);
             else if (e instanceof ExchangeLineError) verdict = stats.reject("malformed");
             else throw e; // ours, not the sender's: the whole batch is undone below
