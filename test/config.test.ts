@@ -26,8 +26,8 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   mesh: { genesis: "", max_clock_skew_s: 60 },
   consensus: { signature_timeout_s: 30, quorum_threshold: 0 },
   gossip: { host: "0.0.0.0", port: 7946, bootstrap_nodes: "", max_message_bytes: 1048576, batch_max_ms: 100 },
-  metrics: { port: 0 },
-  control: { port: 0 },
+  metrics: { port: 0, listen: "127.0.0.1" },
+  control: { port: 0, token_file: "control.token" },
   attestation: { interval_epochs: 12, timeout_s: 10 },
   logging: { format: "text", level: "info" },
 };

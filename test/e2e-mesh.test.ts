@@ -158,15 +158,19 @@ describe("four validators and an edge, each its own dsm run process", () => {
     expect(metrics).toMatch(/^dsm_peers [1-9]/m);
     expect(metrics).toMatch(/^dsm_last_finalized_epoch \d+$/m);
     expect(metrics).toMatch(/^dsm_build_info\{version="[^"]+",role="validator"\} 1$/m);
-    // control.port: the same API on 127.0.0.1, errors as JSON with a 4xx status.
-    const overTcp = (await (await fetch(`http://127.0.0.1:${controlPort}/status`)).json()) as { node_id: string; role: string };
+    // control.port: the same API on 127.0.0.1 behind the bearer token of control.token_file,
+    // errors as JSON with a 4xx status.
+    const auth = { authorization: `Bearer ${fs.readFileSync(path.join(V[0]!, "control.token"), "utf8").trim()}` };
+    expect((await fetch(`http://127.0.0.1:${controlPort}/status`)).status).toBe(401);
+    const overTcp = (await (await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: auth })).json()) as { node_id: string; role: string };
     expect(overTcp).toMatchObject({ node_id: JSON.parse(await ok(["card", "--data-dir", V[0]!, "--json"])).node_id, role: "validator" });
-    const bad = await fetch(`http://127.0.0.1:${controlPort}/microblocks?node=zz`);
+    const bad = await fetch(`http://127.0.0.1:${controlPort}/microblocks?node=zz`, { headers: auth });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toEqual({ error: "node must be a 64-hex node id" });
     // What a web page could make a browser send: another Host name (DNS rebinding), an Origin.
-    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { host: `evil.example:${controlPort}` } })).status).toBe(403);
-    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { origin: "http://evil.example" } })).status).toBe(403);
+    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { ...auth, host: `evil.example:${controlPort}` } })).status).toBe(403);
+    expect((await fetch(`http://127.0.0.1:${controlPort}/status`, { headers: { ...auth, origin: "http://evil.example" } })).status).toBe(403);
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { headers: { host: `evil.example:${metricsPort}` } })).status).toBe(403);
   }, 40_000);
 
   test("forged gossip is rejected while honest traffic goes on", async () => {

@@ -210,7 +210,7 @@ describe("a start that fails says where, in one line, and leaves nothing behind"
     await occupied(async (port) => {
       const r = await failing({ DSM_METRICS_PORT: String(port) });
       expect(r.code).toBe(1);
-      expect(r.lines).toEqual([`dsm run: cannot listen on 0.0.0.0:${port} (metrics.port): address already in use`]);
+      expect(r.lines).toEqual([`dsm run: cannot listen on 127.0.0.1:${port} (metrics.listen, metrics.port): address already in use`]);
       expect(r.stderr).not.toContain("closed database");
     });
   }, 30_000);

@@ -16,8 +16,8 @@ export interface DsmConfig {
   mesh: { genesis: string; max_clock_skew_s: number };
   consensus: { signature_timeout_s: number; quorum_threshold: number };
   gossip: { host: string; port: number; bootstrap_nodes: string; max_message_bytes: number; batch_max_ms: number };
-  metrics: { port: number };
-  control: { port: number };
+  metrics: { port: number; listen: string };
+  control: { port: number; token_file: string };
   attestation: { interval_epochs: number; timeout_s: number };
   logging: { format: "text" | "json"; level: "debug" | "info" | "warn" | "error" };
 }
@@ -67,8 +67,8 @@ const SCHEMA: Schema = {
   mesh: { genesis: STR, max_clock_skew_s: int(0, 86_400) },
   consensus: { signature_timeout_s: int(1, 3600), quorum_threshold: int(0, 1024) },
   gossip: { host: STR, port: int(0, 65535), bootstrap_nodes: STR, max_message_bytes: int(65536, 16_777_216), batch_max_ms: int(1, 10_000) },
-  metrics: { port: int(0, 65535) },
-  control: { port: int(0, 65535) },
+  metrics: { port: int(0, 65535), listen: STR },
+  control: { port: int(0, 65535), token_file: STR },
   attestation: { interval_epochs: int(0, 1_000_000), timeout_s: int(1, 600) },
   logging: { format: oneOf("text", "json"), level: oneOf("debug", "info", "warn", "error") },
 };
@@ -808,8 +808,8 @@ function readConfigFile(path: string, hint: string): string {
  * without a flag or DSM_DATA_DIR the data-dir file is looked for in ~/.dsm only, and a system
  * file whose node.data_dir says /var/lib/dsm makes every plain `dsm ...` use /var/lib/dsm.
  * The returned config has node.data_dir set to the resolved data dir, and ~/ expanded in
- * ledger.file and mesh.genesis (which otherwise stay as written, for callers to resolve
- * against the data dir).
+ * ledger.file, mesh.genesis and control.token_file (which otherwise stay as written, for
+ * callers to resolve against the data dir).
  */
 export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
   const { env, home } = opts;
@@ -870,5 +870,6 @@ export function resolveConfig(opts: ResolveOptions): ResolvedConfig {
   const where = configPath === null ? "config <built-in default>" : `config ${configPath}`;
   config.ledger.file = tilde(config.ledger.file, where, "ledger.file");
   config.mesh.genesis = tilde(config.mesh.genesis, where, "mesh.genesis");
+  config.control.token_file = tilde(config.control.token_file, where, "control.token_file");
   return { config, dataDir, configPath };
 }

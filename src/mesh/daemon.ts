@@ -22,7 +22,7 @@ import type { NodeCard } from "../protocol/card.ts";
 import type { DSMNode } from "../node/node.ts";
 import { readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import pkg from "../../package.json" with { type: "json" };
-import { CONTROL_SOCKET, startControl, startControlPort, startMetrics } from "./control.ts";
+import { CONTROL_SOCKET, controlPortToken, startControl, startControlPort, startMetrics } from "./control.ts";
 import { MeshNet } from "./p2p.ts";
 import { admitCard } from "./admission.ts";
 import type { DaemonApi, DaemonStatus } from "./api.ts";
@@ -154,8 +154,16 @@ export class Daemon implements DaemonApi {
     const socket = path.join(this.node.layout.dir, CONTROL_SOCKET);
     this.#control = await listening(socket, "the data dir's control socket", () => startControl(this));
     const { metrics, control } = this.node.config;
-    if (metrics.port !== 0) this.#metrics = await listening(`0.0.0.0:${metrics.port}`, "metrics.port", () => startMetrics(this, metrics.port, VERSION));
-    if (control.port !== 0) this.#controlPort = await listening(`127.0.0.1:${control.port}`, "control.port", () => startControlPort(this, control.port));
+    if (metrics.port !== 0) this.#metrics = await listening(`${metrics.listen.includes(":") ? `[${metrics.listen}]` : metrics.listen}:${metrics.port}`, "metrics.listen, metrics.port", () => startMetrics(this, metrics.port, VERSION, metrics.listen));
+    if (control.port !== 0) {
+      let token: string;
+      try {
+        token = controlPortToken(this.node, this.log);
+      } catch (e) {
+        throw new DaemonStartError(`control.token_file: ${(e as Error).message}`);
+      }
+      this.#controlPort = await listening(`127.0.0.1:${control.port}`, "control.port", () => startControlPort(this, control.port, token));
+    }
     const info = { pid: process.pid, peer_id: net.peerId, addrs: net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
     this.#wroteRunJson = true;
     writeFileAtomic(path.join(this.node.layout.dir, "run.json"), JSON.stringify(info, null, 2) + "\n", { overwrite: true, mode: 0o644 });

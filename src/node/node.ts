@@ -19,7 +19,7 @@ import { DEFAULT_TPM_HANDLE, handleHex, TpmIdentityKey } from "../tpm/tpm-key.ts
 import { type Genesis, makeLocalGenesis, MeshPolicy, mustAttest, parseGenesis } from "../protocol/genesis.ts";
 import { ensurePrivateDir, readSecretFile, writeFileAtomic } from "../fs/files.ts";
 import { blsKeygen, blsPopProve, blsPublicKey } from "../crypto/bls.ts";
-import { type DataDirLayout, dataDirLayout } from "./data-dir.ts";
+import { createControlToken, type DataDirLayout, dataDirLayout } from "./data-dir.ts";
 import { ChainSigner } from "../chain/signer.ts";
 import { ChainWriter } from "../chain/writer.ts";
 import type { EventSink } from "../ingest/sink.ts";
@@ -188,6 +188,8 @@ export class DSMNode implements EventSink {
   ): Promise<InitResult> {
     const p2p = createLibp2pKey(layout.libp2pKey, force);
     writeFileAtomic(layout.privacyKey, crypto.randomBytes(32), { overwrite: force });
+    // control.port's bearer token; one already there (an operator's) is kept without --force.
+    createControlToken(layout.controlToken, force);
     // Every node is the one validator of its own local mesh, so every node has a BLS key.
     const blsSecret = blsKeygen(crypto.randomBytes(32));
     writeFileAtomic(layout.blsKey, blsSecret, { overwrite: force });
