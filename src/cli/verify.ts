@@ -6,13 +6,19 @@ import { CliError, command, commonArgs, context, EXIT, print, printJson, withNod
 import { useWorkers } from "../runtime/worker-url.ts";
 
 export default command({
-  meta: { name: "verify", description: "Re-check the whole ledger: ids, chain links, signatures, key certificates, payloads" },
+  meta: { name: "verify", description: "Re-check the whole ledger: microblocks, key certificates, payloads, the log, certificates, quarantine and consensus records" },
   help: `Reads every row of the ledger, in constant memory, and re-checks it as a receiver
 would: every key certificate's signature and binding to its node; every microblock's id
 against its body, its link to the previous one (seq, prev, timestamps), its signing key's
 certificate limits and its signature; every stored payload against its payload_hash
 (a missing payload is an error for this node's own chain, "withheld" for others); every
-fork evidence record. A progress bar is shown on a terminal.
+fork evidence record. Then, against the genesis: every stored node of the mesh log's Merkle
+tree recomputed from the leaves (RFC 6962); every checkpoint's certificate (its quorum's
+aggregate BLS signature over the genesis validators) and its body against the log (prev,
+ranges, spans, the leaves it adds against the microblocks its ranges name, root and
+tree_size); every quarantine record's signature and the columns it is stored under; every
+consensus message this validator signed (its signature and slot) and every piece of
+equivocation evidence; every enrollment record. A progress bar is shown on a terminal.
 
 Any altered byte is found and named: the first problem is printed precisely (row,
 node, seq, id, what is wrong), then the rest up to --max-problems.
@@ -43,6 +49,7 @@ EXAMPLES
         stop,
         ownNodeId: node.nodeId,
         policy: node.policy,
+        genesis: node.genesis,
         worker: useWorkers(),
         maxProblems: max,
         onProgress: tty
@@ -65,7 +72,9 @@ EXAMPLES
     else {
       print(
         `${report.problemCount > 0 ? "FAILED" : complete ? "OK" : `INCOMPLETE (stopped by ${stop.signal})`}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +
-          `${report.payloadsChecked} payloads checked, ${report.payloadsWithheld} withheld, ${report.forkEvidence} fork evidence ` +
+          `${report.payloadsChecked} payloads checked, ${report.payloadsWithheld} withheld, ${report.forkEvidence} fork evidence, ` +
+          `${report.stored.certificates} checkpoints (log of ${report.stored.logLeaves} leaves, ${report.stored.logNodes} nodes), ${report.stored.quarantineRecords} quarantine records, ` +
+          `${report.stored.consensusMessages} consensus messages, ${report.stored.consensusEvidence} consensus evidence, ${report.stored.enrollments} enrollments ` +
           `(${seconds.toFixed(1)}s, ${Math.round(report.microblocks / Math.max(seconds, 1e-3))} rows/s)`,
       );
       for (const p of report.problems) print(`  ${p.message}`);

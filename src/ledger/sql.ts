@@ -57,4 +57,21 @@ export const STATEMENTS = {
     dropPending: "DELETE FROM enroll_pending WHERE mesh = ? AND challenge = ?",
     expirePending: "DELETE FROM enroll_pending WHERE created_at < ?",
   },
+  /** dsm verify's walk over what the stores above wrote (src/ledger/verify.ts): read only, in a fixed order. */
+  verify: {
+    certificates: "SELECT mesh, epoch, digest, certificate FROM checkpoints ORDER BY epoch, mesh",
+    leaves: "SELECT block, ids FROM log_leaves ORDER BY block",
+    node: "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?",
+    nodeCount: "SELECT count(*) AS n FROM log_nodes",
+    rangeIds: `SELECT m.seq, m.id FROM microblocks m JOIN chains c ON c.chain = m.chain
+       WHERE c.mesh = ? AND c.node_id = ? AND m.seq >= ? AND m.seq <= ? ORDER BY m.seq`,
+    spans: "SELECT s.first_leaf, c.mesh, c.node_id, s.from_seq, s.to_seq FROM log_spans s LEFT JOIN chains c ON c.chain = s.chain ORDER BY s.first_leaf",
+    included: "SELECT c.mesh, c.node_id, i.last_seq FROM log_included i LEFT JOIN chains c ON c.chain = i.chain",
+    quarantine: "SELECT mesh, digest, node_id, record FROM quarantine_records ORDER BY mesh, digest",
+    signed: "SELECT mesh, slot, message FROM consensus_signed ORDER BY mesh, slot",
+    evidence: "SELECT mesh, validator, slot, evidence FROM consensus_evidence ORDER BY mesh, validator, slot",
+    enrollments: "SELECT mesh, node_id, record FROM enrollments ORDER BY mesh, node_id",
+    rows: `SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM log_leaves) + (SELECT count(*) FROM quarantine_records)
+       + (SELECT count(*) FROM consensus_signed) + (SELECT count(*) FROM consensus_evidence) + (SELECT count(*) FROM enrollments) AS n`,
+  },
 } as const;

@@ -2,7 +2,7 @@
 // Streams in arrival order and keeps only per-chain heads and the certified keys,
 // so memory stays flat however large the ledger grows.
 import { letSignalsIn } from "../runtime/yield.ts";
-import { fromHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
+import { fromHex, isHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { verify } from "../crypto/p256.ts";
 import {
   checkKeyUse,
@@ -13,12 +13,29 @@ import {
   type SigningKeyInfo,
 } from "../protocol/microblock.ts";
 import { keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
-import { type Ledger, ledgerDatabase, withoutLocalFields } from "./ledger.ts";
+import { type Ledger, ledgerDatabase, prepared, withoutLocalFields } from "./ledger.ts";
 import type { FromVerifyWorker, ToVerifyWorker } from "./verify-worker.ts";
 import { workerUrl } from "../runtime/worker-url.ts";
+import type { Statement } from "bun:sqlite";
+import { blsAggregatePublicKeyPoint, blsBatchVerify, type G1Point } from "../crypto/bls.ts";
+import { canonicalize } from "../encoding/jcs.ts";
+import { parseCard } from "../protocol/card.ts";
+import { type FinalityCertificate, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
+import { checkpointDigest } from "../protocol/checkpoint.ts";
+import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
+import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
+import { parseQuarantine, quarantineDigest } from "../protocol/quarantine.ts";
+import { signerIndices, validatorSetOf } from "../protocol/validator-set.ts";
+import type { Enrollment } from "../tpm/enroll.ts";
+import { STATEMENTS } from "./sql.ts";
 
 export interface Problem {
-  /** "microblock", "key_certificate", "payload" or "fork_evidence" */
+  /**
+   * "microblock", "key_certificate", "fork_evidence"; with a genesis also "certificate" (a
+   * stored finality certificate: its row, its quorum signature), "checkpoint" (its body
+   * against the log: prev, ranges, spans, root, tree_size), "log_leaf", "log_node",
+   * "quarantine_record", "consensus_message", "consensus_evidence", "enrollment".
+   */
   kind: string;
   rowid?: number;
   node_id?: string;
@@ -34,6 +51,10 @@ export interface VerifyReport {
   payloadsChecked: number;
   payloadsWithheld: number;
   forkEvidence: number;
+  /** Rows after the microblocks, walked when a genesis is given (all 0 without one). */
+  stored: StoredCounts;
+  /** Problems found, per kind (all of them, also those beyond maxProblems). */
+  problemKinds: Record<string, number>;
   problems: Problem[];
   /** Problems beyond maxProblems are counted, not kept. */
   problemCount: number;
@@ -50,6 +71,14 @@ export function verifyReportJson(r: VerifyReport) {
     payloads_checked: r.payloadsChecked,
     payloads_withheld: r.payloadsWithheld,
     fork_evidence: r.forkEvidence,
+    certificates: r.stored.certificates,
+    log_leaves: r.stored.logLeaves,
+    log_nodes: r.stored.logNodes,
+    quarantine_records: r.stored.quarantineRecords,
+    consensus_messages: r.stored.consensusMessages,
+    consensus_evidence: r.stored.consensusEvidence,
+    enrollments: r.stored.enrollments,
+    problem_kinds: r.problemKinds,
     problems: r.problems,
     problem_count: r.problemCount,
   };
@@ -66,6 +95,11 @@ export interface VerifyOptions {
   policy?: { mesh: string; isAdmitted(nodeId: string): boolean };
   /** Checked between rows: once set, the walk ends early and the report says stopped. */
   stop?: { stopped: boolean };
+  /**
+   * The mesh's genesis: with it, everything else stored is checked too (the log, checkpoints
+   * and certificates, quarantine records, consensus messages and evidence, enrollments).
+   */
+  genesis?: Genesis;
 }
 
 export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Promise<VerifyReport> {
@@ -77,6 +111,8 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
     payloadsChecked: 0,
     payloadsWithheld: 0,
     forkEvidence: 0,
+    stored: { certificates: 0, logLeaves: 0, logNodes: 0, quarantineRecords: 0, consensusMessages: 0, consensusEvidence: 0, enrollments: 0 },
+    problemKinds: {},
     problems: [],
     problemCount: 0,
   };
@@ -84,6 +120,7 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
   // earliest by row, so "first problem" means the first row, whatever finished first.
   const problem = (p: Problem) => {
     report.problemCount += 1;
+    report.problemKinds[p.kind] = (report.problemKinds[p.kind] ?? 0) + 1;
     report.problems.push(p);
     if (report.problems.length > 2 * maxProblems) trimProblems(report.problems, maxProblems);
   };
@@ -106,7 +143,8 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
   }
 
   const heads = new Map<string, { seq: number; id: string; tsMs: number }>();
-  const total = ledger.maxRowid();
+  const mbTotal = ledger.maxRowid();
+  const total = mbTotal + (opts.genesis ? (prepared(ledger, { rows: STATEMENTS.verify.rows }).rows.get() as { n: number }).n : 0);
   const paylookup = ledgerDatabase(ledger).query("SELECT body FROM payloads WHERE hash = ?");
   const signatures = opts.worker ? new WorkerSignatureChecker(signingPubs) : new InlineSignatureChecker(keys);
   try {
@@ -182,7 +220,6 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
     trimProblems(report.problems, maxProblems);
     return report;
   }
-  opts.onProgress?.(total, total);
   // Rows that no chain reaches were never read above: say so rather than call them verified.
   for (const [table, seen] of [["microblocks", report.microblocks], ["key_certs", report.keyCerts]] as const) {
     const stored = ledger.rowCount(table);
@@ -196,13 +233,52 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
     const msg = checkForkEvidence(ev, keys);
     if (msg) problem({ kind: "fork_evidence", rowid: ev.rowid, seq: ev.seq, message: `fork evidence #${ev.rowid}: ${msg}` });
   }
+  if (opts.genesis) {
+    let done = mbTotal;
+    const stopped = await verifyStored(ledger, opts.genesis, {
+      ownNodeId: opts.ownNodeId,
+      problem,
+      counts: report.stored,
+      row: async () => {
+        done += 1;
+        if ((done & 255) === 0) {
+          opts.onProgress?.(done, total);
+          if (opts.stop) {
+            await letSignalsIn();
+            if (opts.stop.stopped) return true;
+          }
+        }
+        return false;
+      },
+    });
+    if (stopped) {
+      report.stopped = true;
+      trimProblems(report.problems, maxProblems);
+      return report;
+    }
+  }
+  opts.onProgress?.(total, total);
   trimProblems(report.problems, maxProblems);
   return report;
 }
 
-/** Key certificates first, then microblocks by row, then fork evidence: the order verify reads them. */
+/** The order verify reads them: key certificates, microblocks by row, fork evidence, the log, then the other stores. */
+const RANK: Record<string, number> = {
+  key_certificate: 0,
+  microblock: 1,
+  fork_evidence: 2,
+  certificate: 3,
+  checkpoint: 3,
+  log_leaf: 3,
+  log_node: 3,
+  quarantine_record: 4,
+  consensus_message: 5,
+  consensus_evidence: 6,
+  enrollment: 7,
+};
+
 function trimProblems(problems: Problem[], max: number): void {
-  const rank = (p: Problem) => (p.kind === "key_certificate" ? 0 : p.kind === "fork_evidence" ? 2 : 1);
+  const rank = (p: Problem) => RANK[p.kind] ?? 1;
   problems.sort((a, b) => rank(a) - rank(b) || (a.rowid ?? 0) - (b.rowid ?? 0));
   problems.length = Math.min(problems.length, max);
 }
@@ -333,4 +409,395 @@ export function checkForkEvidence(
   } catch (e) {
     return (e as Error).message;
   }
+}
+
+// ---------------------------------------------------------------------------
+// Everything else the ledger stores (issue 14): the mesh log's leaves and interior nodes,
+// every checkpoint and its finality certificate, quarantine records, consensus messages
+// and evidence, enrollments. Each is re-checked against the genesis, as a receiver would.
+
+/** Counts of the rows walked after the microblocks (VerifyReport). */
+export interface StoredCounts {
+  certificates: number;
+  logLeaves: number;
+  logNodes: number;
+  quarantineRecords: number;
+  consensusMessages: number;
+  consensusEvidence: number;
+  enrollments: number;
+}
+
+/** Subtrees below this level are not stored (src/log/tree-store.ts STORED_LEVEL): a missing one is no problem. */
+const STORED_LEVEL = 3;
+const LEAVES_PER_BLOCK = 16;
+const BLS_BATCH = 32;
+
+const sha = (data: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(32);
+  Bun.SHA256.hash(data, out);
+  return out;
+};
+const leafBuf = new Uint8Array(33);
+/** RFC 6962 leaf hash, SHA-256(0x00 || id), as src/log/merkle.ts computes it (ledger/ sits below log/). */
+function rfcLeaf(id: Uint8Array): Uint8Array {
+  leafBuf[0] = 0;
+  leafBuf.set(id, 1);
+  return sha(leafBuf);
+}
+const nodeBuf = new Uint8Array(65);
+/** RFC 6962 interior node hash, SHA-256(0x01 || left || right). */
+function rfcNode(l: Uint8Array, r: Uint8Array): Uint8Array {
+  nodeBuf[0] = 1;
+  nodeBuf.set(l, 1);
+  nodeBuf.set(r, 33);
+  return sha(nodeBuf);
+}
+const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.compare(a, b) === 0;
+const EMPTY_TREE_ROOT = sha(new Uint8Array(0));
+
+/** The tree's right edge, rebuilt leaf by leaf: every perfect subtree it completes is handed to `made`. */
+class Frontier {
+  n = 0;
+  readonly #hashes: Uint8Array[] = [];
+  readonly #levels: number[] = [];
+  constructor(private readonly made: (level: number, idx: number, h: Uint8Array) => void) {}
+  push(id: Uint8Array): void {
+    let h = rfcLeaf(id);
+    let level = 0;
+    while (this.#levels.length > 0 && this.#levels[this.#levels.length - 1] === level) {
+      h = rfcNode(this.#hashes.pop()!, h);
+      this.#levels.pop();
+      level++;
+      this.made(level, (this.n + 1) / 2 ** level - 1, h);
+    }
+    this.#hashes.push(h);
+    this.#levels.push(level);
+    this.n++;
+  }
+  root(): Uint8Array {
+    if (this.n === 0) return EMPTY_TREE_ROOT;
+    let h = this.#hashes[this.#hashes.length - 1]!;
+    for (let i = this.#hashes.length - 2; i >= 0; i--) h = rfcNode(this.#hashes[i]!, h);
+    return h;
+  }
+}
+
+/**
+ * BLS checks in random-linear-combination batches (one pairing per message instead of two
+ * per signature); when a batch fails, each item's own check runs and names what failed.
+ */
+class BlsBatch {
+  #sets: { pk: G1Point; message: Uint8Array; sig: Uint8Array }[] = [];
+  #exact: (() => void)[] = [];
+  add(pk: G1Point, message: Uint8Array, sig: Uint8Array, exact: () => void): void {
+    this.#sets.push({ pk, message, sig });
+    this.#exact.push(exact);
+    if (this.#sets.length >= BLS_BATCH) this.flush();
+  }
+  flush(): void {
+    const sets = this.#sets;
+    const exact = this.#exact;
+    this.#sets = [];
+    this.#exact = [];
+    if (sets.length === 0) return;
+    if (sets.length > 1 && blsBatchVerify(sets)) return;
+    for (const f of exact) f();
+  }
+}
+
+type Rows<T> = IterableIterator<T>;
+
+export async function verifyStored(
+  ledger: Ledger,
+  genesis: Genesis,
+  ctx: {
+    ownNodeId?: string;
+    problem: (p: Problem) => void;
+    counts: StoredCounts;
+    /** Called after each row; true when the walk must end (stopped). */
+    row: () => Promise<boolean>;
+  },
+): Promise<boolean> {
+  const st = prepared(ledger, STATEMENTS.verify);
+  const mesh = meshIdOf(genesis);
+  const meshBytes = fromHex(mesh, 32);
+  const set = validatorSetOf(genesis);
+  const { problem, counts } = ctx;
+  const bls = new BlsBatch();
+  if (await verifyLog(st, mesh, meshBytes, genesis, set, problem, counts, bls, ctx.row)) return true;
+
+  // Quarantine records: each signed by a genesis validator, stored under its own digest and node.
+  for (const row of st.quarantine.iterate() as Rows<{ mesh: Uint8Array; digest: Uint8Array; node_id: Uint8Array; record: Uint8Array }>) {
+    counts.quarantineRecords += 1;
+    const where = `quarantine record ${toHex(row.digest).slice(0, 16)}… (node ${toHex(row.node_id).slice(0, 12)}…)`;
+    const fail = (m: string) => problem({ kind: "quarantine_record", node_id: toHex(row.node_id), id: toHex(row.digest), message: `${where}: ${m}` });
+    try {
+      if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
+      const text = Buffer.from(row.record).toString("utf8");
+      const r = parseQuarantine(JSON.parse(text), mesh, set, "record");
+      if (toHex(quarantineDigest(r)) !== toHex(row.digest)) throw new Error("digest column is not the record's digest (the row was altered)");
+      if (r.node_id !== toHex(row.node_id)) throw new Error("node_id column differs from the record");
+      if (canonicalize(r) !== text) throw new Error("not stored as its canonical bytes");
+    } catch (e) {
+      fail((e as Error).message.replace(/^record: /, ""));
+    }
+    if (await ctx.row()) return true;
+  }
+
+  // Consensus messages this validator signed: each under a slot it occupies, validly signed.
+  const own = ctx.ownNodeId === undefined ? -1 : genesis.validators.findIndex((c) => c.node_id === ctx.ownNodeId);
+  let pendingS: { i: number; message: Uint8Array; sigHex: string; fail: () => void }[] = [];
+  const flushS = () => {
+    const ok = set.verifyMany(pendingS);
+    pendingS.forEach((p, k) => ok[k] || p.fail());
+    pendingS = [];
+  };
+  for (const row of st.signed.iterate() as Rows<{ mesh: Uint8Array; slot: string; message: Uint8Array }>) {
+    counts.consensusMessages += 1;
+    const where = `consensus message in slot ${row.slot}`;
+    const fail = (m: string) => problem({ kind: "consensus_message", id: row.slot, message: `${where}: ${m}` });
+    try {
+      if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
+      const m = parseSigned(JSON.parse(Buffer.from(row.message).toString("utf8")), set.n, "message");
+      if (!ofMesh(m, mesh)) throw new Error("the message is for another mesh");
+      if (!slotsOf(m).some((s) => s.slot === row.slot)) throw new Error(`the ${m.type} message does not occupy this slot (the row was altered)`);
+      if (own >= 0 && m.validator !== own) throw new Error(`signed as validator ${m.validator}, not this validator (${own})`);
+      if (m.type === "S") pendingS.push({ i: m.validator, message: signingDigest(m), sigHex: m.sig, fail: () => fail(`signature of validator ${m.validator} does not verify`) });
+      else if (!set.verifyVote(m.validator, signingDigest(m), m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
+      if (pendingS.length >= BLS_BATCH) flushS();
+    } catch (e) {
+      fail((e as Error).message.replace(/^message: /, ""));
+    }
+    if (await ctx.row()) return true;
+  }
+  flushS();
+
+  // Equivocation evidence: two conflicting messages, each signed by the validator the row names.
+  for (const row of st.evidence.iterate() as Rows<{ mesh: Uint8Array; validator: number; slot: string; evidence: Uint8Array }>) {
+    counts.consensusEvidence += 1;
+    const where = `consensus evidence against validator ${row.validator} (slot ${row.slot})`;
+    let msg: string | null;
+    try {
+      if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
+      const e = JSON.parse(Buffer.from(row.evidence).toString("utf8")) as Evidence;
+      msg = evidenceProblem(e, mesh, set);
+      if (msg === null && e.validator !== row.validator) msg = `validator column ${row.validator} differs from the evidence's ${e.validator}`;
+      if (msg === null && !slotsOf(e.first).some((s) => s.slot === row.slot)) msg = "slot column is not a slot of the evidence";
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    if (msg !== null) problem({ kind: "consensus_evidence", id: row.slot, message: `${where}: ${msg}` });
+    if (await ctx.row()) return true;
+  }
+
+  // Enrollments: each parses, for this mesh, under the node its card names.
+  for (const row of st.enrollments.iterate() as Rows<{ mesh: Uint8Array; node_id: Uint8Array; record: Uint8Array }>) {
+    counts.enrollments += 1;
+    const nodeId = toHex(row.node_id);
+    try {
+      if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
+      const e = JSON.parse(Buffer.from(row.record).toString("utf8")) as Enrollment;
+      if (typeof e !== "object" || e === null) throw new Error("not a JSON object");
+      if (e.node_id !== nodeId) throw new Error("node_id column differs from the record");
+      if (!isHex(e.ak_name, (e.ak_name?.length ?? 0) / 2) || !isHex(e.ak_public, (e.ak_public?.length ?? 0) / 2) || !e.ak_name || !e.ak_public) throw new Error("ak_name and ak_public must be hex");
+      if (typeof e.enrolled_at !== "number" || typeof e.ek !== "object" || e.ek === null) throw new Error("enrolled_at or ek is missing");
+      const card = parseCard(e.card, "its card", { checkPop: false });
+      if (card.node_id !== nodeId) throw new Error("its card is another node's");
+    } catch (e) {
+      problem({ kind: "enrollment", node_id: nodeId, message: `enrollment of node ${nodeId.slice(0, 12)}…: ${(e as Error).message}` });
+    }
+    if (await ctx.row()) return true;
+  }
+  return false;
+}
+
+type VerifyStatements = Record<keyof typeof STATEMENTS.verify, Statement>;
+
+/**
+ * The mesh log against itself and its checkpoints, in one pass over the leaves in order:
+ * each certificate's quorum signature (genesis set); each checkpoint's prev, ranges and
+ * spans; the leaves it adds against the microblocks its ranges name; its root and
+ * tree_size against the tree recomputed from the leaves; and every stored interior node
+ * against that tree. True when stopped.
+ */
+async function verifyLog(
+  st: VerifyStatements,
+  mesh: string,
+  meshBytes: Uint8Array,
+  genesis: Genesis,
+  set: ReturnType<typeof validatorSetOf>,
+  problem: (p: Problem) => void,
+  counts: StoredCounts,
+  bls: BlsBatch,
+  row: () => Promise<boolean>,
+): Promise<boolean> {
+  let nodesSeen = 0;
+  const frontier = new Frontier((level, idx, h) => {
+    const stored = st.node.get(level, idx) as { hash: Uint8Array } | null;
+    const where = `log node (level ${level}, index ${idx}) over leaves [${idx * 2 ** level}, ${(idx + 1) * 2 ** level})`;
+    if (stored) {
+      nodesSeen += 1;
+      if (!sameBytes(stored.hash, h)) problem({ kind: "log_node", message: `${where}: does not match the hash of its leaves (the row was altered)` });
+    } else if (level >= STORED_LEVEL) {
+      problem({ kind: "log_node", message: `${where}: is missing` });
+    }
+  });
+
+  // Leaves, a block of 16 at a time, in order; a malformed block ends the walk of the log.
+  const blocks = st.leaves.iterate() as Rows<{ block: number; ids: Uint8Array }>;
+  let block: Uint8Array | null = null;
+  let blockNo = -1;
+  let inBlock = 0;
+  let broken = false;
+  const nextLeaf = (): Uint8Array | null => {
+    if (broken) return null;
+    if (block === null || inBlock * 32 >= block.length) {
+      const r = blocks.next();
+      if (r.done) return null;
+      if (block !== null && block.length !== LEAVES_PER_BLOCK * 32) {
+        broken = true;
+        problem({ kind: "log_leaf", message: `log leaf block ${blockNo} holds ${block.length / 32} leaves but is not the last block; the rest of the log was not checked` });
+        return null;
+      }
+      if (r.value.block !== blockNo + 1 || r.value.ids.length === 0 || r.value.ids.length % 32 !== 0 || r.value.ids.length > LEAVES_PER_BLOCK * 32) {
+        broken = true;
+        problem({ kind: "log_leaf", message: `log leaf block ${r.value.block} is malformed (expected block ${blockNo + 1} of whole 32-byte ids); the rest of the log was not checked` });
+        return null;
+      }
+      block = r.value.ids;
+      blockNo = r.value.block;
+      inBlock = 0;
+    }
+    const id = block.subarray(inBlock * 32, inBlock * 32 + 32);
+    inBlock++;
+    counts.logLeaves += 1;
+    return id;
+  };
+
+  const spans = st.spans.iterate() as Rows<{ first_leaf: number; mesh: Uint8Array | null; node_id: Uint8Array | null; from_seq: number; to_seq: number }>;
+  const lastTo = new Map<string, number>();
+  let prevDigest = ZERO_HASH;
+  let prevEpoch = -1;
+  let stopped = false;
+  for (const r of st.certificates.iterate() as Rows<{ mesh: Uint8Array; epoch: number; digest: Uint8Array; certificate: Uint8Array }>) {
+    counts.certificates += 1;
+    const where = `checkpoint epoch ${r.epoch}`;
+    const certFail = (m: string) => problem({ kind: "certificate", seq: r.epoch, message: `${where}: certificate: ${m}` });
+    const cpFail = (m: string) => problem({ kind: "checkpoint", seq: r.epoch, message: `${where}: ${m}` });
+    let cert: FinalityCertificate;
+    try {
+      if (!sameBytes(r.mesh, meshBytes)) throw new Error("stored under another mesh");
+      cert = parseFinalityCertificate(JSON.parse(Buffer.from(r.certificate).toString("utf8")), "certificate");
+    } catch (e) {
+      certFail((e as Error).message.replace(/^certificate: /, ""));
+      if (await row()) return true;
+      continue;
+    }
+    const cp = cert.checkpoint;
+    const digest = checkpointDigest(cp);
+    if (cp.epoch !== r.epoch) certFail(`its checkpoint is for epoch ${cp.epoch} (the row was altered)`);
+    if (toHex(digest) !== toHex(r.digest)) certFail("digest column is not its checkpoint's digest (the row was altered)");
+    checkQuorum(cert, digest, genesis, set, bls, certFail);
+    if (cp.prev !== prevDigest) cpFail(`prev ${cp.prev.slice(0, 12)}… is not the digest of the checkpoint before it${prevEpoch >= 0 ? ` (epoch ${prevEpoch})` : " (none: 64 zeros)"}`);
+    prevDigest = toHex(digest);
+    prevEpoch = cp.epoch;
+
+    // The leaves this checkpoint adds: the microblocks its ranges name, in node_id order.
+    const start = frontier.n;
+    const nodes = Object.keys(cp.ranges).sort();
+    const named = nodes.reduce((n, id) => n + cp.ranges[id]![1] - cp.ranges[id]![0] + 1, 0);
+    if (cp.tree_size - start !== named) cpFail(`its ranges name ${named} microblocks but tree_size grows by ${cp.tree_size - start} (from ${start})`);
+    if (cp.tree_size < start) {
+      if (await row()) return true;
+      continue;
+    }
+    let leaf = start;
+    if (cp.tree_size - start === named) {
+      for (const nodeId of nodes) {
+        const [from, to] = cp.ranges[nodeId]!;
+        const expectFrom = (lastTo.get(nodeId) ?? 0) + 1;
+        if (from !== expectFrom) cpFail(`range of node ${nodeId.slice(0, 12)}… starts at seq ${from}, not ${expectFrom} (the seq after the last one in the log)`);
+        lastTo.set(nodeId, to);
+        const span = spans.next();
+        if (span.done) cpFail(`no log_spans row for node ${nodeId.slice(0, 12)}… seqs ${from}-${to} at leaf ${leaf}`);
+        else if (span.value.first_leaf !== leaf || span.value.node_id === null || toHex(span.value.node_id) !== nodeId || span.value.from_seq !== from || span.value.to_seq !== to || !sameBytes(span.value.mesh!, meshBytes)) {
+          cpFail(`log_spans row at leaf ${span.value.first_leaf} does not say node ${nodeId.slice(0, 12)}… seqs ${from}-${to} at leaf ${leaf} (the row was altered)`);
+        }
+        let seq = from;
+        for (const m of st.rangeIds.iterate(meshBytes, fromHex(nodeId, 32), from, to) as Rows<{ seq: number; id: Uint8Array }>) {
+          // An edge holds only some chains: a leaf is compared where this ledger has the microblock.
+          for (; seq < m.seq; seq++, leaf++) if (!pushLeaf()) break;
+          const id = nextLeaf();
+          if (id === null) break;
+          if (!sameBytes(id, m.id)) problem({ kind: "log_leaf", seq: r.epoch, message: `log leaf ${leaf} is not microblock ${toHex(m.id).slice(0, 16)}… (node ${nodeId.slice(0, 12)}… seq ${m.seq}) that ${where} names (the leaf was altered)` });
+          frontier.push(id);
+          seq++;
+          leaf++;
+        }
+        for (; seq <= to; seq++, leaf++) if (!pushLeaf()) break;
+      }
+    } else {
+      while (leaf < cp.tree_size && pushLeaf()) leaf++;
+    }
+    if (frontier.n < cp.tree_size) {
+      cpFail(`tree_size ${cp.tree_size} but the log holds only ${frontier.n} leaves`);
+      stopped = await row();
+      break;
+    }
+    const root = toHex(frontier.root());
+    if (root !== cp.root) cpFail(`root ${cp.root.slice(0, 12)}… does not match the log's leaves (the tree of ${cp.tree_size} recomputes to ${root.slice(0, 12)}…)`);
+    if (await row()) {
+      stopped = true;
+      break;
+    }
+  }
+  bls.flush();
+  if (stopped) return true;
+
+  function pushLeaf(): boolean {
+    const id = nextLeaf();
+    if (id === null) return false;
+    frontier.push(id);
+    return true;
+  }
+
+  // Past the last checkpoint nothing belongs in the log: leaves, spans, included seqs.
+  let beyond = 0;
+  while (pushLeaf()) beyond++;
+  if (beyond > 0) problem({ kind: "log_leaf", message: `${beyond} log leaves after the last checkpoint's tree_size ${frontier.n - beyond}: no certificate covers them` });
+  const nodeCount = (st.nodeCount.get() as { n: number }).n;
+  counts.logNodes = nodeCount;
+  if (!broken && nodeCount !== nodesSeen) problem({ kind: "log_node", message: `${nodeCount - nodesSeen} stored log nodes are not nodes of the tree of ${frontier.n} leaves` });
+  let extraSpans = 0;
+  for (let s = spans.next(); !s.done; s = spans.next()) extraSpans++;
+  if (extraSpans > 0) problem({ kind: "checkpoint", message: `${extraSpans} log_spans rows that no stored checkpoint's ranges name` });
+  for (const inc of st.included.all() as { mesh: Uint8Array | null; node_id: Uint8Array | null; last_seq: number }[]) {
+    const nodeId = inc.node_id === null ? "?" : toHex(inc.node_id);
+    const want = lastTo.get(nodeId) ?? 0;
+    if (inc.mesh === null || !sameBytes(inc.mesh, meshBytes) || inc.last_seq !== want) {
+      problem({ kind: "checkpoint", node_id: nodeId, message: `log_included says node ${nodeId.slice(0, 12)}… is in the log up to seq ${inc.last_seq}, the checkpoints say ${want}` });
+    }
+  }
+  return false;
+}
+
+/** The certificate's quorum: signers, count and aggregate signature against the genesis validators; the exact check (verifyFinality) names a failure. */
+function checkQuorum(cert: FinalityCertificate, digest: Uint8Array, genesis: Genesis, set: ReturnType<typeof validatorSetOf>, bls: BlsBatch, fail: (m: string) => void): void {
+  const exact = () => {
+    try {
+      verifyFinality(cert, genesis, "certificate");
+    } catch (e) {
+      fail((e as Error).message.replace(/^certificate: /, ""));
+    }
+  };
+  const bytes = cert.signers.length / 2;
+  const idx = bytes === Math.ceil(set.n / 8) ? signerIndices(cert.signers) : [];
+  if (idx.length < set.quorum || idx.some((i) => i >= set.n)) return exact();
+  let pk: G1Point;
+  try {
+    pk = blsAggregatePublicKeyPoint(idx.map((i) => set.keys[i]!));
+  } catch {
+    return exact();
+  }
+  bls.add(pk, digest, fromHex(cert.agg_sig, 96), exact);
 }
