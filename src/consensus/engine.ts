@@ -125,6 +125,7 @@ export class ConsensusEngine {
   #futureCount = 0;
   #pendingCert: FinalityCertificate | null = null;
   #requestedAt = -Infinity;
+  #helpedAt = -Infinity;
   #activation: (() => void) | null = null;
   #waiters: { epoch: number; resolve: (c: FinalityCertificate) => void }[] = [];
   /** Validators this engine holds verified equivocation evidence against. */
@@ -158,6 +159,9 @@ export class ConsensusEngine {
   #heartbeat(): void {
     if (this.#stopped) return;
     this.#retryPendingCert();
+    // The rules once more: a wake-up lost anywhere (a quorum of signatures waiting, say)
+    // costs at most one round timeout, never the wait for the next message.
+    this.#evaluate();
     if (this.#step !== "idle") for (const m of this.#relaySet()) this.#o.transport.broadcast(m);
     this.#schedule(this.#o.roundTimeoutMs, () => this.#heartbeat());
   }
@@ -454,6 +458,9 @@ export class ConsensusEngine {
     const height = heightOf(m);
     if (m.mesh !== this.#o.mesh) return this.#emit({ kind: "rejected", reason: "message for another mesh", validator: m.validator });
     if (height !== this.#prev) {
+      // A validator still at the height this one finalized: its certificate may have been
+      // lost on the way (it is broadcast once), and nothing here would send it again.
+      if (this.#latest !== null && height === this.#latest.checkpoint.prev) return this.#helpLaggard();
       if (m.type !== "V" && this.#latest && m.checkpoint.epoch <= this.#latest.checkpoint.epoch) return; // an old height
       // Possibly a height after one this validator missed: keep it, fetch certificates.
       this.#buffer(height, m);
@@ -536,6 +543,14 @@ export class ConsensusEngine {
       this.#futureCount++;
     }
     this.#requestCatchUp();
+  }
+
+  /** Sends the latest certificate again for a validator still at its height, at most once per round timeout. */
+  #helpLaggard(): void {
+    const now = this.#o.clock.now();
+    if (this.#latest === null || now - this.#helpedAt < this.#o.roundTimeoutMs) return;
+    this.#helpedAt = now;
+    this.#o.transport.broadcast(this.#latest);
   }
 
   /** Asks for certificates after the latest, at most once per round timeout. */
@@ -822,7 +837,13 @@ export class ConsensusEngine {
         if (until === undefined) {
           until = now + this.#o.roundTimeoutMs / 6;
           this.#graceUntil.set(d, until);
-          this.#after(until - now, () => this.#evaluate());
+          // Not a round timer: the signatures stay a quorum whatever round this validator
+          // moves to. As a round timer, a round skip inside the wait cancelled it, and with
+          // no message after it the quorum never became a certificate (issue 14).
+          const height = this.#prev;
+          this.#schedule(until - now, () => {
+            if (this.#prev === height) this.#evaluate();
+          });
         }
         if (now < until) continue;
       }

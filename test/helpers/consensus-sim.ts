@@ -281,6 +281,8 @@ export interface SimOptions {
   maxDelayMs?: number;
   /** Validators that are offline until this time (crash-recovery, state kept). */
   offlineUntil?: Partial<Record<number, number>>;
+  /** Validators stopped for good at this time (a crash, an operator's `systemctl stop`): nothing in or out after it. */
+  stopAt?: Partial<Record<number, number>>;
   /** Run until this long after the last producing epoch closes. */
   tailMs?: number;
 }
@@ -301,6 +303,10 @@ export interface SimResult {
   microblocks: number;
   lastEpochEndMs: number;
   finalizedAtMs: Map<number, number>;
+  /** Per epoch: when the wire first carried valid signatures of a quorum over one body. */
+  quorumSignedAtMs: Map<number, number>;
+  /** Honest validators still running at the end (not stopped by stopAt). */
+  live: number[];
 }
 
 export async function simulate(opts: SimOptions): Promise<SimResult> {
@@ -339,8 +345,11 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
   const decisions: SimResult["decisions"] = [];
   const finalizedAtMs = new Map<number, number>();
   const wire: Signed[] = [];
+  /** When each message of `wire` was sent. */
+  const wireTimes: number[] = [];
   const honest = Array.from({ length: n }, (_, i) => i).filter((i) => byz[i] === undefined);
-  const offline = (i: number) => clock.now() < (opts.offlineUntil?.[i] ?? 0);
+  const offline = (i: number) => clock.now() < (opts.offlineUntil?.[i] ?? 0) || clock.now() >= (opts.stopAt?.[i] ?? Infinity);
+  const live = honest.filter((i) => opts.stopAt?.[i] === undefined);
 
   const delay = () => (clock.now() < gst ? rand() * maxDelay * 10 : rand() * maxDelay);
   const dropped = () => clock.now() < gst && rand() < dropRate;
@@ -357,7 +366,10 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
 
   function sendAll(from: number, msg: unknown, extra = 0): void {
     if (offline(from)) return;
-    if (typeof msg === "object" && msg !== null && ["P", "V", "S"].includes((msg as { type: string }).type)) wire.push(msg as Signed);
+    if (typeof msg === "object" && msg !== null && ["P", "V", "S"].includes((msg as { type: string }).type)) {
+      wire.push(msg as Signed);
+      wireTimes.push(clock.now());
+    }
     for (let to = 0; to < n; to++) if (to !== from) deliver(to, msg, extra);
   }
 
@@ -469,7 +481,11 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
         const twin = twinOf(i, m as Signed);
         if (offline(i)) return;
         wire.push(m as Signed);
-        if (twin) wire.push(twin);
+        wireTimes.push(clock.now());
+        if (twin) {
+          wire.push(twin);
+          wireTimes.push(clock.now());
+        }
         // Half get one, half the other; gossip relays each to the rest a little later.
         for (let to = 0; to < n; to++) {
           if (to === i) continue;
@@ -511,12 +527,14 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
     const at = opts.offlineUntil?.[i];
     if (at === undefined) engines[i]?.start();
     else clock.schedule(at - GENESIS_MS, () => engines[i]?.start());
+    const stop = opts.stopAt?.[i];
+    if (stop !== undefined) clock.schedule(stop - GENESIS_MS, () => engines[i]?.stop());
   }
 
   const endMs = lastEpochEndMs + (opts.tailMs ?? 30_000);
   const target = Math.max(...universe.map((u) => u.timestampMs));
   const allDone = () =>
-    honest.every((i) => {
+    live.every((i) => {
       const c = sources[i]!.latest();
       return c !== null && c.checkpoint.tree_size === universe.length && epochBounds(mesh.genesis, c.checkpoint.epoch).endMs > target;
     });
@@ -553,13 +571,25 @@ export async function simulate(opts: SimOptions): Promise<SimResult> {
     per.set(d, s);
     s.add(m.validator);
   }
+  // When a quorum's signatures over one body had been sent (any validator's, verified).
+  const quorumSignedAtMs = new Map<number, number>();
+  const signedBy = new Map<string, Set<number>>();
+  for (const [k, m] of wireTimes.entries()) {
+    const msg = wire[k]!;
+    if (msg.type !== "S" || !mesh.set.verify(msg.validator, signingDigest(msg), msg.sig)) continue;
+    const d = slotOf(msg).value;
+    const s = signedBy.get(d) ?? new Set<number>();
+    signedBy.set(d, s);
+    s.add(msg.validator);
+    if (s.size === mesh.set.quorum && !quorumSignedAtMs.has(msg.checkpoint.epoch)) quorumSignedAtMs.set(msg.checkpoint.epoch, m);
+  }
   for (const [epoch, per] of honestSigs) {
     const certifiable = [...per.values()].filter((s) => s.size + byzCount >= mesh.set.quorum).length;
     if (per.size > 1) violations.push(`honest validators signed ${per.size} different bodies for epoch ${epoch}`);
     if (certifiable > 1) violations.push(`the adversary could certify ${certifiable} bodies for epoch ${epoch}`);
   }
   const evidence = events.filter((e) => honest.includes(e.node) && e.event.kind === "evidence").map((e) => (e.event as { evidence: Evidence }).evidence);
-  return { mesh, honest, committed, certificates, evidence, events, decisions, violations, microblocks: universe.length, lastEpochEndMs, finalizedAtMs };
+  return { mesh, honest, committed, certificates, evidence, events, decisions, violations, microblocks: universe.length, lastEpochEndMs, finalizedAtMs, quorumSignedAtMs, live };
 }
 
 /** A validator's log holding `count` microblocks of one node, and two valid, different bodies for epoch 0. */
