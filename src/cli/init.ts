@@ -20,6 +20,8 @@ export default command({
   libp2p.key     the Ed25519 key that fixes the node's libp2p peer id
   bls.key        the BLS12-381 key this node votes with as a validator
   privacy.key    the secret for privacy.anonymize_ips
+  control.token  the bearer token control.port requires (control.token_file; one
+                 already there is kept without --force)
 Then writes card.json (the signed node card), dsm.yaml (the documented default config,
 if absent) and genesis.json: the given mesh genesis, or without --genesis a one-node
 local mesh in which this node is the only validator. Existing keys are never replaced

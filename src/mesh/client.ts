@@ -1,5 +1,7 @@
 // A client of a running daemon's control socket: the seed's query interface
 // (getMicroblocks, getCheckpoint, verifyBlockInCheckpoint) and what the CLI asks a daemon.
+// The socket takes no bearer token (control.port does): it is 0600 in the 0700 data dir, so
+// only the node's own user reaches it, who can read control.token_file anyway.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Microblock } from "../protocol/microblock.ts";
