@@ -35,6 +35,8 @@ export class MicroblockGossip {
   #reofferAt = 0;
   #reofferEpochs = 0;
   #checkAt = 0;
+  /** The newest timestamp of this node's chain seen ahead of this clock (stepped back, say), until reached. */
+  #aheadOfClock = 0;
   /**
    * Per node, the lowest seq this validator refused only because its timestamp was ahead of
    * this clock by more than max_clock_skew_s, and when it no longer is: fetched then.
@@ -96,10 +98,11 @@ export class MicroblockGossip {
   }
 
   /**
-   * This node's own microblocks that no certificate includes one epoch after their epoch
-   * closed (refused for a timestamp ahead of the validators' clocks, lost, or offered while
-   * no validator listened) are offered again, from the first one not included, once its
-   * timestamp is behind this clock: at most once an epoch, backing off to once every
+   * This node's own microblocks that no certificate includes are offered again, from the
+   * first one not included: once this clock reaches the newest timestamp it saw ahead of it
+   * (the clock was stepped back: what was offered was likely refused as future_timestamp);
+   * and one epoch after the first one's epoch closed (refused, lost, or offered while no
+   * validator listened), at most once an epoch, backing off to once every
    * REOFFER_BACKOFF_MAX_EPOCHS epochs while nothing more is included.
    */
   #reofferUnfinalized(now: number): void {
@@ -124,7 +127,15 @@ export class MicroblockGossip {
       this.#reofferEpochs = 0;
       this.#reofferAt = 0;
     }
-    if (this.#lastSeq <= this.#acked || now < this.#reofferAt) return;
+    const head = node.ledger.head(node.mesh, node.nodeId);
+    if (head && Date.parse(head.timestamp) > now) this.#aheadOfClock = Math.max(this.#aheadOfClock, Date.parse(head.timestamp));
+    if (this.#lastSeq <= this.#acked) return;
+    if (this.#aheadOfClock > 0 && now >= this.#aheadOfClock) {
+      this.#aheadOfClock = 0;
+      this.#lastSeq = this.#acked;
+      return;
+    }
+    if (now < this.#reofferAt) return;
     const first = node.ledger.bySeq(node.mesh, node.nodeId, this.#acked + 1);
     if (!first) return;
     const { genesis } = node;
