@@ -47,7 +47,7 @@ export class ConsensusGossip {
   #check(data: Uint8Array): Verdict {
     this.ctx.stats.bytesIn += data.length;
     try {
-      const v = parseJson(DEC.decode(data), "gossip");
+      const v = parseJson(DEC.decode(data), "gossip") as { type?: unknown } | null;
       return typeof v === "object" && v !== null && typeof v.type === "string" ? "accept" : this.ctx.stats.reject("malformed");
     } catch {
       return this.ctx.stats.reject("malformed");

@@ -9,6 +9,7 @@ import type { DsmConfig } from "../config/config.ts";
 import { makeCard, type NodeCard, parseCard, type Role, type TpmEvidence } from "../protocol/card.ts";
 import { collectEvidence } from "../tpm/evidence.ts";
 import { EnrollmentStore } from "../ledger/enrollment-store.ts";
+import { parseJson } from "../encoding/json.ts";
 import { type IdentityKey, nodeIdOf, PublicIdentityKey, SoftwareIdentityKey } from "../identity/identity-key.ts";
 import { createLibp2pKey } from "../identity/libp2p-key.ts";
 import { createIpAnonymizer } from "../ingest/anonymize.ts";
@@ -303,7 +304,7 @@ export class DSMNode implements EventSink {
 
 function readCard(file: string): NodeCard {
   try {
-    return parseCard(JSON.parse(fs.readFileSync(file, "utf8")), "node card", { checkPop: false });
+    return parseCard(parseJson(fs.readFileSync(file, "utf8"), "JSON"), "node card", { checkPop: false });
   } catch (e) {
     throw new NodeError(`node card ${file}: ${(e as Error).message}`);
   }
@@ -317,7 +318,7 @@ export function readGenesis(file: string, opts: { checkPop?: boolean } = {}): Ge
     throw new NodeError(`cannot read genesis ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   try {
-    return parseGenesis(JSON.parse(text), opts);
+    return parseGenesis(parseJson(text, "JSON"), opts);
   } catch (e) {
     throw new NodeError(`genesis ${file}: ${(e as Error).message}`);
   }
