@@ -25,7 +25,7 @@ import { checkpointDigest } from "../protocol/checkpoint.ts";
 import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
 import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
 import { parseQuarantine, quarantineDigest } from "../protocol/quarantine.ts";
-import { signerIndices, validatorSetOf } from "../protocol/validator-set.ts";
+import { signerIndices, signersBitfield, validatorSetOf } from "../protocol/validator-set.ts";
 import type { Enrollment } from "../tpm/enroll.ts";
 import { STATEMENTS } from "./sql.ts";
 
@@ -430,7 +430,7 @@ export interface StoredCounts {
 /** Subtrees below this level are not stored (src/log/tree-store.ts STORED_LEVEL): a missing one is no problem. */
 const STORED_LEVEL = 3;
 const LEAVES_PER_BLOCK = 16;
-const BLS_BATCH = 32;
+const BLS_BATCH = 128;
 
 const sha = (data: Uint8Array): Uint8Array => {
   const out = new Uint8Array(32);
@@ -488,10 +488,19 @@ class Frontier {
  */
 class BlsBatch {
   #sets: { pk: G1Point; message: Uint8Array; sig: Uint8Array }[] = [];
-  #exact: (() => void)[] = [];
-  add(pk: G1Point, message: Uint8Array, sig: Uint8Array, exact: () => void): void {
-    this.#sets.push({ pk, message, sig });
-    this.#exact.push(exact);
+  #exact: (() => void)[][] = [];
+  /** One check per (signers, message, signature): an S stored under two slots, or a one-validator certificate and its S, cost one. */
+  #seen = new Map<string, number>();
+  add(signers: string, pk: G1Point, message: Uint8Array, sigHex: string, exact: () => void): void {
+    const key = `${signers}|${toHex(message)}|${sigHex}`;
+    const at = this.#seen.get(key);
+    if (at !== undefined) {
+      this.#exact[at]!.push(exact);
+      return;
+    }
+    this.#seen.set(key, this.#sets.length);
+    this.#sets.push({ pk, message, sig: fromHex(sigHex, 96) });
+    this.#exact.push([exact]);
     if (this.#sets.length >= BLS_BATCH) this.flush();
   }
   flush(): void {
@@ -499,9 +508,10 @@ class BlsBatch {
     const exact = this.#exact;
     this.#sets = [];
     this.#exact = [];
+    this.#seen.clear();
     if (sets.length === 0) return;
-    if (sets.length > 1 && blsBatchVerify(sets)) return;
-    for (const f of exact) f();
+    if (blsBatchVerify(sets)) return;
+    for (const fs of exact) for (const f of fs) f();
   }
 }
 
@@ -546,12 +556,6 @@ export async function verifyStored(
 
   // Consensus messages this validator signed: each under a slot it occupies, validly signed.
   const own = ctx.ownNodeId === undefined ? -1 : genesis.validators.findIndex((c) => c.node_id === ctx.ownNodeId);
-  let pendingS: { i: number; message: Uint8Array; sigHex: string; fail: () => void }[] = [];
-  const flushS = () => {
-    const ok = set.verifyMany(pendingS);
-    pendingS.forEach((p, k) => ok[k] || p.fail());
-    pendingS = [];
-  };
   for (const row of st.signed.iterate() as Rows<{ mesh: Uint8Array; slot: string; message: Uint8Array }>) {
     counts.consensusMessages += 1;
     const where = `consensus message in slot ${row.slot}`;
@@ -562,15 +566,19 @@ export async function verifyStored(
       if (!ofMesh(m, mesh)) throw new Error("the message is for another mesh");
       if (!slotsOf(m).some((s) => s.slot === row.slot)) throw new Error(`the ${m.type} message does not occupy this slot (the row was altered)`);
       if (own >= 0 && m.validator !== own) throw new Error(`signed as validator ${m.validator}, not this validator (${own})`);
-      if (m.type === "S") pendingS.push({ i: m.validator, message: signingDigest(m), sigHex: m.sig, fail: () => fail(`signature of validator ${m.validator} does not verify`) });
-      else if (!set.verifyVote(m.validator, signingDigest(m), m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
-      if (pendingS.length >= BLS_BATCH) flushS();
+      if (m.type === "S") {
+        const digest = signingDigest(m);
+        const exact = () => set.verify(m.validator, digest, m.sig) || fail(`signature of validator ${m.validator} does not verify`);
+        // A signature that is not a curve point fails the batch at once: checked alone, it names itself.
+        if (!/^[0-9a-f]{192}$/.test(m.sig)) exact();
+        else bls.add(signersBitfield([m.validator], set.n), set.keys[m.validator]!, digest, m.sig, exact);
+      } else if (!set.verifyVote(m.validator, signingDigest(m), m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
     } catch (e) {
       fail((e as Error).message.replace(/^message: /, ""));
     }
     if (await ctx.row()) return true;
   }
-  flushS();
+  bls.flush();
 
   // Equivocation evidence: two conflicting messages, each signed by the validator the row names.
   for (const row of st.evidence.iterate() as Rows<{ mesh: Uint8Array; validator: number; slot: string; evidence: Uint8Array }>) {
@@ -751,7 +759,6 @@ async function verifyLog(
       break;
     }
   }
-  bls.flush();
   if (stopped) return true;
 
   function pushLeaf(): boolean {
@@ -799,5 +806,5 @@ function checkQuorum(cert: FinalityCertificate, digest: Uint8Array, genesis: Gen
   } catch {
     return exact();
   }
-  bls.add(pk, digest, fromHex(cert.agg_sig, 96), exact);
+  bls.add(cert.signers, pk, digest, cert.agg_sig, exact);
 }
