@@ -107,7 +107,8 @@ export class MicroblockGossip {
    */
   #reofferUnfinalized(now: number): void {
     const { node, builder } = this.ctx;
-    if (this.#lastSeq <= this.#acked) return;
+    // A publishNew still going on would move #lastSeq on past a reset made now: next time.
+    if (this.#publishing || this.#lastSeq <= this.#acked) return;
     const included = (seq: number): boolean => {
       const mb = node.ledger.bySeq(node.mesh, node.nodeId, seq);
       return mb !== null && builder.leafIndexOf(mb.id) !== null;
