@@ -20,8 +20,9 @@ import { TpmIdentityKey } from "../src/tpm/tpm-key.ts";
 import { withSoftwareAk } from "./helpers/tpm-forge.ts";
 import type { DaemonStatus } from "../src/mesh/api.ts";
 import type { FinalityCertificate } from "../src/protocol/certificate.ts";
-import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { freePort } from "./helpers/net.ts";
+import { startDaemon } from "./helpers/daemons.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 import { type EkCa, haveSwtpm, startSwtpm, type Swtpm } from "./helpers/swtpm.ts";
 
@@ -76,25 +77,8 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 }
 
 /** Starts `dsm run` on a data dir, bootstrapped to the given peers; resolves to its address once it listens. */
-async function start(name: string, bootstrap: string[], extra: Record<string, string> = {}): Promise<string> {
-  const d = dir(name);
-  fs.rmSync(path.join(d, "run.json"), { force: true });
-  const p = Bun.spawn([DSM, "run", "--data-dir", d], { env: { ...env, DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(","), ...extra }, stdout: "ignore", stderr: "pipe" });
-  procs.set(d, p);
-  logs.set(d, "");
-  void (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of p.stderr as ReadableStream<Uint8Array>) logs.set(d, logs.get(d)! + dec.decode(chunk));
-  })();
-  for (let i = 0; i < 300; i++) {
-    if (fs.existsSync(path.join(d, "run.json"))) {
-      const info = JSON.parse(fs.readFileSync(path.join(d, "run.json"), "utf8")) as { addrs: string[]; peer_id: string };
-      return `${info.addrs[0]}/p2p/${info.peer_id}`;
-    }
-    if (p.exitCode !== null) break;
-    await Bun.sleep(50);
-  }
-  throw new Error(`dsm run in ${d} did not start: ${logs.get(d)}`);
+function start(name: string, bootstrap: string[], extra: Record<string, string> = {}): Promise<string> {
+  return startDaemon(dir(name), { ...env, ...extra }, bootstrap, procs, logs);
 }
 
 /** A libp2p node in this process with a data dir's libp2p key, showing `card`, dialling `bootstrap`. */

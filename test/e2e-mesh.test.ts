@@ -11,8 +11,9 @@ import { generateKeyPair, privateKeyToProtobuf } from "@libp2p/crypto/keys";
 import { MeshClient } from "../src/mesh/client.ts";
 import { MeshNet } from "../src/mesh/p2p.ts";
 import { parseGenesis } from "../src/protocol/genesis.ts";
-import { cleanEnv, DSM, requireBinary, runDsm } from "./helpers/e2e.ts";
+import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { freePort } from "./helpers/net.ts";
+import { startDaemon } from "./helpers/daemons.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 const N = 4;
@@ -34,24 +35,8 @@ async function ok(args: string[], extra: Record<string, string | undefined> = {}
 }
 
 /** Starts `dsm run` for a data dir, bootstrapped to the given peers; resolves once it listens. */
-async function start(dir: string, bootstrap: string[], extra: Record<string, string> = {}): Promise<string> {
-  fs.rmSync(path.join(dir, "run.json"), { force: true });
-  const p = Bun.spawn([DSM, "run", "--data-dir", dir], { env: { ...env, DSM_GOSSIP_BOOTSTRAP_NODES: bootstrap.join(","), ...extra }, stdout: "ignore", stderr: "pipe" });
-  procs.set(dir, p);
-  logs.set(dir, "");
-  void (async () => {
-    const dec = new TextDecoder();
-    for await (const chunk of p.stderr as ReadableStream<Uint8Array>) logs.set(dir, logs.get(dir)! + dec.decode(chunk));
-  })();
-  for (let i = 0; i < 200; i++) {
-    if (fs.existsSync(path.join(dir, "run.json"))) {
-      const info = JSON.parse(fs.readFileSync(path.join(dir, "run.json"), "utf8")) as { addrs: string[]; peer_id: string };
-      return `${info.addrs[0]}/p2p/${info.peer_id}`;
-    }
-    if (p.exitCode !== null) break;
-    await Bun.sleep(50);
-  }
-  throw new Error(`dsm run in ${dir} did not start: ${logs.get(dir)}`);
+function start(dir: string, bootstrap: string[], extra: Record<string, string> = {}): Promise<string> {
+  return startDaemon(dir, { ...env, ...extra }, bootstrap, procs, logs);
 }
 
 async function stop(dir: string, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<number | null> {
