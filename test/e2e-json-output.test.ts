@@ -236,6 +236,11 @@ describe("--json output is snake_case everywhere", () => {
     await json(["quarantine", "--data-dir", dir("A"), "--json"]);
   }, 30_000);
 
+  test("backup: the manifest", async () => {
+    const m = parse(await json(["backup", file("backup-A"), "--data-dir", dir("A"), "--json"]));
+    expect(m.type).toBe("dsm-backup");
+  }, 30_000);
+
   test("attest: --golden, an answer, verify (ok and failed, with a quarantine record) on a software TPM", async () => {
     if (!haveSwtpm()) throw new Error("swtpm is not installed (apt-get install swtpm swtpm-tools tpm2-tools; .ci/run does)");
     swtpm = await startSwtpm({ ekCa: file("ek-ca") });

@@ -27,6 +27,7 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   peers: () => load(import("./peers.ts")),
   attest: () => load(import("./attest.ts")),
   quarantine: () => load(import("./quarantine.ts")),
+  backup: () => load(import("./backup.ts")),
   demo: () => load(import("./demo.ts")),
   version: () => load(import("./version.ts")),
   completion: () => load(import("./completion.ts")),
