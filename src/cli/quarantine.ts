@@ -97,7 +97,7 @@ function importRecords(ctx: Context, node: DSMNode, file: string): void {
   // All checked before any is stored: a bad record in the file stores nothing.
   const records = list.map((r, i) => {
     try {
-      return parseQuarantine(r, node.mesh, set, `${file} record ${i + 1}`);
+      return parseQuarantine(r, node.mesh, set, `${file} record ${i + 1}`, { notAfterMs: Date.now() + node.config.mesh.max_clock_skew_s * 1000 });
     } catch (e) {
       throw new CliError((e as Error).message);
     }

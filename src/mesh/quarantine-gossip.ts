@@ -27,7 +27,7 @@ export class QuarantineGossip {
     const { node, builder, stats } = this.ctx;
     let record: QuarantineRecord;
     try {
-      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node));
+      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node), "quarantine record", { notAfterMs: Date.now() + node.config.mesh.max_clock_skew_s * 1000 });
     } catch {
       stats.count("quarantine");
       return;

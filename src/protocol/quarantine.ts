@@ -63,8 +63,13 @@ export function makeQuarantine(fields: {
   return { ...body, sig: toHex(fields.sign(quarantineDigest(body))) };
 }
 
-/** Parses an untrusted record and checks its signature against the genesis validators. */
-export function parseQuarantine(value: unknown, mesh: string, validators: ValidatorSet, what = "quarantine record"): QuarantineRecord {
+/**
+ * Parses an untrusted record and checks its signature against the genesis validators. With
+ * `notAfterMs` (the receiver's clock plus the skew it allows), a record issued later is
+ * refused: `issued` is the signer's own claim, and a record dated in the future would
+ * otherwise outrank every honest record issued until then (quarantineState orders by it).
+ */
+export function parseQuarantine(value: unknown, mesh: string, validators: ValidatorSet, what = "quarantine record", opts: { notAfterMs?: number } = {}): QuarantineRecord {
   const o = expectObject(value, what);
   expectKeys(o, what, ["v", "type", "mesh", "node_id", "action", "from_seq", "reason", "detail", "issued", "validator", "sig"]);
   literalField(o, "v", what, 1);
@@ -76,7 +81,8 @@ export function parseQuarantine(value: unknown, mesh: string, validators: Valida
   intField(o, "from_seq", what, o.action === "lift" ? 0 : 1, o.action === "lift" ? 0 : Number.MAX_SAFE_INTEGER);
   stringField(o, "reason", what, /^(attestation_failed|attestation_missed|fork|operator)$/, "attestation_failed, attestation_missed, fork or operator");
   if (typeof o.detail !== "string" || o.detail.length > 256) throw new SchemaError(`${what}: "detail" must be a string of at most 256 characters`);
-  timeField(o, "issued", what);
+  const issued = timeField(o, "issued", what);
+  if (opts.notAfterMs !== undefined && issued > opts.notAfterMs) throw new SchemaError(`${what}: issued ${String(o.issued)} is in the future (a record is refused until then)`);
   intField(o, "validator", what, 0, validators.n - 1);
   hexField(o, "sig", what, 96);
   const r = o as unknown as QuarantineRecord;
