@@ -11,7 +11,7 @@ import { type QuarantineRecord, quarantineDigest, quarantineState } from "../pro
 
 export class QuarantineStore {
   readonly #mesh: Uint8Array;
-  readonly #st: Record<"add" | "all" | "ofNode" | "fork" | "forked", Statement>;
+  readonly #st: Record<keyof typeof STATEMENTS.quarantine, Statement>;
 
   constructor(
     private readonly ledger: Ledger,
@@ -27,6 +27,16 @@ export class QuarantineStore {
       const r = this.#st.add.run(this.#mesh, quarantineDigest(record), fromHex(record.node_id, 32), Buffer.from(canonicalize(record)), nowMs);
       return r.changes > 0;
     });
+  }
+
+  /** Whether this very record is stored. */
+  has(record: QuarantineRecord): boolean {
+    return this.#st.has.get(this.#mesh, quarantineDigest(record)) !== null;
+  }
+
+  /** How many records of one validator are stored (what a byzantine one could pile up). */
+  countOf(validator: number): number {
+    return (this.#st.countOf.get(this.#mesh, validator) as { n: number }).n;
   }
 
   /** Records about one node, or all of them, oldest issued first. */

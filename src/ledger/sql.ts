@@ -42,6 +42,8 @@ export const STATEMENTS = {
     add: "INSERT INTO quarantine_records (mesh, digest, node_id, record, received_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     all: "SELECT record FROM quarantine_records WHERE mesh = ?",
     ofNode: "SELECT record FROM quarantine_records WHERE mesh = ? AND node_id = ?",
+    has: "SELECT 1 AS x FROM quarantine_records WHERE mesh = ? AND digest = ?",
+    countOf: "SELECT count(*) AS n FROM quarantine_records WHERE mesh = ? AND json_extract(CAST(record AS TEXT), '$.validator') = ?",
     fork: "SELECT min(seq) AS seq, max(detected_at) AS at FROM fork_evidence WHERE chain = ?",
     forked: "SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?",
   },

@@ -14,6 +14,7 @@ import type { QuarantineRecord } from "../protocol/quarantine.ts";
 import { answerChallenge, newNonce, verifyAttestation } from "../tpm/attestation.ts";
 import { answerEnrollment, EnrollError, finishEnrollment, makeEnrollChallenge } from "../tpm/enroll.ts";
 import { TpmIdentityKey } from "../tpm/tpm-key.ts";
+import { RateWindow } from "../runtime/rate.ts";
 import type { MeshContext } from "./context.ts";
 
 export const ATTEST_PROTOCOL = "/dsm/attest/1";
@@ -44,8 +45,8 @@ export class Attestation {
   #timer: ReturnType<typeof setInterval> | null = null;
   /** One enrollment or challenge at a time per node: a reconnect storm must not stack them. */
   readonly #busy = new Set<string>();
-  /** The node side: when each validator asked for TPM work in the last minute. */
-  readonly #asked = new Map<string, number[]>();
+  /** The node side: the TPM work each validator asked for in the last minute. */
+  readonly #asked = new RateWindow(60_000);
 
   constructor(
     private readonly ctx: MeshContext,
@@ -69,12 +70,8 @@ export class Attestation {
   #tpmTurn(peerId: string, answer: () => unknown): unknown {
     const validator = this.ctx.node.genesis.validators.some((c) => c.peer_id === peerId);
     if (!validator) return { error: "only the mesh's validators enroll and challenge this node" };
-    const now = Date.now();
-    const recent = (this.#asked.get(peerId) ?? []).filter((t) => now - t < 60_000);
     const cap = tpmRequestsPerMinute(this.ctx.node.genesis.epoch_duration);
-    if (recent.length >= cap) return { error: `more than ${cap} TPM requests a minute: try later` };
-    recent.push(now);
-    this.#asked.set(peerId, recent);
+    if (!this.#asked.take(peerId, cap)) return { error: `more than ${cap} TPM requests a minute: try later` };
     return answer();
   }
 

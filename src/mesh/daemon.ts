@@ -123,7 +123,10 @@ export class Daemon implements DaemonApi {
         admit: (card, peerId) => admitCard(this.node, card, peerId),
         timeoutMs: 5000,
         // A peer admitted before attestation starts (below) is challenged by start().
-        onAdmitted: (peerId, card) => this.#parts?.attestation.onAdmitted(peerId, card as NodeCard),
+        onAdmitted: (peerId, card) => {
+          this.#parts?.quarantine.onPeer();
+          this.#parts?.attestation.onAdmitted(peerId, card as NodeCard);
+        },
         onRefused: (peerId, reason) => {
           this.#stats.count("peer");
           this.log("warn", `peer ${peerId} refused: ${reason}`, { peer_id: peerId });

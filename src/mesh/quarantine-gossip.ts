@@ -4,18 +4,40 @@
 import { DSMValidator } from "../node/validator.ts";
 import { toHex } from "../encoding/hex.ts";
 import { parseQuarantine, quarantineDigest, type QuarantineRecord } from "../protocol/quarantine.ts";
+import { RateWindow } from "../runtime/rate.ts";
 import { type MeshContext, publishJson } from "./context.ts";
+
+/** New records a validator may add here per minute: an honest one signs a few a day. */
+export const QUARANTINE_RECORDS_PER_MINUTE = 10;
+/** Records this node keeps per validator: a byzantine one cannot fill the disk with them. */
+export const QUARANTINE_RECORDS_PER_VALIDATOR = 1024;
 
 export class QuarantineGossip {
   #sent = new Set<string>();
   #ticks = 0;
   #timer: ReturnType<typeof setInterval> | null = null;
+  /** A peer joined since the last full round: it lacks what the others already have. */
+  #newPeer = true;
+  readonly #rate = new RateWindow(60_000);
 
   constructor(private readonly ctx: MeshContext) {}
 
-  /** Every 2 s the records not sent yet; every 15th time (30 s) all of them. */
+  /**
+   * Every 2 s the records not sent yet; all of them when a peer was admitted since (it lacks
+   * them), throttled to once in 10 s, and otherwise only every 5 minutes, for what gossip lost.
+   */
   start(): void {
-    this.#timer = setInterval(() => this.#gossip(this.#ticks++ % 15 === 0), 2000);
+    this.#timer = setInterval(() => {
+      const tick = this.#ticks++;
+      const all = (this.#newPeer && tick % 5 === 0) || tick % 150 === 0;
+      if (all) this.#newPeer = false;
+      this.#gossip(all);
+    }, 2000);
+  }
+
+  /** A peer was admitted: the next full round sends it every record. */
+  onPeer(): void {
+    this.#newPeer = true;
   }
 
   stop(): void {
@@ -33,6 +55,13 @@ export class QuarantineGossip {
       return;
     }
     const digest = toHex(quarantineDigest(record));
+    // Bounded: a validator's new records by rate and in all; one already held costs nothing.
+    if (!builder.quarantine.has(record)) {
+      if (builder.quarantine.countOf(record.validator) >= QUARANTINE_RECORDS_PER_VALIDATOR || !this.#rate.take(String(record.validator), QUARANTINE_RECORDS_PER_MINUTE)) {
+        stats.count("quarantine_limit");
+        return;
+      }
+    }
     let added: boolean;
     try {
       added = builder.quarantine.add(record);
