@@ -6,6 +6,7 @@ import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type EnrollAnswer, parseEnrollAnswer, parseEnrollChallenge } from "../protocol/enrollment.ts";
 import { parseGenesis, type Genesis } from "../protocol/genesis.ts";
 import { answerEnrollment, EnrollError, finishEnrollment, makeEnrollChallenge } from "../tpm/enroll.ts";
+import { ekTrustText } from "../tpm/evidence.ts";
 import { DSMValidator } from "../node/validator.ts";
 import { TpmIdentityKey } from "../tpm/tpm-key.ts";
 import { answerChallenge, goldenDigest, verifyAttestation } from "../tpm/attestation.ts";
@@ -178,7 +179,7 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
       if (r.ok) {
         if (args.quarantine) node.enrollments.quoted(nodeId, Date.now(), r.pcrDigest, "passed");
         if (ctx.json) printJson({ ok: true, node_id: r.nodeId, pcr_digest: r.pcrDigest, ak_name: r.akName, ek: enrollment!.ek });
-        else print(`OK: node ${r.nodeId} attested: quote by its enrolled AK (${enrollment!.ek.method === "certificate" ? `EK certificate from ${enrollment!.ek.issuer}` : "EK on the allowlist"}), PCR digest ${r.pcrDigest} accepted by the genesis`);
+        else print(`OK: node ${r.nodeId} attested: quote by its enrolled AK (${ekTrustText(enrollment!.ek)}), PCR digest ${r.pcrDigest} accepted by the genesis`);
         return;
       }
       process.exitCode = EXIT.verifyFailed;
@@ -228,7 +229,7 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
         return;
       }
       node.enrollments.addPending(p, Date.now());
-      emit(p.challenge, `enrollment challenge for node ${card.node_id.slice(0, 16)}… (${p.ek.method === "certificate" ? `EK certificate from ${p.ek.issuer}` : "EK on the allowlist"})`);
+      emit(p.challenge, `enrollment challenge for node ${card.node_id.slice(0, 16)}… (${ekTrustText(p.ek)})`);
     });
     return;
   }
@@ -264,7 +265,7 @@ async function enroll(ctx: Context, action: string, args: { bundle?: unknown; ou
     }
     const superseded = node.enrollments.put(e);
     for (const other of superseded) warn(`dsm attest enroll-verify: node ${other.slice(0, 16)}… had the same EK (one TPM is one enrolled node): it is no longer enrolled`);
-    const how = e.ek.method === "certificate" ? `EK certificate from ${e.ek.issuer}` : `EK ${e.ek.digest.slice(0, 16)}… on the allowlist`;
+    const how = ekTrustText(e.ek);
     if (ctx.json) printJson({ ok: true, node_id: e.node_id, ak_name: e.ak_name, ek: e.ek });
     else print(`OK: node ${e.node_id} enrolled: TPM-rooted, ${how}; its AK ${e.ak_name.slice(0, 20)}… is in that TPM (credential activated)`);
   });

@@ -1,6 +1,6 @@
 import * as fs from "node:fs";
 import type { DSMNode } from "../node/node.ts";
-import { verifyEvidence } from "../tpm/evidence.ts";
+import { cardTrust } from "../tpm/evidence.ts";
 import { MeshClient } from "../mesh/client.ts";
 import type { DaemonStatus } from "../mesh/api.ts";
 import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
@@ -80,12 +80,9 @@ EXAMPLES
 });
 
 /** This node's own chain of trust, as a verifier holding its genesis would see its card. */
-function ownTrust(node: DSMNode): { level: "software" | "tpm-evidence" | "tpm-claimed"; detail: string } {
-  const card = node.card();
-  if (!card.tpm) return { level: "software", detail: "software key" };
-  const ev = verifyEvidence(card, node.genesis.attestation, Date.now());
-  if (ev.ok) return { level: "tpm-evidence", detail: `EK (${ev.ek.method === "certificate" ? `certificate from ${ev.ek.issuer}` : "on the genesis' ek_allowlist"}) → AK → identity key (certified by the AK); validators enroll the AK by credential activation` };
-  return { level: "tpm-claimed", detail: `its evidence does not verify against this genesis (${ev.check}): ${ev.reason}` };
+function ownTrust(node: DSMNode): ReturnType<typeof cardTrust> {
+  const t = cardTrust(node.card(), node.genesis.attestation, Date.now());
+  return t.level === "tpm-evidence" ? { ...t, detail: `${t.detail}; validators enroll the AK by credential activation` } : t;
 }
 
 export function trustText(n: DaemonStatus["attestation"]["nodes"][number]): string {

@@ -1,7 +1,7 @@
 import { onStopSignals } from "./signals.ts";
 import { verifyLedger, verifyReportJson } from "../ledger/verify.ts";
 import type { DSMNode } from "../node/node.ts";
-import { verifyEvidence } from "../tpm/evidence.ts";
+import { cardTrust, ekTrustText } from "../tpm/evidence.ts";
 import { CliError, command, commonArgs, context, EXIT, print, printJson, withNode } from "./common.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
 
@@ -100,15 +100,12 @@ EXAMPLES
 function chainTrust(node: DSMNode): { node_id: string; trust: string; detail: string }[] {
   return node.ledger.resolveNodeId("").sort().map((id) => {
     if (id === node.nodeId) {
-      const card = node.card();
-      if (!card.tpm) return { node_id: id, trust: "software", detail: "software key (this node)" };
-      const ev = verifyEvidence(card, node.genesis.attestation, Date.now());
-      return ev.ok
-        ? { node_id: id, trust: "tpm-evidence", detail: `TPM key (this node): ${ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the allowlist"} → AK → identity key (certified) → signing keys` }
-        : { node_id: id, trust: "tpm-claimed", detail: `TPM key (this node), its evidence does not verify against this genesis (${ev.check})` };
+      const t = cardTrust(node.card(), node.genesis.attestation, Date.now());
+      const detail = t.level === "software" ? "software key (this node)" : t.level === "tpm-evidence" ? `TPM key (this node): ${t.detail} → signing keys` : `TPM key (this node), ${t.detail}`;
+      return { node_id: id, trust: t.level, detail };
     }
     const e = node.enrollments.get(id);
     if (!e) return { node_id: id, trust: "software", detail: "software key, or a TPM this node has not enrolled" };
-    return { node_id: id, trust: "tpm-enrolled", detail: `TPM-rooted, ${e.ek.method === "certificate" ? `EK certificate from ${e.ek.issuer}` : "EK on the allowlist"} → AK (enrolled here) → identity key → signing keys` };
+    return { node_id: id, trust: "tpm-enrolled", detail: `TPM-rooted, ${ekTrustText(e.ek)} → AK (enrolled here) → identity key → signing keys` };
   });
 }

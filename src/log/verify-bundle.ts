@@ -11,7 +11,7 @@ import { checkKeyUse, type Microblock, microblockIdBytes, parseMicroblock, paylo
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
 import { type NodeCard, parseCard } from "../protocol/card.ts";
 import { type Genesis, MeshPolicy, mustAttest } from "../protocol/genesis.ts";
-import { verifyEvidence } from "../tpm/evidence.ts";
+import { ekTrustText, verifyEvidence } from "../tpm/evidence.ts";
 import { BundleError, check, type FinalityCertificate, type FinalityInfo, oneLine, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
 import type { CheckpointBody } from "../protocol/checkpoint.ts";
 import { leafHash, verifyConsistency, verifyInclusion } from "./merkle.ts";
@@ -65,7 +65,7 @@ function bundleTrust(value: unknown, nodeId: string, genesis: Genesis): BundleTr
   if (!card.tpm) return { level: "software", detail: "software key" };
   const ev = verifyEvidence(card, genesis.attestation, Date.now());
   if (!ev.ok) return { level: "tpm-claimed", detail: `card says TPM, but its evidence does not verify against the genesis (${ev.check}): treated as a software key` };
-  const ek = ev.ek.method === "certificate" ? `EK certificate from ${ev.ek.issuer}` : "EK on the genesis' allowlist";
+  const ek = ekTrustText(ev.ek);
   // What a light client cannot check is the credential activation. Where the genesis makes
   // this role attest, honest validators take nothing of an unenrolled node, so a finalized
   // checkpoint stands for it; elsewhere a card with a copied EK certificate reads the same.

@@ -29,7 +29,7 @@ import type { DaemonApi, DaemonStatus } from "./api.ts";
 import type { MeshContext } from "./context.ts";
 import { MeshStats } from "./stats.ts";
 import { Attestation } from "./attestation.ts";
-import { trustLine, verifyEvidence } from "../tpm/evidence.ts";
+import { ekTrustText, type EvidenceResult, trustLine, verifyEvidence } from "../tpm/evidence.ts";
 import { Sync } from "./sync.ts";
 import { Leaves } from "./leaves.ts";
 import { Finality } from "./finality.ts";
@@ -64,6 +64,7 @@ export class Daemon implements DaemonApi {
   #metrics: ReturnType<typeof startMetrics> | null = null;
   #controlPort: ReturnType<typeof startControlPort> | null = null;
   readonly builder: CheckpointBuilder;
+  readonly #evidence = new WeakMap<NodeCard, { at: number; result: EvidenceResult }>();
   readonly mbTopic: string;
   readonly cpTopic: string;
 
@@ -242,25 +243,39 @@ export class Daemon implements DaemonApi {
     };
   }
 
-  /** Each admitted peer's trust level: what its card shows, checked, and what this node enrolled. */
+  /** Each admitted peer's trust level: what this node enrolled, or else what its card shows, checked. */
   #trust(net: MeshNet): DaemonStatus["attestation"]["nodes"] {
     const out: DaemonStatus["attestation"]["nodes"] = [];
     for (const [peerId, raw] of net.cards) {
       const card = raw as NodeCard;
       const e = this.node.enrollments.get(card.node_id);
-      const ev = card.tpm ? verifyEvidence(card, this.node.genesis.attestation, Date.now()) : null;
+      const ev = e || !card.tpm ? null : this.#evidenceOf(card);
       out.push({
         node_id: card.node_id,
         peer_id: peerId,
         trust: e ? "tpm-enrolled" : ev?.ok ? "tpm-evidence" : "software",
-        detail: trustLine(ev, e !== null),
-        ek: e ? (e.ek.method === "certificate" ? `certificate: ${e.ek.issuer}` : "allowlist") : null,
+        detail: e ? `TPM-rooted, ${ekTrustText(e.ek)}` : trustLine(ev, false),
+        ek: e ? ekTrustText(e.ek) : null,
         quoted_at: e?.quoted_at ?? null,
         pcr_digest: e?.pcr_digest ?? null,
         result: e?.result ?? null,
       });
     }
     return out;
+  }
+
+  /**
+   * A peer card's evidence check, kept for 10 minutes per card: status and every metrics
+   * scrape ask, and a chain check costs RSA verifications (a certificate may expire, hence
+   * not forever).
+   */
+  #evidenceOf(card: NodeCard): EvidenceResult {
+    const now = Date.now();
+    const kept = this.#evidence.get(card);
+    if (kept && now - kept.at < 600_000) return kept.result;
+    const result = verifyEvidence(card, this.node.genesis.attestation, now);
+    this.#evidence.set(card, { at: now, result });
+    return result;
   }
 
   /** The certificate of `epoch` (default: the last closed one) or a later one, waiting up to ms. */

@@ -114,12 +114,13 @@ export function kdfa(
   checkBytes(contextU, "kdfa contextU");
   checkBytes(contextV, "kdfa contextV");
   const l = labelBytes(label, "kdfa");
+  return counterBlocks(hashAlg, bits, (i) => crypto.createHmac(hashAlg, key).update(u32be(i)).update(l).update(contextU).update(contextV).update(u32be(bits)).digest());
+}
+
+/** Both KDFs' shape: block i = 1, 2, ... of one digest each, until `bits` are made, truncated to them. */
+function counterBlocks(hashAlg: "sha256" | "sha384", bits: number, block: (i: number) => Uint8Array): Uint8Array {
   const blocks: Uint8Array[] = [];
-  for (let i = 1, done = 0; done < bits; i++, done += DIGEST_BYTES[hashAlg] * 8) {
-    const h = crypto.createHmac(hashAlg, key);
-    h.update(u32be(i)).update(l).update(contextU).update(contextV).update(u32be(bits));
-    blocks.push(new Uint8Array(h.digest()));
-  }
+  for (let i = 1, done = 0; done < bits; i++, done += DIGEST_BYTES[hashAlg] * 8) blocks.push(new Uint8Array(block(i)));
   return truncate(blocks, bits);
 }
 
@@ -142,13 +143,7 @@ export function kdfe(
   checkBytes(partyU, "kdfe partyU");
   checkBytes(partyV, "kdfe partyV");
   const l = labelBytes(label, "kdfe");
-  const blocks: Uint8Array[] = [];
-  for (let i = 1, done = 0; done < bits; i++, done += DIGEST_BYTES[hashAlg] * 8) {
-    const h = crypto.createHash(hashAlg);
-    h.update(u32be(i)).update(z).update(l).update(partyU).update(partyV);
-    blocks.push(new Uint8Array(h.digest()));
-  }
-  return truncate(blocks, bits);
+  return counterBlocks(hashAlg, bits, (i) => crypto.createHash(hashAlg).update(u32be(i)).update(z).update(l).update(partyU).update(partyV).digest());
 }
 
 export interface MadeCredential {

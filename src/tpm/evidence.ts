@@ -12,7 +12,7 @@ import type { NodeCard, TpmEvidence } from "../protocol/card.ts";
 import { certifyQualifyingData } from "../protocol/enrollment.ts";
 import type { AttestationPolicy } from "../protocol/genesis.ts";
 import { ekDigest, parseTpmPublic, samePublicKey, type TpmPublic } from "./public-area.ts";
-import { akSignatureProblem, type EccPublicArea, parseAttest, parsePublicArea, qualifiedName, TPM_GENERATED_VALUE } from "./quote.ts";
+import { akSignatureProblem, type EccPublicArea, parseAttest, parsePublicArea, qualifiedName, TPM_GENERATED_VALUE, TPMA_OBJECT } from "./quote.ts";
 
 const TPM_ST_ATTEST_CERTIFY = 0x8017;
 
@@ -117,21 +117,13 @@ function notAnEkCertificate(leaf: ReturnType<typeof parseCertificate>): string |
   if (leaf.keyUsage === null) return "states no key usage: not an EK certificate";
   const eku = leaf.extKeyUsage;
   if (eku !== null && !eku.includes(TCG_KP_EK_CERTIFICATE)) return `its extended key usage (${eku.join(", ")}) does not include tcg-kp-EKCertificate (${TCG_KP_EK_CERTIFICATE}): not an EK certificate`;
-  const marked = eku?.includes(TCG_KP_EK_CERTIFICATE) || (leaf.subjectAltName !== null && contains(leaf.subjectAltName, TCG_AT_TPM_MANUFACTURER));
+  const marked = eku?.includes(TCG_KP_EK_CERTIFICATE) || (leaf.subjectAltName !== null && Buffer.from(leaf.subjectAltName).indexOf(TCG_AT_TPM_MANUFACTURER) >= 0);
   return marked ? null : "neither its extended key usage nor its subjectAltName names a TPM (tcg-kp-EKCertificate, tcg-at-tpmManufacturer): not an EK certificate";
-}
-
-function contains(hay: Uint8Array, needle: Uint8Array): boolean {
-  outer: for (let i = 0; i + needle.length <= hay.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
-    return true;
-  }
-  return false;
 }
 
 /** The TCG EK templates: restricted, decrypt, not sign, fixed to the TPM. */
 function isEndorsementKey(ek: TpmPublic): boolean {
-  const A = { fixedTPM: 1 << 1, fixedParent: 1 << 4, restricted: 1 << 16, decrypt: 1 << 17, sign: 1 << 18 };
+  const A = TPMA_OBJECT;
   const has = (b: number) => (ek.attributes & b) !== 0;
   return has(A.fixedTPM) && has(A.fixedParent) && has(A.restricted) && has(A.decrypt) && !has(A.sign);
 }
@@ -161,10 +153,26 @@ function timingEqualHex(a: string, b: string): boolean {
   return a.length === b.length && crypto.timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
+/** How the EK is trusted, in the words every report uses. */
+export function ekTrustText(ek: EkTrust): string {
+  return ek.method === "certificate" ? `EK certificate from ${ek.issuer}` : `EK ${ek.digest.slice(0, 16)}… on the allowlist`;
+}
+
+/**
+ * A card's chain of trust as a verifier holding `policy` sees it, before any enrollment:
+ * software, TPM evidence that checks out, or a TPM claim that does not.
+ */
+export function cardTrust(card: NodeCard, policy: AttestationPolicy, nowMs: number): { level: "software" | "tpm-evidence" | "tpm-claimed"; detail: string } {
+  if (!card.tpm) return { level: "software", detail: "software key" };
+  const ev = verifyEvidence(card, policy, nowMs);
+  if (ev.ok) return { level: "tpm-evidence", detail: `${ekTrustText(ev.ek)} → AK → identity key (certified by the AK)` };
+  return { level: "tpm-claimed", detail: `its evidence does not verify against this genesis (${ev.check}): ${ev.reason}` };
+}
+
 /** One line for an operator: which links of the chain this node has. */
 export function trustLine(r: EvidenceResult | null, enrolled: boolean): string {
   if (r === null || !r.ok) return r && r.check !== "software" ? `software key (TPM claimed, not verified: ${r.reason})` : "software key";
-  const ek = r.ek.method === "certificate" ? `EK certificate from ${r.ek.issuer}` : `EK ${r.ek.digest.slice(0, 16)}… on the allowlist`;
+  const ek = ekTrustText(r.ek);
   return enrolled ? `TPM-rooted, ${ek}` : `its card's TPM evidence is consistent (${ek}), but its AK is not enrolled here: it counts as a software node`;
 }
 
