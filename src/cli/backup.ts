@@ -14,12 +14,13 @@ stays in its TPM: the backup records which handle holds it.
 
 The backup holds the node's secret keys: keep it like them.
 
-RESTORE  Stop dsm, copy the files back into the data dir (as the dsm user, modes kept),
-then, BEFORE the node signs anything new, bring back what it signed after the backup, or
-it would sign those seq numbers again: the mesh would see a fork and quarantine it. On a
-validator: dsm export -o mesh.ndjson; on the restored node: dsm import mesh.ndjson (its own
-microblocks come back, each checked as usual); dsm status then shows the head the mesh
-has, and dsm run can start.
+RESTORE  Stop dsm, copy the files (all but MANIFEST.json) into an empty data dir (as the
+dsm user, modes kept), then run dsm recover BEFORE the node signs anything new: it fetches
+what the node signed after the backup from the validators, each microblock checked as
+usual, so the node signs on from the mesh's head. Otherwise it would sign those seq
+numbers again: the mesh would see a fork and quarantine it. dsm run (or dsm ingest, emit,
+mitigation) started first refuses to sign until dsm recover has run, whenever a peer is
+reachable that proves the mesh holds a later seq (see dsm recover --help).
 
 EXIT STATUS  0 backed up, 1 error (DIR not empty, a file unreadable, the disk full).
 
@@ -71,7 +72,7 @@ EXAMPLES
         fs.writeFileSync(path.join(out, "MANIFEST.json"), JSON.stringify(manifest, null, 2) + "\n", { mode: 0o644 });
         if (ctx.json) return printJson({ dir: out, ...manifest });
         print(`backed up node ${node.nodeId.slice(0, 16)}… (head seq ${head?.seq ?? 0}) to ${out}: ${files.length} files, ${files.reduce((n, f) => n + f.bytes, 0)} bytes`);
-        warning("dsm backup: the backup holds this node's secret keys: keep it like them. Before restoring, read dsm backup --help (RESTORE): a node restored from an older copy must import its later microblocks before it signs again");
+        warning("dsm backup: the backup holds this node's secret keys: keep it like them. Before restoring, read dsm backup --help (RESTORE): a node restored from an older copy must run dsm recover before it signs again");
       },
       { readonly: true },
     );

@@ -28,6 +28,7 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   attest: () => load(import("./attest.ts")),
   quarantine: () => load(import("./quarantine.ts")),
   backup: () => load(import("./backup.ts")),
+  recover: () => load(import("./recover.ts")),
   demo: () => load(import("./demo.ts")),
   version: () => load(import("./version.ts")),
   completion: () => load(import("./completion.ts")),

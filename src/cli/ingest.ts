@@ -2,6 +2,7 @@ import * as fs from "node:fs";
 import { IngestPipeline } from "../ingest/pipeline.ts";
 import type { InputFormat } from "../ingest/records.ts";
 import { CliError, command, commonArgs, context, EXIT, warn, warning, withNode } from "./common.ts";
+import { beforeSigning } from "../mesh/restore-check.ts";
 import { useWorkers } from "../runtime/worker-url.ts";
 import { onStopSignals } from "./signals.ts";
 
@@ -19,6 +20,10 @@ Formats (--format, default ingest.format = auto, detected per line):
   json      any JSON object                                              json
 Integers too large for a double (Suricata's 64-bit flow_id) are kept exactly, as strings.
 With privacy.anonymize_ips, IP addresses are replaced by a keyed hash before hashing.
+
+Before the first line is signed, a node in a mesh with peers checks that the mesh holds no
+later seq of its chain (the running dsm run's check, or its own, waiting at most 2 s for a
+peer); a data dir restored from an older copy is refused: see dsm recover --help.
 
 Bad lines never stop the stream and are never partly stored: malformed JSON, non-objects,
 lines over ingest.max_line_bytes, invalid UTF-8 get one stderr line
@@ -52,6 +57,7 @@ EXAMPLES
     const format = (args.format ?? ctx.config.ingest.format) as InputFormat;
     const signal = onStopSignals();
     const code = await withNode(ctx, async (node) => {
+      await beforeSigning(node, { warn: warning });
       if (node.identity.kind === "software") warning("dsm ingest: signing with a SOFTWARE identity key (no TPM): protect the data dir like a private key");
       const pipeline = new IngestPipeline(node, {
         format,

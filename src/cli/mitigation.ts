@@ -1,11 +1,13 @@
 import { MitigationLogger, MITIGATION_ACTIONS, type MitigationAction } from "../node/handlers.ts";
-import { command, commonArgs, context, print, printJson, withNode } from "./common.ts";
+import { beforeSigning } from "../mesh/restore-check.ts";
+import { command, commonArgs, context, print, printJson, warning, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "mitigation", description: "Record a mitigation action (block, rate_limit, alert, quarantine)" },
   help: `Chains a record of a mitigation that was applied (or that failed, with --failed),
 linked to the threat that caused it with --threat (a microblock id or any external id).
-Event type: mitigation.<action>. Prints the new microblock's id.
+Event type: mitigation.<action>. Prints the new microblock's id. Like dsm emit, it first
+checks that the mesh holds no later seq of this node's chain (see dsm recover --help).
 
 EXAMPLES
   dsm mitigation --action block --target 203.0.113.9 --threat 9c1e...
@@ -21,6 +23,7 @@ EXAMPLES
   async run({ args }) {
     const ctx = context(args);
     await withNode(ctx, async (node) => {
+      await beforeSigning(node, { warn: warning });
       const mb = await new MitigationLogger(node).onMitigationExecuted(args.threat ?? null, {
         action: args.action as MitigationAction,
         target: args.target,

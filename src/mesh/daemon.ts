@@ -8,6 +8,7 @@
 //   microblock-gossip.ts  dsm/<mesh[0:16]>/mb/1: this node's chain out, batches in (validators)
 //   consensus.ts          dsm/<mesh[0:16]>/cp/1: the engine's messages, routed; the engine
 //   quarantine-gossip.ts  quarantine records on the consensus topic
+//   restore-check.ts      /dsm/head/1: this node's chain head, asked of the mesh before it is offered
 //
 // They share a MeshContext (context.ts) and the counters (stats.ts), never the Daemon.
 import * as fs from "node:fs";
@@ -36,6 +37,7 @@ import { Finality } from "./finality.ts";
 import { MicroblockGossip } from "./microblock-gossip.ts";
 import { ConsensusGossip } from "./consensus.ts";
 import { QuarantineGossip } from "./quarantine-gossip.ts";
+import { HeadCheck } from "./restore-check.ts";
 import type { DaemonLog } from "./daemon-log.ts";
 export type { DaemonLog, DaemonStatus };
 
@@ -51,6 +53,7 @@ interface Services {
   microblocks: MicroblockGossip;
   consensus: ConsensusGossip;
   quarantine: QuarantineGossip;
+  head: HeadCheck;
 }
 
 export class Daemon implements DaemonApi {
@@ -140,14 +143,16 @@ export class Daemon implements DaemonApi {
     await p.sync.serve();
     await p.finality.serve();
     await p.leaves.serve();
+    await p.head.serve();
     p.attestation.start();
     // Validators take every microblock in; an edge only publishes its own (gossipsub's fanout
     // reaches the validators) and keeps the certificates, with the log's leaf ids from
     // /dsm/leaves/1, so it never spends a signature check or a row on another node's event.
     if (this.#validator) p.microblocks.subscribe();
     p.consensus.subscribe();
-    // Everything of this node's chain is offered once at start: peers keep what they lack.
-    p.microblocks.start();
+    // Everything of this node's chain is offered once at start: peers keep what they lack;
+    // but only once a peer has shown the mesh holds no later seq of it (a restored data dir).
+    p.head.start(() => p.microblocks.start());
     p.quarantine.start();
     this.#stats.startFrom(this.builder.latest());
     if (this.#validator) p.consensus.startEngine(this.#validator);
@@ -194,6 +199,7 @@ export class Daemon implements DaemonApi {
     const leaves = new Leaves(ctx);
     const finality = new Finality(ctx, leaves);
     const quarantine = new QuarantineGossip(ctx);
+    const head = new HeadCheck(ctx);
     const consensus: ConsensusGossip = new ConsensusGossip(ctx, {
       quarantine: (v) => quarantine.receive(v),
       certificate: (v) => finality.onCertificate(v),
@@ -201,7 +207,7 @@ export class Daemon implements DaemonApi {
       want: (nodeId, from) => sync.want(nodeId, from),
     });
     const attestation = new Attestation(ctx, this.#validator, this.node.enrollments, (nodeId, from) => sync.want(nodeId, from));
-    return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine };
+    return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine, head };
   }
 
   #net(): MeshNet {
@@ -294,7 +300,7 @@ export class Daemon implements DaemonApi {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    await this.#parts?.microblocks.publishNew().catch(() => {});
+    if (this.#parts?.head.passed) await this.#parts.microblocks.publishNew().catch(() => {});
     await this.#teardown();
   }
 
@@ -305,6 +311,7 @@ export class Daemon implements DaemonApi {
     p?.microblocks.stop();
     p?.finality.stop();
     p?.quarantine.stop();
+    p?.head.stop();
     p?.attestation.stop();
     p?.consensus.engine?.stop();
     this.#control?.stop(true);
