@@ -1,6 +1,6 @@
 // End to end: `dsm verify` covers everything the ledger stores, not only microblocks (issue 14).
 // A one-validator mesh (1 s epochs) ingests events, finalizes three checkpoints, and
-// quarantines and lifts a node; each case gets a fresh copy of that data dir, changes ONE
+// quarantines and lifts a node (two more checkpoints, one per decision); each case gets a fresh copy of that data dir, changes ONE
 // thing with bun:sqlite, and runs dist/dsm verify, which must exit 2 naming what changed.
 // Run `bun run build` first.
 import { Database } from "bun:sqlite";
@@ -75,8 +75,13 @@ beforeAll(async () => {
   await epochWith(21, "a");
   await epochWith(13, "b");
   await epochWith(9, "c");
-  await ok(["quarantine", "add", nodeId, "--from-seq", "1000", "--detail", "operator test"]);
+  // One validator is the quorum here: each request is decided by the next checkpoint.
+  await ok(["quarantine", "add", nodeId, "--detail", "operator test"]);
+  await sleep(1100);
+  await ok(["checkpoint"]);
   await ok(["quarantine", "lift", nodeId, "--detail", "lifted again"]);
+  await sleep(1100);
+  await ok(["checkpoint"]);
   checkpoint(ledgerFile(node.dataDir));
 }, 90_000);
 
@@ -107,25 +112,26 @@ describe("dsm verify covers everything stored", () => {
       ok: true,
       problem_count: 0,
       problem_kinds: {},
-      certificates: 3,
+      certificates: 5,
       log_leaves: 43,
       quarantine_records: 2,
+      quarantine_decisions: 2,
       enrollments: 0,
       consensus_evidence: 0,
     });
     // 32 leaves make nodes at levels 3, 4 and 5 (4 + 2 + 1); 40 add one more of 8.
     expect(r.log_nodes).toBe(8);
-    // An S per checkpoint, under its epoch slot and its height slot.
-    expect(r.consensus_messages).toBe(6);
+    // An S per checkpoint (three of events, one for each decision), under its epoch slot and its height slot.
+    expect(r.consensus_messages).toBe(10);
     const h = await dsm(["verify"], dir);
     expect(h.code).toBe(0);
-    expect(h.stdout).toMatch(/^OK: .*3 checkpoints \(log of 43 leaves, 8 nodes\), 2 quarantine records, 6 consensus messages/);
+    expect(h.stdout).toMatch(/^OK: .*5 checkpoints \(log of 43 leaves, 8 nodes\), 2 quarantine requests, 2 quarantine decisions, 10 consensus messages/);
   }, 30_000);
 
-  test("a quarantine record's from_seq", async () => {
+  test("a quarantine request's basis", async () => {
     const dir = tamperedCopy((db) => {
       const q = records(db).find((r) => r.record.action === "quarantine")!;
-      const text = canonicalize({ ...q.record, from_seq: 1001 });
+      const text = canonicalize({ ...q.record, basis: 7 });
       db.query("UPDATE quarantine_records SET record = ? WHERE digest = ?").run(Buffer.from(text), q.digest);
     });
     await expectFailure(dir, "quarantine_record", /quarantine record .*signature of validator 0 does not verify/);
@@ -134,8 +140,8 @@ describe("dsm verify covers everything stored", () => {
   test("a forged, unsigned lift row", async () => {
     const dir = tamperedCopy((db) => {
       const q = records(db).find((r) => r.record.action === "quarantine")!;
-      // A lift issued later than anything, stored under its own digest, with no valid signature.
-      const lift: QuarantineRecord = { ...q.record, action: "lift", from_seq: 0, detail: "forged", issued: "2099-01-01T00:00:00.000Z", sig: "00".repeat(96) };
+      // A lift for the node's current standing, stored under its own digest, with no valid signature.
+      const lift: QuarantineRecord = { ...q.record, action: "lift", basis: 2, detail: "forged", sig: "00".repeat(96) };
       const row = db.query("SELECT mesh, node_id FROM quarantine_records WHERE digest = ?").get(q.digest) as { mesh: Uint8Array; node_id: Uint8Array };
       db.query("INSERT INTO quarantine_records (mesh, digest, node_id, record, received_at) VALUES (?, ?, ?, ?, ?)").run(
         row.mesh,
@@ -149,6 +155,15 @@ describe("dsm verify covers everything stored", () => {
     expect(r.problem_count).toBe(1);
   }, 30_000);
 
+  test("a quarantine decision row no checkpoint took", async () => {
+    const dir = tamperedCopy((db) => {
+      // The lift deleted: the node would stand quarantined though its checkpoint lifted it.
+      db.exec("DELETE FROM quarantine_decisions WHERE action = 'lift'");
+    });
+    const r = await expectFailure(dir, "quarantine_record", /quarantine decision about node .* taken by its checkpoint but missing from the ledger/);
+    expect(r.problem_count).toBe(1);
+  }, 30_000);
+
   test("a byte of a Merkle leaf", async () => {
     const dir = tamperedCopy((db) => {
       const b = db.query("SELECT ids FROM log_leaves WHERE block = 0").get() as { ids: Uint8Array };
@@ -159,7 +174,7 @@ describe("dsm verify covers everything stored", () => {
     const r = await expectFailure(dir, "log_leaf", /log leaf 3 is not microblock .* seq 4\b.*checkpoint epoch \d+ names/);
     // The stored subtree over it no longer hashes from its leaves, and no checkpoint's root recomputes.
     expect(r.problem_kinds.log_node).toBe(3);
-    expect(r.problem_kinds.checkpoint).toBe(3);
+    expect(r.problem_kinds.checkpoint).toBe(5);
     expect(r.problems.find((p: { kind: string }) => p.kind === "checkpoint").message).toMatch(/root .* does not match the log's leaves/);
   }, 30_000);
 

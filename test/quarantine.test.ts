@@ -1,40 +1,102 @@
-// Quarantine records (src/protocol/quarantine.ts): signed by a genesis validator, parsed and
-// checked by every receiver; a record whose `issued` is in the receiver's future is refused,
-// since records apply in issue order and a future date would outrank every honest record.
-import { afterAll, describe, expect, test } from "bun:test";
-import * as fs from "node:fs";
-import * as path from "node:path";
+// Quarantine requests and decisions (src/protocol/quarantine.ts), pure: a request is one
+// validator's signed word, dated by mesh epoch; a decision needs f + 1 observed attestation
+// failures or a quorum, by distinct validators, all current for the node's decision count.
+// A 4-validator mesh (f = 1, q = 3) from the consensus simulation's fixed keys.
+import { beforeAll, describe, expect, test } from "bun:test";
 import { blsSign } from "../src/crypto/bls.ts";
-import { defaultConfig } from "../src/config/config.ts";
-import { DSMNode } from "../src/node/node.ts";
-import { makeLocalGenesis, meshIdOf } from "../src/protocol/genesis.ts";
-import { makeQuarantine, parseQuarantine, quarantineState } from "../src/protocol/quarantine.ts";
-import { validatorSetOf } from "../src/protocol/validator-set.ts";
-import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
+import {
+  decisionMet,
+  decisionProblem,
+  eligibleDecision,
+  makeQuarantine,
+  parseQuarantine,
+  type QuarantineAction,
+  type QuarantineReason,
+  type QuarantineRecord,
+} from "../src/protocol/quarantine.ts";
+import { type SimMesh, simMesh } from "./helpers/consensus-sim.ts";
 
-afterAll(cleanupTempDirs);
+let m: SimMesh;
+beforeAll(async () => {
+  m = await simMesh(4);
+});
 
-describe("quarantine records", () => {
-  test("a record issued in the receiver's future is refused; one within the allowed skew is taken", async () => {
-    const dir = path.join(tempDir(), "v");
-    await DSMNode.init({ dataDir: dir, config: defaultConfig(), role: "validator" });
-    const card = JSON.parse(fs.readFileSync(path.join(dir, "card.json"), "utf8"));
-    const sk = new Uint8Array(fs.readFileSync(path.join(dir, "bls.key")));
-    const genesis = makeLocalGenesis(card, Date.now() - 60_000);
-    const mesh = meshIdOf(genesis);
-    const set = validatorSetOf(genesis);
-    const now = Date.UTC(2026, 11, 2, 2, 0, 0);
-    const record = (action: "quarantine" | "lift", atMs: number) =>
-      makeQuarantine({ mesh, nodeId: "ab".repeat(32), action, fromSeq: 5, reason: "operator", detail: "test", validator: 0, nowMs: atMs, sign: (d) => blsSign(sk, d) });
-    const honest = record("quarantine", now - 1000);
-    const future = record("lift", Date.UTC(9999, 11, 31));
-    // Why it matters: in issue order, the far-future lift wins over every honest record.
-    expect(quarantineState([honest, future])).toBeNull();
-    expect(parseQuarantine(honest, mesh, set, "q", { notAfterMs: now + 60_000 })).toEqual(honest);
-    expect(() => parseQuarantine(future, mesh, set, "q", { notAfterMs: now + 60_000 })).toThrow(/issued 9999-12-31T00:00:00.000Z is in the future/);
-    const slightlyAhead = record("quarantine", now + 30_000);
-    expect(parseQuarantine(slightlyAhead, mesh, set, "q", { notAfterMs: now + 60_000 })).toEqual(slightlyAhead);
-    // The signature still covers everything: a changed from_seq does not verify.
-    expect(() => parseQuarantine({ ...honest, from_seq: 1 }, mesh, set, "q", { notAfterMs: now + 60_000 })).toThrow(/signature of validator 0 does not verify/);
+const NODE = "ab".repeat(32);
+function req(validator: number, f: { action?: QuarantineAction; reason?: QuarantineReason; basis?: number; epoch?: number; node?: string } = {}): QuarantineRecord {
+  return makeQuarantine({
+    mesh: m.mesh,
+    nodeId: f.node ?? NODE,
+    action: f.action ?? "quarantine",
+    reason: f.reason ?? "operator",
+    basis: f.basis ?? 0,
+    epoch: f.epoch ?? 10,
+    detail: `by ${validator}`,
+    validator,
+    sign: (d) => blsSign(m.secrets[validator]!, d),
+  });
+}
+
+describe("quarantine requests", () => {
+  test("a request signed for an epoch after the receiver's is refused; its own epoch and earlier are taken", () => {
+    const r = req(0, { epoch: 12 });
+    expect(parseQuarantine(r, m.mesh, m.set, "q", { maxEpoch: 12 })).toEqual(r);
+    expect(() => parseQuarantine(r, m.mesh, m.set, "q", { maxEpoch: 11 })).toThrow(/signed for epoch 12, but epoch 11 is the mesh's current one/);
+    const far = req(0, { action: "lift", epoch: 2 ** 40 });
+    expect(() => parseQuarantine(far, m.mesh, m.set, "q", { maxEpoch: 12 })).toThrow(/request from the future is refused/);
+  });
+
+  test("the signature covers the basis and the epoch; another mesh's request and version 1 records are refused", () => {
+    const r = req(1);
+    expect(() => parseQuarantine({ ...r, basis: 1 }, m.mesh, m.set)).toThrow(/signature of validator 1 does not verify/);
+    expect(() => parseQuarantine({ ...r, epoch: 9 }, m.mesh, m.set)).toThrow(/signature of validator 1 does not verify/);
+    expect(() => parseQuarantine({ ...r, validator: 2 }, m.mesh, m.set)).toThrow(/signature of validator 2 does not verify/);
+    expect(() => parseQuarantine(r, "cd".repeat(32), m.set)).toThrow(/another mesh/);
+    const { basis: _b, epoch: _e, ...old } = r;
+    expect(() => parseQuarantine({ ...old, v: 1, from_seq: 3, issued: "2026-12-02T00:00:00.000Z" }, m.mesh, m.set)).toThrow(/version 1 record .* no longer accepted/);
+    expect(() => parseQuarantine({ ...r, action: "lift", reason: "attestation_failed" }, m.mesh, m.set)).toThrow(/"reason"/);
+  });
+});
+
+describe("decisions", () => {
+  test("f + 1 observed attestation failures or a quorum quarantine; a lift needs a quorum (n = 4: f = 1, q = 3)", () => {
+    const obs = (v: number) => req(v, { reason: "attestation_failed" });
+    expect(decisionMet("quarantine", [obs(0)], m.set)).toBe(false);
+    expect(decisionMet("quarantine", [obs(0), obs(3)], m.set)).toBe(true);
+    expect(decisionMet("quarantine", [req(0), req(1)], m.set)).toBe(false);
+    expect(decisionMet("quarantine", [obs(0), req(1)], m.set)).toBe(false);
+    expect(decisionMet("quarantine", [req(0), req(1), req(2)], m.set)).toBe(true);
+    const lift = (v: number) => req(v, { action: "lift" });
+    expect(decisionMet("lift", [lift(0), lift(1)], m.set)).toBe(false);
+    expect(decisionMet("lift", [lift(0), lift(1), lift(3)], m.set)).toBe(true);
+  });
+
+  test("decisionProblem refuses one validator's word, repeated signers, stale or forged requests, and a decision the node's standing does not call for", () => {
+    const free = { decisions: 0, quarantined: false };
+    const good = { node_id: NODE, action: "quarantine" as const, requests: [req(0), req(1), req(2)] };
+    expect(decisionProblem(good, free, m.set)).toBeNull();
+    expect(decisionProblem({ ...good, requests: [req(0)] }, free, m.set)).toMatch(/1 request\(s\) are not enough/);
+    expect(decisionProblem({ ...good, requests: [req(0), req(0, { epoch: 11 }), req(1)] }, free, m.set)).toMatch(/distinct validators/);
+    expect(decisionProblem({ ...good, requests: [req(1), req(0), req(2)] }, free, m.set)).toMatch(/distinct validators in index order/);
+    expect(decisionProblem(good, { decisions: 1, quarantined: false }, m.set)).toMatch(/signed after 0 decision\(s\), the node has 1/);
+    expect(decisionProblem(good, { decisions: 0, quarantined: true }, m.set)).toMatch(/quarantined already/);
+    expect(decisionProblem({ ...good, requests: [req(0), req(1), req(2, { node: "cd".repeat(32) })] }, free, m.set)).toMatch(/another node or action/);
+    const forged = { ...req(2), sig: req(3).sig };
+    expect(decisionProblem({ ...good, requests: [req(0), req(1), forged] }, free, m.set)).toMatch(/validator 2 has a signature that does not verify/);
+    const lift = { node_id: NODE, action: "lift" as const, requests: [0, 1, 2].map((v) => req(v, { action: "lift", basis: 1 })) };
+    expect(decisionProblem(lift, { decisions: 1, quarantined: true }, m.set)).toBeNull();
+    expect(decisionProblem(lift, { decisions: 1, quarantined: false }, m.set)).toMatch(/not quarantined/);
+    // A lift signed for the first quarantine cannot lift a later one.
+    expect(decisionProblem(lift, { decisions: 3, quarantined: true }, m.set)).toMatch(/signed after 1 decision\(s\), the node has 3/);
+  });
+
+  test("eligibleDecision takes one current request per validator, for what the node's standing calls for", () => {
+    const pending = [req(0, { epoch: 3 }), req(0, { epoch: 5 }), req(2, { basis: 1 }), req(1, { action: "lift" })];
+    expect(eligibleDecision(NODE, pending, { decisions: 0, quarantined: false }, m.set)).toBeNull();
+    // Validator 2's request is stale (basis 1) and validator 1 asked for a lift: two operators' requests are not a quorum.
+    expect(eligibleDecision(NODE, [...pending, req(3)], { decisions: 0, quarantined: false }, m.set)).toBeNull();
+    const e = eligibleDecision(NODE, [...pending, req(3), req(1)], { decisions: 0, quarantined: false }, m.set)!;
+    expect(e.requests.map((r) => [r.validator, r.epoch])).toEqual([[0, 5], [1, 10], [3, 10]]);
+    expect(decisionProblem(e, { decisions: 0, quarantined: false }, m.set)).toBeNull();
+    expect(eligibleDecision(NODE, [...pending, req(3), req(1)], { decisions: 0, quarantined: true }, m.set)).toBeNull();
   });
 });

@@ -5,6 +5,7 @@ import { ZERO_HASH } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type KeyCert, keyNameOf, parseKeyCert, signingKeyInfo } from "../protocol/keycert.ts";
 import { type ChainHead, type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
+import { QuarantineStore } from "../ledger/quarantine-store.ts";
 import type { MeshPolicy } from "../protocol/genesis.ts";
 import {
   checkMicroblock,
@@ -38,6 +39,7 @@ export class Receiver {
   /** Certificates verified before, by canonical text: a batch repeats its certificates. */
   #certs = new Map<string, KeyCert>();
   /** Within batch(): chain heads and fork flags as this transaction has them. */
+  #quarantine: QuarantineStore | null = null;
   #batch: { heads: Map<string, ChainHead | null>; forked: Map<string, boolean> } | null = null;
 
   constructor(
@@ -135,7 +137,8 @@ export class Receiver {
   }
 
   #quarantined(nodeId: string): boolean {
-    return inBatch(this.#batch?.forked, nodeId, () => this.ledger.hasForkEvidence(this.policy.mesh, nodeId));
+    // Fork evidence or a finalized decision, unless a lift decided since readmitted the node.
+    return inBatch(this.#batch?.forked, nodeId, () => (this.#quarantine ??= new QuarantineStore(this.ledger, this.policy.mesh)).quarantinedFrom(nodeId) !== undefined);
   }
 
   #now(): number {
@@ -149,7 +152,6 @@ export class Receiver {
       maxClockSkewMs: this.opts.maxClockSkewMs,
       signingKey: (name) => this.#signingKey(name),
       isAdmitted: (nodeId) => this.policy.isAdmitted(nodeId),
-      // Until signed quarantine records exist (type Q), fork evidence is what quarantines a node.
       isQuarantined: (nodeId) => this.#quarantined(nodeId),
       notAttested: this.opts.notAttested,
     };

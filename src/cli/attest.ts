@@ -74,7 +74,7 @@ EXAMPLES
     golden: { type: "boolean", description: "Print this TPM's current PCR digest as a policy file" },
     ek: { type: "boolean", description: "Print this node's EK digest and certificate issuer" },
     genesis: { type: "string", description: "With verify: the mesh genesis (default: the data dir's)", valueHint: "FILE" },
-    quarantine: { type: "boolean", description: "With verify, on a validator: sign and store a quarantine record on failure" },
+    quarantine: { type: "boolean", description: "With verify, on a validator: sign and store a quarantine request on failure (it counts once f + 1 validators observed one)" },
     output: { type: "string", alias: "o", description: "Write the answer here instead of stdout", valueHint: "FILE" },
   },
   async run({ args }) {
@@ -188,7 +188,7 @@ async function verify(ctx: Context, args: { bundle?: unknown; genesis?: unknown;
       if (ctx.json) printJson({ ok: false, node_id: r.nodeId, check: r.check, error: r.reason, ...(record ? { quarantine: record } : {}) });
       else if (record) print(JSON.stringify(record));
       process.stderr.write(`dsm attest verify: FAILED (${r.check}): ${r.reason}\n`);
-      if (record) warn(`dsm attest verify: node ${nodeId.slice(0, 16)}… quarantined from seq ${record.from_seq} (record signed by validator ${record.validator})`);
+      if (record) warn(`dsm attest verify: quarantine of node ${nodeId.slice(0, 16)}… requested by validator ${record.validator}; it takes effect once f + 1 validators observed a failure and a checkpoint decides it`);
     },
     { readonly: !args.quarantine },
   );

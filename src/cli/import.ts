@@ -2,8 +2,6 @@ import { letSignalsIn } from "../runtime/yield.ts";
 import { onStopSignals } from "./signals.ts";
 import * as fs from "node:fs";
 import { MAX_HELD, type Missing, ReorderBuffer } from "../chain/reorder.ts";
-import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
-import type { QuarantineRecord } from "../protocol/quarantine.ts";
 import { MAX_EXCHANGE_LINE_BYTES } from "../chain/exchange.ts";
 import { LineSplitter } from "../ingest/lines.ts";
 import type { DSMNode } from "../node/node.ts";
@@ -69,7 +67,7 @@ EXAMPLES
           (s.payloads_filled ? `, ${s.payloads_filled} withheld payloads filled in` : "") +
           (stop.signal ? ` (stopped by ${stop.signal}: the rest of the input was not read)` : ""),
       );
-      const quarantined = quarantineForks(node, imp.forks);
+      const quarantined = quarantineForks(imp.forks);
       if (ctx.json) printJson({ ok: r.ok && !stop.signal, ...s, stopped_by: stop.signal, missing: r.missing, forks: imp.forks, quarantine: quarantined });
       return stop.exitCode(r.ok ? EXIT.ok : EXIT.partial);
     });
@@ -122,24 +120,15 @@ export class Importer {
  * first forked seq, so the quarantine travels with the records, not only with this ledger's
  * evidence. On other nodes the fork evidence alone keeps the node out of checkpoints.
  */
-function quarantineForks(node: DSMNode, forks: { node_id: string; seq: number; stored: string; received: string }[]): QuarantineRecord[] {
-  if (forks.length === 0) return [];
-  let v: DSMValidator;
-  try {
-    v = DSMValidator.open(node);
-  } catch (e) {
-    if (e instanceof ValidatorKeyError) return [];
-    throw e;
-  }
-  try {
-    const first = new Map<string, (typeof forks)[number]>();
-    for (const f of forks) if (!first.has(f.node_id) || first.get(f.node_id)!.seq > f.seq) first.set(f.node_id, f);
-    return [...first.values()].map((f) => {
-      const record = v.quarantine(f.node_id, { action: "quarantine", reason: "fork", fromSeq: f.seq, detail: `two microblocks for seq ${f.seq}: ${f.stored.slice(0, 16)}… and ${f.received.slice(0, 16)}…` });
-      warn(`dsm import: node ${f.node_id.slice(0, 16)}… quarantined from seq ${f.seq} (fork); record signed by validator ${v.index}`);
-      return record;
-    });
-  } finally {
-    v.close();
-  }
+/**
+ * Fork evidence proves itself: it quarantines the node at the fork seq here and on every
+ * node the evidence reaches, with no request and no vote. Says so, once per node.
+ */
+function quarantineForks(forks: { node_id: string; seq: number }[]): { node_id: string; from_seq: number; reason: "fork" }[] {
+  const first = new Map<string, number>();
+  for (const f of forks) if (!first.has(f.node_id) || first.get(f.node_id)! > f.seq) first.set(f.node_id, f.seq);
+  return [...first].map(([nodeId, seq]) => {
+    warn(`dsm import: node ${nodeId.slice(0, 16)}… quarantined from seq ${seq} by fork evidence (two valid microblocks for one seq)`);
+    return { node_id: nodeId, from_seq: seq, reason: "fork" as const };
+  });
 }

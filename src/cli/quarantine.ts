@@ -1,50 +1,59 @@
 import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
-import { parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
+import { faultyOf, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import { QuarantineStore } from "../ledger/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";
-import { CliError, command, commonArgs, type Context, context, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
+import { CliError, command, commonArgs, type Context, context, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
 export default command({
-  meta: { name: "quarantine", description: "List, add, lift or import quarantine records (type Q)" },
+  meta: { name: "quarantine", description: "List quarantined nodes, request a quarantine or a lift, import requests" },
   help: `A quarantined node's microblocks from its quarantine point on never enter a checkpoint
-(DESIGN.md section 7). A node is quarantined by fork evidence in this ledger, or by a
-quarantine record signed by any validator of the mesh (a failed or missed attestation, or
-an operator's decision); every validator honours every valid record.
+(DESIGN.md section 7). No single validator decides it. Fork evidence (two valid
+microblocks for one seq) proves itself and quarantines the node at the fork seq, here and
+on every node it reaches. Anything else is a request (type Q) that one validator signs;
+it changes nothing until a checkpoint decides it, and a checkpoint may only carry the
+decision with enough requests from distinct validators: a quorum (q of n) to quarantine
+by an operator's decision or to lift, or f + 1 observed attestation failures (at least
+one honest validator saw it). The decision takes effect from the checkpoint that
+finalizes it, on every node alike: a quarantine keeps out every microblock that
+checkpoint did not include; a lift readmits them. Requests are dated by mesh epoch,
+and one signed before the node's last decision no longer counts (no replay).
 
   dsm quarantine list [--json]
-      Every node that is quarantined now, from which seq and why, then every record.
-  dsm quarantine add NODE --detail TEXT [--from-seq N] [--reason R]
-      (validator) Sign and store a record, reason "operator" unless --reason says
-      attestation_missed (the node did not answer a challenge), attestation_failed or
-      fork. --from-seq defaults to the seq after the node's current head in this ledger.
+      Every node quarantined now, from which seq and why; the decisions checkpoints
+      took; the requests still pending, with how many more are needed.
+  dsm quarantine add NODE --detail TEXT [--reason R]
+      (validator) Sign and store a request to quarantine NODE, reason "operator" unless
+      --reason says attestation_missed or attestation_failed. Other validators' operators
+      run the same command to join it; gossip carries it to the mesh.
   dsm quarantine lift NODE --detail TEXT
-      (validator) Sign and store a lift: the node's microblocks are included again (the
-      ones held back too), and fork evidence found before the lift no longer holds them.
+      (validator) Sign and store a request to lift NODE's quarantine (by decision or by
+      fork evidence). A quorum of validators must ask.
   dsm quarantine import FILE
-      Store records signed by other validators (a JSON record or an array of them), each
-      checked against the genesis validators first.
+      Store requests signed by other validators (a JSON request or an array of them),
+      each checked against the genesis validators first; a request signed for an epoch
+      that has not begun is refused.
 
 NODE is a node id or a unique prefix of one known to this ledger.
 
-EXIT STATUS  0 done, 1 error (not a validator, unknown node, bad record).
+EXIT STATUS  0 done, 1 error (not a validator, unknown node, bad request, nothing to lift).
 
 EXAMPLES
   dsm quarantine list
+  dsm quarantine add 3fa2c1 --detail "ticket 4410: exfiltration from this sensor"
   dsm quarantine lift 3fa2c1 --detail "reflashed and re-attested, ticket 4411"`,
   args: {
     ...commonArgs,
     action: { type: "positional", required: false, description: "list (default), add, lift or import", valueHint: "ACTION" },
     target: { type: "positional", required: false, description: "add/lift: the node id; import: the file", valueHint: "NODE|FILE" },
-    detail: { type: "string", description: "add/lift: why, in one line (kept in the signed record)", valueHint: "TEXT" },
-    "from-seq": { type: "string", description: "add: first seq to keep out (default: after the current head)", valueHint: "N" },
-    reason: { type: "enum", options: ["operator", "attestation_missed", "attestation_failed", "fork"], description: "add: why (default operator; attestation_missed when a node did not answer a challenge)" },
+    detail: { type: "string", description: "add/lift: why, in one line (kept in the signed request)", valueHint: "TEXT" },
+    reason: { type: "enum", options: ["operator", "attestation_missed", "attestation_failed"], description: "add: why (default operator; attestation_missed when a node did not answer a challenge)" },
   },
   async run({ args }) {
     const ctx = context(args);
     const action = args.action === undefined ? "list" : String(args.action);
     const target = args.target === undefined ? undefined : String(args.target);
     if (action === "list") {
-      if (target !== undefined || args.detail !== undefined || args["from-seq"] !== undefined) throw new CliError("dsm quarantine list takes no other arguments");
+      if (target !== undefined || args.detail !== undefined) throw new CliError("dsm quarantine list takes no other arguments");
       return withNode(ctx, (node) => list(ctx, node), { readonly: true });
     }
     if (action === "import") {
@@ -53,12 +62,10 @@ EXAMPLES
     }
     if (action !== "add" && action !== "lift") throw new CliError(`unknown action "${action}": use list, add, lift or import`);
     if (target === undefined) throw new CliError(`dsm quarantine ${action} needs the NODE id`);
-    if (args.detail === undefined || String(args.detail).trim() === "") throw new CliError(`dsm quarantine ${action} needs --detail TEXT: the record says why`);
-    if (action === "lift" && args["from-seq"] !== undefined) throw new CliError("--from-seq applies to add, not lift");
-    const fromSeq = intArg(args["from-seq"] === undefined ? undefined : String(args["from-seq"]), "from-seq", 1);
+    if (args.detail === undefined || String(args.detail).trim() === "") throw new CliError(`dsm quarantine ${action} needs --detail TEXT: the request says why`);
     const reason = (args.reason ?? "operator") as QuarantineReason;
     if (action === "lift" && args.reason !== undefined) throw new CliError("--reason applies to add: a lift is always an operator's");
-    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), fromSeq, action === "lift" ? "operator" : reason));
+    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), reason));
   },
 });
 
@@ -71,33 +78,42 @@ function resolveNode(node: DSMNode, text: string): string {
   return ids[0]!;
 }
 
-function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, fromSeq: number | undefined, reason: QuarantineReason): void {
+function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, reason: QuarantineReason): void {
   const nodeId = resolveNode(node, target);
   let v: DSMValidator;
   try {
     v = DSMValidator.open(node);
   } catch (e) {
-    if (e instanceof ValidatorKeyError) throw new CliError(`only a validator signs quarantine records: ${e.message}`);
+    if (e instanceof ValidatorKeyError) throw new CliError(`only a validator signs quarantine requests: ${e.message}`);
     throw e;
   }
   try {
-    const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail, fromSeq });
+    const store = v.builder.quarantine;
+    const quarantined = store.quarantinedFrom(nodeId) !== undefined;
+    if (action === "add" && quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is quarantined already (dsm quarantine list)`);
+    if (action === "lift" && !quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is not quarantined: there is nothing to lift`);
+    const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail });
     print(ctx.json ? JSON.stringify(record) : JSON.stringify(record, null, 2));
-    warn(action === "add" ? `node ${nodeId.slice(0, 16)}… quarantined from seq ${record.from_seq}` : `quarantine of node ${nodeId.slice(0, 16)}… lifted`);
+    const set = DSMValidator.validatorsOf(node);
+    const asked = store.pending(nodeId).filter((r) => r.action === record.action).map((r) => r.validator);
+    const distinct = new Set(asked).size;
+    const need = record.action === "lift" || reason === "operator" ? `${set.quorum} (a quorum)` : `${faultyOf(set.n) + 1} observations or a quorum of ${set.quorum}`;
+    warn(`request to ${record.action} node ${nodeId.slice(0, 16)}… signed by validator ${v.index}: ${distinct} validator(s) asked, ${need} needed; it takes effect from the checkpoint that decides it`);
   } finally {
     v.close();
   }
 }
 
 function importRecords(ctx: Context, node: DSMNode, file: string): void {
-  const value = readJsonFile(file, "quarantine records");
+  const value = readJsonFile(file, "quarantine requests");
   const list = Array.isArray(value) ? value : [value];
   const set = DSMValidator.validatorsOf(node);
   const store = new QuarantineStore(node.ledger, node.mesh);
-  // All checked before any is stored: a bad record in the file stores nothing.
+  const maxEpoch = DSMValidator.maxRequestEpoch(node);
+  // All checked before any is stored: a bad request in the file stores nothing.
   const records = list.map((r, i) => {
     try {
-      return parseQuarantine(r, node.mesh, set, `${file} record ${i + 1}`, { notAfterMs: Date.now() + node.config.mesh.max_clock_skew_s * 1000 });
+      return parseQuarantine(r, node.mesh, set, `${file} request ${i + 1}`, { maxEpoch });
     } catch (e) {
       throw new CliError((e as Error).message);
     }
@@ -105,27 +121,46 @@ function importRecords(ctx: Context, node: DSMNode, file: string): void {
   let added = 0;
   for (const r of records) if (store.add(r)) added++;
   if (ctx.json) printJson({ records: records.length, added });
-  else warn(`${records.length} quarantine record(s) checked, ${added} new`);
+  else warn(`${records.length} quarantine request(s) checked, ${added} new`);
 }
 
 function list(ctx: Context, node: DSMNode): void {
   const store = new QuarantineStore(node.ledger, node.mesh);
-  const records = store.records();
+  const decisions = store.decisions();
+  const pending = store.pending();
   const forks = store.forkedNodes();
-  const nodes = new Set<string>([...records.map((r) => r.node_id), ...forks]);
+  const nodes = new Set<string>([...decisions.map((d) => d.node_id), ...forks]);
   const active = [...nodes]
-    .map((id) => ({ node_id: id, from_seq: store.quarantinedFrom(id), reason: reasonOf(id, records, forks.includes(id)) }))
+    .map((id) => ({ node_id: id, from_seq: store.quarantinedFrom(id), reason: reasonOf(id, store, forks.includes(id)) }))
     .filter((a) => a.from_seq !== undefined);
+  const set = DSMValidator.validatorsOf(node);
+  const groups = new Map<string, QuarantineRecord[]>();
+  for (const r of pending) {
+    const k = `${r.node_id}/${r.action}`;
+    groups.set(k, [...(groups.get(k) ?? []), r]);
+  }
+  const requests = [...groups.values()].map((rs) => {
+    const { node_id, action } = rs[0]!;
+    const validators = [...new Set(rs.map((r) => r.validator))].sort((a, b) => a - b);
+    const attest = new Set(rs.filter((r) => r.reason !== "operator").map((r) => r.validator)).size;
+    const need = action === "lift" ? set.quorum - validators.length : Math.min(set.quorum - validators.length, faultyOf(set.n) + 1 - attest);
+    return { node_id, action, validators, needed: Math.max(0, need), requests: rs };
+  });
   if (ctx.json) {
-    printJson({ quarantined: active, records });
+    printJson({ quarantined: active, decisions, pending: requests });
     return;
   }
   if (active.length === 0) print("no node is quarantined");
   for (const a of active) print(`QUARANTINED ${a.node_id} from seq ${a.from_seq} (${a.reason})`);
-  for (const r of records) print(`${r.issued}  ${r.action.padEnd(10)} ${r.node_id.slice(0, 16)}…  ${r.action === "lift" ? "" : `from seq ${r.from_seq}  `}${r.reason}  by validator ${r.validator}: ${r.detail}`);
+  for (const d of decisions) print(`decided in epoch ${d.epoch}: ${d.action.padEnd(10)} ${d.node_id.slice(0, 16)}…${d.action === "quarantine" ? `  from seq ${d.from_seq}` : ""}`);
+  for (const g of requests) {
+    print(`pending: ${g.action} ${g.node_id.slice(0, 16)}… asked by validator(s) ${g.validators.join(", ")}; ${g.needed === 0 ? "enough: the next checkpoint may decide it" : `${g.needed} more needed`}`);
+    for (const r of g.requests) print(`    epoch ${r.epoch}  validator ${r.validator}  ${r.reason}: ${r.detail}`);
+  }
 }
 
-function reasonOf(nodeId: string, records: QuarantineRecord[], fork: boolean): string {
-  const last = records.filter((r) => r.node_id === nodeId && r.action === "quarantine").at(-1);
-  return [last ? `${last.reason}: ${last.detail}` : null, fork ? "fork evidence" : null].filter(Boolean).join("; ");
+function reasonOf(nodeId: string, store: QuarantineStore, fork: boolean): string {
+  const last = store.decisions(nodeId).at(-1);
+  const why = last?.action === "quarantine" ? `decided in epoch ${last.epoch}` : null;
+  return [why, fork ? "fork evidence" : null].filter(Boolean).join("; ");
 }

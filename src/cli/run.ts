@@ -27,8 +27,8 @@ closed); a second signal exits at once.
 Every connection starts with a node-card handshake: a peer whose card does not verify,
 or is not admitted by the genesis, is disconnected and refused. In a mesh that requires
 attestation, validators challenge each node (a TPM quote over a fresh nonce) when it
-connects and every attestation.interval_epochs; a failure is a signed quarantine record,
-gossiped like every quarantine record. The control socket (control.sock) answers dsm
+connects and every attestation.interval_epochs; a failure is a signed quarantine request,
+gossiped to the mesh (a checkpoint quarantines the node once f + 1 validators observed a failure). The control socket (control.sock) answers dsm
 status, dsm peers and dsm checkpoint; metrics.port serves Prometheus metrics.
 
 Gaps are fetched with /dsm/sync/1 and missed certificates with /dsm/finality/1, so a

@@ -73,7 +73,7 @@ EXAMPLES
       print(
         `${report.problemCount > 0 ? "FAILED" : complete ? "OK" : `INCOMPLETE (stopped by ${stop.signal})`}: ${report.microblocks} microblocks in ${report.chains} chains, ${report.keyCerts} key certificates, ` +
           `${report.payloadsChecked} payloads checked, ${report.payloadsWithheld} withheld, ${report.forkEvidence} fork evidence, ` +
-          `${report.stored.certificates} checkpoints (log of ${report.stored.logLeaves} leaves, ${report.stored.logNodes} nodes), ${report.stored.quarantineRecords} quarantine records, ` +
+          `${report.stored.certificates} checkpoints (log of ${report.stored.logLeaves} leaves, ${report.stored.logNodes} nodes), ${report.stored.quarantineRecords} quarantine requests, ${report.stored.quarantineDecisions} quarantine decisions, ` +
           `${report.stored.consensusMessages} consensus messages, ${report.stored.consensusEvidence} consensus evidence, ${report.stored.enrollments} enrollments ` +
           `(${seconds.toFixed(1)}s, ${Math.round(report.microblocks / Math.max(seconds, 1e-3))} rows/s)`,
       );

@@ -153,4 +153,20 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, challenge)
   ) WITHOUT ROWID;
   `,
+  // Quarantine decisions (docs/PROTOCOL.md "Quarantine by quorum"): what the finalized
+  // checkpoints decided, one row per decision, written with the checkpoint that takes it
+  // (src/log/builder.ts) and recomputed from the certificates by dsm verify. from_seq: a
+  // quarantine's first seq kept out; 0 for a lift. Version 1 quarantine records (one
+  // validator's word) stay in quarantine_records but no longer count.
+  `
+  CREATE TABLE quarantine_decisions (
+    mesh BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    from_seq INTEGER NOT NULL,
+    decided_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, node_id, epoch)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -46,6 +46,9 @@ export const STATEMENTS = {
     countOf: "SELECT count(*) AS n FROM quarantine_records WHERE mesh = ? AND json_extract(CAST(record AS TEXT), '$.validator') = ?",
     fork: "SELECT min(seq) AS seq, max(detected_at) AS at FROM fork_evidence WHERE chain = ?",
     forked: "SELECT DISTINCT c.node_id FROM fork_evidence f JOIN chains c ON c.chain = f.chain WHERE c.mesh = ?",
+    decide: "INSERT INTO quarantine_decisions (mesh, node_id, epoch, action, from_seq, decided_at) VALUES (?, ?, ?, ?, ?, ?)",
+    decisionsOf: "SELECT epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? AND node_id = ? ORDER BY epoch",
+    decisions: "SELECT node_id, epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? ORDER BY epoch, node_id",
   },
   enrollment: {
     put: "INSERT INTO enrollments (mesh, node_id, record, enrolled_at) VALUES (?, ?, ?, ?) ON CONFLICT (mesh, node_id) DO UPDATE SET record = excluded.record, enrolled_at = excluded.enrolled_at, quoted_at = NULL, pcr_digest = NULL, result = NULL",
@@ -70,10 +73,11 @@ export const STATEMENTS = {
     spans: "SELECT s.first_leaf, c.mesh, c.node_id, s.from_seq, s.to_seq FROM log_spans s LEFT JOIN chains c ON c.chain = s.chain ORDER BY s.first_leaf",
     included: "SELECT c.mesh, c.node_id, i.last_seq FROM log_included i LEFT JOIN chains c ON c.chain = i.chain",
     quarantine: "SELECT mesh, digest, node_id, record FROM quarantine_records ORDER BY mesh, digest",
+    decisions: "SELECT mesh, node_id, epoch, action, from_seq FROM quarantine_decisions ORDER BY mesh, epoch, node_id",
     signed: "SELECT mesh, slot, message FROM consensus_signed ORDER BY mesh, slot",
     evidence: "SELECT mesh, validator, slot, evidence FROM consensus_evidence ORDER BY mesh, validator, slot",
     enrollments: "SELECT mesh, node_id, record FROM enrollments ORDER BY mesh, node_id",
-    rows: `SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM log_leaves) + (SELECT count(*) FROM quarantine_records)
+    rows: `SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM log_leaves) + (SELECT count(*) FROM quarantine_records) + (SELECT count(*) FROM quarantine_decisions)
        + (SELECT count(*) FROM consensus_signed) + (SELECT count(*) FROM consensus_evidence) + (SELECT count(*) FROM enrollments) AS n`,
   },
 } as const;

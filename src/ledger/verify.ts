@@ -21,10 +21,10 @@ import { blsAggregatePublicKeyPoint, blsBatchVerify, type G1Point } from "../cry
 import { canonicalize } from "../encoding/jcs.ts";
 import { parseCard } from "../protocol/card.ts";
 import { type FinalityCertificate, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
-import { checkpointDigest } from "../protocol/checkpoint.ts";
+import { type CheckpointBody, checkpointDigest } from "../protocol/checkpoint.ts";
 import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
 import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
-import { parseQuarantine, quarantineDigest } from "../protocol/quarantine.ts";
+import { decisionProblem, parseQuarantine, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
 import { signerIndices, signersBitfield, validatorSetOf } from "../protocol/validator-set.ts";
 import type { Enrollment } from "../tpm/enroll.ts";
 import { STATEMENTS } from "./sql.ts";
@@ -75,6 +75,7 @@ export function verifyReportJson(r: VerifyReport) {
     log_leaves: r.stored.logLeaves,
     log_nodes: r.stored.logNodes,
     quarantine_records: r.stored.quarantineRecords,
+    quarantine_decisions: r.stored.quarantineDecisions,
     consensus_messages: r.stored.consensusMessages,
     consensus_evidence: r.stored.consensusEvidence,
     enrollments: r.stored.enrollments,
@@ -111,7 +112,7 @@ export async function verifyLedger(ledger: Ledger, opts: VerifyOptions = {}): Pr
     payloadsChecked: 0,
     payloadsWithheld: 0,
     forkEvidence: 0,
-    stored: { certificates: 0, logLeaves: 0, logNodes: 0, quarantineRecords: 0, consensusMessages: 0, consensusEvidence: 0, enrollments: 0 },
+    stored: { certificates: 0, logLeaves: 0, logNodes: 0, quarantineRecords: 0, quarantineDecisions: 0, consensusMessages: 0, consensusEvidence: 0, enrollments: 0 },
     problemKinds: {},
     problems: [],
     problemCount: 0,
@@ -422,6 +423,7 @@ export interface StoredCounts {
   logLeaves: number;
   logNodes: number;
   quarantineRecords: number;
+  quarantineDecisions: number;
   consensusMessages: number;
   consensusEvidence: number;
   enrollments: number;
@@ -534,7 +536,25 @@ export async function verifyStored(
   const set = validatorSetOf(genesis);
   const { problem, counts } = ctx;
   const bls = new BlsBatch();
-  if (await verifyLog(st, mesh, meshBytes, genesis, set, problem, counts, bls, ctx.row)) return true;
+  const decided: ExpectedDecision[] = [];
+  if (await verifyLog(st, mesh, meshBytes, genesis, set, problem, counts, bls, ctx.row, decided)) return true;
+
+  // Quarantine decisions: each row one that a stored checkpoint took, and every one there.
+  const expected = new Map(decided.map((d) => [`${d.node_id}/${d.epoch}`, d]));
+  for (const row of st.decisions.iterate() as Rows<{ mesh: Uint8Array; node_id: Uint8Array; epoch: number; action: string; from_seq: number }>) {
+    counts.quarantineDecisions += 1;
+    const nodeId = toHex(row.node_id);
+    const k = `${nodeId}/${row.epoch}`;
+    const want = sameBytes(row.mesh, meshBytes) ? expected.get(k) : undefined;
+    const where = `quarantine decision about node ${nodeId.slice(0, 12)}… in epoch ${row.epoch}`;
+    if (!want) problem({ kind: "quarantine_record", node_id: nodeId, message: `${where}: no stored checkpoint took it (the row was forged)` });
+    else if (want.action !== row.action || want.from_seq !== row.from_seq) {
+      problem({ kind: "quarantine_record", node_id: nodeId, message: `${where}: says ${row.action}${row.action === "quarantine" ? ` from seq ${row.from_seq}` : ""}, its checkpoint decided ${want.action}${want.action === "quarantine" ? ` from seq ${want.from_seq}` : ""} (the row was altered)` });
+    }
+    expected.delete(k);
+    if (await ctx.row()) return true;
+  }
+  for (const d of expected.values()) problem({ kind: "quarantine_record", node_id: d.node_id, message: `quarantine decision about node ${d.node_id.slice(0, 12)}… in epoch ${d.epoch}: taken by its checkpoint but missing from the ledger (the row was deleted)` });
 
   // Quarantine records: each signed by a genesis validator, stored under its own digest and node.
   for (const row of st.quarantine.iterate() as Rows<{ mesh: Uint8Array; digest: Uint8Array; node_id: Uint8Array; record: Uint8Array }>) {
@@ -544,7 +564,8 @@ export async function verifyStored(
     try {
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
       const text = Buffer.from(row.record).toString("utf8");
-      const r = parseQuarantine(JSON.parse(text), mesh, set, "record");
+      const value = JSON.parse(text) as { v?: unknown };
+      const r = value.v === 1 ? legacyQuarantine(value, set) : parseQuarantine(value, mesh, set, "record");
       if (toHex(quarantineDigest(r)) !== toHex(row.digest)) throw new Error("digest column is not the record's digest (the row was altered)");
       if (r.node_id !== toHex(row.node_id)) throw new Error("node_id column differs from the record");
       if (canonicalize(r) !== text) throw new Error("not stored as its canonical bytes");
@@ -638,6 +659,7 @@ async function verifyLog(
   counts: StoredCounts,
   bls: BlsBatch,
   row: () => Promise<boolean>,
+  decided: ExpectedDecision[],
 ): Promise<boolean> {
   let nodesSeen = 0;
   const frontier = new Frontier((level, idx, h) => {
@@ -706,6 +728,7 @@ async function verifyLog(
     if (cp.epoch !== r.epoch) certFail(`its checkpoint is for epoch ${cp.epoch} (the row was altered)`);
     if (toHex(digest) !== toHex(r.digest)) certFail("digest column is not its checkpoint's digest (the row was altered)");
     checkQuorum(cert, digest, genesis, set, bls, certFail);
+    checkDecisions(cp, set, lastTo, decided, cpFail);
     if (cp.prev !== prevDigest) cpFail(`prev ${cp.prev.slice(0, 12)}… is not the digest of the checkpoint before it${prevEpoch >= 0 ? ` (epoch ${prevEpoch})` : " (none: 64 zeros)"}`);
     prevDigest = toHex(digest);
     prevEpoch = cp.epoch;
@@ -789,6 +812,42 @@ async function verifyLog(
 }
 
 /** The certificate's quorum: signers, count and aggregate signature against the genesis validators; the exact check (verifyFinality) names a failure. */
+/** A decision a stored checkpoint took: what quarantine_decisions must hold. */
+interface ExpectedDecision {
+  node_id: string;
+  epoch: number;
+  action: string;
+  from_seq: number;
+}
+
+/**
+ * A checkpoint's decisions against the rules a validator checked before voting, as far as
+ * the log alone tells: each request validly signed by a distinct genesis validator, for
+ * this node and action, current (basis = the decisions about the node before it), and
+ * enough. A quarantine keeps out what follows the node's last included seq.
+ */
+function checkDecisions(cp: CheckpointBody, set: ReturnType<typeof validatorSetOf>, lastTo: ReadonlyMap<string, number>, decided: ExpectedDecision[], fail: (m: string) => void): void {
+  for (const d of cp.decisions ?? []) {
+    const basis = decided.filter((x) => x.node_id === d.node_id).length;
+    // Whether the node stood quarantined (fork evidence too) the log alone cannot tell: the quorum judged that.
+    const p = decisionProblem(d, { decisions: basis, quarantined: d.action === "lift" }, set);
+    if (p) fail(p);
+    decided.push({ node_id: d.node_id, epoch: cp.epoch, action: d.action, from_seq: d.action === "quarantine" ? (lastTo.get(d.node_id) ?? 0) + 1 : 0 });
+  }
+}
+
+/**
+ * A version 1 record (one validator's word, from before decisions by quorum): kept in old
+ * ledgers and no longer in force, but still checked: its signature over its own fields.
+ */
+function legacyQuarantine(value: { v?: unknown }, set: ReturnType<typeof validatorSetOf>): QuarantineRecord {
+  const r = value as unknown as QuarantineRecord & { validator: number; sig: string };
+  if (typeof r.validator !== "number" || typeof r.sig !== "string" || !set.verify(r.validator, quarantineDigest(r), r.sig)) {
+    throw new Error(`version 1 record: the signature of validator ${String(r.validator)} does not verify`);
+  }
+  return r;
+}
+
 function checkQuorum(cert: FinalityCertificate, digest: Uint8Array, genesis: Genesis, set: ReturnType<typeof validatorSetOf>, bls: BlsBatch, fail: (m: string) => void): void {
   const exact = () => {
     try {

@@ -21,6 +21,8 @@ import {
 } from "../protocol/checkpoint.ts";
 import { TreeStore } from "./tree-store.ts";
 import { betterCertificate, type FinalityCertificate } from "../protocol/certificate.ts";
+import { decisionProblem, MAX_DECISIONS_PER_CHECKPOINT, type QuarantineDecision } from "../protocol/quarantine.ts";
+import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
 
 
 /** What check() finds (the consensus port's CheckResult, src/consensus/ports.ts). */
@@ -72,8 +74,9 @@ export class CheckpointBuilder {
     const latest = this.latest();
     if (latest && latest.checkpoint.epoch >= epoch) return null;
     const { endMs } = epochBounds(this.policy.genesis, epoch);
-    const plan = planCheckpoint(this.#candidates(endMs), endMs);
-    if (plan.ids.length === 0) return null;
+    const decisions = this.quarantine.eligible(this.#set(), MAX_DECISIONS_PER_CHECKPOINT);
+    const plan = planCheckpoint(this.#candidates(endMs, decisions), endMs);
+    if (plan.ids.length === 0 && decisions.length === 0) return null;
     const next = this.tree.rootAfter(plan.ids.map((id) => fromHex(id, 32)));
     return makeCheckpointBody({
       mesh: this.policy.mesh,
@@ -82,7 +85,26 @@ export class CheckpointBuilder {
       treeSize: next.size,
       root: next.root,
       ranges: plan.ranges,
+      decisions,
     });
+  }
+
+  /**
+   * The genesis validators with the BFT quorum: what a decision's requests are checked
+   * against. Not a configured quorum_threshold, which is local: every validator must judge
+   * a body's decisions alike.
+   */
+  #set(): ValidatorSet {
+    return validatorSetOf(this.policy.genesis);
+  }
+
+  /** Why a body's decisions cannot be taken on this ledger, or null. */
+  #decisionsProblem(body: CheckpointBody): string | null {
+    for (const d of body.decisions ?? []) {
+      const p = decisionProblem(d, this.quarantine.standing(d.node_id), this.#set());
+      if (p) return p;
+    }
+    return null;
   }
 
   /** Recomputes a proposed body from this ledger: prev, ranges, tree_size and root. */
@@ -92,9 +114,9 @@ export class CheckpointBuilder {
 
   #leaves(body: CheckpointBody): { result: CheckResult; ids: string[] } {
     const fail = (reason: string) => ({ result: { ok: false as const, reason }, ids: [] });
-    const problem = this.successorProblem(body);
+    const problem = this.successorProblem(body) ?? this.#decisionsProblem(body);
     if (problem) return fail(problem);
-    const r = leavesOf(body, this.#view(), epochBounds(this.policy.genesis, body.epoch).endMs);
+    const r = leavesOf(body, this.#view(body.decisions), epochBounds(this.policy.genesis, body.epoch).endMs);
     if (!r.ok) return { result: r, ids: [] };
     const next = this.tree.rootAfter(r.ids.map((id) => fromHex(id, 32)));
     if (next.size !== body.tree_size) return fail(`tree_size ${body.tree_size} does not recompute (${next.size})`);
@@ -150,7 +172,7 @@ export class CheckpointBuilder {
       let leaf = 0;
       for (const nodeId of Object.keys(body.ranges).sort()) {
         const [from, to] = body.ranges[nodeId]!;
-        for (const r of this.#view().rows(nodeId, from, to)) {
+        for (const r of this.#view(body.decisions).rows(nodeId, from, to)) {
           if (toHex(ids[leaf + r.seq - from]!) !== r.id) throw new CheckpointConflict(`checkpoint epoch ${body.epoch}: leaf for ${nodeId.slice(0, 12)}…:${r.seq} is not the microblock this ledger holds`);
         }
         leaf += to - from + 1;
@@ -206,6 +228,13 @@ export class CheckpointBuilder {
       this.#rows.addSpan(chain, firstLeaf, from, to);
       firstLeaf += to - from + 1;
     }
+    // A quarantine decided here keeps out what this checkpoint left out of its range: the node has none in it.
+    for (const d of body.decisions ?? []) this.quarantine.decide(d, body.epoch, this.#lastIncluded(d.node_id) + 1);
+  }
+
+  #lastIncluded(nodeId: string): number {
+    const chain = this.ledger.chainOf(this.policy.mesh, nodeId, false);
+    return chain === undefined ? 0 : this.#rows.lastIncluded(chain);
   }
 
   /** Leaf index of a microblock in the log, or null when no checkpoint includes it yet. */
@@ -213,32 +242,35 @@ export class CheckpointBuilder {
     return this.#rows.leafIndexOf(id);
   }
 
-  #view(): ChainView {
+  /** The ledger's chains as a body sees them: a decision the body takes applies to its own ranges. */
+  #view(decisions: readonly QuarantineDecision[] = []): ChainView {
     const rows = this.#rows;
     const mesh = this.policy.mesh;
     const chainOf = (node: string) => this.ledger.chainOf(mesh, node, false);
     return {
-      lastIncluded: (node) => {
-        const chain = chainOf(node);
-        if (chain === undefined) return 0;
-        return rows.lastIncluded(chain);
-      },
+      lastIncluded: (node) => this.#lastIncluded(node),
       rows: (node, from, to) => {
         const chain = chainOf(node);
         if (chain === undefined) return [];
         return rows.rows(chain, from, to);
       },
-      quarantinedFrom: (node) => this.quarantine.quarantinedFrom(node),
+      quarantinedFrom: (node) => this.#quarantinedFrom(node, decisions),
     };
   }
 
-  #candidates(endMs: number): ChainCandidates[] {
+  #quarantinedFrom(nodeId: string, decisions: readonly QuarantineDecision[]): number | undefined {
+    const d = decisions.find((x) => x.node_id === nodeId);
+    if (d) return d.action === "lift" ? undefined : this.#lastIncluded(nodeId) + 1;
+    return this.quarantine.quarantinedFrom(nodeId);
+  }
+
+  #candidates(endMs: number, decisions: readonly QuarantineDecision[]): ChainCandidates[] {
     const endIso = new Date(endMs).toISOString();
     return this.#rows.chains().map((c) => {
       const rows = this.#rows.rowsBefore(c.chain, c.lastIncluded, endIso);
       const nodeId = c.nodeId;
       const out: ChainCandidates = { nodeId, lastIncluded: c.lastIncluded, rows };
-      const q = this.quarantine.quarantinedFrom(nodeId);
+      const q = this.#quarantinedFrom(nodeId, decisions);
       if (q !== undefined) out.quarantinedFrom = q;
       return out;
     });

@@ -178,7 +178,8 @@ export class Attestation {
   /**
    * Challenges a peer: enrolled first when it is not, then a fresh nonce, a bound quote
    * back, checked against the enrolled AK and the genesis. A failure makes this validator
-   * sign a quarantine record, which gossip carries to every node.
+   * sign a quarantine request, which gossip carries to every node; it counts once f + 1
+   * validators observed a failure.
    */
   async challenge(peerId: string, card: NodeCard): Promise<void> {
     const { node, net, builder, stats } = this.ctx;
@@ -239,15 +240,20 @@ export class Attestation {
   }
 
   #quarantine(card: NodeCard, missed: boolean, detail: string, check: string, stats: MeshContext["stats"]): void {
+    const v = this.validator!;
+    // One observation per validator until a checkpoint decides: another one would only pile up.
+    if (this.ctx.builder.quarantine.pending(card.node_id).some((r) => r.validator === v.index && r.action === "quarantine")) return;
     let record: QuarantineRecord;
     try {
-      record = this.validator!.quarantine(card.node_id, { action: "quarantine", reason: missed ? "attestation_missed" : "attestation_failed", detail });
+      record = v.quarantine(card.node_id, { action: "quarantine", reason: missed ? "attestation_missed" : "attestation_failed", detail });
     } catch (e) {
       // Not stored, so not sent: the next challenge (attestation.interval_epochs) tries again.
       stats.storageFailed(`attestation of node ${card.node_id.slice(0, 16)}… failed (${check}), but its quarantine record could not be stored: ${(e as Error).message}`);
       return;
     }
-    this.ctx.log("warn", `attestation of node ${card.node_id.slice(0, 16)}… failed (${check}): quarantined from seq ${record.from_seq}`, { node_id: card.node_id, check, from_seq: record.from_seq });
+    // An observation, not a verdict: the node is quarantined once f + 1 validators observed
+    // a failure and a checkpoint finalizes the decision.
+    this.ctx.log("warn", `attestation of node ${card.node_id.slice(0, 16)}… failed (${check}): quarantine requested (epoch ${record.epoch})`, { node_id: card.node_id, check, epoch: record.epoch });
     this.ctx.engine()?.logChanged();
   }
 }

@@ -22,7 +22,7 @@ export interface MeshContext {
   stopping(): boolean;
   /** dsm/<mesh[0:16]>/mb/1: batches of exchange lines. */
   readonly mbTopic: string;
-  /** dsm/<mesh[0:16]>/cp/1: consensus messages, certificates and quarantine records. */
+  /** dsm/<mesh[0:16]>/cp/1: consensus messages, certificates and quarantine requests. */
   readonly cpTopic: string;
 }
 

@@ -7,7 +7,7 @@
 //   leaves.ts             /dsm/leaves/1: the log's leaf ids an edge keeps certificates with
 //   microblock-gossip.ts  dsm/<mesh[0:16]>/mb/1: this node's chain out, batches in (validators)
 //   consensus.ts          dsm/<mesh[0:16]>/cp/1: the engine's messages, routed; the engine
-//   quarantine-gossip.ts  quarantine records on the consensus topic
+//   quarantine-gossip.ts  quarantine requests on the consensus topic
 //   restore-check.ts      /dsm/head/1: this node's chain head, asked of the mesh before it is offered
 //
 // They share a MeshContext (context.ts) and the counters (stats.ts), never the Daemon.

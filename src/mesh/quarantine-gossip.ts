@@ -1,5 +1,5 @@
-// Quarantine records on the consensus topic: a record from the mesh is checked against the
-// genesis validators, stored and honoured; the records this node holds are gossiped once,
+// Quarantine requests on the consensus topic: a request from the mesh is checked against the
+// genesis validators and stored, for a checkpoint to decide; the records this node holds are gossiped once,
 // and all of them now and then for nodes that joined later.
 import { DSMValidator } from "../node/validator.ts";
 import { toHex } from "../encoding/hex.ts";
@@ -44,12 +44,12 @@ export class QuarantineGossip {
     if (this.#timer) clearInterval(this.#timer);
   }
 
-  /** A quarantine record from the mesh: checked against the genesis validators, stored, honoured. */
+  /** A quarantine request from the mesh: checked against the genesis validators and stored; a proposal may now carry a decision. */
   receive(value: unknown): void {
     const { node, builder, stats } = this.ctx;
     let record: QuarantineRecord;
     try {
-      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node), "quarantine record", { notAfterMs: Date.now() + node.config.mesh.max_clock_skew_s * 1000 });
+      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node), "quarantine record", { maxEpoch: DSMValidator.maxRequestEpoch(node) });
     } catch {
       stats.count("quarantine");
       return;
@@ -71,14 +71,17 @@ export class QuarantineGossip {
     }
     this.#sent.add(digest);
     if (added) {
-      this.ctx.log("warn", `quarantine record from validator ${record.validator}: node ${record.node_id.slice(0, 16)}… ${record.action}${record.action === "quarantine" ? ` from seq ${record.from_seq}` : ""} (${record.reason})`);
+      this.ctx.log("info", `quarantine request from validator ${record.validator}: ${record.action} node ${record.node_id.slice(0, 16)}… (${record.reason}; a checkpoint decides once enough validators asked)`);
       this.ctx.engine()?.logChanged();
     }
   }
 
-  /** Gossips the quarantine records this node holds that it has not sent yet, or all of them. */
+  /**
+   * Gossips the pending requests this node holds that it has not sent yet, or all of them.
+   * Requests a decision made stale are never sent again: no peer can use them.
+   */
   #gossip(all: boolean): void {
-    for (const r of this.ctx.builder.quarantine.records()) {
+    for (const r of this.ctx.builder.quarantine.pending()) {
       const digest = toHex(quarantineDigest(r));
       if (!all && this.#sent.has(digest)) continue;
       this.#sent.add(digest);

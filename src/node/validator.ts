@@ -9,7 +9,7 @@ import { signMessage } from "../protocol/consensus-messages.ts";
 import { blsPublicKey, blsSign } from "../crypto/bls.ts";
 import { readSecretFile } from "../fs/files.ts";
 import { type BuildResult, CheckpointBuilder } from "../log/builder.ts";
-import type { CheckpointBody } from "../protocol/checkpoint.ts";
+import { type CheckpointBody, epochAt } from "../protocol/checkpoint.ts";
 import { makeQuarantine, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import type { DSMNode } from "./node.ts";
 import { buildAlone } from "../consensus/alone.ts";
@@ -44,6 +44,11 @@ export class DSMValidator {
   /** The validator set of the node's mesh, for checking what validators signed (any node may). */
   static validatorsOf(node: DSMNode): ValidatorSet {
     return validatorSetOf(node.genesis, node.config.consensus.quorum_threshold);
+  }
+
+  /** The latest epoch a request from the mesh may name on this node: its current one, its clock skew allowed for. */
+  static maxRequestEpoch(node: DSMNode, nowMs = Date.now()): number {
+    return epochAt(node.genesis, nowMs + node.config.mesh.max_clock_skew_s * 1000);
   }
 
   /** The node as a validator of its mesh; errors say why it cannot be one. */
@@ -120,19 +125,21 @@ export class DSMValidator {
   }
 
   /**
-   * Signs a quarantine record (type Q) for a node and stores it, checked like any record
-   * from the mesh. fromSeq defaults to the seq after the node's head in this ledger.
+   * Signs a quarantine request (type Q) about a node and stores it, checked like any
+   * request from the mesh: the request for what the node's standing calls for (a
+   * quarantine while it is free, a lift while it is quarantined), current for its decision
+   * count. It takes effect only once a checkpoint decides it (enough validators asked).
    */
-  quarantine(nodeId: string, f: { action: "quarantine" | "lift"; reason: QuarantineReason; detail: string; fromSeq?: number }): QuarantineRecord {
+  quarantine(nodeId: string, f: { action: "quarantine" | "lift"; reason: QuarantineReason; detail: string; nowMs?: number }): QuarantineRecord {
     const record = makeQuarantine({
       mesh: this.node.mesh,
       nodeId,
       action: f.action,
-      fromSeq: f.fromSeq ?? (this.node.ledger.head(this.node.mesh, nodeId)?.seq ?? 0) + 1,
       reason: f.reason,
+      basis: this.builder.quarantine.standing(nodeId).decisions,
+      epoch: Math.max(0, epochAt(this.node.genesis, f.nowMs ?? Date.now())),
       detail: f.detail,
       validator: this.index,
-      nowMs: Date.now(),
       sign: (d) => this.sign(d),
     });
     this.builder.quarantine.add(parseQuarantine(record, this.node.mesh, this.validators));

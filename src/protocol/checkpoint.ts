@@ -5,6 +5,7 @@ import { isHex, toHex, ZERO_HASH } from "../encoding/hex.ts";
 import { expectKeys, expectObject, hexField, intField, literalField, SchemaError } from "../encoding/schema.ts";
 import { domainDigest } from "../crypto/sha256.ts";
 import type { Genesis } from "./genesis.ts";
+import { MAX_DECISIONS_PER_CHECKPOINT, parseQuarantineShape, type QuarantineDecision } from "./quarantine.ts";
 
 export interface CheckpointBody {
   v: 1;
@@ -17,6 +18,12 @@ export interface CheckpointBody {
   root: string;
   /** node_id → [from_seq, to_seq] for every node with new microblocks. */
   ranges: Record<string, [number, number]>;
+  /**
+   * Quarantine decisions this checkpoint takes (docs/PROTOCOL.md "Quarantine by quorum"),
+   * by node_id, each with the requests that justify it; absent when there are none, so a
+   * body without decisions is the same bytes as before they existed.
+   */
+  decisions?: QuarantineDecision[];
 }
 
 export function checkpointDigest(body: CheckpointBody): Uint8Array {
@@ -89,8 +96,9 @@ export function makeCheckpointBody(fields: {
   treeSize: number;
   root: Uint8Array;
   ranges: Record<string, [number, number]>;
+  decisions?: QuarantineDecision[];
 }): CheckpointBody {
-  return {
+  const body: CheckpointBody = {
     v: 1,
     type: "C",
     mesh: fields.mesh,
@@ -100,11 +108,13 @@ export function makeCheckpointBody(fields: {
     root: toHex(fields.root),
     ranges: fields.ranges,
   };
+  if (fields.decisions && fields.decisions.length > 0) body.decisions = fields.decisions;
+  return body;
 }
 
 export function parseCheckpoint(value: unknown, what = "checkpoint"): CheckpointBody {
   const o = expectObject(value, what);
-  expectKeys(o, what, ["v", "type", "mesh", "epoch", "prev", "tree_size", "root", "ranges"]);
+  expectKeys(o, what, ["v", "type", "mesh", "epoch", "prev", "tree_size", "root", "ranges"], ["decisions"]);
   literalField(o, "v", what, 1);
   literalField(o, "type", what, "C");
   hexField(o, "mesh", what, 32);
@@ -119,7 +129,27 @@ export function parseCheckpoint(value: unknown, what = "checkpoint"): Checkpoint
       throw new SchemaError(`${what}: ranges[${node.slice(0, 12)}…] must be [from_seq, to_seq] with 1 <= from <= to`);
     }
   }
+  if (o.decisions !== undefined) parseDecisions(o.decisions, o.mesh as string, what);
   return o as unknown as CheckpointBody;
+}
+
+/** The form of a body's decisions; their signatures and rules are the validator's to check (decisionProblem). */
+function parseDecisions(value: unknown, mesh: string, what: string): void {
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_DECISIONS_PER_CHECKPOINT) {
+    throw new SchemaError(`${what}: "decisions" must be a non-empty array of at most ${MAX_DECISIONS_PER_CHECKPOINT} (left out when there are none)`);
+  }
+  let last = "";
+  for (const [i, d] of value.entries()) {
+    const w = `${what} decision ${i + 1}`;
+    const o = expectObject(d, w);
+    expectKeys(o, w, ["node_id", "action", "requests"]);
+    hexField(o, "node_id", w, 32);
+    if ((o.node_id as string) <= last) throw new SchemaError(`${what}: decisions must be in node_id order, one per node`);
+    last = o.node_id as string;
+    if (o.action !== "quarantine" && o.action !== "lift") throw new SchemaError(`${w}: "action" must be "quarantine" or "lift"`);
+    if (!Array.isArray(o.requests) || o.requests.length === 0 || o.requests.length > 1024) throw new SchemaError(`${w}: "requests" must be a non-empty array`);
+    o.requests.forEach((r, j) => parseQuarantineShape(r, mesh, 1 << 16, `${w} request ${j + 1}`));
+  }
 }
 
 /** What a validator's own store knows about the chains a checkpoint body names. */
@@ -146,7 +176,7 @@ export type LeavesResult =
  */
 export function leavesOf(body: CheckpointBody, view: ChainView, epochEndMs: number): LeavesResult {
   const nodes = Object.keys(body.ranges).sort();
-  if (nodes.length === 0) return { ok: false, reason: "empty: the checkpoint adds no microblock" };
+  if (nodes.length === 0 && !body.decisions) return { ok: false, reason: "empty: the checkpoint adds no microblock and takes no decision" };
   const ids: string[] = [];
   const missing: Record<string, [number, number]> = {};
   for (const node of nodes) {
