@@ -33,9 +33,10 @@ head-check.json in the data dir until the chain is recovered.
 Run it with dsm run stopped: the daemon holds the node's libp2p identity
 (systemctl stop dsm; dsm recover; systemctl start dsm).
 
-OUTPUT  One line: what was recovered, the head before and after. With --json:
-{"node_id","mesh","local_seq_before","head":{"seq","id"},"mesh_head":{"seq","id","peer"},
-"recovered","payloads_missing","peers_asked","peers_answered","fetched_from":[peer ids]}.
+OUTPUT  One line: what was recovered, and the seq signing goes on from. With --json one
+object: node_id, mesh, local_seq_before, head {seq, id}, mesh_head {seq, id, peer} (the
+highest head a peer proved), recovered, payloads_missing, peers_asked, peers_answered,
+fetched_from (the peer ids it fetched from).
 
 EXIT STATUS  0 the ledger now holds the mesh's head (or already did), 1 error: no peer to
 ask or none answered within --timeout, a microblock failed its checks, dsm run is

@@ -34,6 +34,12 @@ status, dsm peers and dsm checkpoint; metrics.port serves Prometheus metrics.
 Gaps are fetched with /dsm/sync/1 and missed certificates with /dsm/finality/1, so a
 node that was offline catches up with those alone.
 
+Before it offers this node's own chain, it asks its peers for that chain's head
+(/dsm/head/1, proven by the signed microblock at that seq). If one proves a later seq than
+the ledger's (a data dir restored from an older copy), it logs one error line naming dsm
+recover and offers nothing of its own, and dsm ingest, emit and mitigation on the data dir
+refuse to sign until dsm recover has run (with dsm run stopped; see dsm recover --help).
+
 Edges keep the finality certificates too, so dsm proof works on an edge for its own
 events. An edge still stores every node's microblocks (to check the certificates it keeps),
 which costs verification work a future build will save.
