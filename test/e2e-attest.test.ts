@@ -3,9 +3,9 @@
 // edges with TPM identities, a genesis that requires attestation with a PCR policy from a
 // reference node and the local CA's root as ek_root, enrollment by credential activation
 // with files, a bound quote that verifies, then PCR 7 extended on one edge: its next
-// answer fails, the validator signs a quarantine record, and the next checkpoint leaves
-// out that edge's later microblocks while including the other edge's. An operator's lift
-// brings them back. The refusals of the forged and borrowed answers are in
+// answer fails, the validator signs a quarantine request, and the next checkpoint decides
+// it (one validator is the whole quorum here) and leaves out that edge's later microblocks
+// while including the other edge's. An operator's lift brings them back. The refusals of the forged and borrowed answers are in
 // e2e-attest-forgery.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
@@ -46,12 +46,12 @@ async function nodeId(node: string): Promise<string> {
   return (JSON.parse(await ok(["card", "--data-dir", dir(node), "--json"], inMesh())) as { node_id: string }).node_id;
 }
 
-async function checkpoint(): Promise<{ ranges: Record<string, [number, number]>; epoch: number }> {
+async function checkpoint(): Promise<{ ranges: Record<string, [number, number]>; epoch: number; decisions?: { node_id: string; action: string }[] }> {
   // 1 s epochs: wait for the one holding the newest microblocks to close.
   await Bun.sleep(1100);
   const r = await runDsm(["checkpoint", "--data-dir", dir("v"), "--json"], { ...env, ...inMesh() });
   if (r.code !== 0) throw new Error(`dsm checkpoint exited ${r.code}: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { checkpoint: { ranges: Record<string, [number, number]>; epoch: number } }).checkpoint;
+  return (JSON.parse(r.stdout) as { checkpoint: { ranges: Record<string, [number, number]>; epoch: number; decisions?: { node_id: string; action: string }[] } }).checkpoint;
 }
 
 async function pcrExtend(t: Swtpm, pcr: number): Promise<void> {
@@ -199,6 +199,7 @@ describe("attestation and quarantine with real TPMs", () => {
     const cp = await checkpoint();
     expect(cp.ranges[e2]).toEqual([1, 4]);
     expect(cp.ranges[e1]).toEqual([1, 3]); // seq 1 was emitted before enrollment, imported after
+    expect(cp.decisions!.map((d) => [d.node_id, d.action])).toEqual([[e1, "quarantine"]]);
 
     const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
     expect(list.quarantined).toEqual([{ node_id: e1, from_seq: 4, reason: expect.stringContaining("attestation_failed") }]);
@@ -219,18 +220,23 @@ describe("attestation and quarantine with real TPMs", () => {
     const e1 = await nodeId("e1");
     const notValidator = await runDsm(["quarantine", "add", e1, "--detail", "x", "--data-dir", dir("e2")], { ...env, ...inMesh() });
     expect(notValidator.code).toBe(1);
-    expect(notValidator.stderr).toMatch(/only a validator signs quarantine records/);
+    expect(notValidator.stderr).toMatch(/only a validator signs quarantine requests/);
   }, 30_000);
 
   test("an operator's lift on the validator brings the held-back microblocks into the next checkpoint", async () => {
     const e1 = await nodeId("e1");
     await ok(["quarantine", "lift", e1.slice(0, 12), "--detail", "PCR 7 change was a planned firmware update", "--data-dir", dir("v")], inMesh());
-    const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
-    expect(list.quarantined).toEqual([]);
+    // A request until a checkpoint decides it.
+    const before = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+    expect(before.quarantined.map((q: { node_id: string }) => q.node_id)).toEqual([e1]);
+    expect(before.pending).toEqual([expect.objectContaining({ node_id: e1, action: "lift", validators: [0], needed: 0 })]);
     await emit("e2", 4);
     await sync();
     const cp = await checkpoint();
+    expect(cp.decisions!.map((d) => [d.node_id, d.action])).toEqual([[e1, "lift"]]);
     expect(cp.ranges[e1]).toEqual([4, 5]);
+    const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+    expect(list.quarantined).toEqual([]);
   }, 30_000);
 
   test("verify and verify-proof say which links of the chain of trust each node has", async () => {
@@ -280,10 +286,15 @@ describe("attestation and quarantine with real TPMs", () => {
       }
       expect(status!.attestation.failed).toBeGreaterThanOrEqual(1); // e1: PCR 7 still extended
       expect(status!.attestation.passed).toBeGreaterThanOrEqual(1); // e2
-      const list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
-      expect(list.quarantined.map((q: { node_id: string }) => q.node_id)).toEqual([e1]);
+      // The validator's request; its daemon's next checkpoint decides it (it alone is the quorum).
+      let list: { quarantined: { node_id: string }[]; records: { node_id: string; action: string; reason: string; detail: string }[] } = { quarantined: [], records: [] };
+      for (let i = 0; i < 60 && list.quarantined.length === 0; i++) {
+        list = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("v"), "--json"], inMesh()));
+        await Bun.sleep(250);
+      }
+      expect(list.quarantined.map((q) => q.node_id)).toEqual([e1]);
       expect(list.records.at(-1)).toMatchObject({ node_id: e1, action: "quarantine", reason: "attestation_failed", detail: expect.stringContaining("pcr-digest") });
-      // The record reaches the edges by gossip.
+      // The decision reaches the edges with the checkpoint's certificate.
       let onEdge: { quarantined: { node_id: string }[] } = { quarantined: [] };
       for (let i = 0; i < 40 && onEdge.quarantined.length === 0; i++) {
         onEdge = JSON.parse(await ok(["quarantine", "list", "--data-dir", dir("e2"), "--json"], inMesh()));

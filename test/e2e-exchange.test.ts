@@ -283,8 +283,8 @@ describe("dsm export / dsm import", () => {
     expect(b.stderr).toMatch(/FORK: node [0-9a-f]{64} signed two different microblocks for seq 1/);
     expect(b.summary!.fork).toBe(1);
     expect(b.summary!.forks[0]!.seq).toBe(1);
-    // The validator signs a quarantine record for the forker, so the quarantine can travel.
-    expect(b.summary!.quarantine).toEqual([expect.objectContaining({ type: "Q", node_id: b.summary!.forks[0]!.node_id, action: "quarantine", from_seq: 1, reason: "fork" })]);
+    // Fork evidence proves itself: the forker is quarantined at the fork seq with no request signed.
+    expect(b.summary!.quarantine as unknown).toEqual([{ node_id: b.summary!.forks[0]!.node_id, from_seq: 1, reason: "fork" }]);
     const listed = JSON.parse(await ok(["quarantine", "list", "--data-dir", V, "--json"], vEnv()));
     expect(listed.quarantined).toEqual([{ node_id: b.summary!.forks[0]!.node_id, from_seq: 1, reason: expect.stringContaining("fork") }]);
     expect(b.summary!.reasons).toEqual({ quarantined: 3 });

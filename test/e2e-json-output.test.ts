@@ -231,8 +231,11 @@ describe("--json output is snake_case everywhere", () => {
     const q = await json(["quarantine", "add", bId, "--detail", "test", "--data-dir", dir("A"), "--json"]);
     fs.writeFileSync(file("q.json"), q.stdout);
     expect(parse(await json(["quarantine", "import", file("q.json"), "--data-dir", dir("A"), "--json"]))).toEqual({ records: 1, added: 0 });
-    expect(parse(await json(["quarantine", "list", "--data-dir", dir("A"), "--json"])).quarantined).toHaveLength(1);
-    await json(["quarantine", "lift", bId, "--detail", "test over", "--data-dir", dir("A"), "--json"]);
+    // A request, not yet a decision: the next checkpoint takes it (this validator alone is the quorum).
+    const listed = parse(await json(["quarantine", "list", "--data-dir", dir("A"), "--json"]));
+    expect(listed.quarantined).toEqual([]);
+    expect(listed.pending).toEqual([{ node_id: bId, action: "quarantine", validators: [0], needed: 0, requests: [expect.objectContaining({ type: "Q", basis: 0 })] }]);
+    await json(["quarantine", "lift", bId, "--detail", "test over", "--data-dir", dir("A"), "--json"], { code: 1, record: false }); // nothing to lift yet
     await json(["quarantine", "--data-dir", dir("A"), "--json"]);
   }, 30_000);
 

@@ -141,7 +141,7 @@ describe("dsm verify covers everything stored", () => {
     const dir = tamperedCopy((db) => {
       const q = records(db).find((r) => r.record.action === "quarantine")!;
       // A lift for the node's current standing, stored under its own digest, with no valid signature.
-      const lift: QuarantineRecord = { ...q.record, action: "lift", basis: 2, detail: "forged", sig: "00".repeat(96) };
+      const lift: QuarantineRecord = { ...q.record, action: "lift", from_seq: 0, basis: 2, detail: "forged", sig: "00".repeat(96) };
       const row = db.query("SELECT mesh, node_id FROM quarantine_records WHERE digest = ?").get(q.digest) as { mesh: Uint8Array; node_id: Uint8Array };
       db.query("INSERT INTO quarantine_records (mesh, digest, node_id, record, received_at) VALUES (?, ?, ?, ?, ?)").run(
         row.mesh,

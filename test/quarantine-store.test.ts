@@ -59,8 +59,8 @@ async function gossip(i: number): Promise<string> {
   }
 }
 
-const request = (validator: number, action: QuarantineAction, basis: number, reason: QuarantineReason = "operator") =>
-  makeQuarantine({ mesh: m.mesh, nodeId: edge.nodeId, action, reason, basis, epoch: 1, detail: `validator ${validator}`, validator, sign: (d) => blsSign(m.secrets[validator]!, d) });
+const request = (validator: number, action: QuarantineAction, basis: number, fromSeq = 3, reason: QuarantineReason = "operator") =>
+  makeQuarantine({ mesh: m.mesh, nodeId: edge.nodeId, action, fromSeq, reason, basis, epoch: 1, detail: `validator ${validator}`, validator, sign: (d) => blsSign(m.secrets[validator]!, d) });
 
 /** The body finalized by validators 0-2, as the engine would make it. */
 function certify(body: CheckpointBody): FinalityCertificate {
@@ -85,18 +85,18 @@ describe("quarantine decided by checkpoints", () => {
     expect(builder.propose(epochNow())!.decisions).toBeUndefined();
     expect(builder.quarantine.quarantinedFrom(edge.nodeId)).toBeUndefined();
 
-    builder.quarantine.add(request(3, "quarantine", 0));
+    builder.quarantine.add(request(3, "quarantine", 0, 4));
     const body = builder.propose(epochNow())!;
     expect(body.decisions!.map((d) => [d.node_id, d.action, d.requests.map((r) => r.validator)])).toEqual([[edge.nodeId, "quarantine", [0, 1, 3]]]);
-    // The same checkpoint leaves the node out: nothing else is new, so it adds no leaf.
-    expect(body.ranges).toEqual({});
-    expect(body.tree_size).toBe(0);
+    // The same checkpoint keeps out what the requests name (from the earliest: seq 3) and includes what came before.
+    expect(body.ranges).toEqual({ [edge.nodeId]: [1, 2] });
+    expect(body.tree_size).toBe(2);
     expect(builder.check(body)).toEqual({ ok: true });
-    // A voter refuses a body that takes the decision but still includes the node.
-    expect(builder.check({ ...lone, decisions: body.decisions })).toEqual({ ok: false, reason: expect.stringMatching(/quarantined from seq 1/) });
+    // A voter refuses a body that takes the decision but still includes the node's seq 3.
+    expect(builder.check({ ...lone, decisions: body.decisions })).toEqual({ ok: false, reason: expect.stringMatching(/reaches seq 3, but the node is quarantined from seq 3/) });
     builder.commit(certify(body));
-    expect(builder.quarantine.quarantinedFrom(edge.nodeId)).toBe(1);
-    expect(builder.quarantine.decisions(edge.nodeId)).toEqual([{ node_id: edge.nodeId, epoch: body.epoch, action: "quarantine", from_seq: 1, decided_at: expect.any(Number) }]);
+    expect(builder.quarantine.quarantinedFrom(edge.nodeId)).toBe(3);
+    expect(builder.quarantine.decisions(edge.nodeId)).toEqual([{ node_id: edge.nodeId, epoch: body.epoch, action: "quarantine", from_seq: 3, decided_at: expect.any(Number) }]);
     expect(builder.quarantine.pending()).toEqual([]);
     expect(builder.propose(epochNow() + 1)).toBeNull();
   });
@@ -109,7 +109,7 @@ describe("quarantine decided by checkpoints", () => {
     builder.quarantine.add(request(3, "lift", 1));
     const body = builder.propose(epochNow() + 1)!;
     expect(body.decisions!.map((d) => [d.action, d.requests.map((r) => r.validator)])).toEqual([["lift", [0, 2, 3]]]);
-    expect(body.ranges).toEqual({ [edge.nodeId]: [1, 3] });
+    expect(body.ranges).toEqual({ [edge.nodeId]: [3, 3] });
     expect(builder.check(body)).toEqual({ ok: true });
     builder.commit(certify(body));
     expect(builder.quarantine.quarantinedFrom(edge.nodeId)).toBeUndefined();
@@ -134,7 +134,7 @@ describe("quarantine decided by checkpoints", () => {
       return p;
     };
     const cases: [string, string, RegExp][] = [
-      ["altered", "UPDATE quarantine_decisions SET from_seq = 3 WHERE action = 'quarantine'", /says quarantine from seq 3, its checkpoint decided quarantine from seq 1/],
+      ["altered", "UPDATE quarantine_decisions SET from_seq = 5 WHERE action = 'quarantine'", /says quarantine from seq 5, its checkpoint decided quarantine from seq 3/],
       ["forged", `INSERT INTO quarantine_decisions VALUES (x'${m.mesh}', x'${"cd".repeat(32)}', 7, 'quarantine', 1, 0)`, /no stored checkpoint took it/],
       ["deleted", "DELETE FROM quarantine_decisions WHERE action = 'lift'", /missing from the ledger/],
     ];

@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { blsSign } from "../src/crypto/bls.ts";
 import {
+  decisionFromSeq,
   decisionMet,
   decisionProblem,
   eligibleDecision,
@@ -22,11 +23,12 @@ beforeAll(async () => {
 });
 
 const NODE = "ab".repeat(32);
-function req(validator: number, f: { action?: QuarantineAction; reason?: QuarantineReason; basis?: number; epoch?: number; node?: string } = {}): QuarantineRecord {
+function req(validator: number, f: { action?: QuarantineAction; reason?: QuarantineReason; basis?: number; epoch?: number; node?: string; fromSeq?: number } = {}): QuarantineRecord {
   return makeQuarantine({
     mesh: m.mesh,
     nodeId: f.node ?? NODE,
     action: f.action ?? "quarantine",
+    fromSeq: f.fromSeq ?? 1,
     reason: f.reason ?? "operator",
     basis: f.basis ?? 0,
     epoch: f.epoch ?? 10,
@@ -49,11 +51,13 @@ describe("quarantine requests", () => {
     const r = req(1);
     expect(() => parseQuarantine({ ...r, basis: 1 }, m.mesh, m.set)).toThrow(/signature of validator 1 does not verify/);
     expect(() => parseQuarantine({ ...r, epoch: 9 }, m.mesh, m.set)).toThrow(/signature of validator 1 does not verify/);
+    expect(() => parseQuarantine({ ...r, from_seq: 9 }, m.mesh, m.set)).toThrow(/signature of validator 1 does not verify/);
+    expect(() => parseQuarantine({ ...req(1, { action: "lift" }), from_seq: 3 }, m.mesh, m.set)).toThrow(/"from_seq"/);
     expect(() => parseQuarantine({ ...r, validator: 2 }, m.mesh, m.set)).toThrow(/signature of validator 2 does not verify/);
     expect(() => parseQuarantine(r, "cd".repeat(32), m.set)).toThrow(/another mesh/);
     const { basis: _b, epoch: _e, ...old } = r;
     expect(() => parseQuarantine({ ...old, v: 1, from_seq: 3, issued: "2026-12-02T00:00:00.000Z" }, m.mesh, m.set)).toThrow(/version 1 record .* no longer accepted/);
-    expect(() => parseQuarantine({ ...r, action: "lift", reason: "attestation_failed" }, m.mesh, m.set)).toThrow(/"reason"/);
+    expect(() => parseQuarantine({ ...r, action: "lift", from_seq: 0, reason: "attestation_failed" }, m.mesh, m.set)).toThrow(/"reason"/);
   });
 });
 
@@ -87,6 +91,13 @@ describe("decisions", () => {
     expect(decisionProblem(lift, { decisions: 1, quarantined: false }, m.set)).toMatch(/not quarantined/);
     // A lift signed for the first quarantine cannot lift a later one.
     expect(decisionProblem(lift, { decisions: 3, quarantined: true }, m.set)).toMatch(/signed after 1 decision\(s\), the node has 3/);
+  });
+
+  test("a quarantine keeps out from the earliest seq its requests name, never one already in the log", () => {
+    const d = { node_id: NODE, action: "quarantine" as const, requests: [req(0, { fromSeq: 9 }), req(1, { fromSeq: 7 }), req(2, { fromSeq: 12 })] };
+    expect(decisionFromSeq(d, 0)).toBe(7);
+    expect(decisionFromSeq(d, 6)).toBe(7);
+    expect(decisionFromSeq(d, 10)).toBe(11);
   });
 
   test("eligibleDecision takes one current request per validator, for what the node's standing calls for", () => {

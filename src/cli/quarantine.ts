@@ -2,7 +2,7 @@ import { DSMValidator, ValidatorKeyError } from "../node/validator.ts";
 import { faultyOf, parseQuarantine, type QuarantineReason, type QuarantineRecord } from "../protocol/quarantine.ts";
 import { QuarantineStore } from "../ledger/quarantine-store.ts";
 import type { DSMNode } from "../node/node.ts";
-import { CliError, command, commonArgs, type Context, context, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
+import { CliError, command, commonArgs, type Context, context, intArg, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
 export default command({
   meta: { name: "quarantine", description: "List quarantined nodes, request a quarantine or a lift, import requests" },
@@ -20,11 +20,14 @@ and one signed before the node's last decision no longer counts (no replay).
 
   dsm quarantine list [--json]
       Every node quarantined now, from which seq and why; the decisions checkpoints
-      took; the requests still pending, with how many more are needed.
-  dsm quarantine add NODE --detail TEXT [--reason R]
+      took; the requests still pending, with how many more are needed. With --json,
+      "records" holds every request stored, for dsm quarantine import elsewhere.
+  dsm quarantine add NODE --detail TEXT [--from-seq N] [--reason R]
       (validator) Sign and store a request to quarantine NODE, reason "operator" unless
-      --reason says attestation_missed or attestation_failed. Other validators' operators
-      run the same command to join it; gossip carries it to the mesh.
+      --reason says attestation_missed or attestation_failed. --from-seq is the first seq
+      to keep out, by default the one after the node's head in this ledger; a decision
+      keeps out from the earliest its requests name, never a seq already checkpointed.
+      Other validators' operators run the same command to join it; gossip carries it.
   dsm quarantine lift NODE --detail TEXT
       (validator) Sign and store a request to lift NODE's quarantine (by decision or by
       fork evidence). A quorum of validators must ask.
@@ -46,6 +49,7 @@ EXAMPLES
     action: { type: "positional", required: false, description: "list (default), add, lift or import", valueHint: "ACTION" },
     target: { type: "positional", required: false, description: "add/lift: the node id; import: the file", valueHint: "NODE|FILE" },
     detail: { type: "string", description: "add/lift: why, in one line (kept in the signed request)", valueHint: "TEXT" },
+    "from-seq": { type: "string", description: "add: first seq to keep out (default: after the node's head in this ledger)", valueHint: "N" },
     reason: { type: "enum", options: ["operator", "attestation_missed", "attestation_failed"], description: "add: why (default operator; attestation_missed when a node did not answer a challenge)" },
   },
   async run({ args }) {
@@ -53,7 +57,7 @@ EXAMPLES
     const action = args.action === undefined ? "list" : String(args.action);
     const target = args.target === undefined ? undefined : String(args.target);
     if (action === "list") {
-      if (target !== undefined || args.detail !== undefined) throw new CliError("dsm quarantine list takes no other arguments");
+      if (target !== undefined || args.detail !== undefined || args["from-seq"] !== undefined) throw new CliError("dsm quarantine list takes no other arguments");
       return withNode(ctx, (node) => list(ctx, node), { readonly: true });
     }
     if (action === "import") {
@@ -63,9 +67,11 @@ EXAMPLES
     if (action !== "add" && action !== "lift") throw new CliError(`unknown action "${action}": use list, add, lift or import`);
     if (target === undefined) throw new CliError(`dsm quarantine ${action} needs the NODE id`);
     if (args.detail === undefined || String(args.detail).trim() === "") throw new CliError(`dsm quarantine ${action} needs --detail TEXT: the request says why`);
+    if (action === "lift" && args["from-seq"] !== undefined) throw new CliError("--from-seq applies to add, not lift");
+    const fromSeq = intArg(args["from-seq"] === undefined ? undefined : String(args["from-seq"]), "from-seq", 1);
     const reason = (args.reason ?? "operator") as QuarantineReason;
     if (action === "lift" && args.reason !== undefined) throw new CliError("--reason applies to add: a lift is always an operator's");
-    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), reason));
+    return withNode(ctx, (node) => sign(ctx, node, action, target, String(args.detail), reason, fromSeq));
   },
 });
 
@@ -78,7 +84,7 @@ function resolveNode(node: DSMNode, text: string): string {
   return ids[0]!;
 }
 
-function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, reason: QuarantineReason): void {
+function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: string, detail: string, reason: QuarantineReason, fromSeq: number | undefined): void {
   const nodeId = resolveNode(node, target);
   let v: DSMValidator;
   try {
@@ -92,7 +98,7 @@ function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: strin
     const quarantined = store.quarantinedFrom(nodeId) !== undefined;
     if (action === "add" && quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is quarantined already (dsm quarantine list)`);
     if (action === "lift" && !quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is not quarantined: there is nothing to lift`);
-    const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail });
+    const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail, fromSeq });
     print(ctx.json ? JSON.stringify(record) : JSON.stringify(record, null, 2));
     const set = DSMValidator.validatorsOf(node);
     const asked = store.pending(nodeId).filter((r) => r.action === record.action).map((r) => r.validator);
@@ -147,7 +153,7 @@ function list(ctx: Context, node: DSMNode): void {
     return { node_id, action, validators, needed: Math.max(0, need), requests: rs };
   });
   if (ctx.json) {
-    printJson({ quarantined: active, decisions, pending: requests });
+    printJson({ quarantined: active, decisions, pending: requests, records: store.records() });
     return;
   }
   if (active.length === 0) print("no node is quarantined");
@@ -160,7 +166,10 @@ function list(ctx: Context, node: DSMNode): void {
 }
 
 function reasonOf(nodeId: string, store: QuarantineStore, fork: boolean): string {
-  const last = store.decisions(nodeId).at(-1);
-  const why = last?.action === "quarantine" ? `decided in epoch ${last.epoch}` : null;
+  const decided = store.decisions(nodeId);
+  const last = decided.at(-1);
+  // The requests the decision was taken on: those signed when the node had one decision fewer.
+  const reasons = [...new Set(store.records(nodeId).filter((r) => r.action === "quarantine" && r.basis === decided.length - 1).map((r) => `${r.reason}: ${r.detail}`))];
+  const why = last?.action === "quarantine" ? `${reasons.join("; ")} (decided in epoch ${last.epoch})` : null;
   return [why, fork ? "fork evidence" : null].filter(Boolean).join("; ");
 }

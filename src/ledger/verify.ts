@@ -24,7 +24,7 @@ import { type FinalityCertificate, parseFinalityCertificate, verifyFinality } fr
 import { type CheckpointBody, checkpointDigest } from "../protocol/checkpoint.ts";
 import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
 import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
-import { decisionProblem, parseQuarantine, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
+import { decisionFromSeq, decisionProblem, parseQuarantine, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
 import { signerIndices, signersBitfield, validatorSetOf } from "../protocol/validator-set.ts";
 import type { Enrollment } from "../tpm/enroll.ts";
 import { STATEMENTS } from "./sql.ts";
@@ -824,7 +824,7 @@ interface ExpectedDecision {
  * A checkpoint's decisions against the rules a validator checked before voting, as far as
  * the log alone tells: each request validly signed by a distinct genesis validator, for
  * this node and action, current (basis = the decisions about the node before it), and
- * enough. A quarantine keeps out what follows the node's last included seq.
+ * enough. A quarantine keeps out from decisionFromSeq on.
  */
 function checkDecisions(cp: CheckpointBody, set: ReturnType<typeof validatorSetOf>, lastTo: ReadonlyMap<string, number>, decided: ExpectedDecision[], fail: (m: string) => void): void {
   for (const d of cp.decisions ?? []) {
@@ -832,7 +832,7 @@ function checkDecisions(cp: CheckpointBody, set: ReturnType<typeof validatorSetO
     // Whether the node stood quarantined (fork evidence too) the log alone cannot tell: the quorum judged that.
     const p = decisionProblem(d, { decisions: basis, quarantined: d.action === "lift" }, set);
     if (p) fail(p);
-    decided.push({ node_id: d.node_id, epoch: cp.epoch, action: d.action, from_seq: d.action === "quarantine" ? (lastTo.get(d.node_id) ?? 0) + 1 : 0 });
+    decided.push({ node_id: d.node_id, epoch: cp.epoch, action: d.action, from_seq: d.action === "quarantine" ? decisionFromSeq(d, lastTo.get(d.node_id) ?? 0) : 0 });
   }
 }
 

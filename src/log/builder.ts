@@ -21,7 +21,7 @@ import {
 } from "../protocol/checkpoint.ts";
 import { TreeStore } from "./tree-store.ts";
 import { betterCertificate, type FinalityCertificate } from "../protocol/certificate.ts";
-import { decisionProblem, MAX_DECISIONS_PER_CHECKPOINT, type QuarantineDecision } from "../protocol/quarantine.ts";
+import { decisionFromSeq, decisionProblem, MAX_DECISIONS_PER_CHECKPOINT, type QuarantineDecision } from "../protocol/quarantine.ts";
 import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
 
 
@@ -215,6 +215,7 @@ export class CheckpointBuilder {
   }
 
   #store(cert: FinalityCertificate, ids: string[]): void {
+    const cut = (cert.checkpoint.decisions ?? []).map((d) => [d, decisionFromSeq(d, this.#lastIncluded(d.node_id))] as const);
     const before = this.tree.size();
     this.tree.append(ids.map((id) => fromHex(id, 32)));
     const body = cert.checkpoint;
@@ -228,8 +229,8 @@ export class CheckpointBuilder {
       this.#rows.addSpan(chain, firstLeaf, from, to);
       firstLeaf += to - from + 1;
     }
-    // A quarantine decided here keeps out what this checkpoint left out of its range: the node has none in it.
-    for (const d of body.decisions ?? []) this.quarantine.decide(d, body.epoch, this.#lastIncluded(d.node_id) + 1);
+    // Decided against the log before this checkpoint's ranges: they may reach the cut, never pass it.
+    for (const [d, from] of cut) this.quarantine.decide(d, body.epoch, from);
   }
 
   #lastIncluded(nodeId: string): number {
@@ -260,7 +261,7 @@ export class CheckpointBuilder {
 
   #quarantinedFrom(nodeId: string, decisions: readonly QuarantineDecision[]): number | undefined {
     const d = decisions.find((x) => x.node_id === nodeId);
-    if (d) return d.action === "lift" ? undefined : this.#lastIncluded(nodeId) + 1;
+    if (d) return d.action === "lift" ? undefined : decisionFromSeq(d, this.#lastIncluded(nodeId));
     return this.quarantine.quarantinedFrom(nodeId);
   }
 

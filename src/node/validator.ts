@@ -129,12 +129,14 @@ export class DSMValidator {
    * request from the mesh: the request for what the node's standing calls for (a
    * quarantine while it is free, a lift while it is quarantined), current for its decision
    * count. It takes effect only once a checkpoint decides it (enough validators asked).
+   * fromSeq defaults to the seq after the node's head in this ledger.
    */
-  quarantine(nodeId: string, f: { action: "quarantine" | "lift"; reason: QuarantineReason; detail: string; nowMs?: number }): QuarantineRecord {
+  quarantine(nodeId: string, f: { action: "quarantine" | "lift"; reason: QuarantineReason; detail: string; fromSeq?: number; nowMs?: number }): QuarantineRecord {
     const record = makeQuarantine({
       mesh: this.node.mesh,
       nodeId,
       action: f.action,
+      fromSeq: f.fromSeq ?? (this.node.ledger.head(this.node.mesh, nodeId)?.seq ?? 0) + 1,
       reason: f.reason,
       basis: this.builder.quarantine.standing(nodeId).decisions,
       epoch: Math.max(0, epochAt(this.node.genesis, f.nowMs ?? Date.now())),

@@ -22,6 +22,11 @@ export interface QuarantineRecord {
   mesh: string;
   node_id: string;
   action: QuarantineAction;
+  /**
+   * A quarantine: the first seq the signer would keep out (the one after the node's head
+   * when it observed the failure or its operator decided). A lift: 0.
+   */
+  from_seq: number;
   /** A lift's reason is always "operator". */
   reason: QuarantineReason;
   /**
@@ -61,6 +66,7 @@ export function makeQuarantine(fields: {
   mesh: string;
   nodeId: string;
   action: QuarantineAction;
+  fromSeq: number;
   reason: QuarantineReason;
   basis: number;
   epoch: number;
@@ -74,6 +80,7 @@ export function makeQuarantine(fields: {
     mesh: fields.mesh,
     node_id: fields.nodeId,
     action: fields.action,
+    from_seq: fields.action === "lift" ? 0 : fields.fromSeq,
     reason: fields.action === "lift" ? "operator" : fields.reason,
     basis: fields.basis,
     epoch: fields.epoch,
@@ -83,7 +90,7 @@ export function makeQuarantine(fields: {
   return { ...body, sig: toHex(fields.sign(quarantineDigest(body))) };
 }
 
-const REQUEST_KEYS = ["v", "type", "mesh", "node_id", "action", "reason", "basis", "epoch", "detail", "validator", "sig"] as const;
+const REQUEST_KEYS = ["v", "type", "mesh", "node_id", "action", "from_seq", "reason", "basis", "epoch", "detail", "validator", "sig"] as const;
 
 /** The form of a request, without its signature checked (a checkpoint body's shape; the checkpoint's quorum covers it). */
 export function parseQuarantineShape(value: unknown, mesh: string | null, n: number, what = "quarantine request"): QuarantineRecord {
@@ -96,6 +103,7 @@ export function parseQuarantineShape(value: unknown, mesh: string | null, n: num
   if (mesh !== null && o.mesh !== mesh) throw new SchemaError(`${what}: belongs to another mesh`);
   hexField(o, "node_id", what, 32);
   stringField(o, "action", what, /^(quarantine|lift)$/, `"quarantine" or "lift"`);
+  intField(o, "from_seq", what, o.action === "lift" ? 0 : 1, o.action === "lift" ? 0 : Number.MAX_SAFE_INTEGER);
   stringField(o, "reason", what, o.action === "lift" ? /^operator$/ : /^(attestation_failed|attestation_missed|operator)$/, o.action === "lift" ? "operator (a lift is an operator's decision)" : "attestation_failed, attestation_missed or operator");
   intField(o, "basis", what, 0);
   intField(o, "epoch", what, 0);
@@ -163,6 +171,16 @@ export function decisionProblem(d: QuarantineDecision, standing: NodeStanding, s
   const bad = ok.findIndex((x) => !x);
   if (bad >= 0) return `decision about ${short}…: the request of validator ${d.requests[bad]!.validator} has a signature that does not verify`;
   return null;
+}
+
+/**
+ * A quarantine decision's first seq kept out: the earliest its requests name, but never one
+ * already in the log (lastIncluded + 1 at the earliest). Every voter computes the same from
+ * the finalized log; a byzantine requester can only move the cut earlier among microblocks
+ * not yet checkpointed, which a lift readmits.
+ */
+export function decisionFromSeq(d: QuarantineDecision, lastIncluded: number): number {
+  return Math.max(lastIncluded + 1, Math.min(...d.requests.map((r) => r.from_seq)));
 }
 
 /**
