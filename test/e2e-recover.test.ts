@@ -12,6 +12,7 @@ import { MeshNet } from "../src/mesh/p2p.ts";
 import { checkHeadAnswer, HEAD_PROTOCOL } from "../src/mesh/head.ts";
 import { judge } from "../src/mesh/restore-check.ts";
 import { DSMNode } from "../src/node/node.ts";
+import { bodyOfMicroblock, microblockId } from "../src/protocol/microblock.ts";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
 import { startDaemon } from "./helpers/daemons.ts";
 import { freePort } from "./helpers/net.ts";
@@ -184,6 +185,9 @@ describe("restore safety", () => {
     const [certLine, mbLine] = fs.readFileSync(exported, "utf8").split("\n").filter((l) => l !== "") as [string, string];
     const mb = JSON.parse(mbLine);
     const withSeq = (seq: number) => JSON.stringify({ ...mb, microblock: { ...mb.microblock, seq } });
+    // The strongest forgery: a later seq with its id recomputed, so only the signature fails.
+    const later = { ...mb.microblock, seq: 1_000_000_000 };
+    const reId = JSON.stringify({ ...mb, microblock: { ...later, id: microblockId(bodyOfMicroblock(later)) } });
     const badSig = JSON.stringify({ ...mb, microblock: { ...mb.microblock, sig: mb.microblock.sig.replace(/^../, mb.microblock.sig.startsWith("00") ? "11" : "00") } });
     // Another admitted node's real head: a valid proof, of the wrong chain.
     const R = path.join(root, "rogue");
@@ -195,6 +199,7 @@ describe("restore safety", () => {
       { seq: 1_000_000_000, lines: "" },
       { seq: 1_000_000_000, lines: `${certLine}\n${mbLine}\n` }, // a real microblock, not at the claimed seq
       { seq: 1_000_000_000, lines: `${certLine}\n${withSeq(1_000_000_000)}\n` }, // its id no longer recomputes
+      { seq: 1_000_000_000, lines: `${certLine}\n${reId}\n` }, // the signature no longer verifies
       { seq: before, lines: `${certLine}\n${badSig}\n` },
       { seq: 1, lines: fs.readFileSync(rogueLines, "utf8") },
       { error: "no" },
@@ -205,6 +210,7 @@ describe("restore safety", () => {
     try {
       expect(checkHeadAnswer(node, { seq: before, lines: `${certLine}\n${mbLine}\n` })).toEqual({ ok: true, seq: before, id: mb.microblock.id });
       for (const lie of lies) expect(checkHeadAnswer(node, lie).ok).toBe(false);
+      expect(checkHeadAnswer(node, { seq: 1_000_000_000, lines: `${certLine}\n${reId}\n` })).toEqual({ ok: false, reason: expect.stringMatching(/signature does not verify/) });
       expect(checkHeadAnswer(node, { seq: 0, lines: "" })).toEqual({ ok: true, seq: 0, id: null });
       // A verified later head refuses; the same seq with another id is a divergence.
       expect(judge(node, [{ peer: "p", seq: before + 1, id: "ab".repeat(32) }]).refusal).toMatch(/restored from an older copy/);
