@@ -293,6 +293,10 @@ describe("--json output is snake_case everywhere", () => {
 
     const status = parse(await json(["status", "--data-dir", dir("A"), "--json"]));
     expect(status.daemon).not.toBeNull();
+    // recover asks the running validator for an edge's chain head (nothing to fetch back here).
+    const info = JSON.parse(fs.readFileSync(path.join(dir("A"), "run.json"), "utf8")) as { addrs: string[]; peer_id: string };
+    const rec = parse(await json(["recover", "--data-dir", dir("B"), "--json", "--timeout", "10"], { env: { ...inMesh(), DSM_GOSSIP_BOOTSTRAP_NODES: `${info.addrs[0]}/p2p/${info.peer_id}` } }));
+    expect(rec).toMatchObject({ node_id: bId, recovered: 0 });
     const { daemon: d, ...rest } = status;
     const { daemon: _none, ...offlineRest } = offlineStatus;
     expect(shape(rest)).toEqual(shape(offlineRest));
