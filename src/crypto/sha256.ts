@@ -36,6 +36,7 @@ export type DigestKind =
   | "proposal"
   | "vote"
   | "quarantine"
+  | "set-change"
   | "tpm-certify"
   | "tpm-quote"
   | "enroll-challenge"
@@ -51,6 +52,7 @@ const DOMAIN_PREFIX: Record<DigestKind, string> = {
   proposal: "hookprobe-dsm/proposal/v1\n",
   vote: "hookprobe-dsm/vote/v1\n",
   quarantine: "hookprobe-dsm/quarantine/v1\n",
+  "set-change": "hookprobe-dsm/set-change/v1\n",
   // TPM-made and enrollment digests (DESIGN.md section 7, docs/PROTOCOL.md "Attestation"):
   // what TPM2_Certify and TPM2_Quote carry as qualifyingData, and what enrollment hashes.
   "tpm-certify": "hookprobe-dsm/tpm-certify/v1\n",

@@ -6,6 +6,7 @@ import { expectKeys, expectObject, hexField, intField, literalField, SchemaError
 import { domainDigest } from "../crypto/sha256.ts";
 import type { Genesis } from "./genesis.ts";
 import { MAX_DECISIONS_PER_CHECKPOINT, parseQuarantineShape, type QuarantineDecision } from "./quarantine.ts";
+import { parseSetChange, parseSetChangeShape, type SetChangeDecision } from "./set-change.ts";
 
 export interface CheckpointBody {
   v: 1;
@@ -24,6 +25,12 @@ export interface CheckpointBody {
    * body without decisions is the same bytes as before they existed.
    */
   decisions?: QuarantineDecision[];
+  /**
+   * A change of the validator set this checkpoint finalizes (docs/PROTOCOL.md "Validator-set
+   * changes"), with the requests of a quorum of the set in force; absent when there is none.
+   * It takes effect two epochs later, and no checkpoint comes for the epoch in between.
+   */
+  set_change?: SetChangeDecision;
 }
 
 export function checkpointDigest(body: CheckpointBody): Uint8Array {
@@ -97,6 +104,7 @@ export function makeCheckpointBody(fields: {
   root: Uint8Array;
   ranges: Record<string, [number, number]>;
   decisions?: QuarantineDecision[];
+  setChange?: SetChangeDecision | null;
 }): CheckpointBody {
   const body: CheckpointBody = {
     v: 1,
@@ -109,12 +117,13 @@ export function makeCheckpointBody(fields: {
     ranges: fields.ranges,
   };
   if (fields.decisions && fields.decisions.length > 0) body.decisions = fields.decisions;
+  if (fields.setChange) body.set_change = fields.setChange;
   return body;
 }
 
 export function parseCheckpoint(value: unknown, what = "checkpoint"): CheckpointBody {
   const o = expectObject(value, what);
-  expectKeys(o, what, ["v", "type", "mesh", "epoch", "prev", "tree_size", "root", "ranges"], ["decisions"]);
+  expectKeys(o, what, ["v", "type", "mesh", "epoch", "prev", "tree_size", "root", "ranges"], ["decisions", "set_change"]);
   literalField(o, "v", what, 1);
   literalField(o, "type", what, "C");
   hexField(o, "mesh", what, 32);
@@ -130,6 +139,13 @@ export function parseCheckpoint(value: unknown, what = "checkpoint"): Checkpoint
     }
   }
   if (o.decisions !== undefined) parseDecisions(o.decisions, o.mesh as string, what);
+  if (o.set_change !== undefined) {
+    const sc = expectObject(o.set_change, `${what} set_change`);
+    expectKeys(sc, `${what} set_change`, ["change", "requests"]);
+    parseSetChange(sc.change, `${what} set_change change`);
+    if (!Array.isArray(sc.requests) || sc.requests.length === 0 || sc.requests.length > 1024) throw new SchemaError(`${what}: set_change "requests" must be a non-empty array`);
+    sc.requests.forEach((r, j) => parseSetChangeShape(r, o.mesh as string, `${what} set_change request ${j + 1}`));
+  }
   return o as unknown as CheckpointBody;
 }
 
@@ -176,7 +192,7 @@ export type LeavesResult =
  */
 export function leavesOf(body: CheckpointBody, view: ChainView, epochEndMs: number): LeavesResult {
   const nodes = Object.keys(body.ranges).sort();
-  if (nodes.length === 0 && !body.decisions) return { ok: false, reason: "empty: the checkpoint adds no microblock and takes no decision" };
+  if (nodes.length === 0 && !body.decisions && !body.set_change) return { ok: false, reason: "empty: the checkpoint adds no microblock and takes no decision" };
   const ids: string[] = [];
   const missing: Record<string, [number, number]> = {};
   for (const node of nodes) {
