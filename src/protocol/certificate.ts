@@ -1,12 +1,13 @@
 // The finality certificate (type F, DESIGN.md section 6): a checkpoint body with the
-// aggregate BLS signature of a quorum of the genesis's validators. Its type, its parser and
+// aggregate BLS signature of a quorum of the validators in force at its epoch (the genesis's
+// until a set change, src/protocol/set-change.ts). Its type, its parser and
 // its check against a genesis, in one place: every node that stores one, the consensus
 // engine that makes one and the light client that is handed one use these.
 import { canonicalize } from "../encoding/jcs.ts";
 import { expectKeys, expectObject, hexField, literalField, SchemaError } from "../encoding/schema.ts";
 import { type CheckpointBody, checkpointDigest, parseCheckpoint } from "./checkpoint.ts";
 import { type Genesis, meshIdOf } from "./genesis.ts";
-import { signerIndices, validatorSetOf } from "./validator-set.ts";
+import { signerIndices, type ValidatorSet, validatorSetOf } from "./validator-set.ts";
 
 export interface FinalityCertificate {
   v: 1;
@@ -81,13 +82,21 @@ export function parseFinalityCertificate(value: unknown, what = "finality certif
  * quorum_threshold, when higher). Throws BundleError.
  */
 export function verifyFinality(value: unknown, genesis: Genesis, what = "finality certificate", threshold = 0): FinalityInfo {
+  const set = check(what, () => validatorSetOf(genesis, threshold));
+  return verifyFinalityWith(value, meshIdOf(genesis), set, what);
+}
+
+/**
+ * verifyFinality against a given set instead of the genesis's: after a validator-set change
+ * (src/protocol/set-change.ts) a checkpoint is signed by the set in force at its epoch,
+ * which its caller knows from the changes it followed (SetHistory.setAt). The signers
+ * bitfield is over that set's order. Throws BundleError.
+ */
+export function verifyFinalityWith(value: unknown, mesh: string, set: ValidatorSet, what = "finality certificate"): FinalityInfo {
   const cert = parseFinalityCertificate(value, what);
   const cp = cert.checkpoint;
-  const mesh = meshIdOf(genesis);
   if (cp.mesh !== mesh) throw new BundleError(`${what}: checkpoint is for mesh ${cp.mesh.slice(0, 16)}…, not this genesis's mesh ${mesh.slice(0, 16)}…`);
-  const set = check(what, () => validatorSetOf(genesis, threshold));
   const problem = set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
   if (problem !== null) throw new BundleError(`${what}: ${problem}${problem.startsWith("aggregate") ? ` over checkpoint epoch ${cp.epoch}` : ""}`);
   return { epoch: cp.epoch, tree_size: cp.tree_size, signed: signerIndices(cert.signers).length, validators: set.n, quorum: set.quorum };
 }
-
