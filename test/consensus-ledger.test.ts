@@ -150,7 +150,7 @@ describe("four validators over real ledgers", () => {
     try {
       fs.rmSync(file);
       createLibp2pKey(file, false);
-      expect(() => DSMValidator.open(validators[2]!)).toThrow(/libp2p\.key: it is the key of peer 12D3KooW\w+, not of this validator's peer_id in the genesis/);
+      expect(() => DSMValidator.open(validators[2]!)).toThrow(/libp2p\.key: it is the key of peer 12D3KooW\w+, not of this validator's peer_id in the validator set/);
     } finally {
       fs.writeFileSync(file, saved, { mode: 0o600 });
     }

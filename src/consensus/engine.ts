@@ -42,6 +42,7 @@ import {
 import type { CheckpointSource, Clock, ConsensusTransport, SignedStore } from "./ports.ts";
 import { signOnce } from "./sign-once.ts";
 import { signersBitfield, type ValidatorSet } from "../protocol/validator-set.ts";
+import { CHANGE_DELAY_EPOCHS } from "../protocol/set-change.ts";
 
 export type EngineEvent =
   | { kind: "proposed"; epoch: number; round: number; digest: string }
@@ -272,7 +273,8 @@ export class ConsensusEngine {
     this.#cancelTimers();
     this.#latest = latest;
     this.#prev = latest ? checkpointDigestHex(latest.checkpoint) : ZERO_HASH;
-    this.#baseEpoch = latest ? latest.checkpoint.epoch + 1 : 0;
+    // After a set change the next checkpoint is for its second epoch on (docs/PROTOCOL.md "Validator-set changes").
+    this.#baseEpoch = latest ? latest.checkpoint.epoch + (latest.checkpoint.set_change ? CHANGE_DELAY_EPOCHS : 1) : 0;
     this.#round = 0;
     this.#step = "idle";
     this.#lockedValue = null;

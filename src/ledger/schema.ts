@@ -169,4 +169,23 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, node_id, epoch)
   ) WITHOUT ROWID;
   `,
+  // Validator-set changes (src/protocol/set-change.ts, src/ledger/set-store.ts): requests
+  // (type R) as signed, and the changes finalized checkpoints took, in epoch order; the
+  // set in force is the genesis's with these applied (dsm verify recomputes them).
+  `
+  CREATE TABLE set_requests (
+    mesh BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    request BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, digest)
+  ) WITHOUT ROWID;
+  CREATE TABLE set_changes (
+    mesh BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    change BLOB NOT NULL,
+    decided_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, epoch)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -50,6 +50,16 @@ export const STATEMENTS = {
     decisionsOf: "SELECT epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? AND node_id = ? ORDER BY epoch",
     decisions: "SELECT node_id, epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? ORDER BY epoch, node_id",
   },
+  /** Validator-set change requests and finalized changes (SetChangeStore). */
+  sets: {
+    add: "INSERT INTO set_requests (mesh, digest, request, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    has: "SELECT 1 AS x FROM set_requests WHERE mesh = ? AND digest = ?",
+    all: "SELECT request FROM set_requests WHERE mesh = ?",
+    countOf: "SELECT count(*) AS n FROM set_requests WHERE mesh = ? AND json_extract(CAST(request AS TEXT), '$.validator') = ?",
+    record: "INSERT INTO set_changes (mesh, epoch, change, decided_at) VALUES (?, ?, ?, ?)",
+    changes: "SELECT epoch, change, decided_at FROM set_changes WHERE mesh = ? ORDER BY epoch",
+    count: "SELECT count(*) AS n FROM set_changes WHERE mesh = ?",
+  },
   enrollment: {
     put: "INSERT INTO enrollments (mesh, node_id, record, enrolled_at) VALUES (?, ?, ?, ?) ON CONFLICT (mesh, node_id) DO UPDATE SET record = excluded.record, enrolled_at = excluded.enrolled_at, quoted_at = NULL, pcr_digest = NULL, result = NULL",
     get: "SELECT record, quoted_at, pcr_digest, result FROM enrollments WHERE mesh = ? AND node_id = ?",
@@ -74,10 +84,13 @@ export const STATEMENTS = {
     included: "SELECT c.mesh, c.node_id, i.last_seq FROM log_included i LEFT JOIN chains c ON c.chain = i.chain",
     quarantine: "SELECT mesh, digest, node_id, record FROM quarantine_records ORDER BY mesh, digest",
     decisions: "SELECT mesh, node_id, epoch, action, from_seq FROM quarantine_decisions ORDER BY mesh, epoch, node_id",
+    setChanges: "SELECT mesh, epoch, change FROM set_changes ORDER BY mesh, epoch",
+    setRequests: "SELECT mesh, digest, request FROM set_requests ORDER BY mesh, digest",
     signed: "SELECT mesh, slot, message FROM consensus_signed ORDER BY mesh, slot",
     evidence: "SELECT mesh, validator, slot, evidence FROM consensus_evidence ORDER BY mesh, validator, slot",
     enrollments: "SELECT mesh, node_id, record FROM enrollments ORDER BY mesh, node_id",
     rows: `SELECT (SELECT count(*) FROM checkpoints) + (SELECT count(*) FROM log_leaves) + (SELECT count(*) FROM quarantine_records) + (SELECT count(*) FROM quarantine_decisions)
+       + (SELECT count(*) FROM set_changes) + (SELECT count(*) FROM set_requests)
        + (SELECT count(*) FROM consensus_signed) + (SELECT count(*) FROM consensus_evidence) + (SELECT count(*) FROM enrollments) AS n`,
   },
 } as const;

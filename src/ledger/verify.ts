@@ -20,12 +20,13 @@ import type { Statement } from "bun:sqlite";
 import { blsAggregatePublicKeyPoint, blsBatchVerify, type G1Point } from "../crypto/bls.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { parseCard } from "../protocol/card.ts";
-import { type FinalityCertificate, parseFinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
+import { type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
 import { type CheckpointBody, checkpointDigest } from "../protocol/checkpoint.ts";
 import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
 import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
 import { decisionFromSeq, decisionProblem, parseQuarantine, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
-import { signerIndices, signersBitfield, validatorSetOf } from "../protocol/validator-set.ts";
+import { signerIndices, signersBitfield, type ValidatorSet } from "../protocol/validator-set.ts";
+import { SetHistory, setChangeProblem } from "../protocol/set-change.ts";
 import type { Enrollment } from "../tpm/enroll.ts";
 import { STATEMENTS } from "./sql.ts";
 
@@ -533,11 +534,27 @@ export async function verifyStored(
   const st = prepared(ledger, STATEMENTS.verify);
   const mesh = meshIdOf(genesis);
   const meshBytes = fromHex(mesh, 32);
-  const set = validatorSetOf(genesis);
+  const history = new SetHistory(genesis);
   const { problem, counts } = ctx;
   const bls = new BlsBatch();
   const decided: ExpectedDecision[] = [];
-  if (await verifyLog(st, mesh, meshBytes, genesis, set, problem, counts, bls, ctx.row, decided)) return true;
+  const changed: { epoch: number; change: string }[] = [];
+  if (await verifyLog(st, mesh, meshBytes, genesis, history, problem, counts, bls, ctx.row, decided, changed)) return true;
+  // A request is signed by a validator of the set in force when it was made.
+  const setOf = (epoch: number) => history.setAt(epoch);
+
+  // Set changes: each row one a stored checkpoint took, and every one there.
+  const wantChanges = new Map(changed.map((c) => [c.epoch, c.change]));
+  for (const row of st.setChanges.iterate() as Rows<{ mesh: Uint8Array; epoch: number; change: Uint8Array }>) {
+    counts.quarantineDecisions += 1;
+    const want = sameBytes(row.mesh, meshBytes) ? wantChanges.get(row.epoch) : undefined;
+    const where = `validator-set change in epoch ${row.epoch}`;
+    if (want === undefined) problem({ kind: "quarantine_record", message: `${where}: no stored checkpoint took it (the row was forged)` });
+    else if (want !== Buffer.from(row.change).toString("utf8")) problem({ kind: "quarantine_record", message: `${where}: differs from the change its checkpoint took (the row was altered)` });
+    wantChanges.delete(row.epoch);
+    if (await ctx.row()) return true;
+  }
+  for (const epoch of wantChanges.keys()) problem({ kind: "quarantine_record", message: `validator-set change in epoch ${epoch}: taken by its checkpoint but missing from the ledger (the row was deleted)` });
 
   // Quarantine decisions: each row one that a stored checkpoint took, and every one there.
   const expected = new Map(decided.map((d) => [`${d.node_id}/${d.epoch}`, d]));
@@ -565,7 +582,8 @@ export async function verifyStored(
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
       const text = Buffer.from(row.record).toString("utf8");
       const value = JSON.parse(text) as { v?: unknown };
-      const r = value.v === 1 ? legacyQuarantine(value, set) : parseQuarantine(value, mesh, set, "record");
+      const epoch = typeof (value as { epoch?: unknown }).epoch === "number" ? (value as { epoch: number }).epoch : 0;
+      const r = value.v === 1 ? legacyQuarantine(value, setOf(0)) : parseQuarantine(value, mesh, setOf(epoch), "record");
       if (toHex(quarantineDigest(r)) !== toHex(row.digest)) throw new Error("digest column is not the record's digest (the row was altered)");
       if (r.node_id !== toHex(row.node_id)) throw new Error("node_id column differs from the record");
       if (canonicalize(r) !== text) throw new Error("not stored as its canonical bytes");
@@ -576,14 +594,18 @@ export async function verifyStored(
   }
 
   // Consensus messages this validator signed: each under a slot it occupies, validly signed.
-  const own = ctx.ownNodeId === undefined ? -1 : genesis.validators.findIndex((c) => c.node_id === ctx.ownNodeId);
   for (const row of st.signed.iterate() as Rows<{ mesh: Uint8Array; slot: string; message: Uint8Array }>) {
     counts.consensusMessages += 1;
     const where = `consensus message in slot ${row.slot}`;
     const fail = (m: string) => problem({ kind: "consensus_message", id: row.slot, message: `${where}: ${m}` });
     try {
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
-      const m = parseSigned(JSON.parse(Buffer.from(row.message).toString("utf8")), set.n, "message");
+      const raw = JSON.parse(Buffer.from(row.message).toString("utf8")) as { epoch?: unknown; checkpoint?: { epoch?: unknown } };
+      // Signed by a validator of the set in force at the message's epoch (the newest set when it names none).
+      const epoch = typeof raw?.checkpoint?.epoch === "number" ? raw.checkpoint.epoch : typeof raw?.epoch === "number" ? raw.epoch : Number.MAX_SAFE_INTEGER;
+      const set = setOf(epoch);
+      const own = ctx.ownNodeId === undefined ? -1 : set.nodeIds.indexOf(ctx.ownNodeId);
+      const m = parseSigned(raw, set.n, "message");
       if (!ofMesh(m, mesh)) throw new Error("the message is for another mesh");
       if (!slotsOf(m).some((s) => s.slot === row.slot)) throw new Error(`the ${m.type} message does not occupy this slot (the row was altered)`);
       if (own >= 0 && m.validator !== own) throw new Error(`signed as validator ${m.validator}, not this validator (${own})`);
@@ -609,7 +631,7 @@ export async function verifyStored(
     try {
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
       const e = JSON.parse(Buffer.from(row.evidence).toString("utf8")) as Evidence;
-      msg = evidenceProblem(e, mesh, set);
+      msg = evidenceProblem(e, mesh, setOf((e.first as { checkpoint?: { epoch?: number } }).checkpoint?.epoch ?? Number.MAX_SAFE_INTEGER));
       if (msg === null && e.validator !== row.validator) msg = `validator column ${row.validator} differs from the evidence's ${e.validator}`;
       if (msg === null && !slotsOf(e.first).some((s) => s.slot === row.slot)) msg = "slot column is not a slot of the evidence";
     } catch (e) {
@@ -654,12 +676,13 @@ async function verifyLog(
   mesh: string,
   meshBytes: Uint8Array,
   genesis: Genesis,
-  set: ReturnType<typeof validatorSetOf>,
+  history: SetHistory,
   problem: (p: Problem) => void,
   counts: StoredCounts,
   bls: BlsBatch,
   row: () => Promise<boolean>,
   decided: ExpectedDecision[],
+  changed: { epoch: number; change: string }[],
 ): Promise<boolean> {
   let nodesSeen = 0;
   const frontier = new Frontier((level, idx, h) => {
@@ -727,8 +750,22 @@ async function verifyLog(
     const digest = checkpointDigest(cp);
     if (cp.epoch !== r.epoch) certFail(`its checkpoint is for epoch ${cp.epoch} (the row was altered)`);
     if (toHex(digest) !== toHex(r.digest)) certFail("digest column is not its checkpoint's digest (the row was altered)");
-    checkQuorum(cert, digest, genesis, set, bls, certFail);
+    // Signed by a quorum of the set in force at its epoch; a set change it carries counts from two epochs on.
+    const set = history.setAt(cp.epoch);
+    checkQuorum(cert, digest, set, bls, certFail);
     checkDecisions(cp, set, lastTo, decided, cpFail);
+    if (cp.set_change) {
+      const p = setChangeProblem(cp.set_change, genesis, history.cardsAt(cp.epoch), set, history.version);
+      if (p) cpFail(p);
+      else {
+        try {
+          history.apply({ epoch: cp.epoch, change: cp.set_change.change });
+          changed.push({ epoch: cp.epoch, change: canonicalize(cp.set_change.change) });
+        } catch (e) {
+          cpFail(`set change: ${(e as Error).message}`);
+        }
+      }
+    }
     if (cp.prev !== prevDigest) cpFail(`prev ${cp.prev.slice(0, 12)}… is not the digest of the checkpoint before it${prevEpoch >= 0 ? ` (epoch ${prevEpoch})` : " (none: 64 zeros)"}`);
     prevDigest = toHex(digest);
     prevEpoch = cp.epoch;
@@ -826,7 +863,7 @@ interface ExpectedDecision {
  * this node and action, current (basis = the decisions about the node before it), and
  * enough. A quarantine keeps out from decisionFromSeq on.
  */
-function checkDecisions(cp: CheckpointBody, set: ReturnType<typeof validatorSetOf>, lastTo: ReadonlyMap<string, number>, decided: ExpectedDecision[], fail: (m: string) => void): void {
+function checkDecisions(cp: CheckpointBody, set: ValidatorSet, lastTo: ReadonlyMap<string, number>, decided: ExpectedDecision[], fail: (m: string) => void): void {
   for (const d of cp.decisions ?? []) {
     const basis = decided.filter((x) => x.node_id === d.node_id).length;
     // Whether the node stood quarantined (fork evidence too) the log alone cannot tell: the quorum judged that.
@@ -840,7 +877,7 @@ function checkDecisions(cp: CheckpointBody, set: ReturnType<typeof validatorSetO
  * A version 1 record (one validator's word, from before decisions by quorum): kept in old
  * ledgers and no longer in force, but still checked: its signature over its own fields.
  */
-function legacyQuarantine(value: { v?: unknown }, set: ReturnType<typeof validatorSetOf>): QuarantineRecord {
+function legacyQuarantine(value: { v?: unknown }, set: ValidatorSet): QuarantineRecord {
   const r = value as unknown as QuarantineRecord & { validator: number; sig: string };
   if (typeof r.validator !== "number" || typeof r.sig !== "string" || !set.verify(r.validator, quarantineDigest(r), r.sig)) {
     throw new Error(`version 1 record: the signature of validator ${String(r.validator)} does not verify`);
@@ -848,13 +885,10 @@ function legacyQuarantine(value: { v?: unknown }, set: ReturnType<typeof validat
   return r;
 }
 
-function checkQuorum(cert: FinalityCertificate, digest: Uint8Array, genesis: Genesis, set: ReturnType<typeof validatorSetOf>, bls: BlsBatch, fail: (m: string) => void): void {
+function checkQuorum(cert: FinalityCertificate, digest: Uint8Array, set: ValidatorSet, bls: BlsBatch, fail: (m: string) => void): void {
   const exact = () => {
-    try {
-      verifyFinality(cert, genesis, "certificate");
-    } catch (e) {
-      fail((e as Error).message.replace(/^certificate: /, ""));
-    }
+    const p = set.quorumProblem(cert.signers, digest, cert.agg_sig);
+    if (p) fail(p);
   };
   const bytes = cert.signers.length / 2;
   const idx = bytes === Math.ceil(set.n / 8) ? signerIndices(cert.signers) : [];

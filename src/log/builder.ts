@@ -22,7 +22,9 @@ import {
 import { TreeStore } from "./tree-store.ts";
 import { betterCertificate, type FinalityCertificate } from "../protocol/certificate.ts";
 import { decisionFromSeq, decisionProblem, MAX_DECISIONS_PER_CHECKPOINT, type QuarantineDecision } from "../protocol/quarantine.ts";
-import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
+import type { ValidatorSet } from "../protocol/validator-set.ts";
+import { SetChangeStore } from "../ledger/set-store.ts";
+import { CHANGE_DELAY_EPOCHS, eligibleSetChange, type SetHistory, setChangeProblem } from "../protocol/set-change.ts";
 
 
 /** What check() finds (the consensus port's CheckResult, src/consensus/ports.ts). */
@@ -40,6 +42,7 @@ export type BuildResult =
 export class CheckpointBuilder {
   readonly tree: TreeStore;
   readonly quarantine: QuarantineStore;
+  readonly sets: SetChangeStore;
   readonly #rows: CheckpointStore;
 
   constructor(
@@ -48,6 +51,7 @@ export class CheckpointBuilder {
   ) {
     this.tree = new TreeStore(ledger);
     this.quarantine = new QuarantineStore(ledger, policy.mesh);
+    this.sets = new SetChangeStore(ledger, policy.mesh);
     this.#rows = new CheckpointStore(ledger, policy.mesh);
   }
 
@@ -73,10 +77,14 @@ export class CheckpointBuilder {
   propose(epoch: number): CheckpointBody | null {
     const latest = this.latest();
     if (latest && latest.checkpoint.epoch >= epoch) return null;
+    if (latest?.checkpoint.set_change && epoch < latest.checkpoint.epoch + CHANGE_DELAY_EPOCHS) return null; // the new set's first epoch has not come
     const { endMs } = epochBounds(this.policy.genesis, epoch);
-    const decisions = this.quarantine.eligible(this.#set(), MAX_DECISIONS_PER_CHECKPOINT);
+    const set = this.setAt(epoch);
+    const decisions = this.quarantine.eligible(set, MAX_DECISIONS_PER_CHECKPOINT);
+    const history = this.history();
+    const setChange = eligibleSetChange(this.sets.pending(), set, history.version);
     const plan = planCheckpoint(this.#candidates(endMs, decisions), endMs);
-    if (plan.ids.length === 0 && decisions.length === 0) return null;
+    if (plan.ids.length === 0 && decisions.length === 0 && !setChange) return null;
     const next = this.tree.rootAfter(plan.ids.map((id) => fromHex(id, 32)));
     return makeCheckpointBody({
       mesh: this.policy.mesh,
@@ -86,23 +94,34 @@ export class CheckpointBuilder {
       root: next.root,
       ranges: plan.ranges,
       decisions,
+      setChange,
     });
   }
 
-  /**
-   * The genesis validators with the BFT quorum: what a decision's requests are checked
-   * against. Not a configured quorum_threshold, which is local: every validator must judge
-   * a body's decisions alike.
-   */
-  #set(): ValidatorSet {
-    return validatorSetOf(this.policy.genesis);
+  /** The sets the genesis and the finalized set changes make. */
+  history(): SetHistory {
+    return this.sets.history(this.policy.genesis);
   }
 
-  /** Why a body's decisions cannot be taken on this ledger, or null. */
+  /**
+   * The validators in force at an epoch, with the BFT quorum: what a body's signatures and
+   * its decisions' requests are checked against. Not a configured quorum_threshold, which is
+   * local: every validator must judge a body alike.
+   */
+  setAt(epoch: number): ValidatorSet {
+    return this.history().setAt(epoch);
+  }
+
+  /** Why a body's decisions and set change cannot be taken on this ledger, or null. */
   #decisionsProblem(body: CheckpointBody): string | null {
+    const set = this.setAt(body.epoch);
     for (const d of body.decisions ?? []) {
-      const p = decisionProblem(d, this.quarantine.standing(d.node_id), this.#set());
+      const p = decisionProblem(d, this.quarantine.standing(d.node_id), set);
       if (p) return p;
+    }
+    if (body.set_change) {
+      const h = this.history();
+      return setChangeProblem(body.set_change, this.policy.genesis, h.cardsAt(body.epoch), set, h.version);
     }
     return null;
   }
@@ -211,6 +230,9 @@ export class CheckpointBuilder {
     const prev = latest ? checkpointDigestHex(latest.checkpoint) : ZERO_HASH;
     if (body.prev !== prev) return `prev ${body.prev.slice(0, 12)}… is not the latest finalized checkpoint ${prev.slice(0, 12)}…`;
     if (latest && body.epoch <= latest.checkpoint.epoch) return `epoch ${body.epoch} is not after the latest checkpoint's epoch ${latest.checkpoint.epoch}`;
+    if (latest?.checkpoint.set_change && body.epoch < latest.checkpoint.epoch + CHANGE_DELAY_EPOCHS) {
+      return `epoch ${body.epoch} comes right after the set change of epoch ${latest.checkpoint.epoch}: the next checkpoint is for epoch ${latest.checkpoint.epoch + CHANGE_DELAY_EPOCHS} or later`;
+    }
     return null;
   }
 
@@ -231,6 +253,7 @@ export class CheckpointBuilder {
     }
     // Decided against the log before this checkpoint's ranges: they may reach the cut, never pass it.
     for (const [d, from] of cut) this.quarantine.decide(d, body.epoch, from);
+    if (body.set_change) this.sets.record(body.set_change, body.epoch);
   }
 
   #lastIncluded(nodeId: string): number {

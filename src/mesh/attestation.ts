@@ -50,7 +50,8 @@ export class Attestation {
 
   constructor(
     private readonly ctx: MeshContext,
-    private readonly validator: DSMValidator | null,
+    /** This node as a validator of the set in force, or null; the daemon replaces it when the set changes. */
+    public validator: DSMValidator | null,
     private readonly enrollments: EnrollmentStore,
     /** Fetches a node's microblocks from a seq (/dsm/sync/1): those refused before its enrollment. */
     private readonly want: (nodeId: string, fromSeq: number) => Promise<void>,

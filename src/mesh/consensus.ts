@@ -56,7 +56,7 @@ export class ConsensusGossip {
 
   #receive(data: Uint8Array): void {
     const v = JSON.parse(DEC.decode(data)) as { type: string; after?: unknown };
-    if (v.type === "Q") return this.routes.quarantine(v);
+    if (v.type === "Q" || v.type === "R") return this.routes.quarantine(v);
     if (v.type === "F") return this.routes.certificate(v);
     this.engine?.receive(v);
   }
@@ -67,6 +67,7 @@ export class ConsensusGossip {
       case "finalized": {
         const c: FinalityCertificate = e.certificate;
         stats.noteFinalized(c);
+        if (c.checkpoint.set_change) this.ctx.setChanged();
         log("info", `epoch ${c.checkpoint.epoch} finalized: tree_size ${c.checkpoint.tree_size}, signers ${c.signers}, round ${e.round}`, { epoch: c.checkpoint.epoch, tree_size: c.checkpoint.tree_size, signers: c.signers, round: e.round });
         return;
       }

@@ -20,6 +20,8 @@ export interface MeshContext {
   /** The consensus engine on a validator once it runs; null on an edge. */
   engine(): ConsensusEngine | null;
   stopping(): boolean;
+  /** A certificate with a validator-set change was stored: the node's role and its engine's set follow it. */
+  setChanged(): void;
   /** dsm/<mesh[0:16]>/mb/1: batches of exchange lines. */
   readonly mbTopic: string;
   /** dsm/<mesh[0:16]>/cp/1: consensus messages, certificates and quarantine requests. */
@@ -31,7 +33,7 @@ export const DEC = new TextDecoder("utf-8", { fatal: true });
 
 /** Admitted peers, in random order (validators first when `validatorsFirst`). */
 export function peersToAsk(ctx: MeshContext, validatorsFirst: boolean): string[] {
-  const validators = new Set(ctx.node.genesis.validators.map((c) => c.peer_id));
+  const validators = new Set(ctx.builder.history().latestCards().map((c) => c.peer_id));
   const peers = [...ctx.net.cards.keys()].sort(() => Math.random() - 0.5);
   return validatorsFirst ? [...peers.filter((p) => validators.has(p)), ...peers.filter((p) => !validators.has(p))] : peers;
 }

@@ -191,6 +191,7 @@ export class Daemon implements DaemonApi {
       log: this.log,
       engine: () => consensus.engine,
       stopping: () => this.#stopping,
+      setChanged: () => queueMicrotask(() => this.#followSet()),
       mbTopic: this.mbTopic,
       cpTopic: this.cpTopic,
     };
@@ -208,6 +209,43 @@ export class Daemon implements DaemonApi {
     });
     const attestation = new Attestation(ctx, this.#validator, this.node.enrollments, (nodeId, from) => sync.want(nodeId, from));
     return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine, head };
+  }
+
+  /**
+   * The validator set changed (a certificate with a set change was stored): this node's
+   * place in it is reopened, and its engine restarted over the new set, so an added
+   * validator starts voting, a removed one stops, and a rotated one signs with its new keys.
+   * The engine's own certificate commit comes first; the new engine starts at the height
+   * after it, where the new set counts.
+   */
+  #followSet(): void {
+    const p = this.#parts;
+    if (!p || this.#stopping) return;
+    const version = this.builder.history().version;
+    if (this.#validator && this.#validator.setVersion === version) return;
+    let next: DSMValidator | null = null;
+    try {
+      next = DSMValidator.open(this.node);
+    } catch (e) {
+      if (!(e instanceof ValidatorKeyError)) {
+        this.log("error", `validator set changed, but this node's keys could not be opened: ${(e as Error).message}`);
+        return;
+      }
+    }
+    if (!this.#validator && !next) return;
+    p.consensus.engine?.stop();
+    p.consensus.engine = null;
+    this.#validator?.close();
+    this.#validator = next;
+    p.attestation.validator = next;
+    const n = this.builder.history().latestCards().length;
+    if (next) {
+      p.microblocks.subscribe();
+      p.consensus.startEngine(next);
+      this.log("info", `validator set changed (${version} change(s) since genesis): this node is validator ${next.index} of ${n}`, { validator: next.index, validators: n });
+    } else {
+      this.log("warn", `validator set changed (${version} change(s) since genesis): this node is no longer a validator (${n} in force)`, { validators: n });
+    }
   }
 
   #net(): MeshNet {

@@ -4,8 +4,11 @@
 // against the genesis and keeps them itself, with the leaf ids they commit to, so it can
 // prove its own events (dsm proof inclusion works on the edge itself).
 import { CheckpointConflict } from "../log/builder.ts";
-import { type FinalityCertificate, verifyFinality } from "../protocol/certificate.ts";
-import { checkpointDigestHex } from "../protocol/checkpoint.ts";
+import { BundleError, type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
+import { checkpointDigest, checkpointDigestHex } from "../protocol/checkpoint.ts";
+import { signerIndices } from "../protocol/validator-set.ts";
+
+const signerCount = (signers: string) => signerIndices(signers).length;
 import { toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type MeshContext, peersToAsk, publishJson } from "./context.ts";
@@ -60,10 +63,10 @@ export class Finality {
 
   /**
    * A finality certificate: a validator's engine checks and applies it; an edge checks the
-   * quorum against the genesis and keeps it, in order, with the leaf ids it commits to.
+   * quorum against the validators in force at its epoch and keeps it, in order, with the leaf ids it commits to.
    */
   onCertificate(value: unknown): void {
-    const { node, builder } = this.ctx;
+    const { builder } = this.ctx;
     // Another certificate for a body finalized here: kept if it is the better one, so that
     // every node converges on one certificate per epoch (validators and edges alike).
     const epoch = (value as { checkpoint?: { epoch?: unknown } })?.checkpoint?.epoch;
@@ -73,8 +76,7 @@ export class Finality {
     if (engine) return engine.receive(value);
     let cert: FinalityCertificate;
     try {
-      verifyFinality(value, node.genesis, "certificate", node.config.consensus.quorum_threshold);
-      cert = value as FinalityCertificate;
+      cert = this.#verify(value);
     } catch {
       this.ctx.stats.count("certificate");
       return;
@@ -92,11 +94,11 @@ export class Finality {
 
   /** A certificate for an epoch already final here: checked, and kept when better; then passed on. */
   #improve(value: unknown): void {
-    const { node, builder } = this.ctx;
+    const { builder } = this.ctx;
     const stored = builder.byEpoch((value as FinalityCertificate).checkpoint.epoch);
     if (!stored || canonicalize(stored) === canonicalize(value)) return; // the same one: nothing to do
     try {
-      verifyFinality(value, node.genesis, "certificate", node.config.consensus.quorum_threshold);
+      this.#verify(value);
     } catch {
       this.ctx.stats.count("certificate");
       return;
@@ -110,6 +112,23 @@ export class Finality {
     }
     // Passed on once, when it replaced ours: a node still holding a worse one learns of it.
     if (improved) void publishJson(this.ctx, this.ctx.cpTopic, value);
+  }
+
+  /**
+   * A certificate of this mesh with a quorum of the validators in force at its epoch (the
+   * genesis's, changed by the set changes this ledger holds, docs/PROTOCOL.md
+   * "Validator-set changes"). Throws BundleError.
+   */
+  #verify(value: unknown): FinalityCertificate {
+    const { node, builder } = this.ctx;
+    const cert = parseFinalityCertificate(value, "certificate");
+    if (cert.checkpoint.mesh !== node.mesh) throw new BundleError("certificate: of another mesh");
+    const set = builder.setAt(cert.checkpoint.epoch);
+    const threshold = Math.min(node.config.consensus.quorum_threshold, set.n);
+    const problem = set.quorumProblem(cert.signers, checkpointDigest(cert.checkpoint), cert.agg_sig);
+    if (problem !== null) throw new BundleError(`certificate: ${problem}`);
+    if (threshold > set.quorum && signerCount(cert.signers) < threshold) throw new BundleError(`certificate: fewer signers than quorum_threshold ${threshold}`);
+    return cert;
   }
 
   async #keep(cert: FinalityCertificate, digest: string): Promise<void> {
@@ -131,5 +150,6 @@ export class Finality {
       return;
     }
     this.ctx.stats.noteFinalized(cert);
+    if (cert.checkpoint.set_change) this.ctx.setChanged();
   }
 }

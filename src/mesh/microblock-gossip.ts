@@ -50,7 +50,12 @@ export class MicroblockGossip {
   ) {}
 
   /** Takes every microblock of the mesh in: a validator's part, not an edge's. */
+  #subscribed = false;
+
+  /** Takes every node's batches in (validators); once, whatever the validator set does later. */
   subscribe(): void {
+    if (this.#subscribed) return;
+    this.#subscribed = true;
     this.ctx.net.subscribe(this.ctx.mbTopic, (data) => this.#onBatch(data), () => {});
   }
 

@@ -4,6 +4,7 @@
 import { DSMValidator } from "../node/validator.ts";
 import { toHex } from "../encoding/hex.ts";
 import { parseQuarantine, quarantineDigest, type QuarantineRecord } from "../protocol/quarantine.ts";
+import { parseSetChangeRequest, setChangeDigest, type SetChangeRequest } from "../protocol/set-change.ts";
 import { RateWindow } from "../runtime/rate.ts";
 import { type MeshContext, publishJson } from "./context.ts";
 
@@ -44,12 +45,16 @@ export class QuarantineGossip {
     if (this.#timer) clearInterval(this.#timer);
   }
 
-  /** A quarantine request from the mesh: checked against the genesis validators and stored; a proposal may now carry a decision. */
+  /**
+   * A quarantine request (Q) or a validator-set change request (R) from the mesh: checked
+   * against the validators in force and stored; a proposal may now carry a decision.
+   */
   receive(value: unknown): void {
+    if ((value as { type?: unknown })?.type === "R") return this.#receiveSetRequest(value);
     const { node, builder, stats } = this.ctx;
     let record: QuarantineRecord;
     try {
-      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node), "quarantine record", { maxEpoch: DSMValidator.maxRequestEpoch(node) });
+      record = parseQuarantine(value, node.mesh, DSMValidator.validatorsOf(node, builder), "quarantine record", { maxEpoch: DSMValidator.maxRequestEpoch(node) });
     } catch {
       stats.count("quarantine");
       return;
@@ -81,11 +86,46 @@ export class QuarantineGossip {
    * Requests a decision made stale are never sent again: no peer can use them.
    */
   #gossip(all: boolean): void {
-    for (const r of this.ctx.builder.quarantine.pending()) {
-      const digest = toHex(quarantineDigest(r));
+    const out: [string, unknown][] = [
+      ...this.ctx.builder.quarantine.pending().map((r) => [toHex(quarantineDigest(r)), r] as [string, unknown]),
+      ...this.ctx.builder.sets.pending().map((r) => [toHex(setChangeDigest(r)), r] as [string, unknown]),
+    ];
+    for (const [digest, r] of out) {
       if (!all && this.#sent.has(digest)) continue;
       this.#sent.add(digest);
       void publishJson(this.ctx, this.ctx.cpTopic, r);
+    }
+  }
+
+  /** A set-change request: bounded like quarantine requests, by the same per-validator window. */
+  #receiveSetRequest(value: unknown): void {
+    const { node, builder, stats } = this.ctx;
+    let r: SetChangeRequest;
+    try {
+      r = parseSetChangeRequest(value, node.mesh, DSMValidator.validatorsOf(node, builder), { maxEpoch: DSMValidator.maxRequestEpoch(node) });
+    } catch {
+      stats.count("set_request");
+      return;
+    }
+    const store = builder.sets;
+    if (!store.has(r)) {
+      if (store.countOf(r.validator) >= QUARANTINE_RECORDS_PER_VALIDATOR || !this.#rate.take(`R${r.validator}`, QUARANTINE_RECORDS_PER_MINUTE)) {
+        stats.count("quarantine_limit");
+        return;
+      }
+    }
+    let added: boolean;
+    try {
+      added = store.add(r);
+    } catch (e) {
+      stats.storageFailed(`set-change request not stored: ${(e as Error).message}`);
+      return;
+    }
+    this.#sent.add(toHex(setChangeDigest(r)));
+    if (added) {
+      const c = r.change;
+      this.ctx.log("info", `validator-set request from validator ${r.validator}: ${c.action} ${(c.action === "remove" ? c.node_id : c.card.node_id).slice(0, 16)}… (a checkpoint decides once a quorum asked)`);
+      this.ctx.engine()?.logChanged();
     }
   }
 }

@@ -16,7 +16,8 @@ import { buildAlone } from "../consensus/alone.ts";
 import { ConsensusEngine, type EngineEvent } from "../consensus/engine.ts";
 import { type Clock, type ConsensusTransport, systemClock } from "../consensus/ports.ts";
 import { LedgerSignedStore } from "../ledger/signed-store.ts";
-import { type ValidatorSet, validatorSetOf } from "../protocol/validator-set.ts";
+import type { ValidatorSet } from "../protocol/validator-set.ts";
+import { validatorSetOfCards } from "../protocol/set-change.ts";
 
 export class ValidatorKeyError extends Error {}
 
@@ -33,17 +34,26 @@ export class DSMValidator {
     readonly index: number,
     secret: Uint8Array,
     vote: KeyObject,
+    builder: CheckpointBuilder,
   ) {
     this.#vote = vote;
     this.#secret = secret;
-    this.builder = new CheckpointBuilder(node.ledger, node.policy);
+    this.builder = builder;
     this.store = new LedgerSignedStore(node.ledger, node.mesh);
-    this.validators = DSMValidator.validatorsOf(node);
+    this.validators = DSMValidator.validatorsOf(node, builder);
+    this.setVersion = builder.history().version;
   }
 
-  /** The validator set of the node's mesh, for checking what validators signed (any node may). */
-  static validatorsOf(node: DSMNode): ValidatorSet {
-    return validatorSetOf(node.genesis, node.config.consensus.quorum_threshold);
+  /** Set changes finalized when this validator was opened: its index and set hold until the next one. */
+  readonly setVersion: number;
+
+  /**
+   * The validator set in force for the next checkpoint (the genesis's, changed by every set
+   * change finalized in this ledger), for checking what validators signed (any node may).
+   */
+  static validatorsOf(node: DSMNode, builder = new CheckpointBuilder(node.ledger, node.policy)): ValidatorSet {
+    const cards = builder.history().latestCards();
+    return validatorSetOfCards(node.genesis, cards, Math.min(node.config.consensus.quorum_threshold, cards.length));
   }
 
   /** The latest epoch a request from the mesh may name on this node: its current one, its clock skew allowed for. */
@@ -54,10 +64,13 @@ export class DSMValidator {
   /** The node as a validator of its mesh; errors say why it cannot be one. */
   static open(node: DSMNode): DSMValidator {
     const genesis = node.genesis;
-    const index = genesis.validators.findIndex((c) => c.node_id === node.nodeId);
+    const builder = new CheckpointBuilder(node.ledger, node.policy);
+    // The set in force, not the genesis's: validators are added, removed and re-keyed by quorum.
+    const cards = builder.history().latestCards();
+    const index = cards.findIndex((c) => c.node_id === node.nodeId);
     if (index < 0) {
       throw new ValidatorKeyError(
-        `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${genesis.validators.length} validator(s)); only a validator builds checkpoints`,
+        `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${cards.length} validator(s) in force); only a validator builds checkpoints`,
       );
     }
     let secret: Uint8Array;
@@ -74,19 +87,19 @@ export class DSMValidator {
     } catch (e) {
       throw new ValidatorKeyError(`${node.layout.blsKey}: ${(e as Error).message}`);
     }
-    if (pub !== genesis.validators[index]!.bls_pub) {
-      throw new ValidatorKeyError(`${node.layout.blsKey} does not match this node's bls_pub in the genesis of mesh ${node.mesh.slice(0, 16)}…`);
+    if (pub !== cards[index]!.bls_pub) {
+      throw new ValidatorKeyError(`${node.layout.blsKey} does not match this node's bls_pub in the validator set of mesh ${node.mesh.slice(0, 16)}…`);
     }
     let vote: KeyObject;
     try {
       const k = loadLibp2pKey(node.layout.libp2pKey);
-      if (k.peerId !== genesis.validators[index]!.peer_id) throw new Error(`it is the key of peer ${k.peerId}, not of this validator's peer_id in the genesis`);
+      if (k.peerId !== cards[index]!.peer_id) throw new Error(`it is the key of peer ${k.peerId}, not of this validator's peer_id in the validator set`);
       vote = ed25519PrivateKey(k.privateKey);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new ValidatorKeyError(`${node.layout.libp2pKey}: ${code ? `cannot read it: ${code}` : (e as Error).message}`);
     }
-    return new DSMValidator(node, index, secret, vote);
+    return new DSMValidator(node, index, secret, vote, builder);
   }
 
   /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new.
