@@ -38,6 +38,8 @@ let fifthSecret: Uint8Array;
 let fifthRotated: NodeCard;
 /** A new node whose card carries validator 0's BLS key (and its valid PoP). */
 let copycat: NodeCard;
+/** A new node whose card's bls_pop proves another key than its bls_pub. */
+let badPop: NodeCard;
 
 /** A validator card made as simMesh makes them: seeded BLS key, fresh identity and libp2p keys. */
 async function validatorCard(name: string, blsSecret: Uint8Array, identity = SoftwareIdentityKey.create(path.join(dir, `${name}.pem`), false)): Promise<NodeCard> {
@@ -53,6 +55,15 @@ beforeAll(async () => {
   fifth = await validatorCard("v4", fifthSecret, identity);
   fifthRotated = await validatorCard("v4-rotated", blsKeygen(sha256("dsm simulation validator 4, rotated")), identity);
   copycat = await validatorCard("copycat", m.secrets[0]!);
+  const other = blsKeygen(sha256("another key"));
+  const p2p = createLibp2pKey(path.join(dir, "bad-pop.p2p"), false);
+  badPop = await makeCard(SoftwareIdentityKey.create(path.join(dir, "bad-pop.pem"), false), {
+    role: "validator",
+    peerId: p2p.peerId,
+    nowMs: GENESIS_MS,
+    blsPub: toHex(blsPublicKey(blsKeygen(sha256("a key")))),
+    blsPop: toHex(blsPopProve(other)),
+  });
 });
 
 function req(validator: number, change: SetChange, f: { basis?: number; secret?: Uint8Array; epoch?: number } = {}): SetChangeRequest {
@@ -92,8 +103,9 @@ describe("applyChange", () => {
     expect(() => applyChange(m.genesis, added, { action: "rotate", card: fifth })).toThrow(/the card is the one in force: nothing to rotate/);
   });
 
-  test("a set the genesis's rules refuse: a BLS key that is another validator's, or no validator left", async () => {
+  test("a set the genesis's rules refuse: a BLS key that is another validator's, a card without a proof of possession, no validator left", async () => {
     expect(() => applyChange(m.genesis, cards, { action: "add", card: copycat })).toThrow(/the set after this change is not valid: .*bls_pub is already another validator's/);
+    expect(() => applyChange(m.genesis, cards, { action: "add", card: badPop })).toThrow(/the set after this change is not valid: .*bls_pop is not a valid proof of possession/);
     const one = await simMesh(1);
     expect(() => applyChange(one.genesis, one.genesis.validators, { action: "remove", node_id: one.genesis.validators[0]!.node_id })).toThrow(/not valid: .*"validators" must list 1 to 1024/);
   });
