@@ -18,6 +18,10 @@ dsm proof consistency EPOCH1 EPOCH2 [-o FILE]
   The two finality certificates and the RFC 9162 consistency proof from the tree of the
   first to the tree of the second.
 
+After validator-set changes, either bundle also carries set_changes: the finality
+certificates of the checkpoints that changed the set before the one proven, oldest
+first, the chain verify-proof follows from the genesis to the set that signed it.
+
 The bundle is pretty JSON on stdout (compact with --json), or written to FILE with -o.
 Check it anywhere, offline, with: dsm verify-proof BUNDLE --genesis genesis.json
 

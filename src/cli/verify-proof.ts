@@ -9,9 +9,18 @@ export default command({
 dir or network is needed. Checks every hash and signature: for an inclusion bundle the
 key certificate, the microblock's id and signature, its payload against payload_hash, the
 node's admission, the inclusion proof up to the checkpoint root, and the finality
-certificate (a quorum q = n - floor((n-1)/3) of the genesis validators in the signers
-bitfield, and their aggregate BLS signature over the checkpoint); for a consistency
-bundle both certificates and the consistency proof between their trees.
+certificate (a quorum q = n - floor((n-1)/3) of the validators in force at its epoch in
+the signers bitfield, and their aggregate BLS signature over the checkpoint); for a
+consistency bundle both certificates and the consistency proof between their trees.
+
+The validators in force are the genesis's until the mesh changes its set. A bundle of a
+later checkpoint then carries set_changes, the certificates of every checkpoint that
+finalized a change before it; each is checked (signed by a quorum of the set in force at
+its epoch, the change requested by a quorum of that set) and applied in turn, two epochs
+after its checkpoint, so the genesis stays the only thing trusted. The OK line then says
+which set signed ("of the set in force from epoch 14 (1 change since genesis)"). A
+bundle that leaves out the latest changes is checked against the older set: get bundles
+from a node that follows the mesh.
 
 An inclusion bundle made by the node itself, or by a validator that enrolled the node,
 carries the node's card; then a second line says which links of the node's chain of trust

@@ -1,10 +1,12 @@
 // Proof bundle assembly (DESIGN.md section 6): an inclusion or consistency bundle read
 // from a ledger and its checkpoint log. Checking a bundle is verify-bundle.ts, which needs
-// neither.
+// neither. A bundle whose checkpoint comes after validator-set changes carries their
+// certificates (set_changes), the chain a light client follows from the genesis.
 import { isHex, toHex } from "../encoding/hex.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
 import type { CheckpointBuilder } from "./builder.ts";
 import type { NodeCard } from "../protocol/card.ts";
+import type { FinalityCertificate } from "../protocol/certificate.ts";
 import type { ConsistencyBundle, InclusionBundle } from "./verify-bundle.ts";
 
 /** Assembly refused (unknown id, not yet checkpointed, unknown epoch). */
@@ -41,6 +43,7 @@ export function inclusionBundle(ledger: Ledger, builder: CheckpointBuilder, id: 
     proof: builder.tree.inclusionProof(index, size).map(toHex),
     certificate,
     ...(card ? { node_card: card } : {}),
+    ...setChangesField(builder, certificate.checkpoint.epoch),
   };
 }
 
@@ -59,5 +62,31 @@ export function consistencyBundle(builder: CheckpointBuilder, epoch1: number, ep
     older,
     newer,
     proof: s1 === s2 ? [] : builder.tree.consistencyProof(s1, s2).map(toHex),
+    ...setChangesField(builder, epoch2),
   };
+}
+
+/**
+ * The certificates of every stored checkpoint before `epoch` that finalized a set change,
+ * oldest first: what a light client follows from the genesis to the set that signed the
+ * checkpoint of `epoch`. Each is whole (its body's requests are what it checks the change by).
+ */
+export function setChangeCertificates(builder: CheckpointBuilder, epoch: number): FinalityCertificate[] {
+  const out: FinalityCertificate[] = [];
+  const page = 512;
+  for (let after = -1; ; ) {
+    const certs = builder.since(after, page);
+    for (const c of certs) {
+      if (c.checkpoint.epoch >= epoch) return out;
+      if (c.checkpoint.set_change) out.push(c);
+    }
+    if (certs.length < page) return out;
+    after = certs.at(-1)!.checkpoint.epoch;
+  }
+}
+
+/** Left out when empty, so a bundle of a mesh that never changed its set keeps its bytes. */
+function setChangesField(builder: CheckpointBuilder, epoch: number): { set_changes?: FinalityCertificate[] } {
+  const certs = setChangeCertificates(builder, epoch);
+  return certs.length > 0 ? { set_changes: certs } : {};
 }

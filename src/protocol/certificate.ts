@@ -93,7 +93,14 @@ export function verifyFinality(value: unknown, genesis: Genesis, what = "finalit
  * bitfield is over that set's order. Throws BundleError.
  */
 export function verifyFinalityWith(value: unknown, mesh: string, set: ValidatorSet, what = "finality certificate"): FinalityInfo {
-  const cert = parseFinalityCertificate(value, what);
+  return verifyParsedFinality(parseFinalityCertificate(value, what), mesh, set, what);
+}
+
+/**
+ * verifyFinalityWith on a certificate parseFinalityCertificate returned: parsing a body
+ * with a set change checks node cards' proofs of possession, which is worth doing once.
+ */
+export function verifyParsedFinality(cert: FinalityCertificate, mesh: string, set: ValidatorSet, what = "finality certificate"): FinalityInfo {
   const cp = cert.checkpoint;
   if (cp.mesh !== mesh) throw new BundleError(`${what}: checkpoint is for mesh ${cp.mesh.slice(0, 16)}…, not this genesis's mesh ${mesh.slice(0, 16)}…`);
   const problem = set.quorumProblem(cert.signers, checkpointDigest(cp), cert.agg_sig);
