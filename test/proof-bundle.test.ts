@@ -89,6 +89,25 @@ test("bundles verify and say what they prove", () => {
   }
 });
 
+test("a mesh that never changed its validator set: bundles carry no set_changes and keep the fields they always had", () => {
+  for (const { name, bundle } of bundles) {
+    expect("set_changes" in bundle).toBe(false);
+    const want = bundle.type === "inclusion" ? ["v", "type", "microblock", "key_certificate", "payload", "leaf_index", "proof", "certificate"] : ["v", "type", "older", "newer", "proof"];
+    expect(Object.keys(bundle)).toEqual(want);
+    const s = verifyBundle(JSON.parse(JSON.stringify(bundle)), genesis);
+    const signed = s.type === "inclusion" ? [s] : [s.older, s.newer];
+    for (const f of signed) expect([f.set_from_epoch, f.set_version]).toEqual([0, 0]);
+    expect(s.message).not.toContain("set in force");
+    void name;
+  }
+  // An empty chain is not a way of writing "none": it is left out.
+  const inc = bundles.find((b) => b.bundle.type === "inclusion")!.bundle;
+  expect(rejects(JSON.stringify({ ...inc, set_changes: [] }), genesis)).toMatch(/"set_changes" must be a non-empty list/);
+  // A chain naming a checkpoint that changed nothing is refused, even the genesis set's own.
+  const cons = bundles.find((b) => b.bundle.type === "consistency")!.bundle as Extract<ProofBundle, { type: "consistency" }>;
+  expect(rejects(JSON.stringify({ ...inc, set_changes: [cons.older] }), genesis)).toMatch(/^set change 1 \(epoch \d+\): its checkpoint finalizes no set change$/);
+});
+
 /** Text positions inside JSON values (string contents that are not keys, numbers, literals). */
 function valuePositions(text: string): number[] {
   const out: number[] = [];
@@ -239,7 +258,7 @@ test("dist/dsm verify-proof: 0 on a good bundle, 2 after one flipped byte, 1 on 
   fs.writeFileSync(cons, JSON.stringify(bundles.find((b) => b.name === "consistency")!.bundle));
   const c = run(cons);
   expect(c.exitCode).toBe(0);
-  expect(c.stdout.toString()).toMatch(/^OK: checkpoint epoch \d+ \(tree_size 11\) extends checkpoint epoch \d+ \(tree_size 5\)/);
+  expect(c.stdout.toString()).toMatch(/^OK: checkpoint epoch \d+ \(tree_size 11\) extends checkpoint epoch \d+ \(tree_size 5\), both final with 1\/1 and 1\/1 validators\n$/);
   fs.writeFileSync(bad, "{not json");
   expect(run(bad).exitCode).toBe(1);
   expect(run(path.join(root, "missing.json")).exitCode).toBe(1);
