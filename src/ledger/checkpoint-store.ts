@@ -54,6 +54,11 @@ export class CheckpointStore {
     return (this.#st.since.all(this.#mesh, afterEpoch, limit) as CertRow[]).map(certOf);
   }
 
+  /** Certificates of the checkpoints before an epoch that took a validator-set change, oldest first (proof bundles carry them). */
+  setChangesBefore(epoch: number): FinalityCertificate[] {
+    return (this.#st.setChangesBefore.all(this.#mesh, epoch) as CertRow[]).map(certOf).filter((c) => c.checkpoint.set_change !== undefined);
+  }
+
   /** Stores a certificate under its epoch (the caller has checked it). */
   insertCertificate(epoch: number, digest: Uint8Array, cert: FinalityCertificate, createdAt: number): void {
     this.#st.insert.run(this.#mesh, epoch, digest, Buffer.from(canonicalize(cert)), createdAt);

@@ -6,6 +6,9 @@ export const STATEMENTS = {
     latest: "SELECT certificate FROM checkpoints WHERE mesh = ? ORDER BY epoch DESC LIMIT 1",
     byEpoch: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch = ?",
     since: "SELECT certificate FROM checkpoints WHERE mesh = ? AND epoch > ? ORDER BY epoch LIMIT ?",
+    // set_changes is keyed like checkpoints, one row per checkpoint that took a change.
+    setChangesBefore: `SELECT c.certificate FROM set_changes s JOIN checkpoints c ON c.mesh = s.mesh AND c.epoch = s.epoch
+       WHERE s.mesh = ? AND s.epoch < ? ORDER BY s.epoch`,
     insert: "INSERT INTO checkpoints (mesh, epoch, digest, certificate, created_at) VALUES (?, ?, ?, ?, ?)",
     replace: "UPDATE checkpoints SET certificate = ? WHERE mesh = ? AND epoch = ? AND digest = ?",
     included: "SELECT last_seq FROM log_included WHERE chain = ?",

@@ -4,6 +4,7 @@
 // certificates (set_changes), the chain a light client follows from the genesis.
 import { isHex, toHex } from "../encoding/hex.ts";
 import { type Ledger, withoutLocalFields } from "../ledger/ledger.ts";
+import { CheckpointStore } from "../ledger/checkpoint-store.ts";
 import type { CheckpointBuilder } from "./builder.ts";
 import type { NodeCard } from "../protocol/card.ts";
 import type { FinalityCertificate } from "../protocol/certificate.ts";
@@ -72,17 +73,7 @@ export function consistencyBundle(builder: CheckpointBuilder, epoch1: number, ep
  * checkpoint of `epoch`. Each is whole (its body's requests are what it checks the change by).
  */
 export function setChangeCertificates(builder: CheckpointBuilder, epoch: number): FinalityCertificate[] {
-  const out: FinalityCertificate[] = [];
-  const page = 512;
-  for (let after = -1; ; ) {
-    const certs = builder.since(after, page);
-    for (const c of certs) {
-      if (c.checkpoint.epoch >= epoch) return out;
-      if (c.checkpoint.set_change) out.push(c);
-    }
-    if (certs.length < page) return out;
-    after = certs.at(-1)!.checkpoint.epoch;
-  }
+  return new CheckpointStore(builder.ledger, builder.policy.mesh).setChangesBefore(epoch);
 }
 
 /** Left out when empty, so a bundle of a mesh that never changed its set keeps its bytes. */
