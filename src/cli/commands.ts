@@ -27,6 +27,7 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   peers: () => load(import("./peers.ts")),
   attest: () => load(import("./attest.ts")),
   quarantine: () => load(import("./quarantine.ts")),
+  validators: () => load(import("./validators.ts")),
   backup: () => load(import("./backup.ts")),
   recover: () => load(import("./recover.ts")),
   demo: () => load(import("./demo.ts")),

@@ -668,6 +668,9 @@ export class ConsensusEngine {
     }
     this.#o.transport.broadcast(cert);
     this.#emit({ kind: "finalized", certificate: cert, round: this.#round });
+    // A new validator set counts from the next height: this engine's set and index end here,
+    // and whoever runs it starts one over the new set (src/mesh/daemon.ts).
+    if (cp.set_change) return this.stop();
     this.#enterHeight(cert);
   }
 

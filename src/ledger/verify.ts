@@ -22,7 +22,7 @@ import { canonicalize } from "../encoding/jcs.ts";
 import { parseCard } from "../protocol/card.ts";
 import { type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
 import { type CheckpointBody, checkpointDigest } from "../protocol/checkpoint.ts";
-import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotsOf } from "../protocol/consensus-messages.ts";
+import { type Evidence, evidenceProblem, ofMesh, parseSigned, signingDigest, slotOf, slotsOf } from "../protocol/consensus-messages.ts";
 import { type Genesis, meshIdOf } from "../protocol/genesis.ts";
 import { decisionFromSeq, decisionProblem, parseQuarantine, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
 import { signerIndices, signersBitfield, type ValidatorSet } from "../protocol/validator-set.ts";
@@ -593,7 +593,7 @@ export async function verifyStored(
     if (await ctx.row()) return true;
   }
 
-  // Consensus messages this validator signed: each under a slot it occupies, validly signed.
+  // Consensus messages this validator signed (and others' behind its locks): each under a slot it occupies, validly signed.
   for (const row of st.signed.iterate() as Rows<{ mesh: Uint8Array; slot: string; message: Uint8Array }>) {
     counts.consensusMessages += 1;
     const where = `consensus message in slot ${row.slot}`;
@@ -601,21 +601,22 @@ export async function verifyStored(
     try {
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
       const raw = JSON.parse(Buffer.from(row.message).toString("utf8")) as { epoch?: unknown; checkpoint?: { epoch?: unknown } };
-      // Signed by a validator of the set in force at the message's epoch (the newest set when it names none).
-      const epoch = typeof raw?.checkpoint?.epoch === "number" ? raw.checkpoint.epoch : typeof raw?.epoch === "number" ? raw.epoch : Number.MAX_SAFE_INTEGER;
-      const set = setOf(epoch);
-      const own = ctx.ownNodeId === undefined ? -1 : set.nodeIds.indexOf(ctx.ownNodeId);
-      const m = parseSigned(raw, set.n, "message");
-      if (!ofMesh(m, mesh)) throw new Error("the message is for another mesh");
-      if (!slotsOf(m).some((s) => s.slot === row.slot)) throw new Error(`the ${m.type} message does not occupy this slot (the row was altered)`);
-      if (own >= 0 && m.validator !== own) throw new Error(`signed as validator ${m.validator}, not this validator (${own})`);
-      if (m.type === "S") {
-        const digest = signingDigest(m);
-        const exact = () => set.verify(m.validator, digest, m.sig) || fail(`signature of validator ${m.validator} does not verify`);
-        // A signature that is not a curve point fails the batch at once: checked alone, it names itself.
-        if (!/^[0-9a-f]{192}$/.test(m.sig)) exact();
-        else bls.add(signersBitfield([m.validator], set.n), set.keys[m.validator]!, digest, m.sig, exact);
-      } else if (!set.verifyVote(m.validator, signingDigest(m), m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
+      // Signed by a validator of the set in force at the message's epoch. A prevote or
+      // precommit names none: it counts under whichever set it was signed in (a validator's
+      // index differs from one set to the next, and its slot names the index).
+      const epoch = typeof raw?.checkpoint?.epoch === "number" ? raw.checkpoint.epoch : Number.MAX_SAFE_INTEGER;
+      const sets = [...new Set([setOf(epoch), ...history.eras.map((e) => setOf(e.fromEpoch)).reverse()])];
+      let firstError: Error | null = null;
+      for (const set of sets) {
+        try {
+          checkSignedRow(raw, row.slot, set, ctx.ownNodeId, mesh, bls, sets.length === 1, fail);
+          firstError = null;
+          break;
+        } catch (e) {
+          firstError ??= e as Error;
+        }
+      }
+      if (firstError) throw firstError;
     } catch (e) {
       fail((e as Error).message.replace(/^message: /, ""));
     }
@@ -849,6 +850,30 @@ async function verifyLog(
 }
 
 /** The certificate's quorum: signers, count and aggregate signature against the genesis validators; the exact check (verifyFinality) names a failure. */
+/**
+ * One stored consensus message under one validator set: it occupies its slot, is this
+ * validator's own, and its signature verifies (an S in the BLS batch when `batch`, else at
+ * once, so that the caller may try another set). Throws what is wrong.
+ */
+function checkSignedRow(raw: unknown, slot: string, set: ValidatorSet, ownNodeId: string | undefined, mesh: string, bls: BlsBatch, batch: boolean, fail: (m: string) => void): void {
+  const own = ownNodeId === undefined ? -1 : set.nodeIds.indexOf(ownNodeId);
+  const m = parseSigned(raw, set.n, "message");
+  if (!ofMesh(m, mesh)) throw new Error("the message is for another mesh");
+  // L/<prev>/<round>/<its slot>/<validator>: another validator's proposal or prevote kept as
+  // the justification of this validator's lock (src/consensus/engine.ts); anything else is its own.
+  const lock = /^L\/[0-9a-f]{64}\/\d+\//.test(slot);
+  if (lock ? !slot.endsWith(`/${slotOf(m).slot}/${m.validator}`) : !slotsOf(m).some((s) => s.slot === slot)) throw new Error(`the ${m.type} message does not occupy this slot (the row was altered)`);
+  if (own >= 0 && !lock && m.validator !== own) throw new Error(`signed as validator ${m.validator}, not this validator (${own})`);
+  const digest = signingDigest(m);
+  if (m.type === "S") {
+    const exact = () => set.verify(m.validator, digest, m.sig) || fail(`signature of validator ${m.validator} does not verify`);
+    // A signature that is not a curve point fails the batch at once: checked alone, it names itself.
+    if (!batch || !/^[0-9a-f]{192}$/.test(m.sig)) {
+      if (!set.verify(m.validator, digest, m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
+    } else bls.add(signersBitfield([m.validator], set.n), set.keys[m.validator]!, digest, m.sig, exact);
+  } else if (!set.verifyVote(m.validator, digest, m.sig)) throw new Error(`signature of validator ${m.validator} does not verify`);
+}
+
 /** A decision a stored checkpoint took: what quarantine_decisions must hold. */
 interface ExpectedDecision {
   node_id: string;
