@@ -239,6 +239,13 @@ describe("--json output is snake_case everywhere", () => {
     await json(["quarantine", "--data-dir", dir("A"), "--json"]);
   }, 30_000);
 
+  test("validators: the set in force, its history, pending requests", async () => {
+    const v = parse(await json(["validators", "--data-dir", dir("A"), "--json"]));
+    expect(v.current.validators.map((c: { node_id: string }) => c.node_id)).toEqual([aId]);
+    expect(v.history).toHaveLength(1);
+    expect(v.pending).toEqual([]);
+  }, 30_000);
+
   test("backup: the manifest", async () => {
     const m = parse(await json(["backup", file("backup-A"), "--data-dir", dir("A"), "--json"]));
     expect(m.type).toBe("dsm-backup");
