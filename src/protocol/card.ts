@@ -113,9 +113,26 @@ export function parseCard(value: unknown, what = "node card", opts: { checkPop?:
   if (card.bls_pub && (opts.checkPop ?? true)) {
     const pk = fromHex(card.bls_pub);
     if (!blsKeyValidate(pk)) throw new SchemaError(`${what}: bls_pub is not a valid BLS12-381 public key`);
-    if (!blsPopVerify(pk, fromHex(card.bls_pop!))) throw new SchemaError(`${what}: bls_pop is not a valid proof of possession for bls_pub`);
+    if (!popHolds(card.bls_pub, card.bls_pop!, pk)) throw new SchemaError(`${what}: bls_pop is not a valid proof of possession for bls_pub`);
   }
   return card;
+}
+
+/**
+ * PopVerify (two pairings, ~50 ms in noble) remembered by its exact inputs: a pure check, so
+ * the memo is exact. A set change's card comes once in each of its q requests and again
+ * in every bundle that follows the chain.
+ */
+const pops = new Map<string, boolean>();
+function popHolds(pubHex: string, popHex: string, pk: Uint8Array): boolean {
+  const k = `${pubHex}|${popHex}`;
+  let ok = pops.get(k);
+  if (ok === undefined) {
+    ok = blsPopVerify(pk, fromHex(popHex));
+    if (pops.size >= 4096) pops.delete(pops.keys().next().value!);
+    pops.set(k, ok);
+  }
+  return ok;
 }
 
 /** The shape of a card's TPM evidence; what it proves is checked in src/tpm/evidence.ts. */
