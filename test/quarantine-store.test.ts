@@ -154,4 +154,15 @@ describe("quarantine decided by checkpoints", () => {
       }
     }
   });
+
+  test("a stored request that no longer verifies under the set in force (a validator since removed or re-keyed) never makes a proposal", () => {
+    const other = "ee".repeat(32);
+    const mk = (validator: number, key: number) =>
+      makeQuarantine({ mesh: m.mesh, nodeId: other, action: "quarantine", fromSeq: 1, reason: "operator", basis: 0, epoch: 1, detail: "stale", validator, sign: (d) => blsSign(m.secrets[key]!, d) });
+    // Validator 2's index, another validator's key: what an index shift after a removal leaves behind.
+    for (const r of [mk(0, 0), mk(1, 1), mk(2, 3)]) builder.quarantine.add(r);
+    expect(builder.quarantine.eligible(builder.setAt(epochNow()), 16)).toEqual([]);
+    builder.quarantine.add(mk(3, 3));
+    expect(builder.quarantine.eligible(builder.setAt(epochNow()), 16).map((d) => d.requests.map((r) => r.validator))).toEqual([[0, 1, 3]]);
+  });
 });

@@ -75,22 +75,27 @@ describe("decisions", () => {
   });
 
   test("decisionProblem refuses one validator's word, repeated signers, stale or forged requests, and a decision the node's standing does not call for", () => {
-    const free = { decisions: 0, quarantined: false };
+    const free = { decisions: 0, quarantined: false, decided: false };
     const good = { node_id: NODE, action: "quarantine" as const, requests: [req(0), req(1), req(2)] };
     expect(decisionProblem(good, free, m.set)).toBeNull();
     expect(decisionProblem({ ...good, requests: [req(0)] }, free, m.set)).toMatch(/1 request\(s\) are not enough/);
     expect(decisionProblem({ ...good, requests: [req(0), req(0, { epoch: 11 }), req(1)] }, free, m.set)).toMatch(/distinct validators/);
     expect(decisionProblem({ ...good, requests: [req(1), req(0), req(2)] }, free, m.set)).toMatch(/distinct validators in index order/);
-    expect(decisionProblem(good, { decisions: 1, quarantined: false }, m.set)).toMatch(/signed after 0 decision\(s\), the node has 1/);
-    expect(decisionProblem(good, { decisions: 0, quarantined: true }, m.set)).toMatch(/quarantined already/);
+    expect(decisionProblem(good, { decisions: 1, quarantined: false, decided: false }, m.set)).toMatch(/signed after 0 decision\(s\), the node has 1/);
+    expect(decisionProblem(good, { decisions: 0, quarantined: true, decided: false }, m.set)).toMatch(/quarantined already/);
+    // A request dated after the checkpoint that would carry it (a byzantine validator's own) is refused.
+    expect(decisionProblem({ ...good, requests: [req(0), req(1), req(2, { epoch: 50 })] }, free, m.set, 49)).toMatch(/signed for epoch 50, after the checkpoint's/);
+    expect(decisionProblem(good, free, m.set, 10)).toBeNull();
     expect(decisionProblem({ ...good, requests: [req(0), req(1), req(2, { node: "cd".repeat(32) })] }, free, m.set)).toMatch(/another node or action/);
     const forged = { ...req(2), sig: req(3).sig };
     expect(decisionProblem({ ...good, requests: [req(0), req(1), forged] }, free, m.set)).toMatch(/validator 2 has a signature that does not verify/);
     const lift = { node_id: NODE, action: "lift" as const, requests: [0, 1, 2].map((v) => req(v, { action: "lift", basis: 1 })) };
-    expect(decisionProblem(lift, { decisions: 1, quarantined: true }, m.set)).toBeNull();
-    expect(decisionProblem(lift, { decisions: 1, quarantined: false }, m.set)).toMatch(/not quarantined/);
+    expect(decisionProblem(lift, { decisions: 1, quarantined: true, decided: true }, m.set)).toBeNull();
+    expect(decisionProblem(lift, { decisions: 1, quarantined: false, decided: false }, m.set)).toMatch(/not quarantined by a decision/);
+    // Fork evidence is never lifted: a lift needs a decided quarantine.
+    expect(decisionProblem(lift, { decisions: 1, quarantined: true, decided: false }, m.set)).toMatch(/fork evidence is never lifted/);
     // A lift signed for the first quarantine cannot lift a later one.
-    expect(decisionProblem(lift, { decisions: 3, quarantined: true }, m.set)).toMatch(/signed after 1 decision\(s\), the node has 3/);
+    expect(decisionProblem(lift, { decisions: 3, quarantined: true, decided: true }, m.set)).toMatch(/signed after 1 decision\(s\), the node has 3/);
   });
 
   test("a quarantine keeps out from the earliest seq its requests name, never one already in the log", () => {
@@ -102,12 +107,14 @@ describe("decisions", () => {
 
   test("eligibleDecision takes one current request per validator, for what the node's standing calls for", () => {
     const pending = [req(0, { epoch: 3 }), req(0, { epoch: 5 }), req(2, { basis: 1 }), req(1, { action: "lift" })];
-    expect(eligibleDecision(NODE, pending, { decisions: 0, quarantined: false }, m.set)).toBeNull();
+    const free = { decisions: 0, quarantined: false, decided: false };
+    expect(eligibleDecision(NODE, pending, free, m.set)).toBeNull();
     // Validator 2's request is stale (basis 1) and validator 1 asked for a lift: two operators' requests are not a quorum.
-    expect(eligibleDecision(NODE, [...pending, req(3)], { decisions: 0, quarantined: false }, m.set)).toBeNull();
-    const e = eligibleDecision(NODE, [...pending, req(3), req(1)], { decisions: 0, quarantined: false }, m.set)!;
+    expect(eligibleDecision(NODE, [...pending, req(3)], free, m.set)).toBeNull();
+    const e = eligibleDecision(NODE, [...pending, req(3), req(1)], free, m.set)!;
     expect(e.requests.map((r) => [r.validator, r.epoch])).toEqual([[0, 5], [1, 10], [3, 10]]);
-    expect(decisionProblem(e, { decisions: 0, quarantined: false }, m.set)).toBeNull();
-    expect(eligibleDecision(NODE, [...pending, req(3), req(1)], { decisions: 0, quarantined: true }, m.set)).toBeNull();
+    expect(decisionProblem(e, free, m.set)).toBeNull();
+    // Held by fork evidence alone: nothing to decide (neither a quarantine nor a lift).
+    expect(eligibleDecision(NODE, [...pending, req(3), req(1)], { decisions: 0, quarantined: true, decided: false }, m.set)).toBeNull();
   });
 });

@@ -108,7 +108,7 @@ describe("TreeStore", () => {
     for (let s1 = 1; s1 <= N; s1++) check(s1, N);
     expect(() => t.store.consistencyProof(0, 5)).toThrow(RangeError);
     expect(() => t.store.consistencyProof(6, 5)).toThrow(RangeError);
-  });
+  }, 60_000);
 
   test("idAt", () => {
     for (let i = 0; i < N; i++) expect(hex(t.store.idAt(i)!)).toBe(hex(t.ids[i]!));

@@ -29,8 +29,8 @@ and one signed before the node's last decision no longer counts (no replay).
       keeps out from the earliest its requests name, never a seq already checkpointed.
       Other validators' operators run the same command to join it; gossip carries it.
   dsm quarantine lift NODE --detail TEXT
-      (validator) Sign and store a request to lift NODE's quarantine (by decision or by
-      fork evidence). A quorum of validators must ask.
+      (validator) Sign and store a request to lift NODE's quarantine by decision. A quorum
+      of validators must ask. Fork evidence is never lifted.
   dsm quarantine import FILE
       Store requests signed by other validators (a JSON request or an array of them),
       each checked against the genesis validators first; a request signed for an epoch
@@ -95,9 +95,15 @@ function sign(ctx: Context, node: DSMNode, action: "add" | "lift", target: strin
   }
   try {
     const store = v.builder.quarantine;
-    const quarantined = store.quarantinedFrom(nodeId) !== undefined;
-    if (action === "add" && quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is quarantined already (dsm quarantine list)`);
-    if (action === "lift" && !quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is not quarantined: there is nothing to lift`);
+    const standing = store.standing(nodeId);
+    if (action === "add" && standing.quarantined) throw new CliError(`node ${nodeId.slice(0, 16)}… is quarantined already (dsm quarantine list)`);
+    if (action === "lift" && !standing.decided) {
+      throw new CliError(
+        standing.quarantined
+          ? `node ${nodeId.slice(0, 16)}… is held by fork evidence (two valid microblocks for one seq), which proves itself and is never lifted; the device needs a new identity (dsm init)`
+          : `node ${nodeId.slice(0, 16)}… is not quarantined: there is nothing to lift`,
+      );
+    }
     const record = v.quarantine(nodeId, { action: action === "add" ? "quarantine" : "lift", reason, detail, fromSeq });
     print(ctx.json ? JSON.stringify(record) : JSON.stringify(record, null, 2));
     const set = DSMValidator.validatorsOf(node);

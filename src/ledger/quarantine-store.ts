@@ -9,6 +9,7 @@ import { fromHex, toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type Ledger, prepared } from "./ledger.ts";
 import { STATEMENTS } from "./sql.ts";
+import type { ValidatorSet } from "../protocol/validator-set.ts";
 import { eligibleDecision, type NodeStanding, type QuarantineAction, type QuarantineDecision, type QuarantineRecord, quarantineDigest } from "../protocol/quarantine.ts";
 
 export interface DecisionRow {
@@ -88,31 +89,44 @@ export class QuarantineStore {
     for (const r of d.requests) this.#st.add.run(this.#mesh, quarantineDigest(r), fromHex(r.node_id, 32), Buffer.from(canonicalize(r)), nowMs);
   }
 
-  /** First seq of the node kept out of checkpoints, or undefined when it is not quarantined. */
+  /** The first seq a finalized decision keeps out, or undefined (no decision, or lifted). */
+  #decidedFrom(nodeId: string): number | undefined {
+    const last = this.decisions(nodeId).at(-1);
+    return last?.action === "quarantine" ? last.from_seq : undefined;
+  }
+
+  /**
+   * First seq of the node kept out of checkpoints, or undefined when it is not quarantined:
+   * by a decision, or by fork evidence, which proves itself and is never lifted (a lift
+   * judged against when each node happened to receive the evidence would let validators
+   * disagree about the node, and which branch would continue is for no one to choose).
+   */
   quarantinedFrom(nodeId: string): number | undefined {
-    const decided = this.decisions(nodeId);
-    const last = decided.at(-1);
-    let from = last?.action === "quarantine" ? last.from_seq : undefined;
+    let from = this.#decidedFrom(nodeId);
     const chain = this.ledger.chainOf(this.mesh, nodeId, false);
     if (chain !== undefined) {
       const fork = this.#st.fork.get(chain) as { seq: number | null; at: number | null };
-      if (fork.seq !== null) {
-        const lastLift = decided.filter((d) => d.action === "lift").reduce((a, d) => Math.max(a, d.decided_at), -Infinity);
-        if (!(lastLift > fork.at!)) from = Math.min(from ?? Infinity, fork.seq);
-      }
+      if (fork.seq !== null) from = Math.min(from ?? Infinity, fork.seq);
     }
     return from;
   }
 
   /** What deciding about a node needs to know of it. */
   standing(nodeId: string): NodeStanding {
-    return { decisions: this.decisions(nodeId).length, quarantined: this.quarantinedFrom(nodeId) !== undefined };
+    return { decisions: this.decisions(nodeId).length, quarantined: this.quarantinedFrom(nodeId) !== undefined, decided: this.#decidedFrom(nodeId) !== undefined };
   }
 
-  /** The decisions the pending requests make now, for a proposal (at most `limit`, by node_id). */
-  eligible(set: { n: number; quorum: number }, limit: number): QuarantineDecision[] {
+  /**
+   * The decisions the pending requests make now, for a proposal (at most `limit`, by
+   * node_id). Only requests that verify under the set in force count: one signed by a
+   * validator since removed, or with a key since rotated, would make every voter refuse
+   * the body, and every proposer would build it again.
+   */
+  eligible(set: ValidatorSet, limit: number): QuarantineDecision[] {
     const byNode = new Map<string, QuarantineRecord[]>();
-    for (const r of this.records()) {
+    const held = this.records().filter((r) => r.validator < set.n);
+    const ok = set.verifyMany(held.map((r) => ({ i: r.validator, message: quarantineDigest(r), sigHex: r.sig })));
+    for (const r of held.filter((_, i) => ok[i])) {
       const list = byNode.get(r.node_id);
       if (list) list.push(r);
       else byNode.set(r.node_id, [r]);

@@ -582,8 +582,21 @@ export async function verifyStored(
       if (!sameBytes(row.mesh, meshBytes)) throw new Error("stored under another mesh");
       const text = Buffer.from(row.record).toString("utf8");
       const value = JSON.parse(text) as { v?: unknown };
+      // Signed under the set in force when it was made: the newest one its signer knew,
+      // which around a change may be the one after its epoch's.
       const epoch = typeof (value as { epoch?: unknown }).epoch === "number" ? (value as { epoch: number }).epoch : 0;
-      const r = value.v === 1 ? legacyQuarantine(value, setOf(0)) : parseQuarantine(value, mesh, setOf(epoch), "record");
+      const sets = [...new Set([setOf(epoch), ...history.eras.map((e) => setOf(e.fromEpoch))])];
+      let r: QuarantineRecord | null = null;
+      let firstError: Error | null = null;
+      for (const set of sets) {
+        try {
+          r = value.v === 1 ? legacyQuarantine(value, set) : parseQuarantine(value, mesh, set, "record");
+          break;
+        } catch (e) {
+          firstError ??= e as Error;
+        }
+      }
+      if (r === null) throw firstError!;
       if (toHex(quarantineDigest(r)) !== toHex(row.digest)) throw new Error("digest column is not the record's digest (the row was altered)");
       if (r.node_id !== toHex(row.node_id)) throw new Error("node_id column differs from the record");
       if (canonicalize(r) !== text) throw new Error("not stored as its canonical bytes");
@@ -756,7 +769,7 @@ async function verifyLog(
     checkQuorum(cert, digest, set, bls, certFail);
     checkDecisions(cp, set, lastTo, decided, cpFail);
     if (cp.set_change) {
-      const p = setChangeProblem(cp.set_change, genesis, history.cardsAt(cp.epoch), set, history.version);
+      const p = setChangeProblem(cp.set_change, genesis, history.cardsAt(cp.epoch), set, history.version, cp.epoch);
       if (p) cpFail(p);
       else {
         try {
@@ -892,7 +905,7 @@ function checkDecisions(cp: CheckpointBody, set: ValidatorSet, lastTo: ReadonlyM
   for (const d of cp.decisions ?? []) {
     const basis = decided.filter((x) => x.node_id === d.node_id).length;
     // Whether the node stood quarantined (fork evidence too) the log alone cannot tell: the quorum judged that.
-    const p = decisionProblem(d, { decisions: basis, quarantined: d.action === "lift" }, set);
+    const p = decisionProblem(d, { decisions: basis, quarantined: d.action === "lift", decided: d.action === "lift" }, set, cp.epoch);
     if (p) fail(p);
     decided.push({ node_id: d.node_id, epoch: cp.epoch, action: d.action, from_seq: d.action === "quarantine" ? decisionFromSeq(d, lastTo.get(d.node_id) ?? 0) : 0 });
   }

@@ -80,9 +80,11 @@ export class CheckpointBuilder {
     if (latest?.checkpoint.set_change && epoch < latest.checkpoint.epoch + CHANGE_DELAY_EPOCHS) return null; // the new set's first epoch has not come
     const { endMs } = epochBounds(this.policy.genesis, epoch);
     const set = this.setAt(epoch);
-    const decisions = this.quarantine.eligible(set, MAX_DECISIONS_PER_CHECKPOINT);
+    // Proposed only what every honest voter will accept (the same checks as check()).
+    const decisions = this.quarantine.eligible(set, MAX_DECISIONS_PER_CHECKPOINT).filter((d) => decisionProblem(d, this.quarantine.standing(d.node_id), set, epoch) === null);
     const history = this.history();
-    const setChange = eligibleSetChange(this.sets.pending(), set, history.version);
+    let setChange = eligibleSetChange(this.sets.pending(), set, history.version);
+    if (setChange && setChangeProblem(setChange, this.policy.genesis, history.cardsAt(epoch), set, history.version, epoch) !== null) setChange = null;
     const plan = planCheckpoint(this.#candidates(endMs, decisions), endMs);
     if (plan.ids.length === 0 && decisions.length === 0 && !setChange) return null;
     const next = this.tree.rootAfter(plan.ids.map((id) => fromHex(id, 32)));
@@ -116,12 +118,12 @@ export class CheckpointBuilder {
   #decisionsProblem(body: CheckpointBody): string | null {
     const set = this.setAt(body.epoch);
     for (const d of body.decisions ?? []) {
-      const p = decisionProblem(d, this.quarantine.standing(d.node_id), set);
+      const p = decisionProblem(d, this.quarantine.standing(d.node_id), set, body.epoch);
       if (p) return p;
     }
     if (body.set_change) {
       const h = this.history();
-      return setChangeProblem(body.set_change, this.policy.genesis, h.cardsAt(body.epoch), set, h.version);
+      return setChangeProblem(body.set_change, this.policy.genesis, h.cardsAt(body.epoch), set, h.version, body.epoch);
     }
     return null;
   }

@@ -127,7 +127,7 @@ export function followSetChanges(value: unknown, genesis: Genesis, mesh: string,
       throw new BundleError(`${at}: comes before epoch ${last + CHANGE_DELAY_EPOCHS}, when the change before it (epoch ${last}) takes effect: changes are listed oldest first`);
     }
     verifyParsedFinality(cert, mesh, history.setAt(epoch), at);
-    const problem = setChangeProblem(sc, genesis, history.cardsAt(epoch), history.setAt(epoch), history.version);
+    const problem = setChangeProblem(sc, genesis, history.cardsAt(epoch), history.setAt(epoch), history.version, epoch);
     if (problem !== null) throw new BundleError(`${at}: ${problem}`);
     check(at, () => history.apply({ epoch, change: sc.change }));
     digests.set(epoch, checkpointDigestHex(cert.checkpoint));

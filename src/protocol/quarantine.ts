@@ -147,6 +147,8 @@ export interface NodeStanding {
   decisions: number;
   /** Quarantined now, by a decision or by fork evidence. */
   quarantined: boolean;
+  /** Quarantined by a decision (what a lift lifts; fork evidence is never lifted). */
+  decided: boolean;
 }
 
 /**
@@ -155,12 +157,13 @@ export interface NodeStanding {
  * here, in one batch), current (their basis is the node's decision count), and enough;
  * a quarantine is for a node not quarantined, a lift for one that is.
  */
-export function decisionProblem(d: QuarantineDecision, standing: NodeStanding, set: ValidatorSet): string | null {
+export function decisionProblem(d: QuarantineDecision, standing: NodeStanding, set: ValidatorSet, bodyEpoch = Number.MAX_SAFE_INTEGER): string | null {
   const short = d.node_id.slice(0, 12);
   if (d.action === "quarantine" && standing.quarantined) return `decision to quarantine ${short}…: it is quarantined already`;
-  if (d.action === "lift" && !standing.quarantined) return `decision to lift ${short}…: it is not quarantined`;
+  if (d.action === "lift" && !standing.decided) return `decision to lift ${short}…: it is not quarantined by a decision (fork evidence is never lifted)`;
   let last = -1;
   for (const r of d.requests) {
+    if (r.epoch > bodyEpoch) return `decision about ${short}…: the request of validator ${r.validator} is signed for epoch ${r.epoch}, after the checkpoint's`;
     if (r.node_id !== d.node_id || r.action !== d.action) return `decision about ${short}…: a request of validator ${r.validator} is about another node or action`;
     if (r.validator <= last) return `decision about ${short}…: requests must be by distinct validators in index order`;
     last = r.validator;
@@ -188,7 +191,9 @@ export function decisionFromSeq(d: QuarantineDecision, lastIncluded: number): nu
  * node's current basis, one per validator (its latest epoch), if they are enough.
  */
 export function eligibleDecision(nodeId: string, requests: readonly QuarantineRecord[], standing: NodeStanding, set: { n: number; quorum: number }): QuarantineDecision | null {
-  const action: QuarantineAction = standing.quarantined ? "lift" : "quarantine";
+  // A lift lifts a decision; a node held by fork evidence alone has nothing to decide.
+  const action: QuarantineAction | null = standing.decided ? "lift" : standing.quarantined ? null : "quarantine";
+  if (action === null) return null;
   const byValidator = new Map<number, QuarantineRecord>();
   for (const r of requests) {
     if (r.node_id !== nodeId || r.action !== action || r.basis !== standing.decisions) continue;
