@@ -3,7 +3,8 @@
 // 127.0.0.1. A quorum adds the fifth: its daemon starts voting two epochs after the
 // checkpoint that decided it, and with one genesis validator stopped, finality needs its
 // signature (4 of 5). A quorum of the new set then removes the stopped one: with a second
-// validator stopped too, three of the four left finalize, which the old set could not.
+// validator stopped too, three of the four left finalize, which the old set could not. A
+// quorum rotates one validator's BLS key, and finality then needs its new key.
 // Every event stays provable with only the genesis. Run `bun run build` first.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
@@ -155,13 +156,33 @@ describe("the validator set changes by quorum, with dsm run processes", () => {
     for (const c of certs) expect(signerIndices(c!.signers).sort()).toEqual([0, 2, 3]); // v0, v2 and v4 (index 3 now)
   }, 120_000);
 
+  test("a validator's BLS key is rotated by quorum: it switches when the set names its new card, and finality needs the new key", async () => {
+    const card = JSON.parse(await ok(["validators", "new-keys", "--data-dir", V[2]!, "--json"])) as { bls_pub: string; node_id: string };
+    expect(card.node_id).toBe(ids[2]!);
+    const before = (await validators(V[0]!)).current.validators[2]! as unknown as { bls_pub: string };
+    expect(card.bls_pub).not.toBe(before.bls_pub);
+    const again = await runDsm(["validators", "new-keys", "--data-dir", V[2]!], env);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/a key rotation is already waiting/);
+    for (const i of [0, 2, 4]) await ok(["validators", "propose", "rotate", path.join(V[2]!, "card.json.next"), "--detail", "e2e: key exposed", "--data-dir", V[i]!]);
+    const sets = await until([V[0]!, V[2]!, V[4]!], validators, (s) => (s.current.validators[2] as unknown as { bls_pub: string }).bls_pub === card.bls_pub, "the rotated card in the set");
+    expect(sets[0]!.history).toHaveLength(4);
+    // v1 is stopped: v0, v2 and v4 are the quorum, so v2 must sign with its new key.
+    await ingest(2, "e");
+    const certs = await finalized([V[0]!, V[2]!, V[4]!], sent);
+    for (const c of certs) expect(signerIndices(c!.signers).sort()).toEqual([0, 2, 3]);
+    expect(fs.existsSync(path.join(V[2]!, "bls.key.old"))).toBe(true);
+    expect((JSON.parse(fs.readFileSync(path.join(V[2]!, "card.json"), "utf8")) as { bls_pub: string }).bls_pub).toBe(card.bls_pub);
+    expect(logs.get(V[2]!)).toMatch(/this validator's keys were rotated: it signs with its new BLS key/);
+  }, 90_000);
+
   test("an event finalized by the latest set is proved offline with only the genesis; dsm verify holds on every validator", async () => {
     const last = JSON.parse((await ok(["log", "--data-dir", E, "--json", "--limit", "0"])).trim().split("\n").at(-1)!) as { id: string };
     const bundle = path.join(root, "proof.json");
     await ok(["proof", "inclusion", last.id, "--data-dir", V[0]!, "-o", bundle]);
     const r = await runDsm(["verify-proof", bundle, "--genesis", genesisFile], env);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(fs.readFileSync(bundle, "utf8")).set_changes).toHaveLength(2);
+    expect(JSON.parse(fs.readFileSync(bundle, "utf8")).set_changes).toHaveLength(3);
     for (const d of [V[0]!, V[2]!, V[4]!]) {
       const v = await runDsm(["verify", "--data-dir", d, "--json"], env);
       expect(v.code, v.stdout).toBe(0);

@@ -7,6 +7,7 @@ import { applyChange, CHANGE_DELAY_EPOCHS, makeSetChangeRequest, parseSetChangeR
 import { canonicalize } from "../encoding/jcs.ts";
 import { verifyEvidence } from "../tpm/evidence.ts";
 import type { DSMNode } from "../node/node.ts";
+import { makeNextKeys, RotationError, rotationFiles } from "../node/rotation.ts";
 import { CliError, command, commonArgs, type Context, context, print, printJson, readJsonFile, warn, withNode } from "./common.ts";
 
 export default command({
@@ -31,6 +32,13 @@ dsm verify-proof needs only the genesis.
   dsm validators propose rotate CARD --detail TEXT
       (validator) Ask to replace a validator's card by a new one of the same node (same
       identity key) with new BLS and libp2p keys, after a key was exposed.
+  dsm validators new-keys [--libp2p] [--force]
+      (on the validator whose keys are to change) Make a new BLS key (and with --libp2p a
+      new libp2p key, so a new peer id) beside the ones in use, as bls.key.next,
+      libp2p.key.next and card.json.next, and print that card: the CARD of propose rotate.
+      The node keeps signing with its old keys until the set in force names the new card;
+      then it switches (the old files kept as .old). After a libp2p rotation, restart
+      dsm run once it has switched.
   dsm validators import FILE
       Store requests signed by other validators (a request or an array), each checked.
 
@@ -49,6 +57,8 @@ EXAMPLES
     kind: { type: "positional", required: false, description: "propose: add, remove or rotate; import: the file", valueHint: "KIND|FILE" },
     target: { type: "positional", required: false, description: "add/rotate: the card file; remove: the node id", valueHint: "CARD|NODE" },
     detail: { type: "string", description: "propose: why, in one line (kept in the signed request)", valueHint: "TEXT" },
+    libp2p: { type: "boolean", description: "new-keys: a new libp2p key (peer id) too" },
+    force: { type: "boolean", description: "new-keys: replace a rotation already waiting" },
   },
   async run({ args }) {
     const ctx = context(args);
@@ -57,11 +67,15 @@ EXAMPLES
       if (args.kind !== undefined || args.detail !== undefined) throw new CliError("dsm validators list takes no other arguments");
       return withNode(ctx, (node) => list(ctx, node), { readonly: true });
     }
+    if (action === "new-keys") {
+      if (args.kind !== undefined) throw new CliError("dsm validators new-keys takes no positional argument");
+      return withNode(ctx, (node) => newKeys(ctx, node, Boolean(args.libp2p), Boolean(args.force)));
+    }
     if (action === "import") {
       if (args.kind === undefined) throw new CliError("dsm validators import needs a FILE");
       return withNode(ctx, (node) => importRequests(ctx, node, String(args.kind)));
     }
-    if (action !== "propose") throw new CliError(`unknown action "${action}": use list, propose or import`);
+    if (action !== "propose") throw new CliError(`unknown action "${action}": use list, propose, new-keys or import`);
     const kind = args.kind === undefined ? "" : String(args.kind);
     if (kind !== "add" && kind !== "remove" && kind !== "rotate") throw new CliError("dsm validators propose needs add CARD, remove NODE or rotate CARD");
     if (args.target === undefined) throw new CliError(`dsm validators propose ${kind} needs ${kind === "remove" ? "the NODE id" : "a CARD file"}`);
@@ -127,6 +141,18 @@ function propose(ctx: Context, node: DSMNode, kind: "add" | "remove" | "rotate",
   } finally {
     v.close();
   }
+}
+
+async function newKeys(ctx: Context, node: DSMNode, libp2p: boolean, force: boolean): Promise<void> {
+  let card: NodeCard;
+  try {
+    card = await makeNextKeys(node, { libp2p, force });
+  } catch (e) {
+    if (e instanceof RotationError) throw new CliError(e.message);
+    throw e;
+  }
+  print(ctx.json ? JSON.stringify(card) : JSON.stringify(card, null, 2));
+  warn(`new ${libp2p ? "BLS and libp2p keys" : "BLS key"} waiting in ${node.layout.dir} (${rotationFiles(node).card}); a quorum installs them with: dsm validators propose rotate ${rotationFiles(node).card} --detail TEXT`);
 }
 
 function importRequests(ctx: Context, node: DSMNode, file: string): void {

@@ -110,6 +110,7 @@ export class Daemon implements DaemonApi {
     const other = runningDaemon(this.node.layout.dir);
     if (other !== null) throw new DaemonStartError(`another dsm run (pid ${other}) is using this data dir`);
     const cfg = this.node.config.gossip;
+    const node = this.node;
     try {
       this.#validator = DSMValidator.open(this.node);
     } catch (e) {
@@ -123,7 +124,10 @@ export class Daemon implements DaemonApi {
       bootstrap,
       maxMessageBytes: cfg.max_message_bytes,
       cards: {
-        own: this.node.card(),
+        // Read at each handshake: a key rotation replaces card.json while the node runs.
+        get own() {
+          return node.card();
+        },
         admit: (card, peerId) => admitCard(this.node, card, peerId),
         timeoutMs: 5000,
         // A peer admitted before attestation starts (below) is challenged by start().
@@ -243,6 +247,7 @@ export class Daemon implements DaemonApi {
       p.microblocks.subscribe();
       p.consensus.startEngine(next);
       this.log("info", `validator set changed (${version} change(s) since genesis): this node is validator ${next.index} of ${n}`, { validator: next.index, validators: n });
+      if (next.rotated) this.log("warn", `this validator's keys were rotated: it signs with its new BLS key${next.rotated.libp2p ? "; restart dsm run so that the mesh sees its new peer id" : ""}`, { rotated: next.rotated });
     } else {
       this.log("warn", `validator set changed (${version} change(s) since genesis): this node is no longer a validator (${n} in force)`, { validators: n });
     }

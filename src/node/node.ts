@@ -82,6 +82,7 @@ export class DSMNode implements EventSink {
     ledger: Ledger,
     writer: boolean,
   ) {
+    this.writable = writer;
     this.layout = layout;
     this.identity = identity;
     this.nodeId = nodeIdOf(identity.publicKey);
@@ -93,6 +94,9 @@ export class DSMNode implements EventSink {
     this.anonymizeSecret = writer && config.privacy.anonymize_ips ? new Uint8Array(readSecretFile(layout.privacyKey)) : null;
     this.#anonymize = this.anonymizeSecret ? createIpAnonymizer(this.anonymizeSecret) : null;
   }
+
+  /** Opened to write (its identity key loaded), not read-only. */
+  readonly writable: boolean;
 
   #enrollments: EnrollmentStore | null = null;
 

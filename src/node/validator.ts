@@ -16,8 +16,9 @@ import { buildAlone } from "../consensus/alone.ts";
 import { ConsensusEngine, type EngineEvent } from "../consensus/engine.ts";
 import { type Clock, type ConsensusTransport, systemClock } from "../consensus/ports.ts";
 import { LedgerSignedStore } from "../ledger/signed-store.ts";
-import type { ValidatorSet } from "../protocol/validator-set.ts";
+import { quorumOf, type ValidatorSet } from "../protocol/validator-set.ts";
 import { validatorSetOfCards } from "../protocol/set-change.ts";
+import { promoteNextKeys } from "./rotation.ts";
 
 export class ValidatorKeyError extends Error {}
 
@@ -44,6 +45,9 @@ export class DSMValidator {
     this.setVersion = builder.history().version;
   }
 
+  /** What open() switched to because the set in force names this node's waiting keys (src/node/rotation.ts). */
+  rotated: { bls: boolean; libp2p: boolean } | null = null;
+
   /** Set changes finalized when this validator was opened: its index and set hold until the next one. */
   readonly setVersion: number;
 
@@ -53,7 +57,11 @@ export class DSMValidator {
    */
   static validatorsOf(node: DSMNode, builder = new CheckpointBuilder(node.ledger, node.policy)): ValidatorSet {
     const cards = builder.history().latestCards();
-    return validatorSetOfCards(node.genesis, cards, Math.min(node.config.consensus.quorum_threshold, cards.length));
+    // quorum_threshold only ever raises the BFT quorum; after a set change it may be below
+    // the new set's quorum (then it is that quorum) or above its size (then every validator).
+    const t = node.config.consensus.quorum_threshold;
+    const q = quorumOf(cards.length);
+    return validatorSetOfCards(node.genesis, cards, t > cards.length ? cards.length : t < q ? 0 : t);
   }
 
   /** The latest epoch a request from the mesh may name on this node: its current one, its clock skew allowed for. */
@@ -68,6 +76,8 @@ export class DSMValidator {
     // The set in force, not the genesis's: validators are added, removed and re-keyed by quorum.
     const cards = builder.history().latestCards();
     const index = cards.findIndex((c) => c.node_id === node.nodeId);
+    // A rotation of this node's keys that the set now names: switch to the waiting keys.
+    const rotated = node.writable ? promoteNextKeys(node, cards[index]) : null;
     if (index < 0) {
       throw new ValidatorKeyError(
         `this node is not a validator of mesh ${node.mesh.slice(0, 16)}… ("${genesis.name}", ${cards.length} validator(s) in force); only a validator builds checkpoints`,
@@ -99,7 +109,9 @@ export class DSMValidator {
       const code = (e as NodeJS.ErrnoException).code;
       throw new ValidatorKeyError(`${node.layout.libp2pKey}: ${code ? `cannot read it: ${code}` : (e as Error).message}`);
     }
-    return new DSMValidator(node, index, secret, vote, builder);
+    const v = new DSMValidator(node, index, secret, vote, builder);
+    v.rotated = rotated;
+    return v;
   }
 
   /** The checkpoint body this validator would propose for a closed epoch, or null when nothing is new.
