@@ -45,6 +45,9 @@ export interface MeshNetOptions {
 
 export const CARD_PROTOCOL = "/dsm/card/1";
 
+/** How often a bootstrap peer that is not connected is dialled again. */
+const BOOTSTRAP_REDIAL_MS = 5000;
+
 export class MeshNet {
   /** Peers whose card was checked and admitted, and peers refused (never let back in). */
   readonly admitted = new Set<string>();
@@ -172,7 +175,16 @@ export class MeshNet {
     return this.node.getPeers().map((p) => p.toString());
   }
 
-  /** Dials a peer and keeps it dialled (redialled when the connection drops). */
+  /** Bootstrap peers, dialled again while they are not connected. */
+  readonly #bootstrap = new Map<string, ReturnType<typeof peerIdFromString>>();
+  #redial: ReturnType<typeof setInterval> | null = null;
+
+  /**
+   * Dials a peer and keeps it dialled: the keep-alive tag makes libp2p redial a connection
+   * that drops, but not a peer it never reached (a validator still booting when its edges
+   * came up after a power cut), so every few seconds each bootstrap peer not connected, and
+   * not refused, is dialled again.
+   */
   async addBootstrap(addr: string): Promise<void> {
     const ma = multiaddr(addr);
     const id = ma.getComponents().find((c) => c.name === "p2p")?.value;
@@ -180,9 +192,19 @@ export class MeshNet {
     const peerId = peerIdFromString(id);
     if (peerId.equals(this.node.peerId)) return;
     await this.node.peerStore.merge(peerId, { multiaddrs: [ma], tags: { "keep-alive": { value: 1 } } });
-    this.node.dial(peerId).catch(() => {
-      // Not up yet: the keep-alive tag makes libp2p redial it.
-    });
+    this.#bootstrap.set(peerId.toString(), peerId);
+    this.#redial ??= setInterval(() => this.#dialMissing(), BOOTSTRAP_REDIAL_MS);
+    this.#redial.unref?.();
+    this.node.dial(peerId).catch(() => {});
+  }
+
+  #dialMissing(): void {
+    if (this.#stopping) return;
+    const connected = new Set(this.peers());
+    for (const [id, peerId] of this.#bootstrap) {
+      if (connected.has(id) || this.refused.has(id)) continue;
+      this.node.dial(peerId).catch(() => {});
+    }
   }
 
   /**
@@ -229,6 +251,7 @@ export class MeshNet {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    if (this.#redial) clearInterval(this.#redial);
     await this.node.stop();
   }
 }
