@@ -4,7 +4,7 @@
 // against the genesis and keeps them itself, with the leaf ids they commit to, so it can
 // prove its own events (dsm proof inclusion works on the edge itself).
 import { CheckpointConflict } from "../log/builder.ts";
-import { BundleError, type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
+import { betterCertificate, BundleError, type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
 import { checkpointDigest, checkpointDigestHex } from "../protocol/checkpoint.ts";
 import { signerIndices } from "../protocol/validator-set.ts";
 
@@ -20,6 +20,8 @@ export class Finality {
   #timer: ReturnType<typeof setInterval> | null = null;
   #keeping: Promise<void> = Promise.resolve();
   #queued = new Set<string>();
+  /** A certificate of a body being stored, to offer #improve once it is (the best one seen). */
+  #later = new Map<string, FinalityCertificate>();
   #contradicted = new Set<string>();
 
   constructor(
@@ -82,14 +84,26 @@ export class Finality {
       return;
     }
     const digest = checkpointDigestHex(cert.checkpoint);
-    // Each certificate once in the queue, and never again one this ledger contradicts.
-    if (this.#queued.has(digest) || this.#contradicted.has(digest)) return;
+    if (this.#contradicted.has(digest)) return;
+    // Each body once in the queue. Another certificate of a body being stored is kept for
+    // after it: validators pass a better one on only once, and catch-up asks only for later
+    // epochs, so dropping it would leave this node with the worse one for good.
+    if (this.#queued.has(digest)) {
+      const held = this.#later.get(digest);
+      if (!held || betterCertificate(cert, held)) this.#later.set(digest, cert);
+      return;
+    }
     this.#queued.add(digest);
     // One at a time, oldest first: a catch-up answer's certificates each follow the one before.
     this.#keeping = this.#keeping
       .then(() => this.#keep(cert, digest))
       .catch((e) => this.ctx.log("warn", `certificate: ${(e as Error).message}`))
-      .finally(() => this.#queued.delete(digest));
+      .finally(() => {
+        this.#queued.delete(digest);
+        const later = this.#later.get(digest);
+        this.#later.delete(digest);
+        if (later) this.#improve(later);
+      });
   }
 
   /** A certificate for an epoch already final here: checked, and kept when better; then passed on. */
