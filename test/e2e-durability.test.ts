@@ -26,8 +26,9 @@ import {
 } from "./helpers/spawn-dsm.ts";
 
 const SEED = Number(process.env.DSM_E2E_SEED ?? Date.now() % 2 ** 31);
-const PLAIN_KILLS = 16;
-const PARTIAL_KILLS = 3;
+// DSM_DURABILITY_KILLS / _PARTIAL: the README's test command runs fewer (its time budget).
+const PLAIN_KILLS = Number(process.env.DSM_DURABILITY_KILLS ?? 16);
+const PARTIAL_KILLS = Number(process.env.DSM_DURABILITY_PARTIAL ?? 3);
 const LINES_PER_CHUNK = 40;
 
 interface Ack {
