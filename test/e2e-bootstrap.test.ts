@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
-import { startDaemon } from "./helpers/daemons.ts";
+import { killDaemons, startDaemon } from "./helpers/daemons.ts";
 import { freePort } from "./helpers/net.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
@@ -16,8 +16,7 @@ const procs = new Map<string, Subprocess>();
 const logs = new Map<string, string>();
 
 afterAll(async () => {
-  for (const p of procs.values()) p.kill("SIGKILL");
-  await Promise.all([...procs.values()].map((p) => p.exited));
+  await killDaemons(procs);
   cleanupTempDirs();
 });
 

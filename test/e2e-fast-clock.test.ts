@@ -12,7 +12,7 @@ import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { MeshClient } from "../src/mesh/client.ts";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
-import { startDaemon } from "./helpers/daemons.ts";
+import { killDaemons, startDaemon } from "./helpers/daemons.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 const EPOCH_S = 2;
@@ -87,8 +87,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const p of procs.values()) p.kill("SIGKILL");
-  await Promise.all([...procs.values()].map((p) => p.exited));
+  await killDaemons(procs);
   cleanupTempDirs();
 });
 

@@ -12,7 +12,7 @@ import type { Subprocess } from "bun";
 import { blsSign } from "../src/crypto/bls.ts";
 import { makeQuarantine } from "../src/protocol/quarantine.ts";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
-import { startDaemon } from "./helpers/daemons.ts";
+import { killDaemons, startDaemon } from "./helpers/daemons.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 
 let root: string;
@@ -115,8 +115,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  for (const p of procs.values()) p.kill("SIGKILL");
-  await Promise.all([...procs.values()].map((p) => p.exited));
+  await killDaemons(procs);
   cleanupTempDirs();
 });
 

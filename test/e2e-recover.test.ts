@@ -14,7 +14,7 @@ import { judge } from "../src/mesh/restore-check.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { bodyOfMicroblock, microblockId } from "../src/protocol/microblock.ts";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
-import { startDaemon } from "./helpers/daemons.ts";
+import { killDaemons, startDaemon } from "./helpers/daemons.ts";
 import { freePort } from "./helpers/net.ts";
 import { cleanupTempDirs, tempDir, testConfig } from "./helpers/node.ts";
 
@@ -103,8 +103,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const p of procs.values()) p.kill("SIGKILL");
-  await Promise.all([...procs.values()].map((p) => p.exited));
+  await killDaemons(procs);
   cleanupTempDirs();
 });
 

@@ -11,7 +11,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Subprocess } from "bun";
 import { cleanEnv, requireBinary, runDsm } from "./helpers/e2e.ts";
-import { startDaemon } from "./helpers/daemons.ts";
+import { killDaemons, startDaemon } from "./helpers/daemons.ts";
 import { cleanupTempDirs, tempDir } from "./helpers/node.ts";
 import { signerIndices } from "../src/protocol/validator-set.ts";
 
@@ -97,8 +97,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  for (const p of procs.values()) p.kill("SIGKILL");
-  await Promise.all([...procs.values()].map((p) => p.exited));
+  await killDaemons(procs);
   cleanupTempDirs();
 });
 

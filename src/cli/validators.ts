@@ -5,6 +5,7 @@ import { epochAt } from "../protocol/checkpoint.ts";
 import { mustAttest } from "../protocol/genesis.ts";
 import { applyChange, CHANGE_DELAY_EPOCHS, makeSetChangeRequest, parseSetChangeRequest, type SetChange, type SetChangeRequest } from "../protocol/set-change.ts";
 import { canonicalize } from "../encoding/jcs.ts";
+import { quorumOf } from "../protocol/validator-set.ts";
 import { verifyEvidence } from "../tpm/evidence.ts";
 import type { DSMNode } from "../node/node.ts";
 import { makeNextKeys, RotationError, rotationFiles } from "../node/rotation.ts";
@@ -181,7 +182,6 @@ function list(ctx: Context, node: DSMNode): void {
   const history = builder.history();
   const changes = builder.sets.changes();
   const now = epochAt(node.genesis, Date.now());
-  const quorumOf = (n: number) => n - Math.floor((n - 1) / 3);
   const eras = history.eras.map((e, i) => ({
     from_epoch: e.fromEpoch,
     change: i === 0 ? null : { ...describe(changes[i - 1]!.change), decided_epoch: changes[i - 1]!.epoch },

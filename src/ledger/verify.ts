@@ -542,6 +542,8 @@ export async function verifyStored(
   if (await verifyLog(st, mesh, meshBytes, genesis, history, problem, counts, bls, ctx.row, decided, changed)) return true;
   // A request is signed by a validator of the set in force when it was made.
   const setOf = (epoch: number) => history.setAt(epoch);
+  /** The set in force at an epoch first, then every other set the history had, newest first. */
+  const setsFrom = (epoch: number) => [...new Set([setOf(epoch), ...history.eras.map((e) => setOf(e.fromEpoch)).reverse()])];
 
   // Set changes: each row one a stored checkpoint took, and every one there.
   const wantChanges = new Map(changed.map((c) => [c.epoch, c.change]));
@@ -585,18 +587,7 @@ export async function verifyStored(
       // Signed under the set in force when it was made: the newest one its signer knew,
       // which around a change may be the one after its epoch's.
       const epoch = typeof (value as { epoch?: unknown }).epoch === "number" ? (value as { epoch: number }).epoch : 0;
-      const sets = [...new Set([setOf(epoch), ...history.eras.map((e) => setOf(e.fromEpoch))])];
-      let r: QuarantineRecord | null = null;
-      let firstError: Error | null = null;
-      for (const set of sets) {
-        try {
-          r = value.v === 1 ? legacyQuarantine(value, set) : parseQuarantine(value, mesh, set, "record");
-          break;
-        } catch (e) {
-          firstError ??= e as Error;
-        }
-      }
-      if (r === null) throw firstError!;
+      const r = underSomeSet(setsFrom(epoch), (set) => (value.v === 1 ? legacyQuarantine(value, set) : parseQuarantine(value, mesh, set, "record")));
       if (toHex(quarantineDigest(r)) !== toHex(row.digest)) throw new Error("digest column is not the record's digest (the row was altered)");
       if (r.node_id !== toHex(row.node_id)) throw new Error("node_id column differs from the record");
       if (canonicalize(r) !== text) throw new Error("not stored as its canonical bytes");
@@ -618,18 +609,8 @@ export async function verifyStored(
       // precommit names none: it counts under whichever set it was signed in (a validator's
       // index differs from one set to the next, and its slot names the index).
       const epoch = typeof raw?.checkpoint?.epoch === "number" ? raw.checkpoint.epoch : Number.MAX_SAFE_INTEGER;
-      const sets = [...new Set([setOf(epoch), ...history.eras.map((e) => setOf(e.fromEpoch)).reverse()])];
-      let firstError: Error | null = null;
-      for (const set of sets) {
-        try {
-          checkSignedRow(raw, row.slot, set, ctx.ownNodeId, mesh, bls, sets.length === 1, fail);
-          firstError = null;
-          break;
-        } catch (e) {
-          firstError ??= e as Error;
-        }
-      }
-      if (firstError) throw firstError;
+      const sets = setsFrom(epoch);
+      underSomeSet(sets, (set) => checkSignedRow(raw, row.slot, set, ctx.ownNodeId, mesh, bls, sets.length === 1, fail));
     } catch (e) {
       fail((e as Error).message.replace(/^message: /, ""));
     }
@@ -863,6 +844,19 @@ async function verifyLog(
 }
 
 /** The certificate's quorum: signers, count and aggregate signature against the genesis validators; the exact check (verifyFinality) names a failure. */
+/** fn under the first set it holds for; what it threw under the first set when none does. */
+function underSomeSet<T>(sets: readonly ValidatorSet[], fn: (set: ValidatorSet) => T): T {
+  let first: unknown = null;
+  for (const set of sets) {
+    try {
+      return fn(set);
+    } catch (e) {
+      first ??= e;
+    }
+  }
+  throw first;
+}
+
 /**
  * One stored consensus message under one validator set: it occupies its slot, is this
  * validator's own, and its signature verifies (an S in the BLS batch when `batch`, else at

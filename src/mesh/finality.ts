@@ -4,11 +4,8 @@
 // against the genesis and keeps them itself, with the leaf ids they commit to, so it can
 // prove its own events (dsm proof inclusion works on the edge itself).
 import { CheckpointConflict } from "../log/builder.ts";
-import { betterCertificate, BundleError, type FinalityCertificate, parseFinalityCertificate } from "../protocol/certificate.ts";
-import { checkpointDigest, checkpointDigestHex } from "../protocol/checkpoint.ts";
-import { signerIndices } from "../protocol/validator-set.ts";
-
-const signerCount = (signers: string) => signerIndices(signers).length;
+import { betterCertificate, BundleError, type FinalityCertificate, parseFinalityCertificate, verifyParsedFinality } from "../protocol/certificate.ts";
+import { checkpointDigestHex } from "../protocol/checkpoint.ts";
 import { toHex } from "../encoding/hex.ts";
 import { canonicalize } from "../encoding/jcs.ts";
 import { type MeshContext, peersToAsk, publishJson } from "./context.ts";
@@ -136,12 +133,10 @@ export class Finality {
   #verify(value: unknown): FinalityCertificate {
     const { node, builder } = this.ctx;
     const cert = parseFinalityCertificate(value, "certificate");
-    if (cert.checkpoint.mesh !== node.mesh) throw new BundleError("certificate: of another mesh");
     const set = builder.setAt(cert.checkpoint.epoch);
+    const { signed } = verifyParsedFinality(cert, node.mesh, set, "certificate");
     const threshold = Math.min(node.config.consensus.quorum_threshold, set.n);
-    const problem = set.quorumProblem(cert.signers, checkpointDigest(cert.checkpoint), cert.agg_sig);
-    if (problem !== null) throw new BundleError(`certificate: ${problem}`);
-    if (threshold > set.quorum && signerCount(cert.signers) < threshold) throw new BundleError(`certificate: fewer signers than quorum_threshold ${threshold}`);
+    if (signed < threshold) throw new BundleError(`certificate: fewer signers than quorum_threshold ${threshold}`);
     return cert;
   }
 

@@ -36,3 +36,9 @@ export async function startDaemon(
   }
   throw new Error(`dsm run in ${dir} did not start: ${logs.get(dir)}`);
 }
+
+/** Kills every daemon startDaemon recorded in `procs` and waits for each to exit. */
+export async function killDaemons(procs: Map<string, Subprocess>): Promise<void> {
+  for (const p of procs.values()) p.kill("SIGKILL");
+  await Promise.all([...procs.values()].map((p) => p.exited));
+}
