@@ -188,4 +188,30 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, epoch)
   ) WITHOUT ROWID;
   `,
+  // Threat intelligence (src/ledger/intel-store.ts, docs/PROTOCOL.md "Threat intelligence"):
+  // every finalized threat.advisory and threat.retract with its payload, by leaf index,
+  // and epoch = the checkpoint that first included it (its range names the seq). A
+  // validator fills it from its own ledger as checkpoints commit; an edge from
+  // /dsm/intel/1, each one checked against a leaf of its own verified tree. next_leaf:
+  // every leaf below it has been scanned for advisories.
+  `
+  CREATE TABLE intel_advisories (
+    mesh BLOB NOT NULL,
+    leaf INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    node_id BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    microblock BLOB NOT NULL,
+    payload BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, leaf)
+  ) WITHOUT ROWID;
+  CREATE INDEX intel_advisories_epoch ON intel_advisories (mesh, epoch);
+  CREATE TABLE intel_cursor (
+    mesh BLOB PRIMARY KEY,
+    next_leaf INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
