@@ -15,7 +15,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["identity", "tpm"],
   ["ledger"],
   ["chain"],
-  ["log", "ingest"],
+  ["log", "ingest", "intel"],
   ["consensus"],
   ["node"],
   ["mesh"],

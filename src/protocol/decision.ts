@@ -1,7 +1,7 @@
 // What the mesh blocks (DESIGN.md section 12, docs/PROTOCOL.md "Decisions"): the types a
 // decision has wherever it goes (the ledger, the CrowdSec bouncer API, exports, dsm
-// decisions list --json). Decisions are computed by src/intel/decide.ts.
-import type { AdvisorySeverity, Category, Scope } from "../protocol/advisory.ts";
+// decisions list --json). Decisions are computed by src/intel/decide.ts; this file is their format.
+import type { AdvisorySeverity, Category, Scope } from "./advisory.ts";
 
 export interface Decision {
   /** A safe integer derived from (scope, value, until): the same on every node; a new until is a new decision. */
