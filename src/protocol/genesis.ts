@@ -10,6 +10,7 @@ import { nodeIdOf } from "./node-id.ts";
 import { type NodeCard, parseCard } from "./card.ts";
 import { importPublicKey } from "../crypto/p256.ts";
 import { parseCertificate, pemCertificates } from "../crypto/x509.ts";
+import { formatCidr, parseCidr } from "../encoding/ip.ts";
 
 export type Admission = { policy: "open" } | { policy: "allowlist"; keys: string[] };
 
@@ -22,6 +23,29 @@ export interface Genesis {
   validators: NodeCard[];
   admission: Admission;
   attestation: AttestationPolicy;
+  /** Who decides what the mesh blocks (docs/PROTOCOL.md "Decisions"); absent: the defaults, so older meshes keep their id. */
+  intel?: Partial<IntelPolicy>;
+}
+
+/** DESIGN.md section 12: the genesis policy for decisions. */
+export interface IntelPolicy {
+  /** Distinct admitted, non-quarantined reporters an indicator needs. */
+  min_reporters: number;
+  /** Node ids whose single advice suffices. */
+  trusted: string[];
+  /** CIDR ranges never blocked, beyond the built-in ones (src/intel/decide.ts). */
+  never_block: string[];
+  /** Seconds an advisory may hold at most, whatever its TTL. */
+  max_ttl: number;
+  /** Decisions held at most (the most corroborated first). */
+  max_decisions: number;
+}
+
+export const DEFAULT_INTEL: Readonly<IntelPolicy> = { min_reporters: 2, trusted: [], never_block: [], max_ttl: 7 * 86400, max_decisions: 100_000 };
+
+/** The genesis's intel policy with the defaults filled in. */
+export function intelPolicy(genesis: Genesis): IntelPolicy {
+  return { ...DEFAULT_INTEL, ...genesis.intel };
 }
 
 /**
@@ -78,7 +102,7 @@ function voteKeyProblem(peerId: string, taken: Set<string>): string | null {
 export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}): Genesis {
   const what = "genesis";
   const o = expectObject(value, what);
-  expectKeys(o, what, ["v", "type", "name", "genesis_time", "epoch_duration", "validators", "admission", "attestation"]);
+  expectKeys(o, what, ["v", "type", "name", "genesis_time", "epoch_duration", "validators", "admission", "attestation"], ["intel"]);
   literalField(o, "v", what, 1);
   literalField(o, "type", what, "G");
   stringField(o, "name", what, /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "1-64 letters, digits, '.', '_' or '-'");
@@ -132,8 +156,32 @@ export function parseGenesis(value: unknown, opts: { checkPop?: boolean } = {}):
     throw new SchemaError(`genesis attestation: "required" needs at least one PCR index and one accepted digest`);
   }
   parseEkTrust(att);
+  if ("intel" in o) parseIntelPolicy(o.intel);
   // A copy: what the caller holds can change later; the parsed genesis must not.
   return structuredClone(o) as unknown as Genesis;
+}
+
+function parseIntelPolicy(value: unknown): void {
+  const what = "genesis intel";
+  const o = expectObject(value, what);
+  expectKeys(o, what, [], ["min_reporters", "trusted", "never_block", "max_ttl", "max_decisions"]);
+  // Written only when it differs from the default, like the attestation keys.
+  if (Object.keys(o).length === 0) throw new SchemaError(`${what}: leave "intel" out rather than empty`);
+  if ("min_reporters" in o) intField(o, "min_reporters", what, 1, 1024);
+  if ("max_ttl" in o) intField(o, "max_ttl", what, 60, 30 * 86400);
+  if ("max_decisions" in o) intField(o, "max_decisions", what, 1, 10_000_000);
+  if ("trusted" in o) {
+    if (!Array.isArray(o.trusted) || o.trusted.length > 1024 || !o.trusted.every((t) => isHex(t, 32))) throw new SchemaError(`${what}: "trusted" must list node ids (64 hex digits)`);
+    if (new Set(o.trusted).size !== o.trusted.length) throw new SchemaError(`${what}: "trusted" lists a node twice`);
+  }
+  if ("never_block" in o) {
+    const list = o.never_block;
+    if (!Array.isArray(list) || list.length > 4096) throw new SchemaError(`${what}: "never_block" must list CIDR ranges`);
+    list.forEach((c, i) => {
+      const parsed = typeof c === "string" ? parseCidr(c) : null;
+      if (!parsed || formatCidr(parsed) !== c) throw new SchemaError(`${what}: never_block[${i}] must be a canonical CIDR range with host bits zero (e.g. 198.51.100.0/24)`);
+    });
+  }
 }
 
 const PEM_CERT = /^-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----\r?\n?$/;
