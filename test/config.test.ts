@@ -30,6 +30,11 @@ const EXPECTED_DEFAULTS: DsmConfig = {
   control: { port: 0, token_file: "control.token" },
   attestation: { interval_epochs: 12, timeout_s: 10 },
   logging: { format: "text", level: "info" },
+  intel: {
+    rules: [],
+    local_networks: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"],
+  },
+  decisions: { listen: "" },
 };
 
 /** Runs fn, which must throw a ConfigError, and returns its message. */
@@ -727,5 +732,134 @@ describe("resolveConfig", () => {
     expect(errorOf(() => resolveIn({ env: {}, home, systemConfig: dir }))).toStartWith(`config ${dir}: cannot read: `);
     const bad = writeConfig(join(root, "etc", "dsm.yaml"), 5, "gossip:\n  port: 1\n  port: 2\n");
     expect(errorOf(() => resolveIn({ env: {}, home, systemConfig: bad }))).toBe(`config ${bad}:5: duplicate key "port" (first at line 4)`);
+  });
+});
+
+describe("intel and decisions (issue 15)", () => {
+  const RULES = `intel:
+  rules:
+    - name: suricata-critical-c2
+      match:
+        event_type: suricata.alert
+        severity: [1]
+        categories: ["A Network Trojan was detected"]
+      indicator: alert.source.ip
+      category: c2
+      severity: critical
+      ttl: 4h
+    - name: zeek-intel
+      match: { event_type: zeek.intel }
+      category: malware
+      ttl: 1d
+    - name: scanner
+      match:
+        event_type: suricata.alert
+        signature_ids: [2010935, 2010937]
+      category: scan
+      confidence: 60
+      ttl: 3600
+      threshold: { count: 20, window: 1m }
+`;
+
+  test("intel.rules becomes typed rules, with the documented defaults filled in", () => {
+    expect(parse(RULES).intel.rules).toEqual([
+      {
+        name: "suricata-critical-c2",
+        match: { event_type: "suricata.alert", severity: [1], categories: ["A Network Trojan was detected"] },
+        indicator: "alert.source.ip",
+        category: "c2",
+        severity: "critical",
+        confidence: 80,
+        ttl: 14400,
+        threshold: null,
+      },
+      { name: "zeek-intel", match: { event_type: "zeek.intel" }, indicator: "seen.indicator", category: "malware", severity: "high", confidence: 80, ttl: 86400, threshold: null },
+      {
+        name: "scanner",
+        match: { event_type: "suricata.alert", signature_ids: [2010935, 2010937] },
+        indicator: "src_ip",
+        category: "scan",
+        severity: "high",
+        confidence: 60,
+        ttl: 3600,
+        threshold: { count: 20, window: 60 },
+      },
+    ]);
+    // The other keys keep their defaults.
+    expect(parse(RULES).intel.local_networks).toEqual(EXPECTED_DEFAULTS.intel.local_networks);
+    expect(parse("intel:\n  rules:\n").intel.rules).toEqual([]);
+  });
+
+  test("a bad rule names the line of the bad key inside it, and the allowed values", () => {
+    const bad = (from: string, to: string) => parseError(RULES.replace(from, to));
+    expect(bad("category: scan", "category: scanning")).toBe(
+      'config /etc/dsm.yaml:20: intel.rules[3].category: expected one of c2, malware, scan, exploit, bruteforce, beaconing, other, got "scanning"',
+    );
+    // match.severity is the one under match:, not the rule's own severity.
+    expect(bad("severity: [1]", "severity: [0]")).toBe(
+      "config /etc/dsm.yaml:6: intel.rules[1].match.severity: item 1: expected one of Suricata alert severities (integers 1-255, 1 the most severe), got 0",
+    );
+    expect(bad("severity: critical", "severity: severe")).toBe('config /etc/dsm.yaml:10: intel.rules[1].severity: expected one of critical, high, medium, low, got "severe"');
+    expect(bad("ttl: 1d", "ttl: 10s")).toBe('config /etc/dsm.yaml:15: intel.rules[2].ttl: expected a duration between 60s and 2592000s such as 90s, 30m, 4h, 7d, got "10s"');
+    expect(bad("count: 20", "count: 0")).toBe("config /etc/dsm.yaml:23: intel.rules[3].threshold.count: expected an integer between 1 and 1000, got 0");
+    expect(bad("      confidence: 60\n", "      confidence: 60\n      colour: red\n")).toBe(
+      'config /etc/dsm.yaml:22: intel.rules[3].colour: unknown key "colour"; known keys: name, match, indicator, category, severity, confidence, ttl, threshold',
+    );
+    expect(bad("name: scanner", "name: zeek-intel")).toBe(
+      'config /etc/dsm.yaml:16: intel.rules[3].name: rule name "zeek-intel" is also rule 2\'s: names must be unique',
+    );
+    expect(bad("indicator: alert.source.ip", "indicator: attacker")).toMatch(/:8: intel\.rules\[1\]\.indicator: expected one of src_ip, dest_ip, alert\.source\.ip, seen\.indicator, got "attacker"$/);
+    // A field read from one kind of record, asked of another.
+    expect(bad("match: { event_type: zeek.intel }", "match: { event_type: zeek.intel, notes: [X] }")).toMatch(
+      /:13: intel\.rules\[2\]\.match\.notes: notes are read from Zeek notices: match\.event_type must be zeek\.notice$/,
+    );
+    expect(parseError("intel:\n  rules: {name: x}\n")).toBe("config /etc/dsm.yaml:2: intel.rules: expected a list of rules (- name: ...), got a mapping");
+    expect(parseError("intel:\n  rules:\n    - just text\n")).toBe('config /etc/dsm.yaml:3: intel.rules[1]: expected a mapping (name, match, category, ttl, ...), got "just text"');
+  });
+
+  test("intel.local_networks: CIDR ranges, kept canonical; a bad one is named", () => {
+    expect(parse("intel:\n  local_networks: [203.0.113.0/24, 2001:DB8::/32, 198.51.100.7]\n").intel.local_networks).toEqual(["203.0.113.0/24", "2001:db8::/32", "198.51.100.7/32"]);
+    expect(parse("intel:\n  local_networks: []\n").intel.local_networks).toEqual([]);
+    expect(parseError("intel:\n  local_networks: [10.0.0.1/8]\n")).toBe(
+      'config /etc/dsm.yaml:2: intel.local_networks: item 1: expected a CIDR range with its host bits zero (e.g. 192.168.0.0/16), got "10.0.0.1/8"',
+    );
+    expect(parseError("intel:\n  local_networks: 10.0.0.0/8\n")).toBe(
+      'config /etc/dsm.yaml:2: intel.local_networks: expected a list of CIDR ranges (e.g. [10.0.0.0/8, fc00::/7]), got "10.0.0.0/8"',
+    );
+    // From ${VAR}: comma-separated text.
+    expect(parse("intel:\n  local_networks: ${NETS}\n", { NETS: "10.0.0.0/8, fd00::/8" }).intel.local_networks).toEqual(["10.0.0.0/8", "fd00::/8"]);
+  });
+
+  test("the default local networks hold the victim and local addresses the issue names", () => {
+    const nets = defaultConfig().intel.local_networks;
+    for (const n of ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "fc00::/7", "224.0.0.0/4", "ff00::/8"]) {
+      expect(nets).toContain(n);
+    }
+  });
+
+  test("environment overrides: DSM_INTEL_LOCAL_NETWORKS comma-separated, DSM_INTEL_RULES as YAML flow text", () => {
+    const c = applyEnvOverrides(defaultConfig(), {
+      DSM_INTEL_LOCAL_NETWORKS: "10.0.0.0/8,192.0.2.0/24",
+      DSM_INTEL_RULES: "[{name: c2, match: {event_type: suricata.alert, severity: [1]}, category: c2, ttl: 4h}]",
+      DSM_DECISIONS_LISTEN: "127.0.0.1:8081",
+    });
+    expect(c.intel.local_networks).toEqual(["10.0.0.0/8", "192.0.2.0/24"]);
+    expect(c.intel.rules.map((r) => [r.name, r.ttl, r.indicator])).toEqual([["c2", 14400, "src_ip"]]);
+    expect(c.decisions.listen).toBe("127.0.0.1:8081");
+    expect(errorOf(() => applyEnvOverrides(defaultConfig(), { DSM_INTEL_RULES: "[{name: c2, match: {event_type: suricata.alert}, category: c2}]" }))).toBe(
+      "environment variable DSM_INTEL_RULES: intel.rules: rule 1: ttl: expected a duration between 60s and 2592000s such as 90s, 30m, 4h, 7d, got nothing",
+    );
+    expect(errorOf(() => applyEnvOverrides(defaultConfig(), { DSM_INTEL_LOCAL_NETWORKS: "10.0.0.0/33" }))).toBe(
+      'environment variable DSM_INTEL_LOCAL_NETWORKS: intel.local_networks: item 1: expected a CIDR range with its host bits zero (e.g. 192.168.0.0/16), got "10.0.0.0/33"',
+    );
+  });
+
+  test("decisions.listen: off by default, documented with 127.0.0.1:8081 (a local CrowdSec has 8080)", () => {
+    expect(defaultConfig().decisions.listen).toBe("");
+    expect(parse("decisions:\n  listen: 127.0.0.1:8081\n").decisions.listen).toBe("127.0.0.1:8081");
+    const section = DEFAULT_CONFIG_TEXT.slice(DEFAULT_CONFIG_TEXT.indexOf("\ndecisions:\n"));
+    expect(section).toContain("127.0.0.1:8081");
+    expect(section).toContain("8080");
+    expect(parseError("decisions:\n  listen: 8081\n")).toBe("config /etc/dsm.yaml:2: decisions.listen: expected a string, got 8081");
   });
 });

@@ -5,6 +5,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 // A text import, so `bun build --compile` embeds the shipped file and the binary needs no install tree.
 import embeddedDefaultText from "../../config/dsm.yaml" with { type: "text" };
+import { type IntelRuleConfig, keyPathLine, parseIntelRules, parseNetworkList, RuleProblem, sequenceItemLines } from "./intel-rules.ts";
+
+export type { IntelRuleConfig } from "./intel-rules.ts";
 
 export interface DsmConfig {
   node: { role: "edge" | "validator" | "both"; data_dir: string };
@@ -20,6 +23,8 @@ export interface DsmConfig {
   control: { port: number; token_file: string };
   attestation: { interval_epochs: number; timeout_s: number };
   logging: { format: "text" | "json"; level: "debug" | "info" | "warn" | "error" };
+  intel: { rules: IntelRuleConfig[]; local_networks: string[] };
+  decisions: { listen: string };
 }
 
 /**
@@ -41,11 +46,17 @@ interface IntRule { readonly type: "int"; readonly min: number; readonly max: nu
 interface BoolRule { readonly type: "bool" }
 interface StringRule { readonly type: "string" }
 interface EnumRule<T extends string> { readonly type: "enum"; readonly values: readonly T[] }
-type Rule = IntRule | BoolRule | StringRule | EnumRule<string>;
+/** A list of CIDR ranges, kept canonical (intel-rules.ts parseNetworkList). */
+interface NetworksRule { readonly type: "networks" }
+/** intel.rules: a list of mappings (intel-rules.ts parseIntelRules). */
+interface IntelRulesRule { readonly type: "intel_rules" }
+type Rule = IntRule | BoolRule | StringRule | EnumRule<string> | NetworksRule | IntelRulesRule;
 
 // Wrapped in [] so unions such as "edge" | "validator" are not distributed into one rule each.
 type RuleFor<T> = [T] extends [boolean] ? BoolRule
   : [T] extends [number] ? IntRule
+  : [T] extends [readonly IntelRuleConfig[]] ? IntelRulesRule
+  : [T] extends [readonly string[]] ? NetworksRule
   : [string] extends [T] ? StringRule
   : [T] extends [string] ? EnumRule<T>
   : never;
@@ -71,6 +82,8 @@ const SCHEMA: Schema = {
   control: { port: int(0, 65535), token_file: STR },
   attestation: { interval_epochs: int(0, 1_000_000), timeout_s: int(1, 600) },
   logging: { format: oneOf("text", "json"), level: oneOf("debug", "info", "warn", "error") },
+  intel: { rules: { type: "intel_rules" }, local_networks: { type: "networks" } },
+  decisions: { listen: STR },
 };
 
 // The schema viewed untyped, for walking documents whose keys are not yet known to be valid.
@@ -176,6 +189,10 @@ function expectedText(rule: Rule, fromText: boolean): string {
       return `one of ${rule.values.join(", ")}`;
     case "string":
       return "a string";
+    case "networks":
+      return "a list of CIDR ranges";
+    case "intel_rules":
+      return "a list of rules";
   }
 }
 
@@ -209,6 +226,29 @@ function checkValue(rule: Rule, value: unknown, fromText: boolean, origin = ""):
       return typeof value === "string" && rule.values.includes(value) ? value : fail();
     case "string":
       return typeof value === "string" ? value : fail();
+    case "networks":
+      return listValue(() => parseNetworkList(value, fromText));
+    case "intel_rules":
+      // From an environment variable: the same list, written as YAML flow text.
+      return listValue(() => parseIntelRules(fromText && typeof value === "string" ? parseYamlText(value) : value));
+  }
+}
+
+/** A list value's problem as Invalid; a rule's index and key lead the message (the file's own errors add the line). */
+function listValue<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof RuleProblem)) throw e;
+    throw new Invalid(e.item === null ? e.message : `rule ${e.item + 1}${e.key ? `: ${e.key}` : ""}: ${e.message}`);
+  }
+}
+
+function parseYamlText(text: string): unknown {
+  try {
+    return Bun.YAML.parse(text);
+  } catch (e) {
+    throw new Invalid(`not YAML: ${(e instanceof Error ? e.message : String(e)).replace(/^YAML Parse error:\s*/, "")}`);
   }
 }
 
@@ -312,7 +352,7 @@ function expandVars(text: string, env: Env): { value: string; references: number
 type Overlay = Record<string, Record<string, unknown>>;
 
 /** A parsed file, with the line (1-based) of each "section" and "section.key" it sets. */
-interface YamlDocument { doc: unknown; lines: ReadonlyMap<string, number> }
+interface YamlDocument { doc: unknown; lines: ReadonlyMap<string, number>; text: readonly string[] }
 
 /**
  * Parses YAML; every error names its line: `<source>:<line>: <problem>`. Bun.YAML reports
@@ -333,12 +373,13 @@ function parseYaml(text: string, source: string): YamlDocument {
     reason = reason.charAt(0).toLowerCase() + reason.slice(1);
     throw new ConfigError(`${source}:${syntaxErrorLine(lines)}: invalid YAML: ${reason}`);
   }
-  const scan = scanKeys(splitLines(text));
+  const textLines = splitLines(text);
+  const scan = scanKeys(textLines);
   if (scan.duplicate) {
     const { key, line, first } = scan.duplicate;
     throw new ConfigError(`${source}:${line}: duplicate key ${JSON.stringify(key)} (first at line ${first})`);
   }
-  return { doc, lines: scan.lines };
+  return { doc, lines: scan.lines, text: textLines };
 }
 
 function splitLines(text: string): string[] {
@@ -653,7 +694,7 @@ function scanKeys(lines: readonly string[]): KeyScan {
 }
 
 /** Validates a parsed document and returns just the keys it sets, already expanded and typed. */
-function readDocument({ doc, lines }: YamlDocument, file: string, env: Env): Overlay {
+function readDocument({ doc, lines, text }: YamlDocument, file: string, env: Env): Overlay {
   const overlay: Overlay = {};
   // The source names the line when the scan found one: `config /etc/dsm/dsm.yaml:12`.
   const at = (path: string): string => (lines.has(path) ? `${file}:${lines.get(path)}` : file);
@@ -672,6 +713,10 @@ function readDocument({ doc, lines }: YamlDocument, file: string, env: Env): Ove
       const rule = ruleFor(section, key);
       const source = at(path);
       if (!rule) throw configError(source, path, unknownKeyProblem(section, key, (s, k) => `${s}.${k}`));
+      if (rule.type === "intel_rules" && typeof raw !== "string") {
+        values[key] = rulesAt(raw, text, lines.get(path), file, path);
+        continue;
+      }
       values[key] = atPath(source, path, () => {
         if (typeof raw !== "string") return checkValue(rule, raw, false);
         const { value, references } = expandVars(raw, env);
@@ -682,6 +727,31 @@ function readDocument({ doc, lines }: YamlDocument, file: string, env: Env): Ove
     overlay[section] = values;
   }
   return overlay;
+}
+
+/**
+ * intel.rules from the file, its errors naming the line of the bad key inside the bad rule
+ * (else the rule's "- " line, else the line of intel.rules): `config f.yaml:48: intel.rules[2].ttl: ...`.
+ */
+function rulesAt(raw: unknown, text: readonly string[], keyLine: number | undefined, file: string, path: string): IntelRuleConfig[] {
+  try {
+    return parseIntelRules(raw);
+  } catch (e) {
+    if (!(e instanceof RuleProblem)) throw e;
+    let line = keyLine;
+    let where = path;
+    if (e.item !== null) {
+      where = `${path}[${e.item + 1}]${e.key ? `.${e.key}` : ""}`;
+      const items = keyLine === undefined ? [] : sequenceItemLines(text, keyLine);
+      const start = items[e.item];
+      if (start !== undefined) {
+        const end = items[e.item + 1] ?? text.length + 1;
+        // match.severity: the "severity:" under this rule's "match:", not the rule's own.
+        line = keyPathLine(text, start, end, e.key?.split(".") ?? []);
+      }
+    }
+    throw configError(line === undefined ? file : `${file}:${line}`, where, e.message);
+  }
 }
 
 function overlay(base: DsmConfig, top: Overlay): DsmConfig {
