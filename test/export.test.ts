@@ -171,6 +171,9 @@ describe("ipset text", () => {
   test("overlaps kept (hash:net allows them), /0 as two /1, timeouts capped at ipset's maximum", () => {
     const text = exportDecisions([dec("range", "0.0.0.0/0", 30 * 86400), dec("ip", "203.0.113.9", 60), dec("range", "203.0.113.0/24", 120)], "ipset", { nowMs: NOW, name: "x" });
     expect(body(text).filter((l) => l.startsWith("add "))).toEqual([`add x-v4-new 0.0.0.0/1 timeout ${IPSET_MAX_TIMEOUT_S}`, `add x-v4-new 128.0.0.0/1 timeout ${IPSET_MAX_TIMEOUT_S}`, "add x-v4-new 203.0.113.0/24 timeout 120", "add x-v4-new 203.0.113.9 timeout 60"]);
+    // An address named as ip and as a /32 range is one entry, with the later until.
+    const twice = exportDecisions([dec("ip", "203.0.113.9", 60), dec("range", "203.0.113.9/32", 90)], "ipset", { nowMs: NOW });
+    expect(body(twice).filter((l) => l.startsWith("add "))).toEqual(["add dsm-v4-new 203.0.113.9 timeout 90"]);
   });
 });
 
@@ -359,7 +362,7 @@ describe.skipIf(ipsetSkip !== "")("ipset (inside a network namespace)", () => {
     expect(+t["203.0.113.9"]!).toBeGreaterThan(7195);
     expect(+t["203.0.113.9"]!).toBeLessThanOrEqual(7200);
 
-    const later = [dec("ip", "203.0.113.9", 60), dec("range", "203.0.113.0/24", 30 * 86400), dec("range", "::/0", 100)];
+    const later = [dec("ip", "203.0.113.9", 60), dec("range", "203.0.113.9/32", 70), dec("range", "203.0.113.0/24", 30 * 86400), dec("range", "::/0", 100)];
     const second = write("second.ipset", exportDecisions(later, "ipset", { nowMs: NOW }));
     ok(inNs(["ipset", "restore", "-f", second]), "ipset restore second");
     expect(addrs(ipsetEntries("dsm-v4"))).toEqual(["203.0.113.0/24", "203.0.113.9"]);

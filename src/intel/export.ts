@@ -156,6 +156,10 @@ function compareNets(a: Net, b: Net): number {
   return a.cidr.prefix - b.cidr.prefix || a.untilMs - b.untilMs;
 }
 
+function sameNet(a: Cidr, b: Cidr): boolean {
+  return a.family === b.family && a.base === b.base && a.prefix === b.prefix;
+}
+
 /** "203.0.113.9" for a single address (how nft and ipset print it back), "198.51.100.0/24" for a range. */
 function netText(c: Cidr): string {
   return c.prefix === (c.family === 4 ? 32 : 128) ? formatIp(c.family, c.base) : `${formatIp(c.family, c.base)}/${c.prefix}`;
@@ -292,7 +296,8 @@ function ipset(active: readonly Active[], scopes: readonly Scope[], prefix: stri
       ];
     })
     .sort(compareNets)
-    .filter((n, i, a) => i === 0 || compareNets(n, a[i - 1]!) !== 0 || n.untilMs !== a[i - 1]!.untilMs)
+    // One line per entry, the latest until (ip:a.b.c.d and range:a.b.c.d/32 are one entry, and a second add of it fails the restore).
+    .filter((n, i, a) => i === a.length - 1 || !sameNet(n.cidr, a[i + 1]!.cidr))
     .filter((n) => secondsLeft(n.untilMs, nowMs) >= 1);
   if (all.length > IPSET_MAXELEM) throw new Error(`export --format ipset: ${all.length} entries exceed the sets' maxelem ${IPSET_MAXELEM}`);
   const digest = digestOf(all.map((n) => `${netText(n.cidr)} ${iso(n.untilMs)}`));
