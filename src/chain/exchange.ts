@@ -51,9 +51,10 @@ export function* exchangeChunks(
   nodeId: string,
   fromSeq: number,
   maxBytes: number,
-  opts: { payloads?: boolean } = {},
+  opts: { payloads?: boolean | ((eventType: string) => boolean) } = {},
 ): Generator<{ text: string; lastSeq: number; count: number }> {
-  const payloads = opts.payloads ?? true;
+  const want = opts.payloads ?? true;
+  const payloads = typeof want === "function" ? want : () => want;
   let text = "";
   let lastSeq = 0;
   let count = 0;
@@ -70,7 +71,7 @@ export function* exchangeChunks(
   };
   for (const page of ledger.chainPages(mesh, nodeId, fromSeq)) {
     for (const mb of page) {
-      const mbLine = microblockLine(mb, payloads ? ledger.payload(mb.payload_hash) : null);
+      const mbLine = microblockLine(mb, payloads(mb.event_type) ? ledger.payload(mb.payload_hash) : null);
       if (text !== "" && text.length + mbLine.length + (keys.has(mb.key) ? 0 : certLineOf(mb.key).length) > maxBytes) {
         yield { text, lastSeq, count };
         text = "";

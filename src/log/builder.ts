@@ -8,6 +8,7 @@ import type { Ledger } from "../ledger/ledger.ts";
 import { CheckpointStore } from "../ledger/checkpoint-store.ts";
 import type { MeshPolicy } from "../protocol/genesis.ts";
 import { QuarantineStore } from "../ledger/quarantine-store.ts";
+import { IntelStore } from "../ledger/intel-store.ts";
 import {
   type ChainCandidates,
   type ChainView,
@@ -42,6 +43,8 @@ export type BuildResult =
 export class CheckpointBuilder {
   readonly tree: TreeStore;
   readonly quarantine: QuarantineStore;
+  /** Finalized advisories, recorded with the checkpoint that includes them. */
+  readonly intel: IntelStore;
   readonly sets: SetChangeStore;
   readonly #rows: CheckpointStore;
 
@@ -51,6 +54,7 @@ export class CheckpointBuilder {
   ) {
     this.tree = new TreeStore(ledger);
     this.quarantine = new QuarantineStore(ledger, policy.mesh);
+    this.intel = new IntelStore(ledger, policy.mesh);
     this.sets = new SetChangeStore(ledger, policy.mesh);
     this.#rows = new CheckpointStore(ledger, policy.mesh);
   }
@@ -251,6 +255,7 @@ export class CheckpointBuilder {
       // A node whose microblocks this ledger does not hold (an edge's view) still gets a chain row.
       const chain = this.ledger.chainOf(this.policy.mesh, nodeId, true)!;
       this.#rows.addSpan(chain, firstLeaf, from, to);
+      this.intel.scan(nodeId, firstLeaf, from, to, body.epoch);
       firstLeaf += to - from + 1;
     }
     // Decided against the log before this checkpoint's ranges: they may reach the cut, never pass it.

@@ -26,6 +26,28 @@ export interface DaemonStatus {
   lag_epochs: number | null;
   validators: { index: number; node_id: string; peer_id: string; connected: boolean; signed_last: boolean }[];
   consensus: { round: number; step: string; base_epoch: number; flagged: number[] } | null;
+  /** Threat intelligence (docs/PROTOCOL.md "Threat intelligence"). */
+  intel: {
+    /** Advisories and retractions this node signed. */
+    made: number;
+    /** Finalized ones of other nodes this edge fetched and checked (a validator has them in its ledger). */
+    received: number;
+    /** Finalized ones held, of every node. */
+    finalized: number;
+    /** Refused from peers: not a leaf of this node's tree, a payload that does not match. */
+    refused: number;
+    /** Leaves scanned for advisories, of the finalized tree's. */
+    scanned_to: number;
+    tree_size: number;
+    decisions: number;
+    /** Epoch of the checkpoint the decision set is as of. */
+    decisions_as_of: number | null;
+    /** Active decisions by "scope/category". */
+    active: Record<string, number>;
+    bouncer_pulls: number;
+    /** From the newest advisory's microblock time to the decision held here, for the last decision made. */
+    decision_latency_ms: number | null;
+  };
   attestation: {
     challenging: boolean;
     passed: number;

@@ -10,6 +10,7 @@ import { type BundleSummary, type InclusionBundle, verifyBundle } from "../log/v
 import type { Genesis } from "../protocol/genesis.ts";
 import { CONTROL_SOCKET, MAX_WAIT_S } from "./control.ts";
 import type { DaemonStatus } from "./api.ts";
+import type { IntelRecord } from "../intel/query.ts";
 
 export class MeshClientError extends Error {}
 
@@ -46,6 +47,15 @@ export class MeshClient {
     const q = new URLSearchParams({ node: nodeId, from: String(fromSeq) });
     if (toSeq !== undefined) q.set("to", String(toSeq));
     return (await this.#get<{ microblocks: Microblock[] }>(`/microblocks?${q}`)).microblocks;
+  }
+
+  /** Finalized threat advisories and retractions of every node, newest first (dsm intel query). */
+  async queryThreatIntel(q: { category?: string; sinceMs?: number; indicator?: string } = {}): Promise<IntelRecord[]> {
+    const p = new URLSearchParams();
+    if (q.category !== undefined) p.set("category", q.category);
+    if (q.sinceMs !== undefined) p.set("since", String(Math.max(0, Math.floor(q.sinceMs))));
+    if (q.indicator !== undefined) p.set("indicator", q.indicator);
+    return (await this.#get<{ advisories: IntelRecord[] }>(`/intel?${p}`)).advisories;
   }
 
   /** The certificate of an epoch, or the latest. */

@@ -6,6 +6,8 @@
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as net from "node:net";
+import { queryIntel, type IntelQuery } from "../intel/query.ts";
+import { CATEGORIES, type Category, indicatorText, parseIndicatorText } from "../protocol/advisory.ts";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Server } from "bun";
@@ -131,6 +133,26 @@ async function route(daemon: DaemonApi, req: Request): Promise<Response> {
       // Microblocks commit to their payloads by hash and carry none: nothing to withhold.
       return json({ microblocks: rows.map((m) => withoutLocalFields(m)) });
     }
+    case "/intel": {
+      // queryThreatIntel: finalized advisories, filtered as dsm intel query does.
+      const q: IntelQuery = {};
+      const category = url.searchParams.get("category");
+      if (category !== null) {
+        if (!(CATEGORIES as readonly string[]).includes(category)) throw new RangeError(`category must be one of ${CATEGORIES.join(", ")}`);
+        q.category = category as Category;
+      }
+      const since = intParam(url, "since", 0);
+      if (since !== undefined) q.sinceMs = since;
+      const indicator = url.searchParams.get("indicator");
+      if (indicator !== null) {
+        try {
+          q.indicator = indicatorText(parseIndicatorText(indicator));
+        } catch (e) {
+          throw new RangeError((e as Error).message);
+        }
+      }
+      return json({ advisories: queryIntel(builder.intel.sinceEpoch(0), node.genesis, q) });
+    }
     case "/checkpoint": {
       const epoch = intParam(url, "epoch", 0);
       const cert = epoch === undefined ? builder.latest() : builder.byEpoch(epoch);
@@ -184,6 +206,16 @@ export function metricsText(daemon: DaemonApi, version: string): string {
     ['{result="passed"}', s.attestation.passed],
     ...Object.entries(s.attestation.failures).map(([c, n]): [string, number] => [`{result="failed",check="${c}"}`, n]),
   ]);
+  const i = s.intel;
+  metric("dsm_advisories_made_total", "counter", "Threat advisories and retractions this node signed.", [["", i.made]]);
+  metric("dsm_advisories_received_total", "counter", "Finalized advisories of other nodes fetched and checked by this edge.", [["", i.received]]);
+  metric("dsm_advisories_finalized", "gauge", "Finalized advisories and retractions held, of every node.", [["", i.finalized]]);
+  metric("dsm_decisions_active", "gauge", "Active decisions, by scope and category.", Object.entries(i.active).map(([k, n]): [string, number] => {
+    const [scope, category] = k.split("/");
+    return [`{scope="${scope}",category="${category}"}`, n];
+  }));
+  metric("dsm_bouncer_pulls_total", "counter", "Answers the decisions API gave to bouncers.", [["", i.bouncer_pulls]]);
+  metric("dsm_decision_latency_seconds", "gauge", "From the newest advisory's microblock time to its decision held here, for the last decision made.", [["", i.decision_latency_ms === null ? 0 : i.decision_latency_ms / 1000]]);
   metric("dsm_build_info", "gauge", "Build information.", [[`{version="${version}",role="${s.role}"}`, 1]]);
   return lines.join("\n") + "\n";
 }

@@ -9,6 +9,8 @@
 //   consensus.ts          dsm/<mesh[0:16]>/cp/1: the engine's messages, routed; the engine
 //   quarantine-gossip.ts  quarantine requests on the consensus topic
 //   restore-check.ts      /dsm/head/1: this node's chain head, asked of the mesh before it is offered
+//   intel.ts              /dsm/intel/1: finalized advisories for edges; the decisions this node holds
+//   ../intel/lapi.ts      decisions.listen: the CrowdSec bouncer API over those decisions
 //
 // They share a MeshContext (context.ts) and the counters (stats.ts), never the Daemon.
 import * as fs from "node:fs";
@@ -38,6 +40,9 @@ import { MicroblockGossip } from "./microblock-gossip.ts";
 import { ConsensusGossip } from "./consensus.ts";
 import { QuarantineGossip } from "./quarantine-gossip.ts";
 import { HeadCheck } from "./restore-check.ts";
+import { Intel } from "./intel.ts";
+import { BouncerStore } from "../ledger/bouncer-store.ts";
+import { startDecisionsApi } from "../intel/lapi.ts";
 import type { DaemonLog } from "./daemon-log.ts";
 export type { DaemonLog, DaemonStatus };
 
@@ -54,6 +59,7 @@ interface Services {
   consensus: ConsensusGossip;
   quarantine: QuarantineGossip;
   head: HeadCheck;
+  intel: Intel;
 }
 
 export class Daemon implements DaemonApi {
@@ -66,6 +72,7 @@ export class Daemon implements DaemonApi {
   #control: ReturnType<typeof startControl> | null = null;
   #metrics: ReturnType<typeof startMetrics> | null = null;
   #controlPort: ReturnType<typeof startControlPort> | null = null;
+  #decisionsApi: ReturnType<typeof startDecisionsApi> | null = null;
   readonly builder: CheckpointBuilder;
   readonly #evidence = new WeakMap<NodeCard, { at: number; result: EvidenceResult }>();
   readonly mbTopic: string;
@@ -148,6 +155,7 @@ export class Daemon implements DaemonApi {
     await p.finality.serve();
     await p.leaves.serve();
     await p.head.serve();
+    await p.intel.serve();
     p.attestation.start();
     // Validators take every microblock in; an edge only publishes its own (gossipsub's fanout
     // reaches the validators) and keeps the certificates, with the log's leaf ids from
@@ -164,6 +172,8 @@ export class Daemon implements DaemonApi {
     // or missed a certificate, needs nothing else, and an edge keeps the certificates too,
     // with the tree they commit to, so it can prove its own events.
     p.finality.startCatchUp();
+    this.#stats.onFinalized.push(() => p.intel.poke());
+    p.intel.start();
     const socket = path.join(this.node.layout.dir, CONTROL_SOCKET);
     this.#control = await listening(socket, "the data dir's control socket", () => startControl(this));
     const { metrics, control } = this.node.config;
@@ -176,6 +186,20 @@ export class Daemon implements DaemonApi {
         throw new DaemonStartError(`control.token_file: ${(e as Error).message}`);
       }
       this.#controlPort = await listening(`127.0.0.1:${control.port}`, "control.port", () => startControlPort(this, control.port, token));
+    }
+    const listenAt = this.node.config.decisions.listen;
+    if (listenAt !== "") {
+      const { host, port } = hostPort(listenAt);
+      this.#decisionsApi = await listening(listenAt, "decisions.listen", () =>
+        startDecisionsApi({
+          decisions: p.intel.decisions,
+          bouncers: new BouncerStore(this.node.ledger, this.node.mesh),
+          hostname: host,
+          port,
+          onPull: (bouncer, startup, count) => this.#stats.notePull(bouncer, startup, count),
+          log: (level, message) => this.log(level, message),
+        }),
+      );
     }
     const info = { pid: process.pid, peer_id: net.peerId, addrs: net.addrs(), mesh: this.node.mesh, role: this.#validator ? "validator" : "edge" };
     this.#wroteRunJson = true;
@@ -205,6 +229,7 @@ export class Daemon implements DaemonApi {
     const finality = new Finality(ctx, leaves);
     const quarantine = new QuarantineGossip(ctx);
     const head = new HeadCheck(ctx);
+    const intel = new Intel(ctx);
     const consensus: ConsensusGossip = new ConsensusGossip(ctx, {
       quarantine: (v) => quarantine.receive(v),
       certificate: (v) => finality.onCertificate(v),
@@ -212,7 +237,7 @@ export class Daemon implements DaemonApi {
       want: (nodeId, from) => sync.want(nodeId, from),
     });
     const attestation = new Attestation(ctx, this.#validator, this.node.enrollments, (nodeId, from) => sync.want(nodeId, from));
-    return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine, head };
+    return { net, attestation, sync, leaves, finality, microblocks, consensus, quarantine, head, intel };
   }
 
   /**
@@ -288,7 +313,33 @@ export class Daemon implements DaemonApi {
       lag_epochs: stats.lastFinalized === null ? null : Math.max(0, closed - stats.lastFinalized),
       validators: genesis.validators.map((c, i) => ({ index: i, node_id: c.node_id, peer_id: c.peer_id, connected: connected.has(c.peer_id) || c.node_id === this.node.nodeId, signed_last: signed.has(i) })),
       consensus: st ? { round: st.round, step: st.step, base_epoch: st.baseEpoch, flagged: st.flagged } : null,
+      intel: this.#intelStatus(),
       attestation: { ...this.#parts!.attestation.status(), nodes: this.#trust(net) },
+    };
+  }
+
+  #intelStatus(): DaemonStatus["intel"] {
+    const intel = this.#parts!.intel;
+    const st = intel.status();
+    const active: Record<string, number> = {};
+    const now = Date.now();
+    for (const d of intel.decisions.current()) {
+      if (Date.parse(d.until) <= now) continue;
+      const k = `${d.scope}/${d.category}`;
+      active[k] = (active[k] ?? 0) + 1;
+    }
+    return {
+      made: this.builder.intel.madeBy(this.node.nodeId),
+      received: st.received,
+      finalized: st.advisories,
+      refused: st.refused,
+      scanned_to: st.scanned_to,
+      tree_size: st.tree_size,
+      decisions: Object.values(active).reduce((a, b) => a + b, 0),
+      decisions_as_of: st.decisions_as_of,
+      active,
+      bouncer_pulls: this.#stats.bouncerPulls,
+      decision_latency_ms: st.decision_latency_ms,
     };
   }
 
@@ -355,6 +406,8 @@ export class Daemon implements DaemonApi {
     p?.finality.stop();
     p?.quarantine.stop();
     p?.head.stop();
+    p?.intel.stop();
+    this.#decisionsApi?.stop(true);
     p?.attestation.stop();
     p?.consensus.engine?.stop();
     this.#control?.stop(true);
@@ -367,6 +420,14 @@ export class Daemon implements DaemonApi {
     if (this.#wroteRunJson) fs.rmSync(path.join(this.node.layout.dir, "run.json"), { force: true });
     if (this.#control) fs.rmSync(path.join(this.node.layout.dir, CONTROL_SOCKET), { force: true });
   }
+}
+
+/** "127.0.0.1:8081", "[::1]:8081": decisions.listen's HOST:PORT. */
+export function hostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new DaemonStartError(`decisions.listen must be HOST:PORT (e.g. 127.0.0.1:8081), got ${JSON.stringify(text)}`);
+  return { host: m[1] ?? m[2]!, port };
 }
 
 /** A daemon that could not start: one line naming what it tried to bind and the setting. */

@@ -22,6 +22,8 @@ export class MeshStats {
   /** From the end of the last finalized epoch to its certificate here. */
   finalityLatency: number | null = null;
   #storageLoggedAt = 0;
+  /** Told of each certificate this node comes to hold (the intel service recomputes decisions). */
+  readonly onFinalized: ((cert: FinalityCertificate) => void)[] = [];
 
   constructor(
     private readonly genesis: Genesis,
@@ -46,6 +48,13 @@ export class MeshStats {
     this.log("error", message);
   }
 
+  /** Answers the bouncer API gave (startup or incremental). */
+  bouncerPulls = 0;
+
+  notePull(_bouncer: string, _startup: boolean, _count: number): void {
+    this.bouncerPulls++;
+  }
+
   /** The certificate held at start, without a latency: it did not come while this daemon ran. */
   startFrom(cert: FinalityCertificate | null): void {
     this.lastCert = cert;
@@ -57,5 +66,6 @@ export class MeshStats {
     this.lastCert = cert;
     this.lastFinalized = cert.checkpoint.epoch;
     this.finalityLatency = Date.now() - epochBounds(this.genesis, cert.checkpoint.epoch).endMs;
+    for (const f of this.onFinalized) f(cert);
   }
 }

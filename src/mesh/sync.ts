@@ -2,6 +2,7 @@
 // lines. Asking is how a node fills a gap gossip left (a batch that came before the one it
 // follows, a node that was down); what comes back goes through the same checks as gossip.
 import { exchangeChunks } from "../chain/exchange.ts";
+import { isIntelEvent } from "../protocol/advisory.ts";
 import type { DSMNode } from "../node/node.ts";
 import { type MeshContext, peersToAsk } from "./context.ts";
 import type { Verdict } from "./p2p.ts";
@@ -17,7 +18,8 @@ export type StoreLines = (lines: string[]) => { verdict: Verdict; stored: number
 /** A node's microblocks from a seq as exchange lines: gossip batches and /dsm/sync/1 answers. */
 export function chunks(node: DSMNode, nodeId: string, fromSeq: number, maxBytes: number): Generator<{ text: string; lastSeq: number; count: number }> {
   // privacy.withhold_payloads keeps this node's own payloads home; others' go on as held.
-  const payloads = !(node.config.privacy.withhold_payloads && nodeId === node.nodeId);
+  // Threat advisories always go with theirs: sharing them is their purpose (DESIGN.md 12).
+  const payloads = node.config.privacy.withhold_payloads && nodeId === node.nodeId ? isIntelEvent : true;
   return exchangeChunks(node.ledger, node.mesh, nodeId, fromSeq, maxBytes, { payloads });
 }
 

@@ -5,6 +5,7 @@
 import { expectKeys, expectObject, intField, literalField, SchemaError } from "../encoding/schema.ts";
 import { canonicalIp, formatCidr, parseCidr } from "../encoding/ip.ts";
 import { isHex } from "../encoding/hex.ts";
+import type { Microblock } from "./microblock.ts";
 
 export const ADVISORY_EVENT = "threat.advisory";
 export const RETRACT_EVENT = "threat.retract";
@@ -191,4 +192,18 @@ export function makeRetraction(indicators: Indicator[], reason?: string): Retrac
 
 export function isIntelEvent(eventType: string): boolean {
   return eventType === ADVISORY_EVENT || eventType === RETRACT_EVENT;
+}
+
+/** A finalized intel microblock as a node holds it (src/ledger/intel-store.ts). */
+export interface FinalizedIntelRow {
+  leaf: number;
+  id: string;
+  node_id: string;
+  seq: number;
+  /** Epoch of the checkpoint that first included it: its range names the seq. */
+  epoch: number;
+  event_type: string;
+  microblock: Microblock;
+  payload: unknown;
+  payloadCanonical: string;
 }
