@@ -214,4 +214,53 @@ export const MIGRATIONS: readonly string[] = [
     next_leaf INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // Decisions served to bouncers (src/ledger/decision-store.ts, bouncer-store.ts,
+  // src/intel/lapi.ts). decisions: the set as of the last checkpoint, by id, with the
+  // change seq that added it (a bouncer that pulled at seq S had it when added_seq <= S).
+  // decision_changes: the append-only journal of adds (add), removals (del) and in-place
+  // updates (upd) bouncers get increments from, pruned (DecisionStore: entries no bouncer
+  // cursor needs, older than 7 days, or beyond the newest 250k); pruned_seq: every entry
+  // above it is still there. bouncers: dsm bouncers add, the sha256 of the key (never the
+  // key), the cursor of the last stream pull (pull_seq, pull_ms) and what was last seen.
+  `
+  CREATE TABLE decisions (
+    mesh BLOB NOT NULL,
+    id INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    added_seq INTEGER NOT NULL,
+    decision BLOB NOT NULL,
+    PRIMARY KEY (mesh, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE decision_changes (
+    mesh BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    added_seq INTEGER NOT NULL,
+    decision BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (mesh, seq)
+  ) WITHOUT ROWID;
+  CREATE TABLE decision_state (
+    mesh BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    pruned_seq INTEGER NOT NULL,
+    stamp INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE bouncers (
+    mesh BLOB NOT NULL,
+    name TEXT NOT NULL,
+    key_hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    pull_seq INTEGER,
+    pull_ms INTEGER,
+    seen_ms INTEGER,
+    ip TEXT,
+    type TEXT,
+    version TEXT,
+    PRIMARY KEY (mesh, name)
+  ) WITHOUT ROWID;
+  CREATE UNIQUE INDEX bouncers_key ON bouncers (mesh, key_hash);
+  `,
 ];

@@ -75,6 +75,35 @@ export const STATEMENTS = {
     dropPending: "DELETE FROM enroll_pending WHERE mesh = ? AND challenge = ?",
     expirePending: "DELETE FROM enroll_pending WHERE created_at < ?",
   },
+  /** The decision set served to bouncers and its change journal (DecisionStore). */
+  decisions: {
+    state: "SELECT epoch, last_seq, pruned_seq, stamp FROM decision_state WHERE mesh = ?",
+    setState: `INSERT INTO decision_state (mesh, epoch, last_seq, pruned_seq, stamp) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (mesh) DO UPDATE SET epoch = excluded.epoch, last_seq = excluded.last_seq, pruned_seq = excluded.pruned_seq, stamp = excluded.stamp`,
+    all: "SELECT id, added_seq, decision FROM decisions WHERE mesh = ?",
+    insert: "INSERT INTO decisions (mesh, id, until_ms, added_seq, decision) VALUES (?, ?, ?, ?, ?)",
+    update: "UPDATE decisions SET decision = ? WHERE mesh = ? AND id = ?",
+    remove: "DELETE FROM decisions WHERE mesh = ? AND id = ?",
+    journal: "INSERT INTO decision_changes (mesh, seq, op, id, added_seq, decision, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    changes: "SELECT seq, op, id, added_seq, decision FROM decision_changes WHERE mesh = ? AND seq > ? AND seq <= ? ORDER BY seq",
+    // Bouncers that pulled: the oldest cursor is how far back the journal is still needed.
+    oldestCursor: "SELECT min(pull_seq) AS seq FROM bouncers WHERE mesh = ? AND pull_seq IS NOT NULL",
+    // at follows seq (each replace() journals at its own nowMs): the entries older than a
+    // time are a prefix. Each reads only the rows on its own side of the boundary.
+    newestBefore: "SELECT seq FROM decision_changes WHERE mesh = ? AND at < ? ORDER BY seq DESC LIMIT 1",
+    oldestFrom: "SELECT seq FROM decision_changes WHERE mesh = ? AND at >= ? ORDER BY seq LIMIT 1",
+    prune: "DELETE FROM decision_changes WHERE mesh = ? AND seq <= ?",
+    journalSize: "SELECT count(*) AS n FROM decision_changes WHERE mesh = ?",
+  },
+  /** Bouncer keys (hashed) and stream cursors (BouncerStore). */
+  bouncers: {
+    add: "INSERT INTO bouncers (mesh, name, key_hash, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    all: "SELECT name, key_hash, created_at, pull_seq, pull_ms, seen_ms, ip, type, version FROM bouncers WHERE mesh = ? ORDER BY name",
+    get: "SELECT name, key_hash, created_at, pull_seq, pull_ms, seen_ms, ip, type, version FROM bouncers WHERE mesh = ? AND name = ?",
+    drop: "DELETE FROM bouncers WHERE mesh = ? AND name = ?",
+    pulled: "UPDATE bouncers SET pull_seq = ?, pull_ms = ? WHERE mesh = ? AND name = ?",
+    seen: "UPDATE bouncers SET seen_ms = ?, ip = ?, type = ?, version = ? WHERE mesh = ? AND name = ?",
+  },
   /** dsm verify's walk over what the stores above wrote (src/ledger/verify.ts): read only, in a fixed order. */
   verify: {
     certificates: "SELECT mesh, epoch, digest, certificate FROM checkpoints ORDER BY epoch, mesh",
