@@ -225,13 +225,13 @@ describe("stats", () => {
     await withNode(async (node) => {
       await node.createMicroblock({ eventType: "json", payload: { before: true } }); // seq 1 exists already
       const { p } = pipelineFor(node, { batchMaxEvents: 3 });
-      expect(p.stats).toEqual({ lines: 0, stored: 0, rejected: 0, empty: 0, firstSeq: null, lastSeq: null });
+      expect(p.stats).toEqual({ lines: 0, stored: 0, rejected: 0, empty: 0, advisories: 0, firstSeq: null, lastSeq: null });
       const text = [jsonLine(1), "", "oops", jsonLine(2), "   ", jsonLine(3), "42", jsonLine(4), jsonLine(5), ""].join("\n");
       await p.consume(chunkStream([text]), "a");
       await p.consume(chunkStream(["\n", jsonLine(6) + "\n"]), "b");
       const s = await p.finish();
       // a: 9 lines (2 empty, 2 bad: "oops" and "42"); b: an empty line and one good line
-      expect(s).toEqual({ lines: 11, stored: 6, rejected: 2, empty: 3, firstSeq: 2, lastSeq: 7 });
+      expect(s).toEqual({ lines: 11, stored: 6, rejected: 2, empty: 3, advisories: 0, firstSeq: 2, lastSeq: 7 });
       expect(node.ledger.head(node.mesh, node.nodeId)!.seq).toBe(7);
     });
   });
@@ -242,7 +242,7 @@ describe("stats", () => {
       const { p, results } = pipelineFor(node);
       await p.consume(chunkStream(["bad\n\n[]\n"]), "x");
       const s = await p.finish();
-      expect(s).toEqual({ lines: 3, stored: 0, rejected: 2, empty: 1, firstSeq: null, lastSeq: null });
+      expect(s).toEqual({ lines: 3, stored: 0, rejected: 2, empty: 1, advisories: 0, firstSeq: null, lastSeq: null });
       expect(sizes.filter((n) => n > 0)).toEqual([]);
       expect(results().map((r) => r.line)).toEqual([1, 2, 3]);
       expect(node.ledger.counts().microblocks).toBe(0);

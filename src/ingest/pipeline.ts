@@ -6,7 +6,9 @@
 // the difference between the two halves of the work adding up and overlapping.
 import { letSignalsIn } from "../runtime/yield.ts";
 import { LineSplitter } from "./lines.ts";
-import { type LineResult, prepareLine, seal } from "./prepare.ts";
+import { type LineResult, type PreparedEvent, prepareEvent, prepareLine, seal } from "./prepare.ts";
+import { ADVISORY_EVENT, type Indicator, makeAdvisory } from "../protocol/advisory.ts";
+import type { CompiledRules, RuleEngine } from "../intel/rules.ts";
 import type { FromWorker, ToWorker } from "./prepare-worker.ts";
 import type { InputFormat } from "./records.ts";
 import type { EventSink } from "./sink.ts";
@@ -23,6 +25,15 @@ export interface IngestOptions {
   err: (text: string) => void;
   /** Prepare lines on a worker thread (the CLI does; tests of the in-process path do not). */
   worker?: boolean;
+  /** intel.rules: matched on the clear records; each advisory is written right after the batch holding its evidence. */
+  intel?: IngestIntel;
+}
+
+export interface IngestIntel {
+  rules: CompiledRules;
+  engine: RuleEngine;
+  /** The wall clock (ms) that advisories' freshness is judged by; Date.now by default. */
+  now?: () => number;
 }
 
 export interface IngestStats {
@@ -30,6 +41,8 @@ export interface IngestStats {
   stored: number;
   rejected: number;
   empty: number;
+  /** threat.advisory microblocks that intel.rules made. */
+  advisories: number;
   firstSeq: number | null;
   lastSeq: number | null;
 }
@@ -54,7 +67,7 @@ interface Reader {
 }
 
 export class IngestPipeline {
-  readonly stats: IngestStats = { lines: 0, stored: 0, rejected: 0, empty: 0, firstSeq: null, lastSeq: null };
+  readonly stats: IngestStats = { lines: 0, stored: 0, rejected: 0, empty: 0, advisories: 0, firstSeq: null, lastSeq: null };
   #pending: LineResult[] = [];
   #events = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
@@ -103,8 +116,9 @@ export class IngestPipeline {
     const splitter = new LineSplitter(this.opts.maxLineBytes);
     const { format } = this.opts;
     const anonymize = this.sink.anonymizer;
+    const rules = this.opts.intel?.rules ?? null;
     const onLine = (l: { no: number; text?: string; error?: string }) =>
-      this.#accept(prepareLine(source, l.no, l.text, l.error, format, anonymize));
+      this.#accept(prepareLine(source, l.no, l.text, l.error, format, anonymize, rules));
     while (!this.#fatal && !signal?.stopped) {
       const { value, done } = await reader.read();
       if (done || !value) break;
@@ -150,6 +164,7 @@ export class IngestPipeline {
       format: this.opts.format,
       maxLineBytes: this.opts.maxLineBytes,
       anonymizeSecret: this.sink.anonymizeSecret,
+      rules: this.opts.intel?.rules ?? null,
     } satisfies ToWorker);
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       const msg = e.data;
@@ -243,6 +258,9 @@ export class IngestPipeline {
       try {
         const mbs = await this.sink.append(events);
         this.#emit(batch, mbs);
+        // After their evidence, never in the same batch: an advisory names committed ids.
+        const advice = this.#advise(batch, mbs);
+        if (advice.length > 0) this.#emitAdvisories(advice, await this.sink.append(advice.map((a) => a.event)));
       } catch (e) {
         this.#fatal = e as Error;
       } finally {
@@ -269,6 +287,37 @@ export class IngestPipeline {
       }
     }
     if (lines.length) this.opts.out(lines.join("\n") + "\n");
+  }
+
+  /** The advisories the rule hits of a committed batch make (none while a fresher one stands). */
+  #advise(batch: LineResult[], mbs: { id: string }[]): { event: PreparedEvent; rule: string; indicators: Indicator[]; evidence: string[] }[] {
+    const intel = this.opts.intel;
+    if (!intel) return [];
+    const now = (intel.now ?? Date.now)();
+    const out: { event: PreparedEvent; rule: string; indicators: Indicator[]; evidence: string[] }[] = [];
+    let i = 0;
+    for (const p of batch) {
+      if (!("event" in p)) continue;
+      const id = mbs[i++]!.id;
+      for (const hit of p.hits ?? []) {
+        const input = intel.engine.observe(hit, id, now);
+        if (input === null) continue;
+        try {
+          const payload = makeAdvisory(input);
+          out.push({ event: prepareEvent(ADVISORY_EVENT, payload, this.sink.anonymizer), rule: input.rule!, indicators: payload.indicators, evidence: payload.evidence });
+        } catch (e) {
+          this.opts.err(`dsm ingest: ${p.source}:${p.line}: rule ${input.rule}: no advisory: ${(e as Error).message}`);
+        }
+      }
+    }
+    return out;
+  }
+
+  #emitAdvisories(advice: { rule: string; indicators: Indicator[]; evidence: string[] }[], mbs: { id: string; seq: number }[]): void {
+    this.stats.advisories += advice.length;
+    if (!this.opts.json) return;
+    const lines = advice.map((a, i) => JSON.stringify({ advisory: { id: mbs[i]!.id, seq: mbs[i]!.seq, rule: a.rule, indicators: a.indicators, evidence: a.evidence } }));
+    this.opts.out(lines.join("\n") + "\n");
   }
 
   /** Commits what is pending, stops the worker, and returns the totals. */

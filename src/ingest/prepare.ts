@@ -4,7 +4,9 @@
 import { canonicalize } from "../encoding/jcs.ts";
 import { sha256Hex } from "../crypto/sha256.ts";
 import { EVENT_TYPE_RE } from "../protocol/microblock.ts";
+import { isIntelEvent } from "../protocol/advisory.ts";
 import { type InputFormat, parseJsonLine, toSecurityEvent } from "./records.ts";
+import { type CompiledRules, matchRecord, type RuleHit } from "../intel/rules.ts";
 
 /** An event ready to be chained: payload canonicalised and hashed outside the write lock. */
 export interface PreparedEvent {
@@ -47,9 +49,19 @@ export class EventError extends Error {}
 
 export const MAX_PAYLOAD_BYTES = 64 * 1024 * 1024;
 
-/** Any event (emit, mitigation, library callers): IPs anonymised in the payload when configured. */
+/**
+ * Any event (emit, mitigation, library callers): IPs anonymised in the payload when configured,
+ * except the indicators of a threat advisory or retraction, which exist to be shared in clear
+ * (the rest of it, a free-text reason say, is anonymised like any payload).
+ */
 export function prepareEvent(eventType: string, payload: unknown, anonymize: Anonymizer | null): PreparedEvent {
-  return seal(finish(eventType, anonymize ? anonymize(payload) : payload));
+  return seal(finish(eventType, anonymize ? anonymizeExceptIndicators(eventType, payload, anonymize) : payload));
+}
+
+function anonymizeExceptIndicators(eventType: string, payload: unknown, anonymize: Anonymizer): unknown {
+  if (!isIntelEvent(eventType) || typeof payload !== "object" || payload === null || Array.isArray(payload) || !("indicators" in payload)) return anonymize(payload);
+  const { indicators, ...rest } = payload as Record<string, unknown>;
+  return { ...(anonymize(rest) as Record<string, unknown>), indicators };
 }
 
 /**
@@ -63,9 +75,9 @@ export function prepareRecord(record: Record<string, unknown>, format: InputForm
   return seal(finish(ev.eventType, ev.payload, new Map([[ev.payload.original, ev.originalCanonical]])));
 }
 
-/** One ingested line's outcome, in the order lines arrived. */
+/** One ingested line's outcome, in the order lines arrived. hits: the intel.rules it matched. */
 export type LineResult = { source: string; line: number } & (
-  | { event: PreparedEvent }
+  | { event: PreparedEvent; hits?: RuleHit[] }
   | { error: string }
   | { skipped: "empty line" }
 );
@@ -77,11 +89,16 @@ export function prepareLine(
   error: string | undefined,
   format: InputFormat,
   anonymize: Anonymizer | null,
+  rules: CompiledRules | null = null,
 ): LineResult {
   if (error !== undefined) return { source, line, error };
   if (text!.trim() === "") return { source, line, skipped: "empty line" };
   try {
-    return { source, line, event: prepareRecord(parseJsonLine(text!), format, anonymize) };
+    const record = parseJsonLine(text!);
+    const event = prepareRecord(record, format, anonymize);
+    // On the clear record: anonymisation made a copy, so the addresses here are the real ones.
+    const hits = rules === null ? null : matchRecord(rules, event.eventType, record);
+    return hits === null ? { source, line, event } : { source, line, event, hits };
   } catch (e) {
     return { source, line, error: e instanceof Error ? e.message : String(e) };
   }

@@ -1,0 +1,43 @@
+// The advisories this node's rules made lately, read back from its own ledger, so that a
+// restarted `dsm ingest` does not advise again what it advised a minute ago. Bounded: the
+// ledger has no index by event type, so only the newest microblocks of this node's chain
+// are read (SCAN_LIMIT), and only those younger than the longest rule ttl are kept.
+import type { Ledger } from "../ledger/ledger.ts";
+import { parseJson } from "../encoding/json.ts";
+import { parseTime } from "../encoding/time.ts";
+import { ADVISORY_EVENT, type AdvisoryPayload, parseIntelPayload } from "../protocol/advisory.ts";
+import type { IssuedAdvisory } from "./rules.ts";
+
+/** Microblocks of this node's chain looked at, newest first (a busy edge writes ~1000/s). */
+export const SCAN_LIMIT = 50_000;
+
+export function recentRuleAdvisories(
+  ledger: Ledger,
+  mesh: string,
+  nodeId: string,
+  nowMs: number,
+  maxTtlS: number,
+  scanLimit = SCAN_LIMIT,
+): IssuedAdvisory[] {
+  const head = ledger.head(mesh, nodeId);
+  if (head === null || maxTtlS <= 0) return [];
+  const since = nowMs - maxTtlS * 1000;
+  const out: IssuedAdvisory[] = [];
+  for (const page of ledger.chainPages(mesh, nodeId, Math.max(1, head.seq - scanLimit + 1), 1000)) {
+    for (const mb of page) {
+      if (mb.event_type !== ADVISORY_EVENT) continue;
+      const atMs = parseTime(mb.timestamp);
+      if (atMs === undefined || atMs < since) continue;
+      const text = ledger.payload(mb.payload_hash);
+      if (text === null) continue;
+      let p: AdvisoryPayload;
+      try {
+        p = parseIntelPayload(parseJson(text, "payload"), ADVISORY_EVENT) as AdvisoryPayload;
+      } catch {
+        continue; // not ours to judge here: dsm verify reports a bad payload
+      }
+      if (p.rule !== undefined) out.push({ rule: p.rule, indicators: p.indicators, atMs, ttl: p.ttl });
+    }
+  }
+  return out;
+}
