@@ -61,6 +61,27 @@ describe("genesis and mesh policy", () => {
     genesis = makeLocalGenesis(cardA, NOW);
   });
 
+  test("the intel policy: written only where it differs from the defaults, so older meshes keep their id; malformed values refused", () => {
+    const plain = buildGenesis({ name: "m", validators: [cardA], admission: "open", nowMs: NOW });
+    const same = buildGenesis({ name: "m", validators: [cardA], admission: "open", nowMs: NOW, intel: { min_reporters: 2, max_ttl: 7 * 86400, trusted: [], never_block: [] } });
+    expect("intel" in same).toBe(false);
+    expect(meshIdOf(same)).toBe(meshIdOf(plain));
+    const g = buildGenesis({ name: "m", validators: [cardA], admission: "open", nowMs: NOW, intel: { min_reporters: 3, never_block: ["198.51.100.0/24"], trusted: [cardA.node_id] } });
+    expect(g.intel).toEqual({ min_reporters: 3, trusted: [cardA.node_id], never_block: ["198.51.100.0/24"] });
+    expect(meshIdOf(g)).not.toBe(meshIdOf(plain));
+    for (const [intel, why] of [
+      [{}, /leave "intel" out/],
+      [{ min_reporters: 0 }, /min_reporters/],
+      [{ never_block: ["198.51.100.1/24"] }, /never_block\[0\] must be a canonical CIDR/],
+      [{ never_block: ["010.0.0.0/8"] }, /never_block\[0\]/],
+      [{ trusted: ["xyz"] }, /"trusted" must list node ids/],
+      [{ max_ttl: 10 }, /max_ttl/],
+      [{ quorum: 1 }, /unexpected field "quorum"/],
+    ] as const) {
+      expect(() => parseGenesis({ ...clone(plain), intel })).toThrow(why);
+    }
+  });
+
   test("validators' peer ids must name Ed25519 keys, one each: votes are checked under them", async () => {
     const sharing = await makeCard(idB, { role: "validator", peerId: peerA, nowMs: NOW, blsPub: blsB.pub, blsPop: blsB.pop });
     expect(() => buildGenesis({ name: "shared", validators: [cardA, sharing], admission: "open", nowMs: NOW })).toThrow(/card 2: peer_id 12D3KooW\w+ is already another validator's/);

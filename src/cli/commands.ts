@@ -14,6 +14,8 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   ingest: () => load(import("./ingest.ts")),
   emit: () => load(import("./emit.ts")),
   mitigation: () => load(import("./mitigation.ts")),
+  advise: () => load(import("./advise.ts")),
+  retract: () => load(import("./retract.ts")),
   log: () => load(import("./log.ts")),
   show: () => load(import("./show.ts")),
   status: () => load(import("./status.ts")),
@@ -27,6 +29,8 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   peers: () => load(import("./peers.ts")),
   attest: () => load(import("./attest.ts")),
   quarantine: () => load(import("./quarantine.ts")),
+  decisions: () => load(import("./decisions.ts")),
+  intel: () => load(import("./intel.ts")),
   validators: () => load(import("./validators.ts")),
   backup: () => load(import("./backup.ts")),
   recover: () => load(import("./recover.ts")),
@@ -47,7 +51,7 @@ export const VARIADIC = new Set(["ingest", "import", "genesis"]);
  * Options of commands whose files this table does not own that take a list, until their
  * defs say `multiple: true` (genesis collects them from its raw arguments itself).
  */
-export const REPEATABLE: Record<string, readonly string[]> = { genesis: ["validator", "allow"] };
+export const REPEATABLE: Record<string, readonly string[]> = { genesis: ["validator", "allow", "trusted-reporter", "never-block"] };
 
 export const main: DsmCommand = {
   meta: { name: "dsm", version: pkg.version, description: "HookProbe Decentralized Security Mesh: signed, hash-chained security events" },

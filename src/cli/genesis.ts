@@ -4,17 +4,19 @@ import { importPublicKey } from "../crypto/p256.ts";
 import { fromHex, isHex } from "../encoding/hex.ts";
 import { FileExistsError, writeFileAtomic } from "../fs/files.ts";
 import { parseCard } from "../protocol/card.ts";
-import { type AttestationPolicy, buildGenesis, DEFAULT_EPOCH_SECONDS, meshIdOf } from "../protocol/genesis.ts";
+import { type AttestationPolicy, buildGenesis, DEFAULT_EPOCH_SECONDS, type IntelPolicy, meshIdOf } from "../protocol/genesis.ts";
 import { verifyEvidence } from "../tpm/evidence.ts";
 import { CliError, command, intArg, printJson, readJsonFile, readPemFile, timeArg, warn } from "./common.ts";
 import { certificatePem } from "../crypto/x509.ts";
+import { formatCidr, parseCidr } from "../encoding/ip.ts";
+import { parseDuration } from "../encoding/duration.ts";
 
 // Flags that may be given more than once. citty 0.2.2 hands its args to node:util parseArgs
 // without `multiple`, so a repeated string flag keeps only its last value: these are
 // collected from the raw arguments instead.
-const REPEATED = { validator: ["validator"], allow: ["allow"], ekRoot: ["ek-root"], ekAllow: ["ek-allow"] } as const;
+const REPEATED = { validator: ["validator"], allow: ["allow"], ekRoot: ["ek-root"], ekAllow: ["ek-allow"], trusted: ["trusted-reporter"], neverBlock: ["never-block"] } as const;
 // Every flag of this command that takes a value (the walker must skip their values).
-const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "pcr-policy", "ek-root", "ek-allow", "attest-roles", "output", "o", "config", "data-dir"]);
+const VALUED = new Set(["name", "validator", "epoch-duration", "genesis-time", "admission", "allow", "pcr-policy", "ek-root", "ek-allow", "attest-roles", "output", "o", "config", "data-dir", "min-reporters", "trusted-reporter", "never-block", "max-ttl", "max-decisions"]);
 
 interface Raw {
   /** Validator cards in command-line order, from --validator and plain arguments alike. */
@@ -22,6 +24,8 @@ interface Raw {
   allow: string[];
   ekRoot: string[];
   ekAllow: string[];
+  trusted: string[];
+  neverBlock: string[];
   positionals: string[];
   outputGiven: boolean;
   outputValue: string | undefined;
@@ -29,7 +33,7 @@ interface Raw {
 
 /** Walks the raw arguments the way citty/parseArgs do, but keeps every repeated value. */
 export function collectArgs(rawArgs: string[]): Raw {
-  const out: Raw = { validator: [], allow: [], ekRoot: [], ekAllow: [], positionals: [], outputGiven: false, outputValue: undefined };
+  const out: Raw = { validator: [], allow: [], ekRoot: [], ekAllow: [], trusted: [], neverBlock: [], positionals: [], outputGiven: false, outputValue: undefined };
   for (let i = 0; i < rawArgs.length; i++) {
     const tok = rawArgs[i]!;
     if (tok === "--") {
@@ -62,6 +66,28 @@ export function collectArgs(rawArgs: string[]): Raw {
       }
     }
   }
+  return out;
+}
+
+/** The --min-reporters ... --max-decisions flags as a policy (buildGenesis keeps what differs from the defaults). */
+function intelArgs(args: Record<string, unknown>, raw: Raw): Partial<IntelPolicy> {
+  const out: Partial<IntelPolicy> = {};
+  if (args["min-reporters"] !== undefined) out.min_reporters = intArg(String(args["min-reporters"]), "min-reporters", 1);
+  if (args["max-decisions"] !== undefined) out.max_decisions = intArg(String(args["max-decisions"]), "max-decisions", 1);
+  if (args["max-ttl"] !== undefined) {
+    const s = parseDuration(String(args["max-ttl"]));
+    if (s === null || s < 60 || s > 30 * 86400) throw new CliError(`--max-ttl must be a duration from 60s to 30d (e.g. 7d, 12h), got "${args["max-ttl"]}"`);
+    out.max_ttl = s;
+  }
+  out.trusted = splitList(raw.trusted).map((t) => {
+    if (!isHex(t, 32)) throw new CliError(`--trusted-reporter ${JSON.stringify(t)} is not a node id (64 hex digits, as dsm init prints it)`);
+    return t;
+  });
+  out.never_block = splitList(raw.neverBlock).map((c) => {
+    const parsed = parseCidr(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`);
+    if (!parsed) throw new CliError(`--never-block ${JSON.stringify(c)} is not a CIDR range with its host bits zero (e.g. 198.51.100.0/24) or an address`);
+    return formatCidr(parsed);
+  });
   return out;
 }
 
@@ -151,11 +177,21 @@ may hold several; repeatable) and/or --ek-allow DIGEST (an EK without a certific
 its TPM name without the algorithm, as dsm attest --ek prints it on the node; repeatable).
 --attest-roles edge,validator chooses which roles must attest (default: both).
 
+Decisions (what the mesh blocks, DESIGN.md section 12, docs/PROTOCOL.md "Decisions") are
+the same on every node because their rule is in the genesis: --min-reporters N distinct
+nodes must advise an indicator (default 2); --trusted-reporter NODE_ID names a node whose
+single advice suffices (repeatable); --never-block CIDR is never blocked, beyond the
+built-in loopback, link-local and multicast ranges (repeatable: add the mesh's own
+validators' and bootstrap peers' public addresses); --max-ttl DURATION caps how long any
+advice holds (default 7d); --max-decisions N caps the set (default 100000). Left at their
+defaults, the genesis has no "intel" key.
+
 EXAMPLES
   dsm genesis --name soc-eu --validator v1.json --validator v2.json --validator v3.json -o genesis.json
   dsm genesis --name lab v1.json v2.json --admission open --epoch-duration 60 -o genesis.json
   dsm genesis --name soc-eu --validator v1.json --allow edge1.json --allow 02ab...ef -o genesis.json
-  dsm genesis --name fleet --validator v1.json --pcr-policy pcr-policy.json --ek-root vendor-roots.pem -o genesis.json`,
+  dsm genesis --name fleet --validator v1.json --pcr-policy pcr-policy.json --ek-root vendor-roots.pem -o genesis.json
+  dsm genesis --name soc-eu v1.json v2.json v3.json v4.json --min-reporters 3 --never-block 198.51.100.0/24 -o genesis.json`,
   args: {
     validators: { type: "positional", required: false, description: "Validator card files (also: --validator)", valueHint: "CARD.json" },
     name: { type: "string", description: "Mesh name: 1-64 letters, digits, '.', '_' or '-'", valueHint: "NAME" },
@@ -168,6 +204,11 @@ EXAMPLES
     "ek-root": { type: "string", description: "With --pcr-policy: trust EK certificates under these PEM CA certificates; repeatable", valueHint: "FILE" },
     "ek-allow": { type: "string", description: "With --pcr-policy: trust this EK digest (a TPM without an EK certificate); repeatable", valueHint: "DIGEST" },
     "attest-roles": { type: "string", description: "With --pcr-policy: which roles must attest: edge, validator or edge,validator (default)", valueHint: "ROLES" },
+    "min-reporters": { type: "string", description: "Decisions: distinct reporters an indicator needs (default 2)", valueHint: "N" },
+    "trusted-reporter": { type: "string", description: "Decisions: a node id whose single advice suffices; repeatable", valueHint: "NODE_ID" },
+    "never-block": { type: "string", description: "Decisions: a CIDR range never blocked, beyond the built-in ones; repeatable", valueHint: "CIDR" },
+    "max-ttl": { type: "string", description: "Decisions: the longest any advice holds, e.g. 7d (default)", valueHint: "DURATION" },
+    "max-decisions": { type: "string", description: "Decisions: at most N held (default 100000)", valueHint: "N" },
     output: { type: "string", alias: "o", description: "Write the genesis here (default: stdout)", valueHint: "FILE" },
     force: { type: "boolean", description: "Replace an existing output file" },
     json: { type: "boolean", description: "Machine-readable summary on stdout" },
@@ -236,6 +277,7 @@ EXAMPLES
         admission,
         allow,
         attestation,
+        intel: intelArgs(args, raw),
       });
     } catch (e) {
       throw new CliError((e as Error).message);

@@ -209,6 +209,8 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (mesh, leaf)
   ) WITHOUT ROWID;
   CREATE INDEX intel_advisories_epoch ON intel_advisories (mesh, epoch);
+  -- Only intel microblocks: finding a checkpoint's few advisories costs O(advisories), not O(leaves).
+  CREATE INDEX microblocks_intel ON microblocks (chain, seq) WHERE event_type IN ('threat.advisory', 'threat.retract');
   CREATE TABLE intel_cursor (
     mesh BLOB PRIMARY KEY,
     next_leaf INTEGER NOT NULL

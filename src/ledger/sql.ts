@@ -53,6 +53,20 @@ export const STATEMENTS = {
     decisionsOf: "SELECT epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? AND node_id = ? ORDER BY epoch",
     decisions: "SELECT node_id, epoch, action, from_seq, decided_at FROM quarantine_decisions WHERE mesh = ? ORDER BY epoch, node_id",
   },
+  /** Finalized threat advisories and retractions (IntelStore). */
+  intel: {
+    // The same WHERE as the partial index microblocks_intel, so the planner uses it.
+    inSpan: `SELECT seq FROM microblocks WHERE chain = ? AND seq >= ? AND seq <= ? AND event_type IN ('threat.advisory', 'threat.retract') ORDER BY seq`,
+    put: `INSERT INTO intel_advisories (mesh, leaf, id, node_id, seq, epoch, event_type, microblock, payload, received_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mesh, leaf) DO UPDATE SET payload = excluded.payload WHERE length(intel_advisories.payload) = 0`,
+    from: "SELECT leaf, id, node_id, seq, epoch, event_type, microblock, payload FROM intel_advisories WHERE mesh = ? AND leaf >= ? ORDER BY leaf LIMIT ?",
+    sinceEpoch: "SELECT leaf, id, node_id, seq, epoch, event_type, microblock, payload FROM intel_advisories WHERE mesh = ? AND epoch >= ? ORDER BY leaf",
+    missing: "SELECT leaf FROM intel_advisories WHERE mesh = ? AND length(payload) = 0 ORDER BY leaf LIMIT ?",
+    count: "SELECT count(*) AS n FROM intel_advisories WHERE mesh = ? AND length(payload) > 0",
+    made: `SELECT count(*) AS n FROM microblocks WHERE chain = ? AND event_type IN ('threat.advisory', 'threat.retract')`,
+    cursor: "SELECT next_leaf FROM intel_cursor WHERE mesh = ?",
+    setCursor: "INSERT INTO intel_cursor (mesh, next_leaf) VALUES (?, ?) ON CONFLICT (mesh) DO UPDATE SET next_leaf = max(next_leaf, excluded.next_leaf)",
+  },
   /** Validator-set change requests and finalized changes (SetChangeStore). */
   sets: {
     add: "INSERT INTO set_requests (mesh, digest, request, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",

@@ -43,6 +43,17 @@ export interface IntelPolicy {
 
 export const DEFAULT_INTEL: Readonly<IntelPolicy> = { min_reporters: 2, trusted: [], never_block: [], max_ttl: 7 * 86400, max_decisions: 100_000 };
 
+/** The keys of a policy that differ from the defaults, or undefined when none does (the genesis then has no "intel"). */
+function intelDiff(p: Partial<IntelPolicy>): Partial<IntelPolicy> | undefined {
+  const out: Partial<IntelPolicy> = {};
+  if (p.min_reporters !== undefined && p.min_reporters !== DEFAULT_INTEL.min_reporters) out.min_reporters = p.min_reporters;
+  if (p.trusted?.length) out.trusted = [...new Set(p.trusted)];
+  if (p.never_block?.length) out.never_block = [...new Set(p.never_block)];
+  if (p.max_ttl !== undefined && p.max_ttl !== DEFAULT_INTEL.max_ttl) out.max_ttl = p.max_ttl;
+  if (p.max_decisions !== undefined && p.max_decisions !== DEFAULT_INTEL.max_decisions) out.max_decisions = p.max_decisions;
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
 /** The genesis's intel policy with the defaults filled in. */
 export function intelPolicy(genesis: Genesis): IntelPolicy {
   return { ...DEFAULT_INTEL, ...genesis.intel };
@@ -265,6 +276,8 @@ export function buildGenesis(opts: {
   admission?: "open" | "allowlist";
   allow?: string[];
   attestation?: Genesis["attestation"];
+  /** Only the keys that differ from DEFAULT_INTEL are written. */
+  intel?: Partial<IntelPolicy>;
   nowMs?: number;
 }): Genesis {
   if (typeof opts.name !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.name)) {
@@ -334,6 +347,8 @@ export function buildGenesis(opts: {
       ...(att.roles?.length ? { roles: [...att.roles] } : {}),
     },
   };
+  const intel = intelDiff(opts.intel ?? {});
+  if (intel) genesis.intel = intel;
   // The same checks every node runs on the file (PoP already checked above).
   return parseGenesis(JSON.parse(JSON.stringify(genesis)), { checkPop: false });
 }
