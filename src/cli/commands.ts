@@ -29,6 +29,7 @@ export const subCommands: Record<string, () => Promise<DsmCommand>> = {
   peers: () => load(import("./peers.ts")),
   attest: () => load(import("./attest.ts")),
   quarantine: () => load(import("./quarantine.ts")),
+  bouncers: () => load(import("./bouncers.ts")),
   decisions: () => load(import("./decisions.ts")),
   intel: () => load(import("./intel.ts")),
   validators: () => load(import("./validators.ts")),
