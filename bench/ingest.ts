@@ -12,6 +12,8 @@ import { type Microblock, type MicroblockBody, microblockIdBytes } from "../src/
 import { defaultConfig } from "../src/config/config.ts";
 import { DSMNode } from "../src/node/node.ts";
 import { IngestPipeline } from "../src/ingest/pipeline.ts";
+import { parseIntelRules } from "../src/config/intel-rules.ts";
+import { compileRules, RuleEngine } from "../src/intel/rules.ts";
 import { LineSplitter } from "../src/ingest/lines.ts";
 import { type EventPayload, parseJsonLine, toSecurityEvent } from "../src/ingest/records.ts";
 import { Ledger } from "../src/ledger/ledger.ts";
@@ -27,13 +29,30 @@ export interface IngestSummary {
   singleThreadEps: number;
   baselineEps: number;
   ratio: number;
+  /** The pipeline with BENCH_RULES (intel.rules) on, and its rate over the same pipeline without. */
+  rulesEps: number;
+  rulesRatio: number;
+  advisories: number;
   stagesUs: Record<string, number>;
 }
+
+/**
+ * intel.rules for the bench, as an edge might run them: severity-1 alerts advise their source
+ * (about half the sources are local and skipped), a threshold over every alert, and a Zeek rule
+ * that never matches these lines (the cost of a rule that is only checked).
+ */
+export const BENCH_RULES = parseIntelRules([
+  { name: "critical", match: { event_type: "suricata.alert", severity: [1] }, category: "exploit", ttl: "4h" },
+  { name: "noisy", match: { event_type: "suricata.alert" }, category: "scan", ttl: "1h", threshold: { count: 20, window: "1m" } },
+  { name: "intel", match: { event_type: "zeek.intel" }, category: "malware", ttl: "1d" },
+]);
 
 // ---------------------------------------------------------------------------
 // The pipeline, as `dsm ingest` runs it (minus process start and stdin).
 
-export async function pipelineRun(buf: Uint8Array, expect: number, worker = true, tpm?: string): Promise<number> {
+export let lastAdvisories = 0;
+
+export async function pipelineRun(buf: Uint8Array, expect: number, worker = true, tpm?: string, rules = false): Promise<number> {
   const dir = tempDir("ingest");
   try {
     const config = defaultConfig();
@@ -49,6 +68,7 @@ export async function pipelineRun(buf: Uint8Array, expect: number, worker = true
       out: () => undefined,
       err: () => void (errors += 1),
       worker,
+      intel: rules ? { rules: compileRules(BENCH_RULES, config.intel.local_networks), engine: new RuleEngine(BENCH_RULES) } : undefined,
     });
     gc();
     const t0 = now();
@@ -56,6 +76,7 @@ export async function pipelineRun(buf: Uint8Array, expect: number, worker = true
     const stats = await pipeline.finish();
     const ms = now() - t0;
     node.close();
+    lastAdvisories = stats.advisories;
     if (stats.stored !== expect || errors !== 0) throw new Error(`pipeline stored ${stats.stored}/${expect} lines, ${errors} errors`);
     return ms;
   } finally {
@@ -257,16 +278,22 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
   // Warm up the JIT on both paths so the first timed rep is not penalised.
   const w = Math.min(n, 2000);
   await pipelineRun(joinLines(lines.slice(0, w)), w);
+  await pipelineRun(joinLines(lines.slice(0, w)), w, true, undefined, true);
   baselineRun({ payloads: payloads.slice(0, w), eventTypes: eventTypes.slice(0, w) });
 
   // Interleaved reps (A B A B ...); the best of each, as the machine is shared and noisy.
   const pipeMs: number[] = [];
+  const rulesMs: number[] = [];
+  let advisories = 0;
   const singleMs: number[] = [];
   const baseMs: number[] = [];
   let rowBytes = 0;
   for (let rep = 0; rep < reps; rep++) {
     note(`ingest: pipeline rep ${rep + 1}/${reps}`);
     pipeMs.push(await pipelineRun(buf, n));
+    note(`ingest: pipeline with intel.rules rep ${rep + 1}/${reps}`);
+    rulesMs.push(await pipelineRun(buf, n, true, undefined, true));
+    advisories = lastAdvisories;
     note(`ingest: single-thread pipeline rep ${rep + 1}/${reps}`);
     singleMs.push(await pipelineRun(buf, n, false));
     note(`ingest: baseline rep ${rep + 1}/${reps}`);
@@ -277,6 +304,8 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
   const pipelineEps = (n * 1000) / Math.min(...pipeMs);
   const baselineEps = (n * 1000) / Math.min(...baseMs);
   const ratio = pipelineEps / baselineEps;
+  const rulesEps = (n * 1000) / Math.min(...rulesMs);
+  const rulesRatio = rulesEps / pipelineEps;
 
   // On all N lines by default, so the SQLite stage sees a ledger as large as the pipeline's;
   // BENCH_STAGES_N limits it to a prefix.
@@ -296,6 +325,7 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
       ["path", "events/s", "us/event", "each rep", "vs baseline"],
       [
         ["IngestPipeline, as dsm ingest runs it (prepare worker)", fmtRate(pipelineEps), fmtUs(pipeUs), rate(pipeMs), fmtRatio(ratio)],
+        [`  the same with ${BENCH_RULES.length} intel.rules (${advisories} advisories written)`, fmtRate(rulesEps), fmtUs(1e6 / rulesEps), rate(rulesMs), fmtRatio(rulesEps / baselineEps)],
         [
           "IngestPipeline, one thread (worker: false)",
           fmtRate((n * 1000) / Math.min(...singleMs)),
@@ -308,6 +338,7 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
     ),
   );
   say(`   ratio pipeline/baseline ${fmtRatio(ratio)} (target >= 0.70x); pipeline ${fmtRate(pipelineEps)} vs target 10.0k/s (${fmtRatio(pipelineEps / 10_000)})`);
+  say(`   intel.rules on/off ${fmtRatio(rulesRatio)} (input lines per second, advisories written besides)`);
 
   say(
     table(
@@ -324,5 +355,5 @@ export async function runIngest(n: number, reps: number): Promise<IngestSummary>
 
   const stagesUs: Record<string, number> = {};
   for (const s of stages) stagesUs[s.key] = Number(s.us.toFixed(2));
-  return { n, avgLineBytes, pipelineEps, singleThreadEps: (n * 1000) / Math.min(...singleMs), baselineEps, ratio, stagesUs };
+  return { n, avgLineBytes, pipelineEps, singleThreadEps: (n * 1000) / Math.min(...singleMs), baselineEps, ratio, rulesEps, rulesRatio, advisories, stagesUs };
 }

@@ -68,3 +68,43 @@ describe("handlers with privacy.anonymize_ips: addresses anonymised before event
     for (const ip of ["10.137.3.54", "10.128.2.48"]) expect(text).not.toContain(ip);
   });
 });
+
+// ---------------------------------------------------------------------------
+describe("MitigationLogger: a block with a duration advises the mesh (issue 15)", () => {
+  test("record(): the mitigation keeps hashing its target under anonymize_ips, the advisory after it names the target in clear", async () => {
+    const { node } = await newNode("anon-advise", (c) => (c.privacy.anonymize_ips = true));
+    const threat = "9c1e".repeat(16);
+    const r = await new MitigationLogger(node).record(threat, { action: "block", target: "203.0.113.9", duration: 3600, category: "bruteforce", reason: "from 203.0.113.9 to 10.1.2.3" });
+    const m = storedPayload(node, r.mitigation);
+    expect(m.text).not.toContain("203.0.113.9");
+    expect(m.value.original).toMatchObject({ duration: 3600 });
+    expect(m.value.original.target).toMatch(TOKEN);
+    expect(r.advisory!.event_type).toBe("threat.advisory");
+    expect(r.advisory!.seq).toBe(r.mitigation.seq + 1);
+    const a = storedPayload(node, r.advisory!);
+    expect(a.value).toEqual({
+      v: 1,
+      kind: "advisory",
+      indicators: [{ scope: "ip", value: "203.0.113.9" }],
+      category: "bruteforce",
+      severity: "high",
+      confidence: 80,
+      ttl: 3600,
+      evidence: [r.mitigation.id, threat],
+      reason: "mitigation.block for 1h",
+    });
+    expect(r.indicators).toEqual([{ scope: "ip", value: "203.0.113.9" }]);
+  });
+
+  test("onMitigationExecuted still resolves to the mitigation; a local target or a failed block advises nothing", async () => {
+    const { node } = await newNode("advise-local");
+    const logger = new MitigationLogger(node);
+    const mb = await logger.onMitigationExecuted(null, { action: "block", target: "198.51.100.7", duration: 600 });
+    expect(mb.event_type).toBe("mitigation.block");
+    const local = await logger.record(null, { action: "block", target: "192.168.1.20", duration: 600 });
+    expect([local.advisory, local.noAdvisory]).toEqual([null, "ip:192.168.1.20 is inside intel.local_networks: a local address is not advised to the mesh"]);
+    expect((await logger.record(null, { action: "block", target: "198.51.100.7", duration: 600, success: false })).advisory).toBeNull();
+    expect(node.ledger.list({ eventType: "threat.advisory" }).length).toBe(1);
+    await expect(logger.record(null, { action: "block", target: "198.51.100.7", duration: 10 })).rejects.toThrow("the duration must be 1m to 30d, got 10s");
+  });
+});
