@@ -7,6 +7,9 @@ import { verifyLedger } from "../src/ledger/verify.ts";
 import { type IngestOptions, IngestPipeline } from "../src/ingest/pipeline.ts";
 import type { DSMNode, PreparedEvent } from "../src/node/node.ts";
 import { chunkStream, cleanupTempDirs, closeQuietly, makeNode } from "./helpers/node.ts";
+import { parseIntelRules } from "../src/config/intel-rules.ts";
+import { compileRules, RuleEngine } from "../src/intel/rules.ts";
+import { ATTACKER, C2_ALERTS, ndjsonLines } from "./helpers/intel-fixtures.ts";
 
 afterAll(cleanupTempDirs);
 
@@ -292,4 +295,32 @@ describe("fatal errors", () => {
       }
     });
   });
+});
+
+describe("intel.rules (issue 15)", () => {
+  const rules = parseIntelRules([{ name: "c2", match: { event_type: "suricata.alert", severity: [1] }, indicator: "alert.source.ip", category: "c2", ttl: "4h" }]);
+
+  for (const worker of [false, true]) {
+    test(`${worker ? "on the worker" : "on one thread"}: the advisory is appended after the batch holding its evidence, and counted`, async () => {
+      await withNode(async (node) => {
+        const sizes = countAppends(node);
+        const { p, results } = pipelineFor(node, {
+          format: "suricata",
+          maxLineBytes: 1 << 20,
+          worker,
+          intel: { rules: compileRules(rules, node.config.intel.local_networks), engine: new RuleEngine(rules), now: () => Date.UTC(2026, 5, 26, 16) },
+        });
+        await p.consume(chunkStream([enc.encode(ndjsonLines(C2_ALERTS))]), "eve");
+        const s = await p.finish();
+        expect([s.stored, s.advisories]).toEqual([3, 1]);
+        // One batch of the three lines, then one of the advisory.
+        expect(sizes).toEqual([3, 1]);
+        const out = results() as any[];
+        expect(out.map((o) => ("advisory" in o ? "advisory" : o.line))).toEqual([1, 2, 3, "advisory"]);
+        const a = out[3].advisory;
+        expect(a).toMatchObject({ seq: 4, rule: "c2", indicators: [{ scope: "ip", value: ATTACKER }], evidence: [out[0].id] });
+        expect(node.ledger.byId(a.id)!.event_type).toBe("threat.advisory");
+      });
+    });
+  }
 });
