@@ -246,6 +246,24 @@ describe("--json output is snake_case everywhere", () => {
     expect(v.pending).toEqual([]);
   }, 30_000);
 
+  test("advise, retract, intel query, decisions list, explain, export, bouncers", async () => {
+    const a = parse(await json(["advise", "--indicator", "ip:203.0.113.9", "--category", "c2", "--ttl", "1h", "--data-dir", dir("A"), "--json"]));
+    expect(a.indicators).toEqual([{ scope: "ip", value: "203.0.113.9" }]);
+    parse(await json(["retract", "--indicator", "ip:203.0.113.9", "--data-dir", dir("A"), "--json"]));
+    await json(["checkpoint", "--data-dir", dir("A"), "--json"], { code: [0, 4], record: false });
+    const q = parse(await json(["intel", "query", "--data-dir", dir("A"), "--json"]));
+    expect(Array.isArray(q)).toBe(true);
+    expect(parse(await json(["decisions", "list", "--data-dir", dir("A"), "--json"]))).toMatchObject({ decisions: [] });
+    const x = parse(await json(["decisions", "explain", "ip:203.0.113.9", "--data-dir", dir("A"), "--json"]));
+    expect(x).toMatchObject({ indicator: { scope: "ip", value: "203.0.113.9" }, decision: null, min_reporters: 2 });
+    const out = file("dsm.nft");
+    expect(parse(await json(["decisions", "export", "--format", "nftables", "--output", out, "--data-dir", dir("A"), "--json"]))).toMatchObject({ entries: 0, changed: true });
+    const b = parse(await json(["bouncers", "add", "fw1", "--data-dir", dir("A"), "--json"]));
+    expect(b.name).toBe("fw1");
+    expect(parse(await json(["bouncers", "list", "--data-dir", dir("A"), "--json"]))).toBeDefined();
+    await json(["bouncers", "delete", "fw1", "--data-dir", dir("A"), "--json"]);
+  }, 60_000);
+
   test("backup: the manifest", async () => {
     const m = parse(await json(["backup", file("backup-A"), "--data-dir", dir("A"), "--json"]));
     expect(m.type).toBe("dsm-backup");

@@ -41,15 +41,20 @@ export class IntelStore {
    * from a peer (put), and counts for nothing until then. Returns how many it found.
    */
   scan(nodeId: string, firstLeaf: number, from: number, to: number, epoch: number, nowMs = Date.now()): number {
-    const chain = this.ledger.chainOf(this.mesh, nodeId, false);
-    if (chain === undefined) return 0;
-    const seqs = this.#st.inSpan.all(chain, from, to) as { seq: number }[];
-    for (const { seq } of seqs) {
+    const seqs = this.intelSeqs(nodeId, from, to);
+    for (const seq of seqs) {
       const mb = this.ledger.bySeq(this.mesh, nodeId, seq)!;
       const payload = this.ledger.payload(mb.payload_hash) ?? "";
       this.#put(firstLeaf + seq - from, withoutLocalFields(mb), payload, epoch, nowMs);
     }
     return seqs.length;
+  }
+
+  /** Seqs of a node's intel microblocks from..to that this ledger holds, finalized or not (through the partial index). */
+  intelSeqs(nodeId: string, from: number, to: number): number[] {
+    const chain = this.ledger.chainOf(this.mesh, nodeId, false);
+    if (chain === undefined) return [];
+    return (this.#st.inSpan.all(chain, from, to) as { seq: number }[]).map((r) => r.seq);
   }
 
   /** One the caller has checked (leaf of its tree, payload_hash, schema); false when it was held already. */
