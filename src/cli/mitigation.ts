@@ -22,7 +22,7 @@ intel.local_networks (a local or victim host) is recorded but not advised (a war
 so); --failed advises nothing.
 
 OUTPUT  The mitigation's id, then the advisory's when one was made. --json:
-{"id","seq","node_id","event_type","advisory":{"id","seq","indicators"}|null}.
+{"id", "seq", "node_id", "event_type", "advisory": {"id", "seq", "indicators"} or null}.
 
 EXAMPLES
   dsm mitigation --action block --target 203.0.113.9 --threat 9c1e...
