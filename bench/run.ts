@@ -2,7 +2,8 @@
 // measured in the same run, then the compiled binary for reference. Sizes scale with
 // BENCH_N (ingest lines, default 50000); BENCH_M sets the verify ledger (default 2 x N);
 // BENCH_REPS the interleaved ingest repetitions (default 2); BENCH_RECEIVE_N the gossiped
-// microblocks for the receive path (default 20000). Ends with one JSON line.
+// microblocks for the receive path (default 20000); BENCH_DECISIONS_N the decisions served
+// to bouncers (default 100000). Ends with one JSON line.
 import * as os from "node:os";
 import * as path from "node:path";
 import { runBinary } from "./binary.ts";
@@ -14,6 +15,7 @@ import { runReceive } from "./receive.ts";
 import { runLog } from "./log.ts";
 import { runMesh } from "./mesh.ts";
 import { runTpm } from "./tpm.ts";
+import { runDecisions } from "./decisions.ts";
 
 const root = path.resolve(import.meta.dir, "..");
 const n = envInt("BENCH_N", 50_000);
@@ -34,6 +36,7 @@ try {
   const consensus = await runConsensus();
   const tpm = await runTpm();
   const mesh = await runMesh();
+  const decisions = await runDecisions();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
@@ -43,6 +46,7 @@ try {
     consensus,
     tpm,
     mesh,
+    decisions,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),

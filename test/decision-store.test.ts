@@ -98,6 +98,20 @@ describe("replace", () => {
     expect(store.asOf()).toBe(1);
     // The next replace after the rollback is diffed against what was committed.
     expect(store.replace([a, b], 2, T0 + 2000)).toEqual({ added: [b], removed: [] });
+    // A rolled-back replace and a committed one that reach the same journal seq: the view
+    // of the first is never taken for the second.
+    const c = dec("ip", "203.0.113.11", T0 + H);
+    const seq = store.lastSeq();
+    expect(() =>
+      ledger.immediate(() => {
+        store.replace([a, c], 3, T0 + 3000);
+        throw new Error("rolled back");
+      }),
+    ).toThrow("rolled back");
+    const d = dec("ip", "203.0.113.12", T0 + H);
+    store.replace([a, d], 3, T0 + 4000);
+    expect(store.lastSeq()).toBe(seq + 2);
+    expect(values(store.current())).toEqual(values([a, d]));
     ledger.close();
   });
 

@@ -83,6 +83,8 @@ interface View {
   byId: Map<number, Entry>;
   groups: Map<string, Entry[]>;
   sorted: Decision[] | null;
+  /** Built inside a transaction that may yet roll back: see #exact. */
+  tentative: boolean;
 }
 
 interface State {
@@ -92,7 +94,7 @@ interface State {
   stamp: number;
 }
 
-type ChangeRow = { seq: number; op: "add" | "del" | "upd"; id: number; added_seq: number; decision: Uint8Array };
+type ChangeRow = { seq: number; op: "add" | "del" | "upd"; id: number; added_seq: number; decision: string | Uint8Array };
 
 const NO_STATE: State = { epoch: -1, last_seq: 0, pruned_seq: 0, stamp: 0 };
 const groupKey = (d: Decision): string => `${d.scope}\u0000${d.value}`;
@@ -117,6 +119,39 @@ function untilOf(d: Decision): number {
 function entryOf(json: string, addedSeq: number): Entry {
   const d = freeze(JSON.parse(json) as Decision);
   return { d, json, untilMs: untilOf(d), addedSeq, key: groupKey(d), cidr: undefined };
+}
+
+/**
+ * The same decision, field by field, for two of the same id (which is derived from scope,
+ * value and until, so those three are not compared again): nothing to update.
+ */
+function sameDecision(a: Decision, b: Decision): boolean {
+  return a.category === b.category && a.severity === b.severity && a.epoch === b.epoch && a.since === b.since && sameList(a.reporters, b.reporters) && sameList(a.advisories, b.advisories);
+}
+
+function sameList(x: readonly string[], y: readonly string[]): boolean {
+  if (x === y) return true;
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+const textOf = (v: string | Uint8Array): string => (typeof v === "string" ? v : Buffer.from(v).toString("utf8"));
+
+function put(v: View, e: Entry): void {
+  v.byId.set(e.d.id, e);
+  const g = v.groups.get(e.key);
+  if (g) g.push(e);
+  else v.groups.set(e.key, [e]);
+}
+
+function drop(v: View, id: number): void {
+  const old = v.byId.get(id);
+  if (!old) return;
+  v.byId.delete(id);
+  const g = v.groups.get(old.key)!.filter((e) => e !== old);
+  if (g.length > 0) v.groups.set(old.key, g);
+  else v.groups.delete(old.key);
 }
 
 function cidrOf(e: Entry): Cidr | null {
@@ -159,50 +194,75 @@ export class DecisionStore {
    * removal is journaled (a decision whose other fields changed under the same id, e.g.
    * one more reporter, is journaled as an update, which bouncers are not sent). Inside a
    * caller's ledger.immediate it is a savepoint there, and the caller's commit decides.
+   * Costs what changed plus one pass over the set in memory (no re-encoding of it).
    */
   replace(decisions: readonly Decision[], epoch: number, nowMs: number): { added: Decision[]; removed: Decision[] } {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw new DecisionStoreError(`epoch must be a non-negative integer, got ${epoch}`);
-    const incoming = new Map<number, { d: Decision; json: string; untilMs: number }>();
-    for (const d of decisions) {
-      if (!Number.isSafeInteger(d.id)) throw new DecisionStoreError(`decision id ${d.id} is not a safe integer`);
-      if (!SCOPES.includes(d.scope)) throw new DecisionStoreError(`decision ${d.id}: unknown scope ${JSON.stringify(d.scope)}`);
-      if (incoming.has(d.id)) throw new DecisionStoreError(`decision id ${d.id} appears twice in the set`);
-      incoming.set(d.id, { d, json: canonicalize(d), untilMs: untilOf(d) });
-    }
     return this.ledger.immediate(() => {
       const state = this.#state();
-      const stored = this.#entries(state);
-      const added: Decision[] = [];
-      const removed: Decision[] = [];
+      const view = this.#exact(state) ?? this.#load();
+      // One pass over the set: what is new or changed is checked and encoded, the rest only compared.
+      const ids = new Set<number>();
+      const fresh: Decision[] = [];
+      const changed: Decision[] = [];
+      for (const d of decisions) {
+        if (!Number.isSafeInteger(d.id)) throw new DecisionStoreError(`decision id ${d.id} is not a safe integer`);
+        if (ids.has(d.id)) throw new DecisionStoreError(`decision id ${d.id} appears twice in the set`);
+        ids.add(d.id);
+        const e = view.byId.get(d.id);
+        if (e !== undefined && sameDecision(e.d, d)) continue;
+        if (!SCOPES.includes(d.scope)) throw new DecisionStoreError(`decision ${d.id}: unknown scope ${JSON.stringify(d.scope)}`);
+        untilOf(d);
+        (e === undefined ? fresh : changed).push(d);
+      }
+      const gone: Entry[] = [];
+      for (const [id, e] of view.byId) if (!ids.has(id)) gone.push(e);
+      const byId = (x: { id: number }, y: { id: number }) => x.id - y.id;
+      gone.sort((x, y) => x.d.id - y.d.id);
+      fresh.sort(byId);
+      changed.sort(byId);
+
+      const puts: Entry[] = [];
       let seq = state.last_seq;
-      const journal = (op: "add" | "del" | "upd", id: number, addedSeq: number, json: string) =>
-        this.#st.journal.run(this.#mesh, ++seq, op, id, addedSeq, Buffer.from(json), nowMs);
-      // Removals first, then adds, each by id: the journal reads the same on every node.
-      for (const id of [...stored.keys()].sort((a, b) => a - b)) {
-        if (incoming.has(id)) continue;
-        const e = stored.get(id)!;
-        this.#st.remove.run(this.#mesh, id);
-        journal("del", id, e.addedSeq, e.json);
-        removed.push(e.d);
+      const journal = (op: "add" | "del" | "upd", id: number, addedSeq: number, json: string) => this.#st.journal.run(this.#mesh, ++seq, op, id, addedSeq, json, nowMs);
+      // Removals, then adds, then updates, each by id: the journal reads the same on every node.
+      for (const e of gone) {
+        this.#st.remove.run(this.#mesh, e.d.id);
+        journal("del", e.d.id, e.addedSeq, e.json);
       }
-      for (const id of [...incoming.keys()].sort((a, b) => a - b)) {
-        const n = incoming.get(id)!;
-        const e = stored.get(id);
-        if (e === undefined) {
-          // added_seq is the seq of its own add entry.
-          journal("add", id, seq + 1, n.json);
-          this.#st.insert.run(this.#mesh, id, n.untilMs, seq, Buffer.from(n.json));
-          added.push(n.d);
-        } else if (e.json !== n.json) {
-          this.#st.update.run(Buffer.from(n.json), this.#mesh, id);
-          journal("upd", id, e.addedSeq, n.json);
-        }
+      for (const d of fresh) {
+        const json = canonicalize(d);
+        // added_seq is the seq of its own add entry.
+        journal("add", d.id, seq + 1, json);
+        this.#st.insert.run(this.#mesh, d.id, untilOf(d), seq, json);
+        puts.push(entryOf(json, seq));
       }
+      for (const d of changed) {
+        const json = canonicalize(d);
+        const e = view.byId.get(d.id)!;
+        this.#st.update.run(json, this.#mesh, d.id);
+        journal("upd", d.id, e.addedSeq, json);
+        puts.push(entryOf(json, e.addedSeq));
+      }
+      const added = fresh;
+      const removed = gone.map((e) => e.d);
       // A new stamp on every replace: a view built from writes a caller later rolled back
       // can never pass for the committed state, even at the same seq.
       const stamp = 1 + Math.floor(Math.random() * 2 ** 48);
       const pruned = this.#prune(seq, state.pruned_seq, nowMs);
       this.#st.setState.run(this.#mesh, epoch, seq, pruned, stamp);
+      // Every statement ran: the view follows, tentatively (see #exact) until the state it
+      // names is read back committed.
+      for (const d of removed) drop(view, d.id);
+      for (const e of puts) {
+        drop(view, e.d.id);
+        put(view, e);
+      }
+      view.sorted = null;
+      view.seq = seq;
+      view.stamp = stamp;
+      view.tentative = true;
+      this.#view = view;
       return { added, removed };
     });
   }
@@ -220,54 +280,41 @@ export class DecisionStore {
     return to;
   }
 
-  /** The stored set by id: the cached view when it is the committed state, else read afresh. */
-  #entries(state: State): Map<number, Entry> {
+  /**
+   * The cached view when it is exactly the state read. A view replace() left is tentative:
+   * the caller's transaction may still roll back. Read back outside any transaction, the
+   * same (seq, random stamp) proves it was committed; until then it is never caught up
+   * from the journal, only used as is or dropped.
+   */
+  #exact(state: State): View | null {
     const v = this.#view;
-    if (v && v.seq === state.last_seq && v.stamp === state.stamp) return v.byId;
-    return this.#load().byId;
+    if (!v || v.seq !== state.last_seq || v.stamp !== state.stamp) return null;
+    if (v.tentative && !this.ledger.inTransaction) v.tentative = false;
+    return v;
   }
 
   #load(): View {
-    const byId = new Map<number, Entry>();
-    for (const r of this.#st.all.all(this.#mesh) as { id: number; added_seq: number; decision: Uint8Array }[]) {
-      byId.set(r.id, entryOf(Buffer.from(r.decision).toString("utf8"), r.added_seq));
-    }
-    return this.#grouped(byId);
-  }
-
-  #grouped(byId: Map<number, Entry>): View {
-    const groups = new Map<string, Entry[]>();
-    for (const e of byId.values()) {
-      const g = groups.get(e.key);
-      if (g) g.push(e);
-      else groups.set(e.key, [e]);
-    }
-    return { seq: 0, stamp: 0, byId, groups, sorted: null };
+    const v: View = { seq: 0, stamp: 0, byId: new Map(), groups: new Map(), sorted: null, tentative: true };
+    for (const r of this.#st.all.all(this.#mesh) as { id: number; added_seq: number; decision: string | Uint8Array }[]) put(v, entryOf(textOf(r.decision), r.added_seq));
+    return v;
   }
 
   /**
    * The current set, in memory. Kept across calls and brought up to date from the journal
    * (a checkpoint changes a few decisions of many), reloaded when the journal no longer
-   * reaches back to it. Inside a transaction nothing is cached: the caller may roll back.
+   * reaches back to it. Inside a transaction nothing new is cached: the caller may roll back.
    */
   #current(): { view: View; state: State } {
     const state = this.#state();
+    const exact = this.#exact(state);
+    if (exact) return { view: exact, state };
     const v = this.#view;
-    if (v && v.seq === state.last_seq && v.stamp === state.stamp) return { view: v, state };
+    const outside = !this.ledger.inTransaction;
     let next: View;
-    if (v && v.seq >= state.pruned_seq && v.seq < state.last_seq && !this.ledger.inTransaction) {
+    if (v && !v.tentative && outside && v.seq >= state.pruned_seq && v.seq < state.last_seq) {
       for (const r of this.#changes(v.seq, state.last_seq)) {
-        const old = v.byId.get(r.id);
-        if (old) {
-          v.byId.delete(r.id);
-          const g = v.groups.get(old.key)!.filter((e) => e !== old);
-          if (g.length > 0) v.groups.set(old.key, g);
-          else v.groups.delete(old.key);
-        }
-        if (r.op === "del") continue;
-        const e = entryOf(Buffer.from(r.decision).toString("utf8"), r.added_seq);
-        v.byId.set(r.id, e);
-        v.groups.set(e.key, [...(v.groups.get(e.key) ?? []), e]);
+        drop(v, r.id);
+        if (r.op !== "del") put(v, entryOf(textOf(r.decision), r.added_seq));
       }
       v.sorted = null;
       next = v;
@@ -276,7 +323,8 @@ export class DecisionStore {
     }
     next.seq = state.last_seq;
     next.stamp = state.stamp;
-    if (!this.ledger.inTransaction) this.#view = next;
+    next.tentative = !outside;
+    if (outside) this.#view = next;
     return { view: next, state };
   }
 
@@ -378,7 +426,7 @@ export class DecisionStore {
         if (e) touched.add(e.key);
         continue;
       }
-      const e = entryOf(Buffer.from(r.decision).toString("utf8"), r.added_seq);
+      const e = entryOf(textOf(r.decision), r.added_seq);
       touched.add(e.key);
       // Only a decision added at or before the cursor can be held by the bouncer.
       if (e.addedSeq <= cursor.seq) removed.set(e.key, [...(removed.get(e.key) ?? []), e]);

@@ -243,6 +243,7 @@ export const MIGRATIONS: readonly string[] = [
     at INTEGER NOT NULL,
     PRIMARY KEY (mesh, seq)
   ) WITHOUT ROWID;
+  CREATE INDEX decision_changes_at ON decision_changes (mesh, at);
   CREATE TABLE decision_state (
     mesh BLOB PRIMARY KEY,
     epoch INTEGER NOT NULL,

@@ -103,9 +103,9 @@ export const STATEMENTS = {
     // Bouncers that pulled: the oldest cursor is how far back the journal is still needed.
     oldestCursor: "SELECT min(pull_seq) AS seq FROM bouncers WHERE mesh = ? AND pull_seq IS NOT NULL",
     // at follows seq (each replace() journals at its own nowMs): the entries older than a
-    // time are a prefix. Each reads only the rows on its own side of the boundary.
-    newestBefore: "SELECT seq FROM decision_changes WHERE mesh = ? AND at < ? ORDER BY seq DESC LIMIT 1",
-    oldestFrom: "SELECT seq FROM decision_changes WHERE mesh = ? AND at >= ? ORDER BY seq LIMIT 1",
+    // time are a prefix, found through decision_changes_at in O(log n).
+    newestBefore: "SELECT seq FROM decision_changes WHERE mesh = ? AND at < ? ORDER BY at DESC, seq DESC LIMIT 1",
+    oldestFrom: "SELECT seq FROM decision_changes WHERE mesh = ? AND at >= ? ORDER BY at, seq LIMIT 1",
     prune: "DELETE FROM decision_changes WHERE mesh = ? AND seq <= ?",
     journalSize: "SELECT count(*) AS n FROM decision_changes WHERE mesh = ?",
   },
