@@ -119,8 +119,9 @@ function filterOf(params: URLSearchParams, scopesParam: "scopes" | "scope"): (d:
 
 /**
  * Serves the bouncer API on hostname:port until server.stop(). Answers are built in one
- * synchronous step from the store's in-memory view (a 100k-decision startup answer in a
- * few hundred ms, an increment in about a millisecond; bench/decisions.ts).
+ * synchronous step from the store's in-memory view: with 100k decisions a startup answer
+ * takes a few hundred ms, an increment a few ms (bench/decisions.ts). Share the
+ * DecisionStore that replace() writes through: its view is then never loaded again.
  */
 export function startDecisionsApi(opts: DecisionsApiOptions): Server<undefined> {
   const now = opts.now ?? Date.now;
