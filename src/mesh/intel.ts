@@ -119,8 +119,9 @@ export class Intel {
 
   async #round(): Promise<void> {
     if (!this.ctx.engine()) await this.#syncEdge();
-    await this.#repair();
-    this.#recompute();
+    // A payload filled in for an advisory already judged without it: judged again.
+    const filled = await this.#repair();
+    this.#recompute(filled > 0);
   }
 
   /** Validators of the set in force this node is connected to, in random order, and how many answers are enough (f + 1). */
@@ -159,9 +160,10 @@ export class Intel {
   }
 
   /** Intel microblocks this node holds without a payload (its sender withheld it from some): asked of validators. */
-  async #repair(): Promise<void> {
-    const missing = this.ctx.builder.intel.missingPayloads(PAGE);
-    if (missing.length === 0) return;
+  async #repair(): Promise<number> {
+    const intel = this.ctx.builder.intel;
+    const missing = intel.missingPayloads(PAGE);
+    if (missing.length === 0) return 0;
     for (const peer of this.#validatorPeers().peers.slice(0, 3)) {
       try {
         const answer = (await this.ctx.net.request(peer, INTEL_PROTOCOL, { leaves: missing }, 10_000, ANSWER_BYTES)) as { advisories?: unknown };
@@ -169,7 +171,9 @@ export class Intel {
       } catch {
         // the next validator
       }
+      if (intel.missingPayloads(PAGE).length === 0) break;
     }
+    return missing.length - intel.missingPayloads(PAGE).length;
   }
 
   /** Keeps what checks against this node's own tree; counts the rest as refused. */
@@ -206,12 +210,12 @@ export class Intel {
   }
 
   /** The decision set as of the latest checkpoint, once every advisory up to it is held. */
-  #recompute(): void {
+  #recompute(force = false): void {
     const { builder } = this.ctx;
     const latest = builder.latest();
     if (!latest) return;
     const epoch = latest.checkpoint.epoch;
-    if (this.decisions.asOf() === epoch || this.#complete() < latest.checkpoint.tree_size) return;
+    if ((!force && this.decisions.asOf() === epoch) || this.#complete() < latest.checkpoint.tree_size) return;
     const input = this.decideInput(epoch);
     const now = Date.now();
     const { added, removed } = this.decisions.replace(decide(input), epoch, now);
