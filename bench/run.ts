@@ -16,6 +16,7 @@ import { runLog } from "./log.ts";
 import { runMesh } from "./mesh.ts";
 import { runTpm } from "./tpm.ts";
 import { runDecisions } from "./decisions.ts";
+import { runDecide } from "./decide.ts";
 
 const root = path.resolve(import.meta.dir, "..");
 const n = envInt("BENCH_N", 50_000);
@@ -37,6 +38,7 @@ try {
   const tpm = await runTpm();
   const mesh = await runMesh();
   const decisions = await runDecisions();
+  const decide = await runDecide();
   const totalS = (now() - t0) / 1000;
   say(`\ntotal ${totalS.toFixed(0)} s`);
   const summary = {
@@ -47,6 +49,7 @@ try {
     tpm,
     mesh,
     decisions,
+    decide,
     ingest: {
       n,
       events_per_s: Math.round(ingest.pipelineEps),
