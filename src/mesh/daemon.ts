@@ -13,6 +13,7 @@
 //   ../intel/lapi.ts      decisions.listen: the CrowdSec bouncer API over those decisions
 //
 // They share a MeshContext (context.ts) and the counters (stats.ts), never the Daemon.
+import { isDsmDaemon } from "../runtime/daemon-pid.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Receiver } from "../chain/accept.ts";
@@ -464,13 +465,5 @@ function runningDaemon(dir: string): number | null {
   } catch {
     return null;
   }
-  if (typeof pid !== "number" || !Number.isSafeInteger(pid) || pid <= 1 || pid === process.pid) return null;
-  try {
-    process.kill(pid, 0);
-    // A crashed daemon's pid may since belong to something else: that is no daemon.
-    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return /dsm/.test(cmd) ? pid : null;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM" ? pid : null;
-  }
+  return isDsmDaemon(pid) ? pid : null;
 }

@@ -13,6 +13,7 @@
 //
 // A refusal is written to HEAD_STATE_FILE and stays until the ledger reaches the mesh's
 // seq (dsm recover clears it): peers that become unreachable do not make it safe to sign.
+import { isDsmDaemon } from "../runtime/daemon-pid.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { KeyCertRejected, Receiver } from "../chain/accept.ts";
@@ -101,22 +102,12 @@ function writeRefusal(dir: string, v: HeadVerdict): void {
 }
 
 /** A live dsm process other than this one (a crashed daemon's pid may since be something else's). */
-function dsmAlive(pid: unknown): boolean {
-  if (typeof pid !== "number" || !Number.isSafeInteger(pid) || pid <= 1 || pid === process.pid) return false;
-  try {
-    process.kill(pid, 0);
-    return /dsm/.test(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8"));
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** The pid of a dsm run on this data dir (its run.json or its head check), or null. */
 export function runningDaemonPid(dir: string, s: HeadState | null = readHeadState(dir)): number | null {
-  if (s && s.state !== "refused" && dsmAlive(s.pid)) return s.pid;
+  if (s && s.state !== "refused" && isDsmDaemon(s.pid)) return s.pid;
   try {
     const pid = (JSON.parse(fs.readFileSync(path.join(dir, "run.json"), "utf8")) as { pid?: unknown }).pid;
-    return dsmAlive(pid) ? (pid as number) : null;
+    return isDsmDaemon(pid) ? (pid as number) : null;
   } catch {
     return null;
   }
@@ -280,7 +271,7 @@ export async function beforeSigning(node: DSMNode, opts: { timeoutMs?: number; w
   const addrs = meshPeers(node);
   if (addrs.length === 0 && s === null) return;
   if (runningDaemonPid(dir, s) !== null) {
-    for (const until = Date.now() + DAEMON_CHECK_WAIT_MS; s?.state === "checking" && dsmAlive(s.pid) && Date.now() < until; s = readHeadState(dir)) await Bun.sleep(100);
+    for (const until = Date.now() + DAEMON_CHECK_WAIT_MS; s?.state === "checking" && isDsmDaemon(s.pid) && Date.now() < until; s = readHeadState(dir)) await Bun.sleep(100);
     const after = standingRefusal(node, s);
     if (after) throw new RestoreRefused(after.detail);
     if (s?.state === "checking") opts.warn?.(`the dsm run on this data dir has not finished its head check within ${DAEMON_CHECK_WAIT_MS / 1000} s: signing anyway`);
