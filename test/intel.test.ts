@@ -15,7 +15,7 @@ import { buildAlone } from "../src/consensus/alone.ts";
 import { CheckpointBuilder } from "../src/log/builder.ts";
 import { epochAt } from "../src/protocol/checkpoint.ts";
 import { withoutLocalFields } from "../src/ledger/ledger.ts";
-import { checkIntelEntry } from "../src/mesh/intel.ts";
+import { checkIntelEntry, intelPage } from "../src/mesh/intel.ts";
 import type { Microblock } from "../src/protocol/microblock.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dsm-intel-sync-"));
@@ -68,4 +68,19 @@ test("forged, moved, altered or substituted entries are refused with the reason"
   expect(problem({ leaf: 0, microblock: alert, payload: canonicalize({ x: 1 }) })).toContain("is a suricata.alert, not an advisory");
   expect(problem({ leaf: "1", microblock: adv, payload })).toBe("malformed entry");
   expect(problem(null)).toBe("malformed entry");
+});
+
+test("an answer page is bounded in count and in bytes, and says how far it covers", () => {
+  const row = (leaf: number, size: number) => ({ leaf, id: "", node_id: "", seq: 1, epoch: 0, event_type: "threat.advisory", microblock: adv, payload: null, payloadCanonical: "x".repeat(size) });
+  const rows = [row(3, 100), row(5, 100), row(9, 100)];
+  expect(intelPage(rows, 0, 20).scanned_to).toBe(20); // all of them: covers every scanned leaf
+  expect(intelPage([], 4, 20)).toEqual({ scanned_to: 20, advisories: [] });
+  expect(intelPage([], 30, 20).scanned_to).toBe(30); // never behind what was asked
+  const byCount = intelPage(rows.slice(0, 2), 0, 20, { count: 2, bytes: 1 << 20 });
+  expect([byCount.scanned_to, byCount.advisories.map((a) => a.leaf)]).toEqual([6, [3, 5]]);
+  const big = [row(3, 600_000), row(5, 600_000), row(9, 10)];
+  const byBytes = intelPage(big, 0, 20);
+  expect([byBytes.scanned_to, byBytes.advisories.map((a) => a.leaf)]).toEqual([4, [3]]);
+  // One entry over the byte limit still goes alone, or the sync could never pass it.
+  expect(intelPage([row(7, 3_000_000)], 0, 20).advisories.map((a) => a.leaf)).toEqual([7]);
 });

@@ -22,9 +22,11 @@ export const INTEL_PROTOCOL = "/dsm/intel/1";
 /** Intel microblocks in one answer; each is a microblock and a payload of a few hundred bytes. */
 const PAGE = 256;
 const ANSWER_BYTES = 2 << 20;
+/** What one answer's entries may add up to, well under ANSWER_BYTES. */
+const PAGE_BYTES = 1 << 20;
 const PAGES_PER_SYNC = 32;
 
-interface AnswerEntry {
+export interface AnswerEntry {
   leaf: number;
   microblock: unknown;
   payload: string;
@@ -106,15 +108,21 @@ export class Intel {
     const entry = (x: FinalizedIntelRow): AnswerEntry => ({ leaf: x.leaf, microblock: x.microblock, payload: x.payloadCanonical });
     if (Array.isArray(r.leaves)) {
       if (r.leaves.length > PAGE || !r.leaves.every((l) => Number.isSafeInteger(l) && l >= 0)) return { error: `leaves must list at most ${PAGE} leaf indices` };
-      const found = (r.leaves as number[]).flatMap((l) => intel.from(l, 1).filter((x) => x.leaf === l));
-      return { scanned_to: complete, advisories: found.map(entry) };
+      const found: AnswerEntry[] = [];
+      let bytes = 0;
+      for (const l of r.leaves as number[]) {
+        for (const x of intel.from(l, 1).filter((y) => y.leaf === l)) {
+          const e = entry(x);
+          bytes += e.payload.length + JSON.stringify(e.microblock).length + 32;
+          if (found.length > 0 && bytes > PAGE_BYTES) return { scanned_to: complete, advisories: found };
+          found.push(e);
+        }
+      }
+      return { scanned_to: complete, advisories: found };
     }
     const from = r.from_leaf;
     if (typeof from !== "number" || !Number.isSafeInteger(from) || from < 0) return { error: "from_leaf must be a leaf index" };
-    const rows = intel.from(from, PAGE).filter((x) => x.leaf < complete);
-    // A full page says how far it got; a short one covers everything this node has scanned.
-    const scanned = rows.length === PAGE ? rows.at(-1)!.leaf + 1 : Math.max(from, complete);
-    return { scanned_to: scanned, advisories: rows.map(entry) };
+    return intelPage(intel.from(from, PAGE).filter((x) => x.leaf < complete), from, complete);
   }
 
   async #round(): Promise<void> {
@@ -272,4 +280,23 @@ export function checkIntelEntry(value: unknown, mesh: string, size: number, idAt
     return bad((err as Error).message);
   }
   return { ok: true, leaf: e.leaf, mb, payload: e.payload };
+}
+
+/**
+ * One /dsm/intel/1 answer from the rows at or after `from` (below `complete`, the leaves this
+ * node has scanned, at most `count` of them): bounded in bytes as well as in count, since
+ * 64 indicators and 64 evidence ids make an advisory of ~25 KB and an answer over the asker's
+ * limit would stop its sync for good. scanned_to says how far the answer covers.
+ */
+export function intelPage(rows: readonly FinalizedIntelRow[], from: number, complete: number, limits = { count: PAGE, bytes: PAGE_BYTES }): { scanned_to: number; advisories: AnswerEntry[] } {
+  const out: AnswerEntry[] = [];
+  let bytes = 0;
+  for (const r of rows) {
+    const e = { leaf: r.leaf, microblock: r.microblock, payload: r.payloadCanonical };
+    bytes += e.payload.length + JSON.stringify(e.microblock).length + 32;
+    if (out.length > 0 && bytes > limits.bytes) break;
+    out.push(e);
+  }
+  const cut = out.length < rows.length || rows.length >= limits.count;
+  return { scanned_to: cut ? out.at(-1)!.leaf + 1 : Math.max(from, complete), advisories: out };
 }
