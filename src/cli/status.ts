@@ -12,7 +12,9 @@ can be copied off the box, a TPM key cannot), the mesh and genesis name, the led
 counts (microblocks, payloads, key certificates, fork evidence) and this node's chain head.
 When dsm run is running on the data dir, also the mesh as it sees it: peers, the last
 finalized epoch and how many closed epochs behind it is, the validators connected, and
-consensus (round, step, validators caught equivocating).
+consensus (round, step, validators caught equivocating), and threat intelligence: the
+finalized advisories held, the active decisions and the checkpoint they are as of, and
+how often bouncers pulled them.
 
 EXAMPLES
   dsm status
@@ -69,6 +71,7 @@ EXAMPLES
                 `daemon      running as ${daemon.role}, peer ${daemon.peer_id}, ${daemon.peers} peers`,
                 `            finalized epoch ${daemon.last_finalized_epoch ?? "none yet"}${daemon.lag_epochs ? `, ${daemon.lag_epochs} closed epochs behind` : ""}; ${daemon.validators.filter((v) => v.connected).length} of ${daemon.validators.length} validators connected`,
                 `            gossip: ${daemon.published} microblocks sent, ${daemon.received} received, ${Object.values(daemon.rejected).reduce((a, b) => a + b, 0)} rejected`,
+                `            intel: ${daemon.intel.finalized} finalized advisories (${daemon.intel.made} made here), ${daemon.intel.decisions} active decisions${daemon.intel.decisions_as_of === null ? "" : ` as of epoch ${daemon.intel.decisions_as_of}`}, ${daemon.intel.bouncer_pulls} bouncer pulls${daemon.intel.scanned_to < daemon.intel.tree_size ? `; ${daemon.intel.tree_size - daemon.intel.scanned_to} leaves not yet scanned` : ""}`,
                 ...(daemon.attestation.challenging ? [`            attestation: ${daemon.attestation.passed} passed, ${daemon.attestation.failed} failed${Object.keys(daemon.attestation.failures).length ? ` (${Object.entries(daemon.attestation.failures).map(([c, n]) => `${c} ${n}`).join(", ")})` : ""}`] : []),
                 ...daemon.attestation.nodes.map((n) => `            peer ${n.node_id.slice(0, 16)}…  ${trustText(n)}`),
               ].join("\n")
