@@ -423,11 +423,13 @@ export class Daemon implements DaemonApi {
   }
 }
 
-/** "127.0.0.1:8081", "[::1]:8081": decisions.listen's HOST:PORT. */
+/** "127.0.0.1:8081", "[::1]:8081", or "on" (127.0.0.1:8081): decisions.listen. */
 export function hostPort(text: string): { host: string; port: number } {
+  // "on": the documented default, beside (never on) a local CrowdSec's 8080.
+  if (text === "on") return { host: "127.0.0.1", port: 8081 };
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) throw new DaemonStartError(`decisions.listen must be HOST:PORT (e.g. 127.0.0.1:8081), got ${JSON.stringify(text)}`);
+  if (!m || port < 1 || port > 65535) throw new DaemonStartError(`decisions.listen must be HOST:PORT (e.g. 127.0.0.1:8081), or on, got ${JSON.stringify(text)}`);
   return { host: m[1] ?? m[2]!, port };
 }
 
