@@ -3,6 +3,7 @@ import { CheckpointBuilder } from "../log/builder.ts";
 import { DecisionStore } from "../ledger/decision-store.ts";
 import { explain } from "../intel/decide.ts";
 import { intelInput } from "../intel/input.ts";
+import { refreshDecisions, scannedWithoutDaemon } from "../intel/refresh.ts";
 import { EXPORT_FORMATS, type ExportFormat, exportDecisionsResult } from "../intel/export.ts";
 import { parseIndicatorText, SCOPES, type Scope } from "../protocol/advisory.ts";
 import type { Decision } from "../protocol/decision.ts";
@@ -22,7 +23,8 @@ keeps this node's set up to date and serves it to CrowdSec bouncers on decisions
 
   dsm decisions list [--json]
       The set as of the latest checkpoint this node has fully read, sorted by scope and
-      value. --json: {"epoch": N, "decisions": [...]}, byte-identical on every node at the
+      value (brought up to date here when no dsm run did it, e.g. on a node
+      checkpointed from cron). --json: {"epoch": N, "decisions": [...]}, byte-identical on every node at the
       same epoch (until is absolute; expired entries stay until the next checkpoint; the
       bouncer API and exports leave them out).
   dsm decisions explain VALUE [--json]
@@ -34,8 +36,9 @@ keeps this node's set up to date and serves it to CrowdSec bouncers on decisions
       ranges, timeouts from until), ipset (ipset restore input, swapped in atomically),
       plain (one value per line), suricata-dataset (one dataset per file: --scope ip,
       domain or ja3). With --output the file is written atomically and only when its
-      contents changed (exit 0 either way; --json says which), so a cron line or a
-      systemd path unit reloads only on change.
+      decisions changed (for nftables and ipset, whose timeouts count down, when their
+      "# dsm-digest:" line did), exit 0 either way (--json says which), so a cron line
+      or a systemd path unit reloads only on change.
 
 EXIT STATUS  0 done, 1 error.
 
@@ -60,6 +63,11 @@ EXAMPLES
       ctx,
       (node) => {
         const store = new DecisionStore(node.ledger, node.mesh);
+        // A node checkpointed from cron has no dsm run to judge its checkpoints: done here.
+        if (action !== "explain") {
+          const builder = new CheckpointBuilder(node.ledger, node.policy);
+          refreshDecisions(builder, node.genesis, store, scannedWithoutDaemon(builder, node.nodeId), Date.now());
+        }
         if (action === "list") {
           if (args.value !== undefined) throw new CliError("dsm decisions list takes no other arguments");
           const decisions = store.current();
@@ -96,17 +104,34 @@ EXAMPLES
             return;
           }
           const file = String(args.output);
-          const same = fs.existsSync(file) && fs.readFileSync(file, "utf8") === r.text;
+          const same = unchanged(file, r.text, r.digest);
           if (!same) writeFileAtomic(file, r.text, { overwrite: true, mode: 0o644 });
           if (ctx.json) return printJson({ file, format: args.format, entries: r.entries, changed: !same, digest: r.digest, omitted: r.omitted });
           return print(`${file}: ${r.entries} entr${r.entries === 1 ? "y" : "ies"}${same ? ", unchanged" : ", written"}`);
         }
         throw new CliError(`unknown action "${action}": list, explain or export`);
       },
-      { readonly: action !== "export" },
+      { readonly: action === "explain" },
     );
   },
 });
+
+/**
+ * Whether FILE already holds these decisions: the same text, or for nftables and ipset (whose
+ * timeouts count down, so the text changes every second) the same "# dsm-digest:" line.
+ * Then it is left alone, and whatever reloads the firewall on a change of the file does not.
+ */
+function unchanged(file: string, text: string, digest: string): boolean {
+  let old: string;
+  try {
+    old = fs.readFileSync(file, "utf8");
+  } catch {
+    return false;
+  }
+  if (old === text) return true;
+  const line = /^# dsm-digest: (sha256:[0-9a-f]{64})$/m.exec(old);
+  return line !== null && line[1] === digest && /^# dsm-digest: /m.test(text);
+}
 
 function scopeArgs(values: string[] | string | undefined): Scope[] | undefined {
   if (values === undefined) return undefined;

@@ -7,7 +7,7 @@ import { epochBounds } from "../protocol/checkpoint.ts";
 import { type Genesis, intelPolicy } from "../protocol/genesis.ts";
 import type { DecideInput } from "./decide.ts";
 
-export function intelInput(builder: CheckpointBuilder, genesis: Genesis, epoch: number): DecideInput & { entries: FinalizedIntelRow[] } {
+export function intelInput(builder: CheckpointBuilder, genesis: Genesis, epoch: number): Omit<DecideInput, "entries"> & { entries: FinalizedIntelRow[] } {
   const policy = intelPolicy(genesis);
   const endOf = (e: number) => epochBounds(genesis, e).endMs;
   // Advice older than max_ttl holds no more; retractions before it have nothing left to withdraw.

@@ -9,8 +9,7 @@
 // store the bouncer API serves.
 import { canonicalize } from "../encoding/jcs.ts";
 import { toHex } from "../encoding/hex.ts";
-import { decide, type DecideInput } from "../intel/decide.ts";
-import { intelInput } from "../intel/input.ts";
+import { refreshDecisions } from "../intel/refresh.ts";
 import { isIntelEvent, parseIntelPayload, type FinalizedIntelRow } from "../protocol/advisory.ts";
 import type { Decision } from "../protocol/decision.ts";
 import { identifyMicroblock, type Microblock, payloadMatches } from "../protocol/microblock.ts";
@@ -219,28 +218,16 @@ export class Intel {
 
   /** The decision set as of the latest checkpoint, once every advisory up to it is held. */
   #recompute(force = false): void {
-    const { builder } = this.ctx;
-    const latest = builder.latest();
-    if (!latest) return;
-    const epoch = latest.checkpoint.epoch;
-    if ((!force && this.decisions.asOf() === epoch) || this.#complete() < latest.checkpoint.tree_size) return;
-    const input = this.decideInput(epoch);
     const now = Date.now();
-    const { added, removed } = this.decisions.replace(decide(input), epoch, now);
-    if (added.length === 0 && removed.length === 0) return;
-    const byId = new Map(input.entries.map((x) => [x.id, x as FinalizedIntelRow]));
-    for (const d of added) {
+    const r = refreshDecisions(this.ctx.builder, this.ctx.node.genesis, this.decisions, this.#complete(), now, force);
+    if (!r || (r.added.length === 0 && r.removed.length === 0)) return;
+    for (const d of r.added) {
       // From the newest counted advisory's own time to this node holding the decision.
-      const ts = Math.max(...d.advisories.map((id) => Date.parse(byId.get(id)?.microblock.timestamp ?? "")).filter(Number.isFinite));
+      const ts = Math.max(...d.advisories.map((id) => Date.parse(r.entries.get(id)?.microblock.timestamp ?? "")).filter(Number.isFinite));
       if (Number.isFinite(ts)) this.#latency = now - ts;
     }
-    this.ctx.log("info", `decisions as of epoch ${epoch}: ${added.length} added, ${removed.length} removed, ${this.decisions.count()} held`, { epoch, added: added.length, removed: removed.length });
-    for (const f of this.onChange) f(added, removed);
-  }
-
-  /** What decide() needs as of a checkpoint, from this node's ledger: dsm decisions explain uses it too. */
-  decideInput(epoch: number): DecideInput & { entries: FinalizedIntelRow[] } {
-    return intelInput(this.ctx.builder, this.ctx.node.genesis, epoch);
+    this.ctx.log("info", `decisions as of epoch ${r.epoch}: ${r.added.length} added, ${r.removed.length} removed, ${this.decisions.count()} held`, { epoch: r.epoch, added: r.added.length, removed: r.removed.length });
+    for (const f of this.onChange) f(r.added, r.removed);
   }
 }
 
