@@ -4,6 +4,7 @@ import { DecisionStore } from "../ledger/decision-store.ts";
 import { explain } from "../intel/decide.ts";
 import { intelInput } from "../intel/input.ts";
 import { refreshDecisions, scannedWithoutDaemon } from "../intel/refresh.ts";
+import { runningDaemonPid } from "../mesh/restore-check.ts";
 import { EXPORT_FORMATS, type ExportFormat, exportDecisionsResult } from "../intel/export.ts";
 import { parseIndicatorText, SCOPES, type Scope } from "../protocol/advisory.ts";
 import type { Decision } from "../protocol/decision.ts";
@@ -64,7 +65,8 @@ EXAMPLES
       (node) => {
         const store = new DecisionStore(node.ledger, node.mesh);
         // A node checkpointed from cron has no dsm run to judge its checkpoints: done here.
-        if (action !== "explain") {
+        // Never beside a running dsm run: the set is its to keep (it holds it in memory).
+        if (action !== "explain" && runningDaemonPid(node.layout.dir) === null) {
           const builder = new CheckpointBuilder(node.ledger, node.policy);
           refreshDecisions(builder, node.genesis, store, scannedWithoutDaemon(builder, node.nodeId), Date.now());
         }
