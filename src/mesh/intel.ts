@@ -101,9 +101,11 @@ export class Intel {
   }
 
   #answer(req: unknown): unknown {
-    const r = req as { from_leaf?: unknown; leaves?: unknown };
+    const r = req as { from_leaf?: unknown; to_leaf?: unknown; leaves?: unknown };
     const intel = this.ctx.builder.intel;
-    const complete = this.#complete();
+    // Not beyond the asker's own tree (to_leaf): it could not check those yet.
+    const upTo = typeof r.to_leaf === "number" && Number.isSafeInteger(r.to_leaf) && r.to_leaf >= 0 ? r.to_leaf : Infinity;
+    const complete = Math.min(this.#complete(), upTo);
     const entry = (x: FinalizedIntelRow): AnswerEntry => ({ leaf: x.leaf, microblock: x.microblock, payload: x.payloadCanonical });
     if (Array.isArray(r.leaves)) {
       if (r.leaves.length > PAGE || !r.leaves.every((l) => Number.isSafeInteger(l) && l >= 0)) return { error: `leaves must list at most ${PAGE} leaf indices` };
@@ -151,7 +153,7 @@ export class Intel {
       let at = start;
       try {
         for (let page = 0; page < PAGES_PER_SYNC && at < size; page++) {
-          const answer = (await this.ctx.net.request(peer, INTEL_PROTOCOL, { from_leaf: at }, 10_000, ANSWER_BYTES)) as { scanned_to?: unknown; advisories?: unknown };
+          const answer = (await this.ctx.net.request(peer, INTEL_PROTOCOL, { from_leaf: at, to_leaf: size }, 10_000, ANSWER_BYTES)) as { scanned_to?: unknown; advisories?: unknown };
           const next = answer.scanned_to;
           if (typeof next !== "number" || !Number.isSafeInteger(next) || next <= at || !Array.isArray(answer.advisories)) break;
           this.#keep(answer.advisories);
@@ -185,7 +187,11 @@ export class Intel {
 
   /** Keeps what checks against this node's own tree; counts the rest as refused. */
   #keep(entries: unknown[]): void {
+    const size = this.ctx.builder.tree.size();
     for (const e of entries) {
+      // A validator ahead of this node may name leaves it cannot check yet: not a lie, just early.
+      const leaf = (e as { leaf?: unknown })?.leaf;
+      if (typeof leaf === "number" && Number.isSafeInteger(leaf) && leaf >= size) continue;
       const problem = this.#keepOne(e);
       if (problem === null) continue;
       this.#refused++;
