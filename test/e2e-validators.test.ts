@@ -61,7 +61,7 @@ async function until<T>(dirs: string[], fn: (d: string) => Promise<T>, pass: (t:
 }
 
 const finalized = (dirs: string[], size: number) => until(dirs, latest, (c) => c !== null && c.checkpoint.tree_size >= size, `finality over ${size} leaves`);
-const validators = async (d: string) => JSON.parse(await ok(["validators", "--data-dir", d, "--json"])) as { current: { validators: { node_id: string }[]; quorum: number; from_epoch: number }; history: unknown[] };
+const validators = async (d: string) => JSON.parse(await ok(["validators", "--data-dir", d, "--json"])) as { current: { validators: { node_id: string }[]; quorum: number; from_epoch: number; in_force: boolean }; history: unknown[] };
 
 async function stop(d: string): Promise<void> {
   const p = procs.get(d)!;
@@ -112,7 +112,9 @@ describe("the validator set changes by quorum, with dsm run processes", () => {
     expect(notValidator.stderr).toMatch(/only a validator of the set in force signs set-change requests/);
 
     for (const i of [1, 2]) await ok(["validators", "propose", "add", path.join(root, "v4.card"), "--detail", `e2e: validator ${i} agrees`, "--data-dir", V[i]!]);
-    const sets = await until([...V, E], validators, (s) => s.current.validators.length === 5, "the five-validator set everywhere");
+    // In force once the mesh reaches its epoch: waited for everywhere, so that no node is read
+    // on the other side of that boundary (in_force follows the clock, the rest the ledger).
+    const sets = await until([...V, E], validators, (s) => s.current.validators.length === 5 && s.current.in_force === true, "the five-validator set in force everywhere");
     for (const s of sets) expect(s.current).toEqual(sets[0]!.current);
     expect(sets[0]!.current.validators.map((v) => v.node_id)).toEqual([...ids]);
     expect(sets[0]!.current.quorum).toBe(4);

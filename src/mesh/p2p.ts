@@ -32,7 +32,8 @@ export interface MeshNetOptions {
   /**
    * The card handshake (/dsm/card/1): this node's card, sent to every peer that asks, and
    * the check each peer's card must pass (null when admitted, else why not). A peer whose
-   * card fails, or that shows none within timeoutMs, is disconnected and refused from then on.
+   * card fails is disconnected and refused from then on; one that shows none within
+   * timeoutMs is disconnected only (it may have been a short-lived process of that node).
    */
   cards?: {
     own: unknown;
@@ -49,7 +50,7 @@ export const CARD_PROTOCOL = "/dsm/card/1";
 const BOOTSTRAP_REDIAL_MS = 5000;
 
 export class MeshNet {
-  /** Peers whose card was checked and admitted, and peers refused (never let back in). */
+  /** Peers whose card was checked and admitted, and peers whose card failed (never let back in). */
   readonly admitted = new Set<string>();
 
   private constructor(
@@ -140,10 +141,16 @@ export class MeshNet {
     let card: unknown = null;
     try {
       card = await this.request(peerId, CARD_PROTOCOL, {}, cards.timeoutMs);
-      reason = cards.admit(card, peerId);
     } catch (e) {
-      reason = `no node card within ${cards.timeoutMs} ms (${(e as Error).message})`;
+      // No card is not a bad card: a one-shot command (dsm emit, ingest) that shares the
+      // node's peer id may be gone before it answers, and refusing the peer id for good would
+      // keep that node's own dsm run out. Hung up; it may show its card on the next connection.
+      const why = e instanceof Error ? e.message : `stream ${String((e as { type?: unknown })?.type ?? "closed")}`;
+      cards.onRefused?.(peerId, `no node card within ${cards.timeoutMs} ms (${why})`);
+      await this.node.hangUp(peerIdFromString(peerId)).catch(() => {});
+      return;
     }
+    reason = cards.admit(card, peerId);
     if (reason === null) {
       this.admitted.add(peerId);
       this.cards.set(peerId, card);
